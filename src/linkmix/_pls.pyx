@@ -1,0 +1,240 @@
+# cython: language_level=3
+"""Compiled arithmetic of the penalised least-squares (PLS) deviance.
+
+This module owns numbers only, never meaning: it maps θ to the blocks of Λ,
+forms the values of Λ'Z'ZΛ + I (and its cross-products with X and y), factors
+them, and returns log-determinants.  Two layouts are served:
+
+* the *blocked* layout (``blocked_factor``): the first random-effects term's
+  block of Λ'Z'ZΛ + I is block diagonal, so it is factored level by level; the
+  Schur complement of everything else (later terms, X, y) is dense and is
+  factored by LAPACK.  This is MixedModels.jl's insight, with all blocks after
+  the first merged into one dense block.
+* the *sparse* layout (``lambdat_zt_values``): writes the values of Λ'Z' in
+  place into a CSC matrix whose pattern CHOLMOD has analysed once.
+
+A θ-template describes the lower-triangular factor T of each term: for term
+``t`` with ``k`` coefficients, ``tmpl[tmpl_off[t] + a*k + b]`` is the index into
+θ of ``T[a, b]`` (row-major), or -1 where ``T[a, b]`` is structurally zero.
+"""
+
+from libc.math cimport log, sqrt
+from scipy.linalg.cython_lapack cimport dpotrf
+
+import numpy as np
+
+
+cdef inline void _fill_T(const double[::1] theta, const int[::1] tmpl,
+                         int off, int k, double* T) noexcept nogil:
+    cdef int a
+    cdef int idx
+    for a in range(k * k):
+        idx = tmpl[off + a]
+        T[a] = theta[idx] if idx >= 0 else 0.0
+
+
+def fill_lambda_blocks(const double[::1] theta, const int[::1] tmpl,
+                       const int[::1] tmpl_off, const int[::1] term_k,
+                       double[::1] out):
+    """Write every term's T (row-major, concatenated at ``tmpl_off``) into ``out``."""
+    cdef int t
+    for t in range(term_k.shape[0]):
+        _fill_T(theta, tmpl, tmpl_off[t], term_k[t], &out[tmpl_off[t]])
+
+
+def lambdat_zt_values(const double[::1] theta, const int[::1] tmpl,
+                      const int[::1] tmpl_off, const int[::1] term_k,
+                      const double[:, ::1] Zcat, double[::1] data):
+    """Values of Λ'Z' (q × n, CSC, Σk entries per column) for the sparse layout.
+
+    ``Zcat`` holds each observation's raw random-effects covariates, the terms'
+    columns side by side.  For observation i and term t with level ℓ, rows
+    ``off_t + kℓ + a`` of column i receive ``Σ_{s≥a} T_t[s, a] z_{t,i,s}``.
+    """
+    cdef Py_ssize_t n = Zcat.shape[0], i
+    cdef int nterm = term_k.shape[0], t, a, s, k, col0, width = Zcat.shape[1]
+    cdef double acc
+    cdef double[::1] Tbuf = np.empty(max(1, tmpl.shape[0]))
+    fill_lambda_blocks(theta, tmpl, tmpl_off, term_k, Tbuf)
+    with nogil:
+        for i in range(n):
+            col0 = 0
+            for t in range(nterm):
+                k = term_k[t]
+                for a in range(k):
+                    acc = 0.0
+                    for s in range(a, k):
+                        acc = acc + Tbuf[tmpl_off[t] + s * k + a] * Zcat[i, col0 + s]
+                    data[i * width + col0 + a] = acc
+                col0 = col0 + k
+
+
+def blocked_factor(const double[::1] theta, const int[::1] tmpl,
+                   const int[::1] tmpl_off, const int[::1] term_k,
+                   # first term: per-level k1 × k1 Gram blocks Σ z z'
+                   const double[:, :, ::1] D1,
+                   # cross-products C = W'Z1 (W = [Z2 X y]) by level of term 1
+                   const int[::1] c_indptr, const int[::1] c_rows,
+                   const double[:, ::1] c_vals,
+                   # dense block: G = W'W and the block structure of Λ over W
+                   const double[::1, :] G,
+                   const int[::1] row_blk_off, const int[::1] row_term,
+                   int q2,
+                   # outputs
+                   double[:, :, ::1] L11, double[:, ::1] L21,
+                   double[::1, :] S):
+    """Factor Λ̃'[Z W]'[Z W]Λ̃ + I_q in the blocked layout.
+
+    With ``u = (u1, u2)``, term 1 owning ``u1``, the augmented matrix is ::
+
+        [ T1'D1T1 + I      T1'C'Λ̃       ]      L11 L11' = T1'D1[j]T1 + I, per level j
+        [ Λ̃'C T1        Λ̃'GΛ̃ + I_q2 ]      L21 = Λ̃'C_j T1 L11⁻ᵀ
+                                               S   = Λ̃'GΛ̃ + I_q2 − Σ_j L21_j L21_j'
+
+    and ``S`` is overwritten by its lower Cholesky factor.  Λ̃ acts as Λ on the
+    ``q2`` columns of later terms and as the identity on X and y.
+
+    Returns
+    -------
+    logdet : float
+        log|L_θ|², the log-determinant of Λ'Z'ZΛ + I.
+    info : int
+        0 on success; otherwise LAPACK's ``info`` (the 1-based order of the first
+        non-positive leading minor of ``S``), or -1 for a failed first-term block.
+    """
+    cdef int m = G.shape[0], k1 = term_k[0], nlev = D1.shape[0]
+    cdef int j, a, b, c, r, s, p, pp, t, o, k, rr, info = 0
+    cdef int start, stop
+    cdef double acc, logdet = 0.0, tv
+    cdef double[::1] Tbuf = np.empty(max(1, tmpl.shape[0]))
+    cdef double* T1
+    cdef double* T
+    cdef double* Lj
+    cdef double* A
+    cdef double[::1] Abuf = np.empty(k1 * k1)
+    cdef double[::1] lam = np.empty(m)
+    cdef char uplo = b'L'
+
+    fill_lambda_blocks(theta, tmpl, tmpl_off, term_k, Tbuf)
+    T1 = &Tbuf[0]
+    A = &Abuf[0]
+
+    with nogil:
+        # S = Λ̃' G Λ̃.  Scalar blocks of Λ̃ scale rows and columns in one
+        # column-major pass (lam = 1 elsewhere); vector blocks follow, as a right
+        # then a left multiplication of their columns and rows by T.
+        for r in range(m):
+            lam[r] = 1.0
+        r = 0
+        while r < q2:
+            t = row_term[r]
+            if term_k[t] == 1:
+                lam[r] = Tbuf[tmpl_off[t]]
+            r = r + term_k[t]
+        for c in range(m):
+            tv = lam[c]
+            for r in range(m):
+                S[r, c] = G[r, c] * lam[r] * tv
+        r = 0
+        while r < q2:
+            o = row_blk_off[r]
+            t = row_term[r]
+            k = term_k[t]
+            T = &Tbuf[tmpl_off[t]]
+            if k > 1:
+                # columns o..o+k-1 of S ← S[:, block] T  (T lower: col b uses rows s ≥ b)
+                for b in range(k):
+                    for c in range(m):
+                        acc = 0.0
+                        for s in range(b, k):
+                            acc = acc + S[c, o + s] * T[s * k + b]
+                        S[c, o + b] = acc
+                # rows: S[block, :] ← T' S[block, :]
+                for c in range(m):
+                    for b in range(k):
+                        acc = 0.0
+                        for s in range(b, k):
+                            acc = acc + T[s * k + b] * S[o + s, c]
+                        S[o + b, c] = acc
+            r = r + k
+        for r in range(q2):
+            S[r, r] = S[r, r] + 1.0
+
+        for j in range(nlev):
+            # L11[j] = chol(T1' D1[j] T1 + I)
+            Lj = &L11[j, 0, 0]
+            for a in range(k1):
+                for b in range(a + 1):
+                    acc = 0.0
+                    for r in range(b, k1):          # T1[r, b] nonzero for r ≥ b
+                        for s in range(a, k1):      # T1[s, a] nonzero for s ≥ a
+                            acc = acc + T1[r * k1 + b] * D1[j, r, s] * T1[s * k1 + a]
+                    A[a * k1 + b] = acc + (1.0 if a == b else 0.0)
+            for a in range(k1):
+                for b in range(a + 1):
+                    acc = A[a * k1 + b]
+                    for c in range(b):
+                        acc = acc - Lj[a * k1 + c] * Lj[b * k1 + c]
+                    if a == b:
+                        if acc <= 0.0:
+                            info = -1
+                            break
+                        Lj[a * k1 + a] = sqrt(acc)
+                    else:
+                        Lj[a * k1 + b] = acc / Lj[b * k1 + b]
+                if info != 0:
+                    break
+                for b in range(a + 1, k1):
+                    Lj[a * k1 + b] = 0.0
+            if info != 0:
+                break
+            for a in range(k1):
+                logdet = logdet + 2.0 * log(Lj[a * k1 + a])
+
+            start = c_indptr[j]
+            stop = c_indptr[j + 1]
+            # V = C_j T1
+            for p in range(start, stop):
+                for b in range(k1):
+                    acc = 0.0
+                    for s in range(b, k1):
+                        acc = acc + c_vals[p, s] * T1[s * k1 + b]
+                    L21[p, b] = acc
+            # V ← Λ̃' V on rows of later terms; rows of a block are contiguous
+            # and processed upwards, so each reads only rows not yet rewritten.
+            for p in range(start, stop):
+                r = c_rows[p]
+                if r >= q2:
+                    break
+                o = row_blk_off[r]
+                t = row_term[r]
+                k = term_k[t]
+                T = &Tbuf[tmpl_off[t]]
+                a = r - o
+                for b in range(k1):
+                    acc = 0.0
+                    for s in range(a, k):
+                        acc = acc + T[s * k + a] * L21[p + s - a, b]
+                    L21[p, b] = acc
+            # V ← V L11⁻ᵀ (forward substitution on each row)
+            for p in range(start, stop):
+                for a in range(k1):
+                    acc = L21[p, a]
+                    for c in range(a):
+                        acc = acc - Lj[a * k1 + c] * L21[p, c]
+                    L21[p, a] = acc / Lj[a * k1 + a]
+            # S[R, R] −= V V' (lower triangle; rows are sorted ascending)
+            for p in range(start, stop):
+                rr = c_rows[p]
+                for pp in range(start, p + 1):
+                    acc = 0.0
+                    for c in range(k1):
+                        acc = acc + L21[p, c] * L21[pp, c]
+                    S[rr, c_rows[pp]] = S[rr, c_rows[pp]] - acc
+
+        if info == 0:
+            dpotrf(&uplo, &m, &S[0, 0], &m, &info)
+            if info == 0 or info > q2:
+                for r in range(q2):
+                    logdet = logdet + 2.0 * log(S[r, r])
+    return logdet, info

@@ -1,0 +1,322 @@
+"""Formula specs + a DataFrame → the numbers of a linear mixed model.
+
+Owns: checking the data against the formula (columns, types, missing values,
+levels), the fixed-effects matrix X (through formulaic, with rank check), the
+response y, and the random-effects terms (grouping codes, raw covariates Z,
+level labels) in lme4's term order, plus the θ template of Λ.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+from formulaic import Formula, model_matrix
+from formulaic.errors import FormulaicError
+
+from .errors import DataError, FormulaError, MissingDataWarning, RankDeficiencyWarning
+from .formula import FormulaSpec, RandomTermSpec, parse_formula
+
+__all__ = ["RandomTerm", "LMMDesign", "build_design", "INTERCEPT"]
+
+INTERCEPT = "(Intercept)"
+
+
+def _rename_intercept(names):
+    return [INTERCEPT if name == "Intercept" else name for name in names]
+
+
+@dataclass
+class RandomTerm:
+    """One random-effects term with data: ``b = (I_ℓ ⊗ T) u`` for its ℓ levels.
+
+    Attributes
+    ----------
+    group : str
+        Name of the grouping factor (``"a:b"`` for an interaction).
+    coef_names : tuple of str
+        Names of the k coefficients that vary by group.
+    levels : pandas.Index
+        Level labels, in the order of the codes.
+    codes : ndarray of int32, shape (n,)
+        Level of each observation.
+    Z : ndarray, shape (n, k)
+        Raw covariates of each observation (rows of the term's model matrix).
+    independent : bool
+        Whether this term came from ``||`` (a split of a larger term).
+    """
+
+    group: str
+    group_columns: tuple[str, ...]
+    coef_names: tuple[str, ...]
+    levels: pd.Index
+    codes: np.ndarray
+    Z: np.ndarray
+    expr_spec: object = field(repr=False)
+    expr_columns: tuple[int, ...] = ()
+    independent: bool = False
+
+    @property
+    def k(self) -> int:
+        return self.Z.shape[1]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def q(self) -> int:
+        return self.k * self.n_levels
+
+    def theta_positions(self) -> list[tuple[int, int]]:
+        """(row, column) of T's free entries in lme4's θ order (lower triangle by columns)."""
+        return [(i, j) for j in range(self.k) for i in range(j, self.k)]
+
+
+@dataclass
+class LMMDesign:
+    """Everything numeric a linear mixed model needs, and how it was built."""
+
+    formula: FormulaSpec
+    y: np.ndarray
+    X: np.ndarray
+    fixed_names: list[str]
+    terms: list[RandomTerm]
+    fixed_spec: object = field(repr=False)
+    n_dropped: int = 0
+    dropped_columns: list[str] = field(default_factory=list)
+    row_index: pd.Index | None = None
+
+    @property
+    def n(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def q(self) -> int:
+        return sum(term.q for term in self.terms)
+
+    @property
+    def n_theta(self) -> int:
+        return sum(len(term.theta_positions()) for term in self.terms)
+
+    def theta_template(self):
+        """Arrays describing θ → T for the compiled kernels.
+
+        Returns
+        -------
+        tmpl, tmpl_off, term_k : int32 arrays
+            ``tmpl[tmpl_off[t] + a*k + b]`` is the θ index of ``T_t[a, b]`` or -1.
+        lower : ndarray
+            Lower bounds of θ: 0 on diagonal entries of T, -inf elsewhere.
+        """
+        term_k = np.array([term.k for term in self.terms], dtype=np.int32)
+        tmpl_off = np.zeros(len(self.terms), dtype=np.int32)
+        tmpl_off[1:] = np.cumsum(term_k[:-1] ** 2)
+        tmpl = np.full(int(np.sum(term_k ** 2)), -1, dtype=np.int32)
+        lower, index = [], 0
+        for t, term in enumerate(self.terms):
+            for i, j in term.theta_positions():
+                tmpl[tmpl_off[t] + i * term.k + j] = index
+                lower.append(0.0 if i == j else -np.inf)
+                index += 1
+        return tmpl, tmpl_off, term_k, np.array(lower)
+
+    def theta_start(self) -> np.ndarray:
+        """lme4's start: T = I for every term."""
+        return np.array([1.0 if i == j else 0.0
+                         for term in self.terms for i, j in term.theta_positions()])
+
+    def T_blocks(self, theta) -> list[np.ndarray]:
+        """Each term's lower-triangular T at ``theta``."""
+        blocks, index = [], 0
+        for term in self.terms:
+            T = np.zeros((term.k, term.k))
+            for i, j in term.theta_positions():
+                T[i, j] = theta[index]
+                index += 1
+            blocks.append(T)
+        return blocks
+
+    def Z_sparse(self):
+        """Z (n × q) as a CSR matrix, terms side by side in θ order."""
+        import scipy.sparse as sp
+        blocks = []
+        for term in self.terms:
+            cols = term.codes[:, None] * term.k + np.arange(term.k)[None, :]
+            rows = np.repeat(np.arange(self.n), term.k)
+            blocks.append(sp.csr_matrix((term.Z.ravel(), (rows, cols.ravel())),
+                                        shape=(self.n, term.q)))
+        return sp.hstack(blocks, format="csr")
+
+
+def _require_columns(data: pd.DataFrame, names, where: str) -> None:
+    missing = [name for name in names if name not in data.columns]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing)
+        raise DataError(f"unknown column{'s' if len(missing) > 1 else ''} {shown} in {where}; "
+                        f"the data has columns {list(map(str, data.columns))}")
+
+
+def _required_variables(rhs: str, where: str) -> set[str]:
+    try:
+        return {str(v) for v in Formula(rhs).required_variables}
+    except FormulaicError as exc:
+        raise FormulaError(f"cannot parse {where} {rhs!r}: {exc}") from None
+
+
+def _materialize(rhs: str, data: pd.DataFrame, where: str):
+    try:
+        return model_matrix(rhs, data, na_action="raise")
+    except FormulaicError as exc:
+        raise FormulaError(f"cannot build the model matrix of {where} {rhs!r}: {exc}") from None
+
+
+def _group_codes(data: pd.DataFrame, columns: tuple[str, ...]):
+    """Integer codes and labels of the (interaction of) grouping columns."""
+    codes_list, labels_list = [], []
+    for col in columns:
+        values = data[col]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            values = values.cat.remove_unused_categories()
+            codes, labels = values.cat.codes.to_numpy(), values.cat.categories
+        else:
+            codes, labels = pd.factorize(values, sort=True)
+        codes_list.append(np.asarray(codes, dtype=np.int64))
+        labels_list.append(np.asarray(labels.astype(str)))
+    if len(columns) == 1:
+        return codes_list[0].astype(np.int32), pd.Index(labels_list[0], name=columns[0])
+    stacked = np.stack(codes_list, axis=1)
+    combos, codes = np.unique(stacked, axis=0, return_inverse=True)
+    labels = [":".join(labels_list[c][combo[c]] for c in range(len(columns))) for combo in combos]
+    return codes.ravel().astype(np.int32), pd.Index(labels, name=":".join(columns))
+
+
+def _lme4_term_order(terms: list[RandomTerm]) -> list[RandomTerm]:
+    """lme4 reorders terms by decreasing number of levels, only when not already so."""
+    n_levels = np.array([term.n_levels for term in terms])
+    if np.any(np.diff(n_levels) > 0):
+        order = np.argsort(n_levels, kind="stable")[::-1]
+        return [terms[i] for i in order]
+    return terms
+
+
+def _build_terms(spec: RandomTermSpec, data: pd.DataFrame) -> list[RandomTerm]:
+    where = f"random-effects term ({spec.expr} {'||' if spec.independent else '|'} {spec.group_name})"
+    matrix = _materialize(spec.expr, data, where)
+    names = _rename_intercept(list(matrix.columns))
+    Z = np.ascontiguousarray(np.asarray(matrix, dtype=float))
+    if Z.shape[1] == 0:
+        raise FormulaError(f"{where} has no coefficients")
+    codes, levels = _group_codes(data, spec.group)
+    if len(levels) < 2:
+        raise DataError(f"grouping factor {spec.group_name!r} of {where} has only "
+                        f"{len(levels)} level; a variance needs at least 2 levels")
+    split = [(j,) for j in range(Z.shape[1])] if spec.independent else [tuple(range(Z.shape[1]))]
+    return [RandomTerm(group=spec.group_name, group_columns=spec.group,
+                       coef_names=tuple(names[j] for j in cols), levels=levels, codes=codes,
+                       Z=np.ascontiguousarray(Z[:, list(cols)]), expr_spec=matrix.model_spec,
+                       expr_columns=cols, independent=spec.independent)
+            for cols in split]
+
+
+def _drop_rank_deficient(X: np.ndarray, names: list[str], tol: float = 1e-7):
+    """Keep a full-rank subset of X's columns (pivoted QR, as lme4 does)."""
+    if X.shape[1] == 0:
+        return X, names, []
+    _, R, piv = scipy.linalg.qr(X, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(R))
+    rank = int(np.sum(diag > tol * diag[0])) if diag[0] > 0 else 0
+    if rank == X.shape[1]:
+        return X, names, []
+    keep = np.sort(piv[:rank])
+    dropped = [names[i] for i in sorted(piv[rank:])]
+    return np.ascontiguousarray(X[:, keep]), [names[i] for i in keep], dropped
+
+
+def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
+                 missing: str = "drop") -> LMMDesign:
+    """Check ``data`` against ``formula`` and build the model's numbers.
+
+    Parameters
+    ----------
+    formula : str or FormulaSpec
+        lme4-style formula.
+    data : pandas.DataFrame
+        One row per observation.
+    missing : {"drop", "raise"}
+        What to do with rows holding missing values in a used column: drop them
+        (counted in ``n_dropped`` and warned about) or raise.
+    """
+    spec = formula if isinstance(formula, FormulaSpec) else parse_formula(formula)
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if missing not in ("drop", "raise"):
+        raise ValueError(f"missing must be 'drop' or 'raise', not {missing!r}")
+
+    _require_columns(data, [spec.response], f"the response of {spec.text!r}")
+    fixed_vars = _required_variables(spec.fixed, "the fixed-effects part")
+    _require_columns(data, sorted(fixed_vars), f"the fixed-effects part {spec.fixed!r}")
+    used = {spec.response} | fixed_vars
+    for term in spec.random:
+        expr_vars = _required_variables(term.expr, f"random-effects expression")
+        where = f"random-effects term ({term.expr} | {term.group_name})"
+        _require_columns(data, sorted(expr_vars) + list(term.group), where)
+        used |= expr_vars | set(term.group)
+    used_cols = [c for c in data.columns if c in used]
+
+    response = data[spec.response]
+    if not (pd.api.types.is_numeric_dtype(response) or pd.api.types.is_bool_dtype(response)):
+        raise DataError(f"the response {spec.response!r} must be numeric; it has dtype "
+                        f"{response.dtype} (e.g. {response.dropna().iloc[0]!r})"
+                        if response.notna().any() else
+                        f"the response {spec.response!r} has no non-missing values")
+
+    incomplete = data[used_cols].isna().any(axis=1).to_numpy()
+    n_dropped = int(incomplete.sum())
+    if n_dropped:
+        bad = [c for c in used_cols if data[c].isna().any()]
+        if missing == "raise":
+            raise DataError(f"{n_dropped} row(s) have missing values in column(s) {bad}")
+        warnings.warn(f"dropped {n_dropped} of {len(data)} rows with missing values in "
+                      f"column(s) {bad}", MissingDataWarning, stacklevel=3)
+        data = data.loc[~incomplete]
+    if len(data) == 0:
+        raise DataError("no complete rows are left to fit")
+
+    y = response.loc[data.index].to_numpy(dtype=float)
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"the response {spec.response!r} has infinite values")
+    fixed_matrix = _materialize(spec.fixed, data, "the fixed-effects part")
+    X = np.ascontiguousarray(np.asarray(fixed_matrix, dtype=float))
+    if not np.all(np.isfinite(X)):
+        raise DataError(f"the fixed-effects design of {spec.fixed!r} has infinite values")
+    X, names, dropped = _drop_rank_deficient(X, _rename_intercept(list(fixed_matrix.columns)))
+    if dropped:
+        warnings.warn(f"fixed-effects design is rank deficient; dropping column(s) {dropped}",
+                      RankDeficiencyWarning, stacklevel=3)
+
+    terms = [t for term_spec in spec.random for t in _build_terms(term_spec, data)]
+    for term in terms:
+        if not np.all(np.isfinite(term.Z)):
+            raise DataError(f"random-effects covariates of {term.coef_names} have infinite values")
+    terms = _lme4_term_order(terms)
+    n = len(y)
+    for term in terms:
+        if term.n_levels >= n:
+            raise DataError(f"grouping factor {term.group!r} has {term.n_levels} levels for "
+                            f"{n} observations; the number of levels must be smaller than the "
+                            f"number of observations")
+    q = sum(term.q for term in terms)
+    if q >= n:
+        raise DataError(f"the model has {q} random effects for {n} observations; the residual "
+                        f"variance is not identifiable (need fewer random effects than observations)")
+    return LMMDesign(formula=spec, y=y, X=X, fixed_names=names, terms=terms,
+                     fixed_spec=fixed_matrix.model_spec, n_dropped=n_dropped,
+                     dropped_columns=dropped, row_index=data.index)

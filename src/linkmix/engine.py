@@ -1,0 +1,277 @@
+"""Factorisation engines: θ → the Cholesky factor of the augmented PLS system.
+
+Owns the layout of Λ'Z'ZΛ + I and its cross-products with ``[X y]``.  Every
+engine offers one interface, so a better factorisation can replace another:
+
+``update(theta)``
+    refactor at θ; returns ``False`` when the system is not positive definite.
+``logdet_L``
+    log|L_θ|² = log det(Λ'Z'ZΛ + I).
+``Lxy``
+    lower Cholesky factor, (p+1) × (p+1), of the Schur complement of
+    ``[X y]'[X y]`` in the augmented system: its leading p×p block is R_Xᵀ, its
+    last row ``(l', r)`` gives β̂ (``R_X β̂ = l``) and the penalised residual
+    sum of squares ``r² = r·r``.
+``conditional_modes(beta)``
+    ũ = argmin_u ‖y − Xβ − ZΛu‖² + ‖u‖².
+
+Two engines: ``BlockedEngine`` (block-diagonal first term, dense LAPACK Schur
+complement of the rest; fastest while the later terms have few levels) and
+``CholmodEngine`` (general sparse, CHOLMOD analysed once, refactored in place).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _pls
+
+__all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "DENSE_SCHUR_LIMIT"]
+
+#: Largest dense Schur complement (later terms' random effects + p + 1) the
+#: automatic choice hands to ``BlockedEngine``.
+DENSE_SCHUR_LIMIT = 2500
+
+
+class _EngineBase:
+    def __init__(self, design):
+        self.design = design
+        self.tmpl, self.tmpl_off, self.term_k, self.lower = design.theta_template()
+        self.p = design.p
+        self.logdet_L = np.nan
+        self.theta = None
+
+    def beta_hat(self) -> np.ndarray:
+        """β̂(θ) from the current factor."""
+        p = self.p
+        if p == 0:
+            return np.zeros(0)
+        import scipy.linalg
+        return scipy.linalg.solve_triangular(self.Lxy[:p, :p], self.Lxy[p, :p], lower=True,
+                                             trans="T")
+
+    def prss(self, beta=None) -> float:
+        """r²(θ, β) = min_u ‖y − Xβ − ZΛu‖² + ‖u‖² (β = β̂ when omitted)."""
+        r2 = self.Lxy[self.p, self.p] ** 2
+        if beta is None or self.p == 0:
+            return r2
+        p = self.p
+        delta = self.Lxy[:p, :p].T @ np.asarray(beta, dtype=float) - self.Lxy[p, :p]
+        return r2 + float(delta @ delta)
+
+    def logdet_RX(self) -> float:
+        """log|R_X|²."""
+        return 2.0 * float(np.sum(np.log(np.diag(self.Lxy)[: self.p])))
+
+
+class BlockedEngine(_EngineBase):
+    """Block-diagonal first term, dense Schur complement for the rest.
+
+    The symbolic work (cross-product patterns, ``W'W``) is done here, once.
+    """
+
+    kind = "blocked"
+
+    def __init__(self, design):
+        super().__init__(design)
+        terms = design.terms
+        first, rest = terms[0], terms[1:]
+        n, p = design.n, design.p
+        self.q1 = first.q
+        self.q2 = sum(t.q for t in rest)
+        q2 = self.q2
+        m = q2 + p + 1
+        self.m = m
+
+        # W = [Z2 X y] in sparse form (explicit zeros kept: block rows stay whole).
+        offsets = np.cumsum([0] + [t.q for t in rest])
+        rows_per_obs = sum(t.k for t in rest) + p + 1
+        w_cols = np.empty((n, rows_per_obs), dtype=np.int64)
+        w_vals = np.empty((n, rows_per_obs))
+        col = 0
+        for t, term in enumerate(rest):
+            w_cols[:, col:col + term.k] = offsets[t] + term.codes[:, None] * term.k + np.arange(term.k)
+            w_vals[:, col:col + term.k] = term.Z
+            col += term.k
+        w_cols[:, col:] = q2 + np.arange(p + 1)
+        w_vals[:, col:col + p] = design.X
+        w_vals[:, -1] = design.y
+        self._w_cols, self._w_vals = w_cols, w_vals
+
+        # row → (block offset, term) for rows of later terms
+        row_blk_off = np.zeros(m, dtype=np.int32)
+        row_term = np.zeros(m, dtype=np.int32)
+        for t, term in enumerate(rest):
+            r = np.arange(term.q)
+            row_blk_off[offsets[t] + r] = offsets[t] + (r // term.k) * term.k
+            row_term[offsets[t] + r] = t + 1
+        self.row_blk_off, self.row_term = row_blk_off, row_term
+
+        # D1[j] = Σ_{i in level j} z_i z_i'
+        k1, nlev = first.k, first.n_levels
+        self.k1, self.nlev = k1, nlev
+        codes = first.codes.astype(np.int64)
+        D1 = np.empty((nlev, k1, k1))
+        for a in range(k1):
+            for b in range(k1):
+                D1[:, a, b] = np.bincount(codes, first.Z[:, a] * first.Z[:, b], minlength=nlev)
+        self.D1 = D1
+
+        # Pattern of C = W'Z1 by level of term 1: keys level*m + row, sorted.
+        keys = (codes[:, None] * m + w_cols).ravel()
+        ukeys, pos = np.unique(keys, return_inverse=True)
+        self._c_pos = pos.reshape(n, rows_per_obs)
+        self.c_rows = np.ascontiguousarray(ukeys % m, dtype=np.int32)
+        self.c_indptr = np.zeros(nlev + 1, dtype=np.int32)
+        self.c_indptr[1:] = np.cumsum(np.bincount(ukeys // m, minlength=nlev))
+        self._nnz_c = len(ukeys)
+        self._first_Z = first.Z
+
+        # G = W'W, dense
+        Wsp = sp.csr_matrix((w_vals.ravel(), w_cols.ravel(), np.arange(n + 1) * rows_per_obs),
+                            shape=(n, m))
+        self.G = np.asfortranarray((Wsp.T @ Wsp).toarray())
+        self._fill_cross_values()
+
+        self.L11 = np.zeros((nlev, k1, k1))
+        self.L21 = np.zeros((self._nnz_c, k1))
+        self.S = np.zeros((m, m), order="F")
+        self.Lxy = self.S[q2:, q2:]
+
+    def _fill_cross_values(self):
+        flat_pos = self._c_pos.ravel()
+        c_vals = np.empty((self._nnz_c, self.k1))
+        for a in range(self.k1):
+            weights = (self._w_vals * self._first_Z[:, a:a + 1]).ravel()
+            c_vals[:, a] = np.bincount(flat_pos, weights, minlength=self._nnz_c)
+        self.c_vals = c_vals
+
+    def set_response(self, y) -> None:
+        """Replace y (e.g. y − f(Π) for a linked mean); the pattern is unchanged."""
+        y = np.asarray(y, dtype=float)
+        self._w_vals[:, -1] = y
+        col = self.m - 1
+        W = self._w_vals
+        # last row/column of G = W'W: y'W via the sparse row structure
+        g = np.bincount(self._w_cols.ravel(), (W * y[:, None]).ravel(), minlength=self.m)
+        self.G[col, :] = g
+        self.G[:, col] = g
+        flat_pos = self._c_pos[:, -1]
+        for a in range(self.k1):
+            self.c_vals[flat_pos, a] = 0.0
+        for a in range(self.k1):
+            np.add.at(self.c_vals[:, a], flat_pos, y * self._first_Z[:, a])
+
+    def update(self, theta) -> bool:
+        theta = np.ascontiguousarray(theta, dtype=float)
+        logdet, info = _pls.blocked_factor(
+            theta, self.tmpl, self.tmpl_off, self.term_k, self.D1, self.c_indptr, self.c_rows,
+            self.c_vals, self.G, self.row_blk_off, self.row_term, self.q2, self.L11, self.L21,
+            self.S)
+        self.theta = theta
+        self.logdet_L = logdet
+        self.info = info
+        # info == m: y lies in the span (r² = 0); anything else is a failure.
+        return info == 0
+
+    def conditional_modes(self, beta) -> np.ndarray:
+        """ũ(θ, β) by back-substitution through the blocked factor."""
+        import scipy.linalg
+        beta = np.asarray(beta, dtype=float)
+        q2, p, k1, m = self.q2, self.p, self.k1, self.m
+        S = self.S
+        # w = L_uu⁻¹ Λ'Z'(y − Xβ) = (y row) − (X rows)' β, for u1 and u2 alike
+        w2 = S[q2 + p, :q2] - (S[q2:q2 + p, :q2].T @ beta if p else 0.0)
+        u2 = scipy.linalg.solve_triangular(S[:q2, :q2], w2, lower=True, trans="T") if q2 else w2
+        rows = self.c_rows
+        x_rows = (rows >= q2) & (rows < q2 + p)
+        y_rows = rows == q2 + p
+        level_of = np.repeat(np.arange(self.nlev), np.diff(self.c_indptr))
+        w1 = self.L21[y_rows].copy()                               # nlev × k1
+        if p:
+            xb = self.L21[x_rows] * beta[rows[x_rows] - q2][:, None]
+            for a in range(k1):
+                w1[:, a] -= np.bincount(level_of[x_rows], xb[:, a], minlength=self.nlev)
+        if q2:
+            u_rows = rows < q2
+            contrib = self.L21[u_rows] * u2[rows[u_rows]][:, None]
+            for a in range(k1):
+                w1[:, a] -= np.bincount(level_of[u_rows], contrib[:, a], minlength=self.nlev)
+        # u1_j = L11[j]⁻ᵀ w1_j, all levels at once by back-substitution
+        u1 = np.empty_like(w1)
+        for a in range(k1 - 1, -1, -1):
+            acc = w1[:, a] - np.einsum("jc,jc->j", self.L11[:, a + 1:, a], u1[:, a + 1:])
+            u1[:, a] = acc / self.L11[:, a, a]
+        return np.concatenate([u1.ravel(), u2])
+
+
+class CholmodEngine(_EngineBase):
+    """General sparse engine: CHOLMOD factors Λ'Z'ZΛ + I.
+
+    The pattern of Λ'Z' (q × n, CSC) is fixed; ``analyze_AAt`` runs once and
+    each θ rewrites the values in place and calls ``cholesky_AAt_inplace``.
+    """
+
+    kind = "cholmod"
+
+    def __init__(self, design, ordering_method: str = "default"):
+        super().__init__(design)
+        from sksparse.cholmod import analyze_AAt
+
+        n, terms = design.n, design.terms
+        self.Zcat = np.ascontiguousarray(np.hstack([t.Z for t in terms]))
+        width = self.Zcat.shape[1]
+        offsets = np.cumsum([0] + [t.q for t in terms])
+        rows = np.hstack([offsets[t] + term.codes[:, None] * term.k + np.arange(term.k)
+                          for t, term in enumerate(terms)]).astype(np.int32)
+        indptr = (np.arange(n + 1) * width).astype(np.int32)
+        self.At = sp.csc_matrix((np.ones(n * width), rows.ravel(), indptr),
+                                shape=(design.q, n))
+        self.At.has_sorted_indices = True
+        self.XY = np.column_stack([design.X, design.y])
+        self.XYtXY = self.XY.T @ self.XY
+        _pls.lambdat_zt_values(design.theta_start(), self.tmpl, self.tmpl_off, self.term_k,
+                               self.Zcat, self.At.data)
+        self.factor = analyze_AAt(self.At, ordering_method=ordering_method)
+        self.Lxy = np.zeros((self.p + 1, self.p + 1))
+
+    def set_response(self, y) -> None:
+        """Replace y (e.g. y − f(Π) for a linked mean)."""
+        self.XY[:, -1] = y
+        self.XYtXY = self.XY.T @ self.XY
+
+    def update(self, theta) -> bool:
+        theta = np.ascontiguousarray(theta, dtype=float)
+        _pls.lambdat_zt_values(theta, self.tmpl, self.tmpl_off, self.term_k, self.Zcat,
+                               self.At.data)
+        self.factor.cholesky_AAt_inplace(self.At, beta=1.0)
+        self.theta = theta
+        self.logdet_L = self.factor.logdet()
+        AtXY = self.At @ self.XY
+        schur = self.XYtXY - AtXY.T @ self.factor.solve_A(AtXY)
+        try:
+            self.Lxy[:] = np.linalg.cholesky(schur)
+        except np.linalg.LinAlgError:
+            return False
+        return True
+
+    def conditional_modes(self, beta) -> np.ndarray:
+        resid = self.XY[:, -1] - self.XY[:, :-1] @ np.asarray(beta, dtype=float)
+        return self.factor.solve_A(self.At @ resid)
+
+
+def make_engine(design, kind: str = "auto"):
+    """Choose the factorisation for ``design``.
+
+    ``"auto"`` takes ``BlockedEngine`` when the dense Schur complement of the
+    later terms has at most ``DENSE_SCHUR_LIMIT`` rows, else ``CholmodEngine``.
+    """
+    if kind == "auto":
+        later = sum(t.q for t in design.terms[1:])
+        kind = "blocked" if later + design.p + 1 <= DENSE_SCHUR_LIMIT else "cholmod"
+    if kind == "blocked":
+        return BlockedEngine(design)
+    if kind == "cholmod":
+        return CholmodEngine(design)
+    raise ValueError(f"engine must be 'auto', 'blocked' or 'cholmod', not {kind!r}")

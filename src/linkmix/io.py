@@ -1,0 +1,57 @@
+"""Reading data files: CSV/TSV/Parquet → DataFrame, keeping quoted codes as text.
+
+R's ``write.csv`` quotes factors and character columns; a quoted column of
+digits (a subject id, a treatment code) is a factor, not a number.  ``read_table``
+keeps such columns as strings so that they enter formulas as categories.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import pandas as pd
+
+from .errors import DataError
+
+__all__ = ["read_table"]
+
+
+def _quoted_columns(path: str, sep: str, sample_lines: int = 200) -> list[str]:
+    """Names of columns whose sampled non-empty fields are all double-quoted."""
+    with open(path, newline="") as fh:
+        header = next(csv.reader([fh.readline()], delimiter=sep), [])
+        quoted = [True] * len(header)
+        seen = [False] * len(header)
+        for _, line in zip(range(sample_lines), fh):
+            fields = next(csv.reader([line], delimiter=sep, quoting=csv.QUOTE_NONE), [])
+            for i, field in enumerate(fields[: len(header)]):
+                field = field.strip()
+                if field and field != "NA":
+                    seen[i] = True
+                    quoted[i] &= field.startswith('"') and field.endswith('"')
+    return [name for name, q, s in zip(header, quoted, seen) if q and s]
+
+
+def read_table(path, *, factors=()) -> pd.DataFrame:
+    """Read a CSV, TSV or Parquet file into a DataFrame.
+
+    Quoted columns of a CSV/TSV and the columns named in ``factors`` are read
+    as strings (categories in formulas); ``NA`` and empty fields are missing.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"data file {path!r} does not exist")
+    lower = path.lower()
+    if lower.endswith((".parquet", ".pq")):
+        frame = pd.read_parquet(path)
+        for col in factors:
+            frame[col] = frame[col].astype(str)
+        return frame
+    sep = "\t" if lower.endswith((".tsv", ".tab")) else ","
+    text_cols = set(_quoted_columns(path, sep)) | set(factors)
+    try:
+        return pd.read_csv(path, sep=sep, dtype={c: str for c in text_cols},
+                           na_values=["NA", ""], keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path!r} as a table: {exc}") from None

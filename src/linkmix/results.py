@@ -1,0 +1,362 @@
+"""Results of a linear mixed-model fit: estimates, inference, summaries, tables.
+
+Owns meaning at the optimum: parameter names (the namespace later stages use),
+fixed effects with standard errors, variance components, conditional modes,
+fitted values, prediction, information criteria, the printed summary, JSON.
+
+Parameter names (stable; used by ``params`` and in JSON):
+
+* fixed effects: the design column name, e.g. ``(Intercept)``, ``Days``,
+  ``Sex[T.Female]``;
+* ``sd[<coef>|<group>]``: standard deviation of a random coefficient;
+* ``cor[<coef1>,<coef2>|<group>]``: correlation of two random coefficients;
+* ``sigma``: residual standard deviation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.stats
+
+from .design import INTERCEPT
+from .errors import DataError
+
+__all__ = ["LMMResults", "Summary", "sd_name", "cor_name"]
+
+#: lme4's isSingular tolerance on diagonal entries of T.
+SINGULAR_TOL = 1e-4
+
+
+def sd_name(coef: str, group: str) -> str:
+    return f"sd[{coef}|{group}]"
+
+
+def cor_name(coef1: str, coef2: str, group: str) -> str:
+    return f"cor[{coef1},{coef2}|{group}]"
+
+
+class LMMResults:
+    """A fitted linear mixed model.
+
+    Attributes
+    ----------
+    theta : ndarray
+        Relative covariance parameters, lme4's order.
+    beta : pandas.Series
+        Fixed effects.
+    sigma : float
+        Residual standard deviation.
+    objective : float
+        REML criterion (REML fits) or ML deviance −2 log L (ML fits).
+    optsummary : OptSummary
+        How the optimiser got here.
+    """
+
+    def __init__(self, model, optsummary):
+        self.model = model
+        self.design = design = model.design
+        self.optsummary = optsummary
+        self.REML = model.REML
+        engine = model.engine
+        self.theta = np.array(optsummary.x_final, dtype=float)
+        self.objective = float(optsummary.fun_final)
+        self._Lxy = engine.Lxy.copy()
+        beta = engine.beta_hat()
+        self.beta = pd.Series(beta, index=design.fixed_names, name="estimate")
+        self.sigma = model.deviance.sigma_hat()
+        self._u = engine.conditional_modes(beta)
+        self.engine_kind = engine.kind
+
+    # ---- basic quantities -------------------------------------------------
+    @property
+    def nobs(self) -> int:
+        return self.design.n
+
+    @property
+    def n_dropped(self) -> int:
+        """Rows dropped for missing values before fitting."""
+        return self.design.n_dropped
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.optsummary.converged)
+
+    @property
+    def singular(self) -> bool:
+        """Whether a diagonal entry of some T is (numerically) zero, as lme4's isSingular."""
+        _, _, _, lower = self.design.theta_template()
+        diag = np.isfinite(lower)
+        return bool(np.any(self.theta[diag] < SINGULAR_TOL))
+
+    @property
+    def loglik(self) -> float:
+        """log-likelihood (ML fits) or the REML log-likelihood (REML fits), as lme4's logLik."""
+        return -0.5 * self.objective
+
+    @property
+    def deviance(self) -> float:
+        """−2 log L at the ML fit; for a REML fit, the ML deviance at the REML estimates."""
+        if not self.REML:
+            return self.objective
+        return self.model.deviance.full(self.theta, self.beta.to_numpy(), self.sigma_ml_at_fit)
+
+    @property
+    def sigma_ml_at_fit(self) -> float:
+        return self.sigma * math.sqrt((self.nobs - self.design.p) / self.nobs)
+
+    @property
+    def df_model(self) -> int:
+        """Number of estimated parameters: p + dim θ + 1."""
+        return self.design.p + len(self.theta) + 1
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.df_model
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik + math.log(self.nobs) * self.df_model
+
+    @property
+    def ngroups(self) -> dict:
+        """Number of levels of each grouping factor."""
+        return {term.group: term.n_levels for term in self.design.terms}
+
+    # ---- fixed effects ----------------------------------------------------
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance of β̂: σ² (R_X'R_X)⁻¹."""
+        p = self.design.p
+        Rx_inv = scipy.linalg.solve_triangular(self._Lxy[:p, :p], np.eye(p), lower=True)
+        cov = self.sigma**2 * (Rx_inv.T @ Rx_inv)
+        names = self.design.fixed_names
+        return pd.DataFrame(cov, index=names, columns=names)
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.beta.index,
+                         name="std_error")
+
+    @property
+    def tvalues(self) -> pd.Series:
+        return (self.beta / self.se).rename("t_value")
+
+    # ---- variance components ---------------------------------------------
+    def _term_covariances(self):
+        """Each term's (group, coefficient names, σ²TT')."""
+        return [(term.group, term.coef_names, self.sigma**2 * (T @ T.T))
+                for term, T in zip(self.design.terms, self.design.T_blocks(self.theta))]
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components as lme4's ``as.data.frame(VarCorr(fit))``.
+
+        Columns ``grp, var1, var2, vcov, sdcor``: a variance and SD where
+        ``var2`` is missing, a covariance and correlation otherwise.
+        """
+        rows = []
+        for group, names, cov in self._term_covariances():
+            sd = np.sqrt(np.diag(cov))
+            for i, name in enumerate(names):
+                rows.append((group, name, None, cov[i, i], sd[i]))
+            for j in range(len(names)):
+                for i in range(j + 1, len(names)):
+                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                    rows.append((group, names[j], names[i], cov[i, j], corr))
+        rows.append(("Residual", None, None, self.sigma**2, self.sigma))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    @cached_property
+    def params(self) -> pd.DataFrame:
+        """Every parameter on its natural scale, by stable name.
+
+        Columns: ``name, kind (fixef|sd|cor|sigma), group, term, estimate,
+        std_error, statistic`` (the last two for fixed effects only).
+        """
+        rows = [(name, "fixef", None, name, est, se, est / se if se > 0 else np.nan)
+                for name, est, se in zip(self.beta.index, self.beta, self.se)]
+        for rec in self.varcorr.itertuples(index=False):
+            if rec.grp == "Residual":
+                rows.append(("sigma", "sigma", None, None, rec.sdcor, np.nan, np.nan))
+            elif rec.var2 is None:
+                rows.append((sd_name(rec.var1, rec.grp), "sd", rec.grp, rec.var1, rec.sdcor,
+                             np.nan, np.nan))
+            else:
+                rows.append((cor_name(rec.var1, rec.var2, rec.grp), "cor", rec.grp,
+                             f"{rec.var1},{rec.var2}", rec.sdcor, np.nan, np.nan))
+        return pd.DataFrame(rows, columns=["name", "kind", "group", "term", "estimate",
+                                           "std_error", "statistic"])
+
+    # ---- random effects, fitted values, prediction --------------------------
+    def _b_by_term(self) -> list[np.ndarray]:
+        """b = Λu for each term, as (levels × k) arrays."""
+        out, offset = [], 0
+        for term, T in zip(self.design.terms, self.design.T_blocks(self.theta)):
+            u = self._u[offset:offset + term.q].reshape(term.n_levels, term.k)
+            out.append(u @ T.T)
+            offset += term.q
+        return out
+
+    def ranef(self) -> dict:
+        """Conditional modes of the random effects: ``{group: DataFrame(levels × coefs)}``."""
+        tables: dict = {}
+        for term, b in zip(self.design.terms, self._b_by_term()):
+            frame = pd.DataFrame(b, index=term.levels, columns=list(term.coef_names))
+            tables[term.group] = (frame if term.group not in tables
+                                  else tables[term.group].join(frame))
+        return tables
+
+    def fitted(self) -> np.ndarray:
+        """Xβ̂ + Zb̃ at the observations used in the fit."""
+        mu = self.design.X @ self.beta.to_numpy()
+        for term, b in zip(self.design.terms, self._b_by_term()):
+            mu = mu + np.einsum("ik,ik->i", term.Z, b[term.codes])
+        return mu
+
+    def residuals(self) -> np.ndarray:
+        """y − fitted (conditional residuals)."""
+        return self.design.y - self.fitted()
+
+    def predict(self, newdata: pd.DataFrame | None = None, *, include_random: bool = True
+                ) -> np.ndarray:
+        """Predictions ``Xβ̂ (+ Zb̃)`` for ``newdata`` (default: the fitted data).
+
+        Levels not seen in the fit get random effects 0 (population level).
+        """
+        if newdata is None:
+            return self.fitted() if include_random else self.design.X @ self.beta.to_numpy()
+        if not isinstance(newdata, pd.DataFrame):
+            raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}")
+        X = self._new_matrix(self.design.fixed_spec, newdata, "fixed-effects part")
+        X = X[[c if c != INTERCEPT else "Intercept" for c in self.design.fixed_names]]
+        mu = X.to_numpy(dtype=float) @ self.beta.to_numpy()
+        if include_random:
+            for term, b in zip(self.design.terms, self._b_by_term()):
+                Z = self._new_matrix(term.expr_spec, newdata, "random-effects expression")
+                Z = Z.to_numpy(dtype=float)[:, list(term.expr_columns)]
+                missing = [c for c in term.group_columns if c not in newdata.columns]
+                if missing:
+                    raise DataError(f"newdata lacks grouping column(s) {missing}")
+                labels = newdata[list(term.group_columns)].astype(str).agg(":".join, axis=1)
+                idx = term.levels.get_indexer(labels)
+                contrib = np.einsum("ik,ik->i", Z, b[np.maximum(idx, 0)])
+                mu = mu + np.where(idx >= 0, contrib, 0.0)
+        return mu
+
+    @staticmethod
+    def _new_matrix(spec, newdata, where):
+        from formulaic.errors import FormulaicError
+        try:
+            return spec.get_model_matrix(newdata, na_action="raise")
+        except (FormulaicError, ValueError, KeyError, NameError) as exc:
+            raise DataError(f"cannot build the {where} for newdata: {exc}") from None
+
+    # ---- reporting ----------------------------------------------------------
+    def summary(self) -> "Summary":
+        return Summary(self)
+
+    def __repr__(self) -> str:
+        return str(self.summary())
+
+    def to_dict(self) -> dict:
+        """A JSON-ready record of the fit."""
+        params = {row.name: float(row.estimate) for row in self.params.itertuples(index=False)}
+        return {
+            "formula": self.design.formula.text,
+            "REML": self.REML,
+            "objective": self.objective,
+            "loglik": self.loglik,
+            "aic": self.aic,
+            "bic": self.bic,
+            "nobs": self.nobs,
+            "n_dropped": self.n_dropped,
+            "ngroups": self.ngroups,
+            "theta": self.theta.tolist(),
+            "fixef": {k: float(v) for k, v in self.beta.items()},
+            "se_fixef": {k: float(v) for k, v in self.se.items()},
+            "sigma": self.sigma,
+            "params": params,
+            "varcorr": json.loads(self.varcorr.to_json(orient="records")),
+            "converged": self.converged,
+            "singular": self.singular,
+            "dropped_columns": self.design.dropped_columns,
+            "engine": self.engine_kind,
+            "optimizer": self.optsummary.as_dict(),
+        }
+
+    def to_json(self, path=None, **kwargs) -> str:
+        text = json.dumps(self.to_dict(), indent=2, **kwargs)
+        if path is not None:
+            with open(path, "w") as fh:
+                fh.write(text + "\n")
+        return text
+
+
+class Summary:
+    """Printable summary of a fit, laid out as lme4's ``summary(merMod)``."""
+
+    def __init__(self, fit: LMMResults):
+        self.fit = fit
+
+    def _random_table(self) -> list[str]:
+        fit = self.fit
+        rows = [("Groups", "Name", "Variance", "Std.Dev.", "Corr")]
+        for group, names, cov in fit._term_covariances():
+            sd = np.sqrt(np.diag(cov))
+            for i, name in enumerate(names):
+                corr = []
+                for j in range(i):
+                    c = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                    corr.append(f"{c:5.2f}")
+                rows.append((group if i == 0 else "", name, f"{cov[i, i]:.4g}", f"{sd[i]:.4g}",
+                             " ".join(corr)))
+        rows.append(("Residual", "", f"{fit.sigma**2:.4g}", f"{fit.sigma:.4g}", ""))
+        widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        return [" " + " ".join(r[c].ljust(widths[c]) if c < 2 else r[c].rjust(widths[c])
+                               if c < 4 else r[c] for c in range(5)).rstrip() for r in rows]
+
+    def __str__(self) -> str:
+        fit = self.fit
+        kind = "REML" if fit.REML else "maximum likelihood"
+        lines = [f"Linear mixed model fit by {kind} [linkmix]",
+                 f"Formula: {fit.design.formula.text}"]
+        if fit.n_dropped:
+            lines.append(f"Rows dropped for missing values: {fit.n_dropped}")
+        if fit.design.dropped_columns:
+            lines.append(f"Rank-deficient design, dropped: {', '.join(fit.design.dropped_columns)}")
+        lines.append("")
+        crit = "REML criterion at convergence" if fit.REML else "deviance"
+        lines.append(f"     AIC      BIC   logLik  {crit}")
+        lines.append(f"{fit.aic:8.1f} {fit.bic:8.1f} {fit.loglik:8.1f}  {fit.objective:.4f}")
+        lines.append("")
+        res = fit.residuals() / fit.sigma
+        q = np.quantile(res, [0, 0.25, 0.5, 0.75, 1])
+        lines += ["Scaled residuals:",
+                  "     Min       1Q   Median       3Q      Max",
+                  " ".join(f"{v:8.4f}" for v in q), ""]
+        lines.append("Random effects:")
+        lines += self._random_table()
+        groups = ", ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
+        lines.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
+        lines.append("")
+        lines.append("Fixed effects:")
+        table = pd.DataFrame({"Estimate": fit.beta, "Std. Error": fit.se, "t value": fit.tvalues})
+        lines.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
+        opt = fit.optsummary
+        lines.append("")
+        lines.append(f"optimizer: {opt.optimizer}, {opt.n_evaluations} evaluations, "
+                     f"engine: {fit.engine_kind}")
+        if fit.singular:
+            lines.append("boundary (singular) fit: a variance component is estimated as zero")
+        if not fit.converged:
+            lines.append(f"WARNING: did not converge: {opt.message}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + str(self) + "</pre>"
