@@ -227,16 +227,20 @@ def _build_terms(spec: RandomTermSpec, data: pd.DataFrame) -> list[RandomTerm]:
 
 
 def _drop_rank_deficient(X: np.ndarray, names: list[str], tol: float = 1e-7):
-    """Keep a full-rank subset of X's columns (pivoted QR, as lme4 does)."""
+    """Drop columns of X that are (numerically) combinations of earlier columns.
+
+    In QR without pivoting, |R_jj| is the part of column j orthogonal to the
+    columns before it, so later columns are dropped first, as lme4 does.
+    """
     if X.shape[1] == 0:
         return X, names, []
-    _, R, piv = scipy.linalg.qr(X, mode="economic", pivoting=True)
-    diag = np.abs(np.diag(R))
-    rank = int(np.sum(diag > tol * diag[0])) if diag[0] > 0 else 0
-    if rank == X.shape[1]:
+    R = scipy.linalg.qr(X, mode="r")[0]
+    norms = np.linalg.norm(X, axis=0)
+    dependent = np.abs(np.diag(R)) <= tol * np.maximum(norms, np.finfo(float).tiny)
+    if not dependent.any():
         return X, names, []
-    keep = np.sort(piv[:rank])
-    dropped = [names[i] for i in sorted(piv[rank:])]
+    keep = np.flatnonzero(~dependent)
+    dropped = [names[i] for i in np.flatnonzero(dependent)]
     return np.ascontiguousarray(X[:, keep]), [names[i] for i in keep], dropped
 
 

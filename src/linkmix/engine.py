@@ -138,6 +138,7 @@ class BlockedEngine(_EngineBase):
         self.L21 = np.zeros((self._nnz_c, k1))
         self.S = np.zeros((m, m), order="F")
         self.Lxy = self.S[q2:, q2:]
+        self._upper = np.triu_indices(p + 1, 1)
 
     def _fill_cross_values(self):
         flat_pos = self._c_pos.ravel()
@@ -172,6 +173,7 @@ class BlockedEngine(_EngineBase):
         self.theta = theta
         self.logdet_L = logdet
         self.info = info
+        self.Lxy[self._upper] = 0.0  # LAPACK leaves the upper triangle as it was
         # info == m: y lies in the span (r² = 0); anything else is a failure.
         return info == 0
 

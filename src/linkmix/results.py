@@ -184,7 +184,7 @@ class LMMResults:
         for rec in self.varcorr.itertuples(index=False):
             if rec.grp == "Residual":
                 rows.append(("sigma", "sigma", None, None, rec.sdcor, np.nan, np.nan))
-            elif rec.var2 is None:
+            elif pd.isna(rec.var2):
                 rows.append((sd_name(rec.var1, rec.grp), "sd", rec.grp, rec.var1, rec.sdcor,
                              np.nan, np.nan))
             else:

@@ -1,0 +1,117 @@
+"""Results of a fit: names, inference, random effects, prediction, summary, JSON, CLI."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import linkmix
+from linkmix.cli import main as cli_main
+from conftest import load_dataset
+
+FORMULA = "Reaction ~ Days + (Days | Subject)"
+
+
+@pytest.fixture(scope="module")
+def fit():
+    return linkmix.lmer(FORMULA, load_dataset("sleepstudy"))
+
+
+def test_params_names_are_stable(fit):
+    assert list(fit.params.name) == ["(Intercept)", "Days", "sd[(Intercept)|Subject]",
+                                     "sd[Days|Subject]", "cor[(Intercept),Days|Subject]",
+                                     "sigma"]
+    params = fit.params.set_index("name")
+    assert params.loc["sigma", "estimate"] == pytest.approx(fit.sigma)
+    assert params.loc["Days", "std_error"] == pytest.approx(fit.se["Days"])
+    # lme4: Subject (Intercept) 24.741, Days 5.922, corr 0.066 (REML)
+    assert params.loc["sd[(Intercept)|Subject]", "estimate"] == pytest.approx(24.7407, rel=1e-4)
+    assert params.loc["sd[Days|Subject]", "estimate"] == pytest.approx(5.92214, rel=1e-4)
+    assert params.loc["cor[(Intercept),Days|Subject]", "estimate"] == pytest.approx(0.06555,
+                                                                                  abs=1e-3)
+
+
+def test_information_criteria(fit):
+    k = 2 + 3 + 1
+    assert fit.df_model == k
+    assert fit.aic == pytest.approx(fit.objective + 2 * k)
+    assert fit.bic == pytest.approx(fit.objective + math.log(180) * k)
+    assert fit.ngroups == {"Subject": 18}
+
+
+def test_vcov_matches_dense_gls(fit):
+    d = fit.design
+    Z = d.Z_sparse().toarray()
+    T = d.T_blocks(fit.theta)[0]
+    Lam = np.kron(np.eye(18), T)
+    V = fit.sigma**2 * (Z @ Lam @ Lam.T @ Z.T + np.eye(d.n))
+    expected = np.linalg.inv(d.X.T @ np.linalg.solve(V, d.X))
+    np.testing.assert_allclose(fit.vcov.to_numpy(), expected, rtol=1e-8)
+
+
+def test_ranef_fitted_residuals_consistent(fit):
+    re = fit.ranef()["Subject"]
+    assert re.shape == (18, 2) and list(re.columns) == ["(Intercept)", "Days"]
+    # lme4: ranef(fm1)$Subject["308", ] = 2.2585, 9.1990
+    assert re.loc["308"].to_numpy() == pytest.approx([2.2585, 9.1990], abs=2e-3)
+    np.testing.assert_allclose(fit.fitted() + fit.residuals(), fit.design.y)
+    np.testing.assert_allclose(re.mean().to_numpy(), 0.0, atol=1e-8)
+
+
+def test_predict_new_data(fit):
+    data = load_dataset("sleepstudy")
+    np.testing.assert_allclose(fit.predict(data), fit.fitted(), rtol=1e-12)
+    new = pd.DataFrame({"Days": [0.0, 5.0, 5.0], "Subject": ["308", "308", "new-subject"]})
+    population = fit.beta["(Intercept)"] + fit.beta["Days"] * new.Days.to_numpy()
+    np.testing.assert_allclose(fit.predict(new, include_random=False), population)
+    re = fit.ranef()["Subject"].loc["308"]
+    with_re = fit.predict(new)
+    assert with_re[1] == pytest.approx(population[1] + re["(Intercept)"] + 5 * re["Days"])
+    assert with_re[2] == pytest.approx(population[2])  # unseen level: population prediction
+    with pytest.raises(linkmix.DataError, match="Days"):
+        fit.predict(pd.DataFrame({"Subject": ["308"]}))
+
+
+def test_summary_reads_like_lme4(fit):
+    text = str(fit.summary())
+    for piece in ["Linear mixed model fit by REML", "REML criterion at convergence",
+                  "Random effects:", "Subject", "Residual", "Number of obs: 180",
+                  "Fixed effects:", "Estimate", "Std. Error", "t value"]:
+        assert piece in text
+
+
+def test_ml_deviance_of_reml_fit_is_full_likelihood(fit):
+    dense = fit.model.deviance.full(fit.theta, fit.beta.to_numpy(), fit.sigma_ml_at_fit)
+    assert fit.deviance == pytest.approx(dense)
+
+
+def test_cli_fit_prints_summary_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    code = cli_main(["fit", linkmix.datasets.path("sleepstudy"), "--formula", FORMULA, "--ml",
+                     "--json", str(out)])
+    assert code == 0
+    assert "maximum likelihood" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    for key in ("objective", "loglik", "theta", "fixef", "sigma", "params", "converged"):
+        assert key in record
+    assert record["objective"] == pytest.approx(1751.93934448899, rel=1e-6)
+    assert record["converged"] is True
+    assert set(record["params"]) >= {"(Intercept)", "Days", "sigma", "sd[Days|Subject]"}
+
+
+def test_cli_reports_bad_input_without_traceback(capsys):
+    code = cli_main(["fit", linkmix.datasets.path("sleepstudy"), "--formula",
+                     "Reaction ~ Dayz + (1 | Subject)"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown column 'Dayz'" in err and "Traceback" not in err
+    assert cli_main(["fit", "/nonexistent.csv", "--formula", FORMULA]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_read_table_keeps_quoted_codes_as_text():
+    data = linkmix.read_table(linkmix.datasets.path("sleepstudy"))
+    assert not pd.api.types.is_numeric_dtype(data["Subject"])
+    assert pd.api.types.is_numeric_dtype(data["Days"])
