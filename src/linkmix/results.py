@@ -22,7 +22,6 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import scipy.linalg
-import scipy.stats
 
 from .design import INTERCEPT
 from .errors import DataError

@@ -1,0 +1,54 @@
+"""asv benchmarks of linear mixed-model fits, grouped by random-effects structure.
+
+Each ``time_*`` holds only the timed call; ``setup`` loads the data and builds
+the model.  InstEval is read from ``../shared/data`` (or ``$LINKMIX_DATA``) and
+skipped when absent.
+"""
+
+import os
+import pathlib
+
+import linkmix
+import linkmix.datasets
+
+STRUCTURES = {
+    "scalar": ("Dyestuff", "Yield ~ 1 + (1 | Batch)"),
+    "vector": ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
+    "crossed": ("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)"),
+    "crossed-large": ("InstEval", "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)"),
+}
+
+
+def _load(stem):
+    if stem in linkmix.datasets.names():
+        return linkmix.datasets.load(stem)
+    folder = pathlib.Path(os.environ.get(
+        "LINKMIX_DATA", pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"))
+    path = folder / f"{stem}.csv"
+    if not path.exists():
+        raise NotImplementedError(f"{path} not found")  # asv skips the benchmark
+    return linkmix.read_table(path)
+
+
+class FitML:
+    params = (list(STRUCTURES), ["blocked", "cholmod"])
+    param_names = ["structure", "engine"]
+    timeout = 600
+
+    def setup(self, structure, engine):
+        if structure == "crossed-large" and engine == "cholmod":
+            raise NotImplementedError("CHOLMOD on InstEval takes minutes; see compare_lme4.py")
+        stem, self.formula = STRUCTURES[structure]
+        self.data = _load(stem)
+        self.engine = engine
+        self.model = linkmix.LinearMixedModel(self.formula, self.data, REML=False, engine=engine)
+        self.theta = self.model.design.theta_start()
+
+    def time_fit(self, structure, engine):
+        linkmix.lmer(self.formula, self.data, REML=False, engine=self.engine)
+
+    def time_objective(self, structure, engine):
+        self.model.objective(self.theta)
+
+    def track_evaluations(self, structure, engine):
+        return self.model.fit().optsummary.n_evaluations

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian machine: install what linkmix needs, then run a job.
+#   bash run.sh example   set up, then fit the main example end to end
+#   bash run.sh test      set up, then run the whole test suite
+#   bash run.sh bench     set up, then compare speed with lme4 (installs R and lme4)
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${LINKMIX_VENV:-.venv}
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup() {
+    # CHOLMOD headers and library for scikit-sparse (built from source against them)
+    apt_install libsuitesparse-dev pkg-config
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q ".[test]"
+}
+
+case "${1:-}" in
+    example)
+        setup
+        "$VENV/bin/linkmix" fit "$("$VENV/bin/python" -c 'import linkmix.datasets as d; print(d.path("sleepstudy"))')" \
+            --formula "Reaction ~ Days + (Days | Subject)" --json linkmix-example.json
+        echo "wrote linkmix-example.json"
+        ;;
+    test)
+        setup
+        "$VENV/bin/python" -m pytest -q -p no:cacheprovider "${@:2}"
+        ;;
+    bench)
+        setup
+        apt_install r-base-core r-cran-lme4
+        "$VENV/bin/python" -m pip install -q ".[bench]"
+        "$VENV/bin/python" benchmarks/compare_lme4.py "${@:2}"
+        ;;
+    *)
+        echo "usage: bash run.sh {example|test|bench}" >&2
+        exit 2
+        ;;
+esac
