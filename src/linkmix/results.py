@@ -313,9 +313,9 @@ class Summary:
                 for j in range(i):
                     c = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
                     corr.append(f"{c:5.2f}")
-                rows.append((group if i == 0 else "", name, f"{cov[i, i]:.4g}", f"{sd[i]:.4g}",
+                rows.append((group if i == 0 else "", name, f"{cov[i, i]:.5g}", f"{sd[i]:.5g}",
                              " ".join(corr)))
-        rows.append(("Residual", "", f"{fit.sigma**2:.4g}", f"{fit.sigma:.4g}", ""))
+        rows.append(("Residual", "", f"{fit.sigma**2:.5g}", f"{fit.sigma:.5g}", ""))
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
         return [" " + " ".join(r[c].ljust(widths[c]) if c < 2 else r[c].rjust(widths[c])
                                if c < 4 else r[c] for c in range(5)).rstrip() for r in rows]
@@ -346,7 +346,7 @@ class Summary:
         lines.append("")
         lines.append("Fixed effects:")
         table = pd.DataFrame({"Estimate": fit.beta, "Std. Error": fit.se, "t value": fit.tvalues})
-        lines.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
+        lines.append(table.to_string(float_format=lambda v: f"{v:.6g}"))
         opt = fit.optsummary
         lines.append("")
         lines.append(f"optimizer: {opt.optimizer}, {opt.n_evaluations} evaluations, "
