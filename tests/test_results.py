@@ -43,10 +43,8 @@ def test_information_criteria(fit):
 
 def test_vcov_matches_dense_gls(fit):
     d = fit.design
-    Z = d.Z_sparse().toarray()
-    T = d.T_blocks(fit.theta)[0]
-    Lam = np.kron(np.eye(18), T)
-    V = fit.sigma**2 * (Z @ Lam @ Lam.T @ Z.T + np.eye(d.n))
+    ZL = d.Z_sparse().toarray() @ d.Lambda_sparse(fit.theta).toarray()
+    V = fit.sigma**2 * (ZL @ ZL.T + np.eye(d.n))
     expected = np.linalg.inv(d.X.T @ np.linalg.solve(V, d.X))
     np.testing.assert_allclose(fit.vcov.to_numpy(), expected, rtol=1e-8)
 

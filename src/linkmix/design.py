@@ -144,6 +144,13 @@ class LMMDesign:
             blocks.append(T)
         return blocks
 
+    def Lambda_sparse(self, theta):
+        """Λ_θ (q × q) as a CSC matrix: block diagonal, I_ℓ ⊗ T per term."""
+        import scipy.sparse as sp
+        return sp.block_diag([sp.kron(sp.identity(term.n_levels), T)
+                              for term, T in zip(self.terms, self.T_blocks(theta))],
+                             format="csc")
+
     def Z_sparse(self):
         """Z (n × q) as a CSR matrix, terms side by side in θ order."""
         import scipy.sparse as sp
