@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.linalg
+import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 from formulaic.errors import FormulaicError
 
@@ -146,14 +147,12 @@ class LMMDesign:
 
     def Lambda_sparse(self, theta):
         """Λ_θ (q × q) as a CSC matrix: block diagonal, I_ℓ ⊗ T per term."""
-        import scipy.sparse as sp
         return sp.block_diag([sp.kron(sp.identity(term.n_levels), T)
                               for term, T in zip(self.terms, self.T_blocks(theta))],
                              format="csc")
 
     def Z_sparse(self):
         """Z (n × q) as a CSR matrix, terms side by side in θ order."""
-        import scipy.sparse as sp
         blocks = []
         for term in self.terms:
             cols = term.codes[:, None] * term.k + np.arange(term.k)[None, :]

@@ -23,6 +23,7 @@ complement of the rest; fastest while the later terms have few levels) and
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 
 from . import _pls
@@ -47,7 +48,6 @@ class _EngineBase:
         p = self.p
         if p == 0:
             return np.zeros(0)
-        import scipy.linalg
         return scipy.linalg.solve_triangular(self.Lxy[:p, :p], self.Lxy[p, :p], lower=True,
                                              trans="T")
 
@@ -179,7 +179,6 @@ class BlockedEngine(_EngineBase):
 
     def conditional_modes(self, beta) -> np.ndarray:
         """ũ(θ, β) by back-substitution through the blocked factor."""
-        import scipy.linalg
         beta = np.asarray(beta, dtype=float)
         q2, p, k1, m = self.q2, self.p, self.k1, self.m
         S = self.S
@@ -221,7 +220,7 @@ class CholmodEngine(_EngineBase):
 
     def __init__(self, design, mode: str = "simplicial", ordering_method: str = "metis"):
         super().__init__(design)
-        from sksparse.cholmod import CholmodError, analyze_AAt
+        from sksparse.cholmod import CholmodError, analyze_AAt  # imported on first use: slow
 
         n, terms = design.n, design.terms
         self.Zcat = np.ascontiguousarray(np.hstack([t.Z for t in terms]))

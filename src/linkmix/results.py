@@ -22,6 +22,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import scipy.linalg
+from formulaic.errors import FormulaicError
 
 from .design import INTERCEPT
 from .errors import DataError
@@ -250,7 +251,6 @@ class LMMResults:
 
     @staticmethod
     def _new_matrix(spec, newdata, where):
-        from formulaic.errors import FormulaicError
         try:
             return spec.get_model_matrix(newdata, na_action="raise")
         except (FormulaicError, ValueError, KeyError, NameError) as exc:
