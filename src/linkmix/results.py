@@ -4,13 +4,7 @@ Owns meaning at the optimum: parameter names (the namespace later stages use),
 fixed effects with standard errors, variance components, conditional modes,
 fitted values, prediction, information criteria, the printed summary, JSON.
 
-Parameter names (stable; used by ``params`` and in JSON):
-
-* fixed effects: the design column name, e.g. ``(Intercept)``, ``Days``,
-  ``Sex[T.Female]``;
-* ``sd[<coef>|<group>]``: standard deviation of a random coefficient;
-* ``cor[<coef1>,<coef2>|<group>]``: correlation of two random coefficients;
-* ``sigma``: residual standard deviation.
+Parameter names are owned by ``linkmix.parameters``.
 """
 
 from __future__ import annotations
@@ -26,19 +20,12 @@ from formulaic.errors import FormulaicError
 
 from .design import INTERCEPT
 from .errors import DataError
+from .parameters import ParameterSpace, variance_components
 
-__all__ = ["LMMResults", "Summary", "sd_name", "cor_name"]
+__all__ = ["LMMResults", "Summary"]
 
 #: lme4's isSingular tolerance on diagonal entries of T.
 SINGULAR_TOL = 1e-4
-
-
-def sd_name(coef: str, group: str) -> str:
-    return f"sd[{coef}|{group}]"
-
-
-def cor_name(coef1: str, coef2: str, group: str) -> str:
-    return f"cor[{coef1},{coef2}|{group}]"
 
 
 class LMMResults:
@@ -148,11 +135,6 @@ class LMMResults:
         return (self.beta / self.se).rename("t_value")
 
     # ---- variance components ---------------------------------------------
-    def _term_covariances(self):
-        """Each term's (group, coefficient names, σ²TT')."""
-        return [(term.group, term.coef_names, self.sigma**2 * (T @ T.T))
-                for term, T in zip(self.design.terms, self.design.T_blocks(self.theta))]
-
     @cached_property
     def varcorr(self) -> pd.DataFrame:
         """Variance components as lme4's ``as.data.frame(VarCorr(fit))``.
@@ -161,37 +143,30 @@ class LMMResults:
         ``var2`` is missing, a covariance and correlation otherwise.
         """
         rows = []
-        for group, names, cov in self._term_covariances():
-            sd = np.sqrt(np.diag(cov))
-            for i, name in enumerate(names):
-                rows.append((group, name, None, cov[i, i], sd[i]))
-            for j in range(len(names)):
-                for i in range(j + 1, len(names)):
-                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
-                    rows.append((group, names[j], names[i], cov[i, j], corr))
+        for group, names, sd, corr in variance_components(
+                self.design.terms, self.design.T_blocks(self.theta), self.sigma):
+            rows += [(group, name, None, sd[i] ** 2, sd[i]) for i, name in enumerate(names)]
+            rows += [(group, names[j], names[i], corr[i, j] * sd[i] * sd[j], corr[i, j])
+                     for j in range(len(names)) for i in range(j + 1, len(names))]
         rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
     @cached_property
     def params(self) -> pd.DataFrame:
-        """Every parameter on its natural scale, by stable name.
+        """Every parameter on its natural scale, by stable name (``linkmix.parameters``).
 
         Columns: ``name, kind (fixef|sd|cor|sigma), group, term, estimate,
         std_error, statistic`` (the last two for fixed effects only).
         """
-        rows = [(name, "fixef", None, name, est, se, est / se if se > 0 else np.nan)
-                for name, est, se in zip(self.beta.index, self.beta, self.se)]
-        for rec in self.varcorr.itertuples(index=False):
-            if rec.grp == "Residual":
-                rows.append(("sigma", "sigma", None, None, rec.sdcor, np.nan, np.nan))
-            elif pd.isna(rec.var2):
-                rows.append((sd_name(rec.var1, rec.grp), "sd", rec.grp, rec.var1, rec.sdcor,
-                             np.nan, np.nan))
-            else:
-                rows.append((cor_name(rec.var1, rec.var2, rec.grp), "cor", rec.grp,
-                             f"{rec.var1},{rec.var2}", rec.sdcor, np.nan, np.nan))
-        return pd.DataFrame(rows, columns=["name", "kind", "group", "term", "estimate",
-                                           "std_error", "statistic"])
+        space = ParameterSpace(self.design)
+        estimate = space.natural(self.theta, self.beta.to_numpy(), self.sigma)
+        se = np.full(len(estimate), np.nan)
+        se[: self.design.p] = self.se.to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            statistic = estimate / se
+        return pd.DataFrame({"name": space.names, "kind": space.kinds, "group": space.groups,
+                             "term": space.terms, "estimate": estimate, "std_error": se,
+                             "statistic": statistic})
 
     # ---- random effects, fitted values, prediction --------------------------
     def _b_by_term(self) -> list[np.ndarray]:
@@ -306,15 +281,12 @@ class Summary:
     def _random_table(self) -> list[str]:
         fit = self.fit
         rows = [("Groups", "Name", "Variance", "Std.Dev.", "Corr")]
-        for group, names, cov in fit._term_covariances():
-            sd = np.sqrt(np.diag(cov))
+        for group, names, sd, corr in variance_components(
+                fit.design.terms, fit.design.T_blocks(fit.theta), fit.sigma):
             for i, name in enumerate(names):
-                corr = []
-                for j in range(i):
-                    c = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
-                    corr.append(f"{c:5.2f}")
-                rows.append((group if i == 0 else "", name, f"{cov[i, i]:.5g}", f"{sd[i]:.5g}",
-                             " ".join(corr)))
+                cells = " ".join(f"{corr[i, j]:5.2f}" for j in range(i))
+                rows.append((group if i == 0 else "", name, f"{sd[i] ** 2:.5g}", f"{sd[i]:.5g}",
+                             cells))
         rows.append(("Residual", "", f"{fit.sigma**2:.5g}", f"{fit.sigma:.5g}", ""))
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
         return [" " + " ".join(r[c].ljust(widths[c]) if c < 2 else r[c].rjust(widths[c])

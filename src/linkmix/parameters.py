@@ -1,0 +1,134 @@
+"""The parameter namespace: optimiser vectors ↔ named parameters on their natural scale.
+
+Owns the names every other stage uses (results, constraints, start values, the
+CLI, JSON):
+
+* fixed effects: the design column name, e.g. ``(Intercept)``, ``Days``, ``Sex[T.Female]``;
+* ``sd[<coef>|<group>]``: standard deviation of a random coefficient, σ·sqrt((TT')_jj);
+* ``cor[<coef1>,<coef2>|<group>]``: correlation of two random coefficients, from TT';
+* ``sigma``: the residual standard deviation.
+
+In constraint and mean expressions a name that is not a plain identifier is
+written in backticks: ```sd[Days|Subject]```.
+
+The optimiser of a linked model works on ``z = (θ, β, log σ)``; ``ParameterSpace``
+maps ``z`` to the natural vector (fixed effects, then per term the SDs and the
+correlations, then ``sigma``) and differentiates that map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["sd_name", "cor_name", "ParameterSpace", "SIGMA"]
+
+SIGMA = "sigma"
+
+
+def sd_name(coef: str, group: str) -> str:
+    """Name of the SD of random coefficient ``coef`` of grouping factor ``group``."""
+    return f"sd[{coef}|{group}]"
+
+
+def cor_name(coef1: str, coef2: str, group: str) -> str:
+    """Name of the correlation of random coefficients ``coef1`` and ``coef2``."""
+    return f"cor[{coef1},{coef2}|{group}]"
+
+
+def variance_components(terms, T_blocks, sigma):
+    """Per term: (group, coefficient names, SDs, correlation matrix) from σ²TT'."""
+    out = []
+    for term, T in zip(terms, T_blocks):
+        cov = sigma**2 * (T @ T.T)
+        sd = np.sqrt(np.diag(cov))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = cov / np.outer(sd, sd)
+        out.append((term.group, term.coef_names, sd, corr))
+    return out
+
+
+class ParameterSpace:
+    """Names and natural values of a linear mixed model's parameters.
+
+    Parameters
+    ----------
+    design : LMMDesign
+    """
+
+    def __init__(self, design):
+        self.design = design
+        self.fixed_names = list(design.fixed_names)
+        self.p = design.p
+        _, _, _, self.theta_lower = design.theta_template()
+        self.n_theta = len(self.theta_lower)
+        names, kinds, groups, terms = [], [], [], []
+        for name in self.fixed_names:
+            names.append(name), kinds.append("fixef"), groups.append(None), terms.append(name)
+        for term in design.terms:
+            for coef in term.coef_names:
+                names.append(sd_name(coef, term.group)), kinds.append("sd")
+                groups.append(term.group), terms.append(coef)
+            for j in range(term.k):
+                for i in range(j + 1, term.k):
+                    a, b = term.coef_names[j], term.coef_names[i]
+                    names.append(cor_name(a, b, term.group)), kinds.append("cor")
+                    groups.append(term.group), terms.append(f"{a},{b}")
+        names.append(SIGMA), kinds.append("sigma"), groups.append(None), terms.append(None)
+        self.names, self.kinds, self.groups, self.terms = names, kinds, groups, terms
+        self.index = {name: i for i, name in enumerate(names)}
+
+    # ---- z = (θ, β, log σ) --------------------------------------------------
+    @property
+    def dim_z(self) -> int:
+        return self.n_theta + self.p + 1
+
+    def split(self, z):
+        """θ, β, σ from z."""
+        z = np.asarray(z, dtype=float)
+        nt, p = self.n_theta, self.p
+        return z[:nt], z[nt:nt + p], float(np.exp(z[nt + p]))
+
+    def join(self, theta, beta, sigma) -> np.ndarray:
+        return np.concatenate([np.asarray(theta, float), np.asarray(beta, float),
+                               [np.log(sigma)]])
+
+    def z_lower(self) -> np.ndarray:
+        """Lower bounds of z: 0 on diagonal θ entries, -inf elsewhere."""
+        return np.concatenate([self.theta_lower, np.full(self.p + 1, -np.inf)])
+
+    def z_names(self) -> list[str]:
+        return ([f"theta[{i}]" for i in range(self.n_theta)] + self.fixed_names + ["log(sigma)"])
+
+    # ---- natural scale ------------------------------------------------------
+    def natural(self, theta, beta, sigma) -> np.ndarray:
+        """The natural-scale vector, in ``names`` order."""
+        values = list(np.asarray(beta, dtype=float))
+        for _, _, sd, corr in variance_components(self.design.terms,
+                                                  self.design.T_blocks(theta), sigma):
+            values.extend(sd)
+            k = len(sd)
+            values.extend(corr[i, j] for j in range(k) for i in range(j + 1, k))
+        values.append(sigma)
+        return np.array(values)
+
+    def natural_from_z(self, z) -> np.ndarray:
+        return self.natural(*self.split(z))
+
+    def natural_jacobian(self, z, step: float = 1e-6) -> np.ndarray:
+        """∂ natural / ∂z by central differences (the map is cheap and smooth off T = 0)."""
+        z = np.asarray(z, dtype=float)
+        lower = self.z_lower()
+        J = np.empty((len(self.names), len(z)))
+        for k in range(len(z)):
+            h = step * max(1.0, abs(z[k]))
+            up, down = z.copy(), z.copy()
+            up[k] += h
+            if z[k] - h >= lower[k]:
+                down[k] -= h
+                J[:, k] = (self.natural_from_z(up) - self.natural_from_z(down)) / (2 * h)
+            else:
+                J[:, k] = (self.natural_from_z(up) - self.natural_from_z(z)) / h
+        return J
+
+    def as_dict(self, natural) -> dict:
+        return {name: float(v) for name, v in zip(self.names, natural)}
