@@ -5,13 +5,16 @@ Public names only; each lives in the module of its pipeline stage.
 
 from .errors import (ConvergenceWarning, DataError, FitError, FormulaError, LinkmixError,
                      MissingDataWarning, RankDeficiencyWarning)
+from .constraints import Constraint, ConstraintError
 from .formula import parse_formula
 from .io import read_table
+from .linked import LinkedModel
 from .model import LinearMixedModel, lmer
-from .results import LMMResults
+from .results import LinkedResults, LMMResults, LRTResult, lrt
 
 __version__ = "0.1.0"
 
-__all__ = ["lmer", "LinearMixedModel", "LMMResults", "parse_formula", "read_table",
+__all__ = ["lmer", "LinearMixedModel", "LMMResults", "LinkedModel", "LinkedResults",
+           "Constraint", "ConstraintError", "lrt", "LRTResult", "parse_formula", "read_table",
            "LinkmixError", "FormulaError", "DataError", "FitError", "MissingDataWarning",
            "RankDeficiencyWarning", "ConvergenceWarning", "__version__"]

@@ -151,6 +151,15 @@ class LMMDesign:
                               for term, T in zip(self.terms, self.T_blocks(theta))],
                              format="csc")
 
+    def Lambda_times(self, theta, u) -> np.ndarray:
+        """b = Λ_θ u, term by term (u in θ's term order, k coefficients per level)."""
+        out, offset = [], 0
+        for term, T in zip(self.terms, self.T_blocks(theta)):
+            block = np.asarray(u[offset:offset + term.q]).reshape(term.n_levels, term.k)
+            out.append((block @ T.T).ravel())
+            offset += term.q
+        return np.concatenate(out)
+
     def Z_sparse(self):
         """Z (n × q) as a CSR matrix, terms side by side in θ order."""
         blocks = []
@@ -251,7 +260,7 @@ def _drop_rank_deficient(X: np.ndarray, names: list[str], tol: float = 1e-7):
 
 
 def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
-                 missing: str = "drop") -> LMMDesign:
+                 missing: str = "drop", drop_rank_deficient: bool = True) -> LMMDesign:
     """Check ``data`` against ``formula`` and build the model's numbers.
 
     Parameters
@@ -263,6 +272,9 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
     missing : {"drop", "raise"}
         What to do with rows holding missing values in a used column: drop them
         (counted in ``n_dropped`` and warned about) or raise.
+    drop_rank_deficient : bool
+        Drop fixed-effects columns that are combinations of earlier ones (as lme4);
+        False keeps them, for models whose constraints identify them.
     """
     spec = formula if isinstance(formula, FormulaSpec) else parse_formula(formula)
     if not isinstance(data, pd.DataFrame):
@@ -307,7 +319,10 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
     X = np.ascontiguousarray(np.asarray(fixed_matrix, dtype=float))
     if not np.all(np.isfinite(X)):
         raise DataError(f"the fixed-effects design of {spec.fixed!r} has infinite values")
-    X, names, dropped = _drop_rank_deficient(X, _rename_intercept(list(fixed_matrix.columns)))
+    names = _rename_intercept(list(fixed_matrix.columns))
+    dropped = []
+    if drop_rank_deficient:
+        X, names, dropped = _drop_rank_deficient(X, names)
     if dropped:
         warnings.warn(f"fixed-effects design is rank deficient; dropping column(s) {dropped}",
                       RankDeficiencyWarning, stacklevel=3)

@@ -87,12 +87,27 @@ class LinearMixedModel:
         return LMMResults(self, summary)
 
 
-def lmer(formula: str, data: pd.DataFrame, *, REML: bool = True, engine: str = "auto",
-         missing: str = "drop", optimizer: str = "bobyqa", **fit_options) -> LMMResults:
-    """Fit a linear mixed model, as lme4's ``lmer`` does.
+def lmer(formula: str, data: pd.DataFrame, *, REML: bool | None = None, constraints=None,
+         mean=None, n_starts: int = 1, method: str = "SLSQP", seed: int = 0, start=None,
+         engine: str = "auto", missing: str = "drop", optimizer: str = "bobyqa",
+         **fit_options):
+    """Fit a linear mixed model, as lme4's ``lmer`` does, optionally with links.
 
-    See ``LinearMixedModel`` for the parameters; ``fit_options`` go to
-    ``LinearMixedModel.fit``.
+    Parameters
+    ----------
+    formula, data, engine, missing
+        See ``LinearMixedModel``.
+    REML : bool, optional
+        REML (the default for plain models) or maximum likelihood (the only
+        choice, and the default, with ``constraints`` or ``mean``).
+    constraints, mean
+        Links between parameters (see ``LinkedModel``); either makes this a
+        maximum-likelihood fit of the full deviance, returning ``LinkedResults``.
+    n_starts, method, seed, start
+        Linked fits: number of starts, ``"SLSQP"`` or ``"trust-constr"``, the
+        seed of the spread starts, and start values (a name → value mapping).
+    optimizer, **fit_options
+        Plain fits: see ``LinearMixedModel.fit``.
 
     Examples
     --------
@@ -100,5 +115,18 @@ def lmer(formula: str, data: pd.DataFrame, *, REML: bool = True, engine: str = "
     >>> fit = linkmix.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy)  # doctest: +SKIP
     >>> fit.summary()  # doctest: +SKIP
     """
-    model = LinearMixedModel(formula, data, REML=REML, engine=engine, missing=missing)
+    if constraints is not None or mean is not None:
+        from .linked import LinkedModel
+
+        if REML:
+            raise FitError("models with constraints or a linked mean are fitted by maximum "
+                           "likelihood (the full deviance); drop REML=True")
+        if fit_options or optimizer != "bobyqa":
+            raise TypeError(f"options {sorted(fit_options) or ['optimizer']} apply to plain "
+                            f"fits only; linked fits take n_starts, method, seed, start")
+        model = LinkedModel(formula, data, constraints=constraints, mean=mean, engine=engine,
+                            missing=missing)
+        return model.fit(n_starts=n_starts, method=method, seed=seed, start=start)
+    model = LinearMixedModel(formula, data, REML=True if REML is None else REML, engine=engine,
+                             missing=missing)
     return model.fit(optimizer=optimizer, **fit_options)

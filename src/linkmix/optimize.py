@@ -204,3 +204,79 @@ def _gradient_check(fun, x, lower) -> float:
     except np.linalg.LinAlgError:
         return math.inf
     return float(np.max(np.abs(np.linalg.solve(L, grad[idx]))))
+
+
+CONSTRAINED_METHODS = ("SLSQP", "trust-constr")
+
+
+@dataclass
+class ConstrainedRun:
+    """One local constrained optimisation: where it started, ended, and how."""
+
+    x_initial: np.ndarray
+    x_final: np.ndarray = None
+    fun_final: float = math.inf
+    success: bool = False
+    message: str = ""
+    n_iterations: int = 0
+    n_evaluations: int = 0
+    max_violation: float = math.inf
+
+    def as_dict(self) -> dict:
+        return {"x_initial": list(map(float, self.x_initial)),
+                "x_final": None if self.x_final is None else list(map(float, self.x_final)),
+                "fun_final": self.fun_final, "success": self.success, "message": self.message,
+                "n_iterations": self.n_iterations, "n_evaluations": self.n_evaluations,
+                "max_violation": self.max_violation}
+
+
+def minimize_constrained(fun, jac, x0, lower, *, eq=None, eq_jac=None, ineq=None,
+                         ineq_jac=None, method: str = "SLSQP", maxiter: int = 500,
+                         tol: float = 1e-10, upper=None) -> ConstrainedRun:
+    """Minimise ``fun`` subject to ``eq(x) = 0``, ``ineq(x) ≥ 0`` and ``lower ≤ x ≤ upper``.
+
+    ``eq``/``ineq`` return arrays (possibly empty) and ``*_jac`` their Jacobians.
+    ``method`` is scipy's ``"SLSQP"`` or ``"trust-constr"``.  Failures of the
+    user's functions propagate; the caller decides what a failed start means.
+    """
+    from scipy.optimize import BFGS, Bounds, NonlinearConstraint, minimize
+
+    if method not in CONSTRAINED_METHODS:
+        raise ValueError(f"method must be one of {CONSTRAINED_METHODS}, not {method!r}")
+    x0 = np.asarray(x0, dtype=float)
+    upper = np.full(len(x0), np.inf) if upper is None else np.asarray(upper, dtype=float)
+    bounds = Bounds(lower, upper)
+    run = ConstrainedRun(x_initial=x0.copy())
+    n_eq = len(eq(x0)) if eq is not None else 0
+    n_ineq = len(ineq(x0)) if ineq is not None else 0
+    if method == "SLSQP":
+        cons = []
+        if n_eq:
+            cons.append({"type": "eq", "fun": eq, "jac": eq_jac})
+        if n_ineq:
+            cons.append({"type": "ineq", "fun": ineq, "jac": ineq_jac})
+        res = minimize(fun, x0, jac=jac, method="SLSQP", bounds=bounds, constraints=cons,
+                       options={"maxiter": maxiter, "ftol": tol})
+    else:
+        cons = []
+        if n_eq:
+            cons.append(NonlinearConstraint(eq, 0.0, 0.0, jac=eq_jac, hess=BFGS()))
+        if n_ineq:
+            cons.append(NonlinearConstraint(ineq, 0.0, np.inf, jac=ineq_jac, hess=BFGS()))
+        res = minimize(fun, x0, jac=jac, hess=BFGS(), method="trust-constr", bounds=bounds,
+                       constraints=cons, options={"maxiter": maxiter * 4, "gtol": 1e-8,
+                                                  "xtol": 1e-12})
+    x = np.clip(np.asarray(res.x, dtype=float), lower, upper)
+    run.x_final = x
+    run.fun_final = float(fun(x))
+    run.success = bool(res.success)
+    run.message = str(res.message)
+    run.n_iterations = int(getattr(res, "nit", 0))
+    run.n_evaluations = int(getattr(res, "nfev", 0))
+    violation = 0.0
+    if n_eq:
+        violation = max(violation, float(np.max(np.abs(eq(x)))))
+    if n_ineq:
+        violation = max(violation, float(np.max(np.maximum(0.0, -np.asarray(ineq(x))))))
+    run.max_violation = violation
+    return run

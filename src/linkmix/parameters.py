@@ -86,15 +86,30 @@ class ParameterSpace:
         """θ, β, σ from z."""
         z = np.asarray(z, dtype=float)
         nt, p = self.n_theta, self.p
-        return z[:nt], z[nt:nt + p], float(np.exp(z[nt + p]))
+        return z[:nt], z[nt:nt + p], np.exp(z[nt + p])
 
     def join(self, theta, beta, sigma) -> np.ndarray:
         return np.concatenate([np.asarray(theta, float), np.asarray(beta, float),
                                [np.log(sigma)]])
 
     def z_lower(self) -> np.ndarray:
-        """Lower bounds of z: 0 on diagonal θ entries, -inf elsewhere."""
-        return np.concatenate([self.theta_lower, np.full(self.p + 1, -np.inf)])
+        """Lower bounds of z: 0 on diagonal θ entries, -inf elsewhere, and for log σ
+        ``log_sigma_bounds[0]``."""
+        return np.concatenate([self.theta_lower, np.full(self.p, -np.inf),
+                               [self.log_sigma_bounds[0]]])
+
+    def z_upper(self) -> np.ndarray:
+        """Upper bounds of z: none, but for log σ ``log_sigma_bounds[1]``."""
+        return np.concatenate([np.full(self.n_theta + self.p, np.inf),
+                               [self.log_sigma_bounds[1]]])
+
+    @property
+    def log_sigma_bounds(self) -> tuple[float, float]:
+        """log σ within [log s − 20, log s + 5], s the response's SD: keeps optimiser
+        steps from overflowing without excluding any sensible fit."""
+        y = self.design.y
+        scale = float(np.std(y)) if len(y) > 1 and np.std(y) > 0 else 1.0
+        return (np.log(scale) - 20.0, np.log(scale) + 5.0)
 
     def z_names(self) -> list[str]:
         return ([f"theta[{i}]" for i in range(self.n_theta)] + self.fixed_names + ["log(sigma)"])

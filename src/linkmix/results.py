@@ -9,8 +9,10 @@ Parameter names are owned by ``linkmix.parameters``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -19,10 +21,13 @@ import scipy.linalg
 from formulaic.errors import FormulaicError
 
 from .design import INTERCEPT
-from .errors import DataError
+from .errors import DataError, FitError
 from .parameters import ParameterSpace, variance_components
 
-__all__ = ["LMMResults", "Summary"]
+SAME_OPTIMUM = 1e-3       # two optima are the same when every natural parameter agrees to this
+EQUAL_LIKELIHOOD = 1e-5   # optima whose -2 log L differ by less are equally likely
+
+__all__ = ["LMMResults", "Summary", "LinkedResults", "LRTResult", "lrt"]
 
 #: lme4's isSingular tolerance on diagonal entries of T.
 SINGULAR_TOL = 1e-4
@@ -101,6 +106,11 @@ class LMMResults:
     def df_model(self) -> int:
         """Number of estimated parameters: p + dim θ + 1."""
         return self.design.p + len(self.theta) + 1
+
+    @property
+    def n_free(self) -> int:
+        """Free parameters, for likelihood-ratio tests: ``df_model``."""
+        return self.df_model
 
     @property
     def aic(self) -> float:
@@ -331,3 +341,312 @@ class Summary:
 
     def _repr_html_(self) -> str:
         return "<pre>" + str(self) + "</pre>"
+
+
+def _format_table(frame: pd.DataFrame) -> str:
+    return frame.to_string(float_format=lambda v: f"{v:.6g}", na_rep="")
+
+
+class LinkedResults:
+    """A maximum-likelihood fit of a ``LinkedModel``: the best optimum and all others.
+
+    Attributes
+    ----------
+    objective : float
+        −2 log L at the best optimum.
+    theta, beta, sigma
+        Estimates at the best optimum (β as a Series by design column).
+    optima : list of dict
+        Every distinct optimum reached (best first): ``loglik``, ``neg2ll``,
+        ``params`` (name → value) and how many starts reached it.
+    runs : list of ConstrainedRun
+        One record per start.
+    """
+
+    def __init__(self, model, runs, feasible, method):
+        self.model = model
+        self.design = model.design
+        self.space = space = model.space
+        self.runs = runs
+        self.method = method
+        ordered = sorted(feasible, key=lambda r: r.fun_final)
+        best = ordered[0]
+        self._best = best
+        self.z = z = best.x_final
+        self.objective = float(model.deviance(z))
+        theta, beta, sigma = space.split(z)
+        self.theta, self.sigma = theta.copy(), sigma
+        self.beta = pd.Series(beta, index=space.fixed_names, name="estimate")
+        self.natural = space.natural_from_z(z)
+
+        analysis = model.analyse(z)
+        self.kkt_residual = analysis["kkt_residual"]
+        self.reduced_hessian_eigenvalues = analysis["reduced_hessian_eigenvalues"]
+        self.reduced_hessian_singular = analysis["reduced_hessian_singular"]
+        if analysis["cov_z"] is not None:
+            J = space.natural_jacobian(z)
+            cov = J @ analysis["cov_z"] @ J.T
+            self.se_natural = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        else:
+            self.se_natural = np.full(len(self.natural), np.nan)
+        model.deviance(z)
+
+        self.constraint_residuals = {}
+        if model._eq:
+            self.constraint_residuals.update(zip((c.label for c in model._eq), model.eq_values(z)))
+        if model._ineq:
+            self.constraint_residuals.update(
+                zip((c.label for c in model._ineq), model.ineq_values(z)))
+        self.fixed_rank = model.fixed_rank
+        self.constraint_completes_rank = model.constraint_completes_rank(z)
+        n_eq = len(model._eq)
+        eq_rank = int(np.linalg.matrix_rank(model.eq_jacobian(z))) if n_eq else 0
+        p = space.p
+        nullity = p - (int(np.linalg.matrix_rank(np.vstack(
+            [self.design.X] + ([model.eq_jacobian(z)[:, space.n_theta:space.n_theta + p]]
+                               if n_eq else [])))) if p else 0)
+        self.n_free = space.dim_z - eq_rank - nullity
+
+        self.optima = []
+        for run in ordered:
+            nat = space.natural_from_z(run.x_final)
+            for opt in self.optima:
+                if np.all(np.abs(nat - opt["_natural"]) <= SAME_OPTIMUM * (1 + np.abs(nat))):
+                    opt["n_starts"] += 1
+                    break
+            else:
+                self.optima.append({"neg2ll": run.fun_final, "loglik": -0.5 * run.fun_final,
+                                    "params": space.as_dict(nat), "n_starts": 1,
+                                    "_natural": nat})
+        for opt in self.optima:
+            del opt["_natural"]
+        self.equally_likely = [o for o in self.optima
+                               if o["neg2ll"] - self.optima[0]["neg2ll"] <= EQUAL_LIKELIHOOD]
+        self.converged = bool(best.success and self.kkt_residual <= 2e-3)
+
+    # ---- verdicts -------------------------------------------------------------
+    @property
+    def identified(self) -> bool:
+        """One best optimum among all starts, with a non-singular reduced Hessian."""
+        return len(self.equally_likely) == 1 and not self.reduced_hessian_singular
+
+    @property
+    def verdict(self) -> str:
+        k, n_starts = len(self.equally_likely), len(self.runs)
+        if k > 1:
+            return (f"NOT IDENTIFIED: {k} distinct optima have equal likelihood "
+                    f"(-2 log L within {EQUAL_LIKELIHOOD:g}); the constraints do not single "
+                    f"out one solution")
+        if self.reduced_hessian_singular:
+            return ("NOT IDENTIFIED locally: the Hessian of -log L on the constraint manifold is "
+                    "singular, so the estimates can move without changing the likelihood")
+        others = len(self.optima) - 1
+        if n_starts == 1:
+            return "locally identified (one start; fit with n_starts > 1 to look for other optima)"
+        if others:
+            return (f"identified: a unique best optimum over {n_starts} starts "
+                    f"({others} other local optima have lower likelihood)")
+        return f"identified: all converged starts of {n_starts} reached the same optimum"
+
+    # ---- quantities -------------------------------------------------------------
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.objective
+
+    @property
+    def nobs(self) -> int:
+        return self.design.n
+
+    @property
+    def n_dropped(self) -> int:
+        return self.design.n_dropped
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2.0 * self.n_free
+
+    @property
+    def bic(self) -> float:
+        return self.objective + math.log(self.nobs) * self.n_free
+
+    @property
+    def max_constraint_violation(self) -> float:
+        return self._best.max_violation
+
+    @cached_property
+    def params(self) -> pd.DataFrame:
+        """Every parameter by name with Wald SEs from the reduced Hessian (delta method)."""
+        space = self.space
+        with np.errstate(invalid="ignore", divide="ignore"):
+            statistic = np.where(np.array(space.kinds) == "fixef",
+                                 self.natural / self.se_natural, np.nan)
+        return pd.DataFrame({"name": space.names, "kind": space.kinds, "group": space.groups,
+                             "term": space.terms, "estimate": self.natural,
+                             "std_error": self.se_natural, "statistic": statistic})
+
+    def ranef(self) -> dict:
+        """Conditional modes b̃ = Λũ: ``{group: DataFrame(levels × coefs)}``."""
+        self.model.deviance(self.z)
+        b = self.design.Lambda_times(self.theta,
+                                     self.model.engine.conditional_modes(np.zeros(0)))
+        tables, offset = {}, 0
+        for term in self.design.terms:
+            frame = pd.DataFrame(b[offset:offset + term.q].reshape(term.n_levels, term.k),
+                                 index=term.levels, columns=list(term.coef_names))
+            tables[term.group] = frame if term.group not in tables else \
+                tables[term.group].join(frame)
+            offset += term.q
+        return tables
+
+    def residuals(self) -> np.ndarray:
+        """Conditional residuals y − Xβ − f(Π) − Zb̃."""
+        return self.model.conditional_residual(self.z)
+
+    def fitted(self) -> np.ndarray:
+        return self.design.y - self.residuals()
+
+    # ---- reporting ----------------------------------------------------------------
+    def summary(self) -> "LinkedSummary":
+        return LinkedSummary(self)
+
+    def __repr__(self) -> str:
+        return str(self.summary())
+
+    def to_dict(self) -> dict:
+        params = self.params
+        return {
+            "formula": self.design.formula.text,
+            "REML": False,
+            "method": self.method,
+            "constraints": [c.label for c in self.model.constraints],
+            "mean": self.model.mean.label if self.model.mean is not None else None,
+            "objective": self.objective,
+            "neg2ll": self.objective,
+            "loglik": self.loglik,
+            "aic": self.aic,
+            "bic": self.bic,
+            "n_free": self.n_free,
+            "nobs": self.nobs,
+            "n_dropped": self.n_dropped,
+            "theta": self.theta.tolist(),
+            "fixef": {k: float(v) for k, v in self.beta.items()},
+            "sigma": self.sigma,
+            "params": {r.name: float(r.estimate) for r in params.itertuples(index=False)},
+            "std_errors": {r.name: (None if np.isnan(r.std_error) else float(r.std_error))
+                           for r in params.itertuples(index=False)},
+            "constraint_residuals": {k: float(v) for k, v in self.constraint_residuals.items()},
+            "kkt_residual": self.kkt_residual,
+            "converged": self.converged,
+            "identified": self.identified,
+            "verdict": self.verdict,
+            "reduced_hessian_eigenvalues": list(map(float, self.reduced_hessian_eigenvalues)),
+            "fixed_rank": self.fixed_rank,
+            "n_fixed": self.space.p,
+            "constraint_completes_rank": self.constraint_completes_rank,
+            "optima": self.optima,
+            "n_starts": len(self.runs),
+            "runs": [r.as_dict() for r in self.runs],
+        }
+
+    def to_json(self, path=None, **kwargs) -> str:
+        text = json.dumps(self.to_dict(), indent=2, **kwargs)
+        if path is not None:
+            with open(path, "w") as fh:
+                fh.write(text + "\n")
+        return text
+
+
+class LinkedSummary:
+    """Printable summary of a linked fit."""
+
+    def __init__(self, fit: LinkedResults):
+        self.fit = fit
+
+    def __str__(self) -> str:
+        fit, model = self.fit, self.fit.model
+        lines = ["Linked linear mixed model fit by maximum likelihood [linkmix]",
+                 f"Formula: {fit.design.formula.text}"]
+        if model.mean is not None:
+            lines.append(f"Linked mean: + {model.mean.label}")
+        for label, value in fit.constraint_residuals.items():
+            lines.append(f"Constraint: {label}    (residual {value:.2e})")
+        if fit.n_dropped:
+            lines.append(f"Rows dropped for missing values: {fit.n_dropped}")
+        lines.append(f"Fixed-effects design: rank {fit.fixed_rank} of {fit.space.p} columns"
+                     + ("" if fit.fixed_rank == fit.space.p else
+                        f"; constraints {'complete' if fit.constraint_completes_rank else 'do NOT complete'} the rank"))
+        lines.append("")
+        lines.append(f"     AIC      BIC   logLik  -2logLik  free parameters")
+        lines.append(f"{fit.aic:8.2f} {fit.bic:8.2f} {fit.loglik:8.3f} {fit.objective:9.4f}  "
+                     f"{fit.n_free}")
+        lines.append("")
+        table = fit.params.set_index("name")[["estimate", "std_error", "statistic"]]
+        table.columns = ["Estimate", "Std. Error", "z value"]
+        lines.append(_format_table(table))
+        lines.append("")
+        lines.append(f"Optima: {len(fit.optima)} distinct from {len(fit.runs)} start(s) "
+                     f"({fit.method}); KKT residual {fit.kkt_residual:.2e}")
+        for i, opt in enumerate(fit.optima[:10]):
+            lines.append(f"  {i + 1}. logLik {opt['loglik']:.6f}  ({opt['n_starts']} start(s))")
+        lines.append(f"Uniqueness: {fit.verdict}")
+        if not fit.converged:
+            lines.append(f"WARNING: did not converge ({fit._best.message}; KKT residual "
+                         f"{fit.kkt_residual:.2e})")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + str(self) + "</pre>"
+
+
+@dataclass
+class LRTResult:
+    """Likelihood-ratio test of a restricted model against a more general one."""
+
+    statistic: float
+    df: int
+    p_value: float
+    loglik_restricted: float
+    loglik_general: float
+    note: str = ""
+
+    def __str__(self) -> str:
+        text = (f"Likelihood-ratio test: chi2 = {self.statistic:.4f}, df = {self.df}, "
+                f"p = {self.p_value:.4g}  (logLik {self.loglik_restricted:.4f} vs "
+                f"{self.loglik_general:.4f})")
+        return text + (f"\n{self.note}" if self.note else "")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def lrt(restricted, general) -> LRTResult:
+    """Likelihood-ratio test of ``restricted`` (e.g. a constrained fit) within ``general``.
+
+    Both must be maximum-likelihood fits of the same observations.  The degrees
+    of freedom are the difference in free parameters (parameters less the rank
+    of the equality constraints and any unidentified fixed-effects directions);
+    the order of the two fits does not matter.  With df = 0 the restriction does
+    not reduce the model (it only identifies it) and no p-value is given.
+    """
+    for fit in (restricted, general):
+        if getattr(fit, "REML", False):
+            raise FitError("likelihood-ratio tests need maximum-likelihood fits; refit with "
+                           "REML=False")
+    if restricted.nobs != general.nobs or not np.allclose(restricted.design.y, general.design.y):
+        raise FitError("likelihood-ratio tests need fits of the same observations")
+    if restricted.n_free > general.n_free:
+        restricted, general = general, restricted
+    df = general.n_free - restricted.n_free
+    statistic = max(0.0, 2.0 * (general.loglik - restricted.loglik))
+    note = ""
+    if df == 0:
+        p_value = math.nan
+        note = ("df = 0: the restriction does not reduce the number of free parameters (it "
+                "only identifies the model); the likelihoods should be equal")
+    else:
+        import scipy.stats  # here, not at import: scipy.stats costs 0.3 s to import
+        p_value = float(scipy.stats.chi2.sf(statistic, df))
+        if any(np.isfinite(restricted.space.z_lower()) & (restricted.z <= 1e-8)) \
+                if isinstance(restricted, LinkedResults) else restricted.singular:
+            note = "a variance parameter is on its boundary: the chi-squared p-value is conservative"
+    return LRTResult(statistic, int(df), p_value, restricted.loglik, general.loglik, note)

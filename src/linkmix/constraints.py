@@ -1,0 +1,293 @@
+"""User constraints and linked means: parsing, checking and evaluating them.
+
+Owns the small, safe expression language of constraint and mean strings (no
+``eval``: Python's ``ast`` parses, a whitelist of nodes is compiled to closures)
+and the wrapping of user callables so that every failure names its source.
+
+Expressions use parameter names (``linkmix.parameters``; backticks around names
+that are not identifiers), numbers, ``+ - * / ** %``, unary minus, comparisons
+(``==``, ``<``, … giving 1.0/0.0, elementwise on data columns), parentheses and
+the functions in ``FUNCTIONS``.  A mean expression may also use data columns.
+A constraint string is one equation ``lhs == rhs`` or inequality ``lhs >= rhs``
+/ ``lhs <= rhs``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.special
+
+from .errors import LinkmixError
+
+__all__ = ["ConstraintError", "Expression", "Constraint", "MeanTerm", "make_constraint",
+           "FUNCTIONS"]
+
+
+class ConstraintError(LinkmixError):
+    """A constraint or linked mean is malformed, names an unknown parameter, or fails."""
+
+
+FUNCTIONS = {
+    "exp": np.exp, "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p,
+    "expm1": np.expm1, "sqrt": np.sqrt, "abs": np.abs, "sin": np.sin, "cos": np.cos,
+    "tan": np.tan, "tanh": np.tanh, "arctan": np.arctan, "expit": scipy.special.expit,
+    "logit": scipy.special.logit, "minimum": np.minimum, "maximum": np.maximum,
+    "where": np.where,
+}
+CONSTANTS = {"pi": math.pi, "e": math.e}
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.Pow: operator.pow, ast.Mod: operator.mod}
+_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
+            ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
+_BACKTICK = re.compile(r"`([^`]*)`")
+
+
+def _as_text(value):
+    """A number as a factor level would spell it (2.0 → "2")."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _compare(op, left, right):
+    """Elementwise comparison; text columns compare with numbers by their spelling."""
+    def textual(x):
+        return isinstance(x, np.ndarray) and x.dtype.kind in "OUS" or isinstance(x, str)
+    if textual(left) or textual(right):
+        left = np.asarray(left).astype(str) if textual(left) else _as_text(left)
+        right = np.asarray(right).astype(str) if textual(right) else _as_text(right)
+    return np.asarray(op(left, right), dtype=float)
+
+
+class Expression:
+    """A parsed arithmetic expression over named parameters (and data columns).
+
+    Parameters
+    ----------
+    text : str
+        The expression; names that are not identifiers go in backticks.
+    parameters : sequence of str
+        Known parameter names.
+    columns : mapping of str to array, optional
+        Data columns the expression may use (linked means); parameters win on a clash.
+    what : str
+        How error messages refer to the expression.
+
+    Attributes
+    ----------
+    parameters_used : list of str
+        The parameters the expression reads.
+    """
+
+    def __init__(self, text: str, parameters, columns: Mapping | None = None,
+                 what: str = "expression"):
+        if not isinstance(text, str) or not text.strip():
+            raise ConstraintError(f"{what} must be a non-empty string")
+        self.text = text
+        self.what = what
+        self._params = set(parameters)
+        self._columns = dict(columns or {})
+        quoted: dict[str, str] = {}
+
+        def placeholder(match):
+            key = f"__q{len(quoted)}__"
+            quoted[key] = match.group(1)
+            return key
+
+        source = _BACKTICK.sub(placeholder, text)
+        if "`" in source:
+            raise ConstraintError(f"unclosed backtick in {what} {text!r}")
+        try:
+            tree = ast.parse(source.strip(), mode="eval")
+        except SyntaxError as exc:
+            raise ConstraintError(f"cannot parse {what} {text!r}: {exc.msg}") from None
+        self._quoted = quoted
+        self.parameters_used: list[str] = []
+        self.tree = tree.body
+        self._fn = self._compile(tree.body)
+
+    # -- compilation ---------------------------------------------------------
+    def _name(self, raw: str):
+        name = self._quoted.get(raw, raw)
+        if name in self._params:
+            if name not in self.parameters_used:
+                self.parameters_used.append(name)
+            return lambda env: env[name]
+        if name in self._columns:
+            column = self._columns[name]
+            return lambda env: column
+        if name in CONSTANTS and raw not in self._quoted:
+            value = CONSTANTS[name]
+            return lambda env: value
+        known = sorted(self._params)
+        hint = " (names that are not identifiers must be in backticks)" if raw == name else ""
+        cols = f"; data columns: {sorted(self._columns)}" if self._columns else ""
+        raise ConstraintError(f"{self.what} {self.text!r} names unknown parameter {name!r}{hint}; "
+                              f"known parameters: {known}{cols}")
+
+    def _compile(self, node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)) \
+                and not isinstance(node.value, bool):
+            value = node.value
+            return lambda env: value
+        if isinstance(node, ast.Name):
+            return self._name(node.id)
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            op, left, right = _BINARY[type(node.op)], self._compile(node.left), \
+                self._compile(node.right)
+            return lambda env: op(left(env), right(env))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            op, operand = _UNARY[type(node.op)], self._compile(node.operand)
+            return lambda env: op(operand(env))
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
+            op = _COMPARE[type(node.ops[0])]
+            left, right = self._compile(node.left), self._compile(node.comparators[0])
+            return lambda env: _compare(op, left(env), right(env))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+            fname = node.func.id
+            if fname not in FUNCTIONS:
+                raise ConstraintError(f"{self.what} {self.text!r} calls unknown function "
+                                      f"{fname!r}; available: {sorted(FUNCTIONS)}")
+            fn, args = FUNCTIONS[fname], [self._compile(a) for a in node.args]
+            return lambda env: fn(*(a(env) for a in args))
+        raise ConstraintError(f"{self.what} {self.text!r}: '{ast.unparse(node)}' is not allowed "
+                              f"(only numbers, names, + - * / ** %, comparisons and "
+                              f"functions {sorted(FUNCTIONS)})")
+
+    def __call__(self, env: Mapping):
+        with np.errstate(all="ignore"):
+            return self._fn(env)
+
+
+@dataclass
+class Constraint:
+    """One constraint ``fun(params) == 0`` (``kind="eq"``) or ``>= 0`` (``kind="ineq"``).
+
+    ``fun`` receives a read-only mapping from parameter names to values.
+    """
+
+    fun: object
+    kind: str = "eq"
+    label: str = ""
+
+    def __post_init__(self):
+        if self.kind not in ("eq", "ineq"):
+            raise ConstraintError(f"constraint kind must be 'eq' or 'ineq', not {self.kind!r}")
+        if not callable(self.fun):
+            raise ConstraintError(f"a constraint must be a string or a callable, "
+                                  f"not {type(self.fun).__name__}")
+        if not self.label:
+            self.label = getattr(self.fun, "__name__", "constraint")
+
+
+class Params(Mapping):
+    """Read-only view of named parameter values; unknown names raise a clear error."""
+
+    def __init__(self, names, index, values, owner: str):
+        self._names, self._index, self._values, self._owner = names, index, values, owner
+
+    def __getitem__(self, name):
+        try:
+            return float(self._values[self._index[name]])
+        except KeyError:
+            raise ConstraintError(f"{self._owner} asked for unknown parameter {name!r}; known "
+                                  f"parameters: {self._names}") from None
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
+
+def _string_constraint(text: str, parameters) -> Constraint:
+    expr = Expression(text, parameters, what="constraint")
+    node = expr.tree
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1
+            and type(node.ops[0]) in (ast.Eq, ast.GtE, ast.LtE, ast.Gt, ast.Lt)):
+        raise ConstraintError(f"constraint {text!r} must be an equation 'lhs == rhs' or an "
+                              f"inequality 'lhs >= rhs' / 'lhs <= rhs'")
+    lhs = expr._compile(node.left)
+    rhs = expr._compile(node.comparators[0])
+    op = type(node.ops[0])
+    if op is ast.Eq:
+        fun, kind = (lambda env: lhs(env) - rhs(env)), "eq"
+    elif op in (ast.GtE, ast.Gt):
+        fun, kind = (lambda env: lhs(env) - rhs(env)), "ineq"
+    else:
+        fun, kind = (lambda env: rhs(env) - lhs(env)), "ineq"
+
+    def residual(env, _fun=fun):
+        with np.errstate(all="ignore"):
+            return _fun(env)
+
+    return Constraint(residual, kind, label=text)
+
+
+def make_constraint(spec, parameters) -> Constraint:
+    """A ``Constraint`` from a string, a callable (equality), a ``Constraint``, or a
+    scipy-style dict ``{"type": "eq"|"ineq", "fun": callable}``."""
+    if isinstance(spec, Constraint):
+        return spec
+    if isinstance(spec, str):
+        return _string_constraint(spec, parameters)
+    if isinstance(spec, Mapping):
+        if "fun" not in spec:
+            raise ConstraintError(f"a constraint dict needs a 'fun' entry: {spec!r}")
+        return Constraint(spec["fun"], spec.get("type", "eq"), spec.get("label", ""))
+    if callable(spec):
+        return Constraint(spec, "eq")
+    raise ConstraintError(f"a constraint must be a string, a callable or a dict, "
+                          f"not {type(spec).__name__}")
+
+
+class MeanTerm:
+    """A linked mean ``f(Π, data)`` added to Xβ: a string or ``callable(params, data)``.
+
+    Parameters
+    ----------
+    spec : str or callable
+    parameters : sequence of str
+    data : pandas.DataFrame
+        The rows used in the fit, in order.
+    """
+
+    def __init__(self, spec, parameters, data):
+        self.n = len(data)
+        self.data = data
+        if isinstance(spec, str):
+            columns = {c: data[c].to_numpy() for c in data.columns}
+            self._expr = Expression(spec, parameters, columns, what="mean")
+            self.label = spec
+            self._fun = lambda params: self._expr(params)
+        elif callable(spec):
+            self.label = getattr(spec, "__name__", "mean")
+            self._fun = lambda params: spec(params, data)
+        else:
+            raise ConstraintError(f"mean must be a string or a callable(params, data), "
+                                  f"not {type(spec).__name__}")
+
+    def __call__(self, params: Mapping) -> np.ndarray:
+        try:
+            value = self._fun(params)
+        except ConstraintError:
+            raise
+        except Exception as exc:
+            raise ConstraintError(f"the mean {self.label!r} raised "
+                                  f"{type(exc).__name__}: {exc}") from None
+        value = np.asarray(value, dtype=float)
+        if value.ndim == 0:
+            value = np.full(self.n, float(value))
+        if value.shape != (self.n,):
+            raise ConstraintError(f"the mean {self.label!r} returned shape {value.shape}; "
+                                  f"expected ({self.n},) or a scalar")
+        return value

@@ -1,0 +1,421 @@
+"""Linked linear mixed models: constraints between, and means depending on, all parameters.
+
+Owns the full deviance as a function of ``z = (θ, β, log σ)`` with its gradient,
+the constraints as functions of ``z``, the multi-start constrained fit, and the
+analysis of its optima (distinct optima, KKT residuals, the reduced Hessian on
+the constraint manifold).
+
+The model is ``y = Xβ + f(Π) + ZΛ_θu + ε`` (``f`` the optional linked mean, Π the
+named parameters of ``linkmix.parameters``) and its exact −2 log-likelihood is
+
+    D(θ, β, σ) = n log(2πσ²) + r²(θ, β)/σ² + log|L_θ|²,
+    r²(θ, β) = min_u ‖y − Xβ − f(Π) − ZΛu‖² + ‖u‖²,
+
+computed by a factorisation engine without fixed-effects columns whose response
+is ``y − Xβ − f(Π)``; a rank-deficient X is therefore harmless and is kept.
+By the envelope theorem ``∂D/∂β = −2X'r̃/σ²`` and ``∂D/∂log σ = 2n − 2r²/σ²``
+(r̃ the conditional residual), plus the chain rule through ``f``; ``∂D/∂θ`` is
+by central differences (second order, one-sided at a bound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import scipy.linalg
+from scipy.stats import qmc
+
+from .constraints import Constraint, ConstraintError, MeanTerm, Params, make_constraint
+from .design import build_design
+from .engine import make_engine
+from .errors import FitError, RankDeficiencyWarning
+from .optimize import CONSTRAINED_METHODS, ConstrainedRun, minimize_constrained
+from .parameters import SIGMA, ParameterSpace, sd_name
+
+__all__ = ["LinkedModel"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+#: A start is feasible when no constraint is violated by more than this.
+FEASIBILITY_TOL = 1e-6
+
+
+def _as_list(constraints):
+    if constraints is None:
+        return []
+    if isinstance(constraints, (str, Mapping, Constraint)) or callable(constraints):
+        return [constraints]
+    return list(constraints)
+
+
+class LinkedModel:
+    """A linear mixed model with constraints on, and/or a mean depending on, its parameters.
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula; a rank-deficient fixed part is kept.
+    data : pandas.DataFrame
+    constraints : str, callable, dict, Constraint, or a list of them
+        Equalities ``"lhs == rhs"`` / inequalities ``"lhs >= rhs"`` over the
+        parameter names, or callables of a name → value mapping returning the
+        residual (``== 0``, or ``>= 0`` with ``{"type": "ineq", "fun": f}``).
+    mean : str or callable, optional
+        A term ``f(Π, data)`` added to Xβ: an expression over parameter names and
+        data columns, or ``callable(params, data)`` returning n values.
+    engine : {"auto", "blocked", "cholmod"}
+    missing : {"drop", "raise"}
+    """
+
+    def __init__(self, formula: str, data, *, constraints=None, mean=None,
+                 engine: str = "auto", missing: str = "drop"):
+        self.formula = formula
+        self.data = data
+        self.design = design = build_design(formula, data, missing=missing,
+                                            drop_rank_deficient=False)
+        self.space = space = ParameterSpace(design)
+        self.rows = data.loc[design.row_index]
+        self.constraints = [make_constraint(c, space.names) for c in _as_list(constraints)]
+        self.mean = MeanTerm(mean, space.names, self.rows) if mean is not None else None
+        random_only = dataclasses.replace(design, X=np.zeros((design.n, 0)), fixed_names=[])
+        self.engine = make_engine(random_only, engine)
+        self.engine_kind = engine
+        self.Z = design.Z_sparse()
+        self.n = design.n
+        self.fixed_rank = int(np.linalg.matrix_rank(design.X)) if design.p else 0
+        self._eq = [c for c in self.constraints if c.kind == "eq"]
+        self._ineq = [c for c in self.constraints if c.kind == "ineq"]
+        self._state_z = None
+
+    # ---- parameters and user functions -------------------------------------
+    def params_at(self, z) -> Params:
+        return Params(self.space.names, self.space.index, self.space.natural_from_z(z),
+                      "a constraint or mean")
+
+    def _mean_at(self, z) -> np.ndarray:
+        return self.mean(self.params_at(z)) if self.mean is not None else 0.0
+
+    def _constraint_values(self, group, z) -> np.ndarray:
+        params = self.params_at(z)
+        out = np.empty(len(group))
+        for i, con in enumerate(group):
+            try:
+                value = np.asarray(con.fun(params), dtype=float)
+            except ConstraintError:
+                raise
+            except Exception as exc:
+                raise ConstraintError(f"constraint {con.label!r} raised {type(exc).__name__}: "
+                                      f"{exc}") from None
+            if value.size != 1 or not np.isfinite(value).all():
+                raise ConstraintError(
+                    f"constraint {con.label!r} returned {value!r} (a finite number is needed) "
+                    f"at {dict(params)}")
+            out[i] = float(value)
+        return out
+
+    def eq_values(self, z) -> np.ndarray:
+        """Residuals of the equality constraints (0 when satisfied)."""
+        return self._constraint_values(self._eq, z)
+
+    def ineq_values(self, z) -> np.ndarray:
+        """Values of the inequality constraints (≥ 0 when satisfied)."""
+        return self._constraint_values(self._ineq, z)
+
+    def _jacobian(self, fun, z, m, step=1e-7) -> np.ndarray:
+        z = np.asarray(z, dtype=float)
+        lower = self.space.z_lower()
+        J = np.empty((m, len(z)))
+        for k in range(len(z)):
+            h = step * max(1.0, abs(z[k]))
+            up, down = z.copy(), z.copy()
+            up[k] += h
+            if z[k] - h >= lower[k]:
+                down[k] -= h
+                J[:, k] = (fun(up) - fun(down)) / (2 * h)
+            else:
+                J[:, k] = (fun(up) - fun(z)) / h
+        return J
+
+    def eq_jacobian(self, z) -> np.ndarray:
+        return self._jacobian(self.eq_values, z, len(self._eq))
+
+    def ineq_jacobian(self, z) -> np.ndarray:
+        return self._jacobian(self.ineq_values, z, len(self._ineq))
+
+    # ---- the full deviance and its gradient ----------------------------------
+    def deviance(self, z) -> float:
+        """D(θ, β, σ) = −2 log L at ``z = (θ, β, log σ)``."""
+        z = np.asarray(z, dtype=float)
+        theta, beta, sigma = self.space.split(z)
+        response = self.design.y - self.design.X @ beta - self._mean_at(z)
+        if not np.all(np.isfinite(response)):
+            self._state_z = None
+            return math.inf
+        self.engine.set_response(response)
+        if not self.engine.update(theta):
+            self._state_z = None
+            return math.inf
+        r2 = self.engine.prss()
+        self._state_z, self._state_response, self._state_r2 = z.copy(), response, r2
+        return self.n * (_LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + self.engine.logdet_L
+
+    def _ensure_state(self, z):
+        if self._state_z is None or not np.array_equal(self._state_z, z):
+            self.deviance(z)
+
+    def conditional_residual(self, z) -> np.ndarray:
+        """r̃ = y − Xβ − f(Π) − ZΛũ at ``z``."""
+        z = np.asarray(z, dtype=float)
+        self._ensure_state(z)
+        theta = self.space.split(z)[0]
+        u = self.engine.conditional_modes(np.zeros(0))
+        return self._state_response - self.Z @ self.design.Lambda_times(theta, u)
+
+    def gradient(self, z, step: float = 1e-5) -> np.ndarray:
+        """∇D at ``z``: exact in β and log σ, central differences in θ."""
+        z = np.asarray(z, dtype=float)
+        self._ensure_state(z)
+        nt, p = self.space.n_theta, self.space.p
+        sigma = self.space.split(z)[2]
+        r2 = self._state_r2
+        w = -2.0 * self.conditional_residual(z) / sigma**2      # ∂D/∂(mean_i)
+        grad = np.empty(len(z))
+        grad[nt:nt + p] = self.design.X.T @ w
+        grad[-1] = 2.0 * self.n - 2.0 * r2 / sigma**2
+        if self.mean is not None:
+            for k in range(nt, len(z)):
+                h = 1e-6 * max(1.0, abs(z[k]))
+                up, down = z.copy(), z.copy()
+                up[k] += h
+                down[k] -= h
+                grad[k] += w @ (self._mean_at(up) - self._mean_at(down)) / (2 * h)
+        lower = self.space.z_lower()
+        d0 = self.deviance(z)
+        for k in range(nt):
+            h = step * max(1.0, abs(z[k]))
+            up = z.copy()
+            up[k] += h
+            if z[k] - h >= lower[k]:
+                down = z.copy()
+                down[k] -= h
+                grad[k] = (self.deviance(up) - self.deviance(down)) / (2 * h)
+            else:  # second-order one-sided difference at the bound
+                up2 = z.copy()
+                up2[k] += 2 * h
+                grad[k] = (-3 * d0 + 4 * self.deviance(up) - self.deviance(up2)) / (2 * h)
+        return grad
+
+    # ---- starts ---------------------------------------------------------------
+    def base_start(self) -> np.ndarray:
+        """z at the unconstrained ML fit (rank-deficient columns at 0), ignoring any mean."""
+        from .model import LinearMixedModel
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RankDeficiencyWarning)
+            model = LinearMixedModel(self.formula, self.rows, REML=False)
+            fit = model.fit(check_gradient=False)
+        beta = np.zeros(self.space.p)
+        index = {name: i for i, name in enumerate(self.space.fixed_names)}
+        for name, value in fit.beta.items():
+            beta[index[name]] = value
+        theta = fit.theta.copy()
+        diag = np.isfinite(self.space.theta_lower)
+        theta[diag & (theta < 1e-3)] = 0.1  # start off the boundary
+        return self.space.join(theta, beta, fit.sigma)
+
+    def starts(self, n_starts: int, seed: int = 0, start=None) -> list[np.ndarray]:
+        """``n_starts`` deterministic starting points: the base start, then spread ones.
+
+        The spread ones scale θ by e^{±1} and σ by e^{±0.5} and move each β by up to
+        ±3·max(1, |β|), on a scrambled Halton sequence (seeded) so they cover the
+        space evenly; wide β moves are what find optima along unidentified directions.
+        """
+        base = self.base_start() if start is None else self._start_from(start)
+        if n_starts <= 1:
+            return [base]
+        nt, p = self.space.n_theta, self.space.p
+        theta0, beta0, sigma0 = self.space.split(base)
+        diag = np.isfinite(self.space.theta_lower)
+        points = 2.0 * qmc.Halton(d=nt + p + 1, scramble=True, seed=seed).random(n_starts - 1) - 1
+        out = [base]
+        for point in points:
+            theta = np.where(diag, theta0 * np.exp(point[:nt]), theta0 + 0.5 * point[:nt])
+            beta = beta0 + 3.0 * np.maximum(1.0, np.abs(beta0)) * point[nt:nt + p]
+            sigma = sigma0 * math.exp(0.5 * point[-1])
+            out.append(self.space.join(theta, beta, sigma))
+        return out
+
+    def _start_from(self, start) -> np.ndarray:
+        """z from an array (θ, β, log σ) or a mapping of parameter names.
+
+        A mapping may give fixed effects, ``sigma`` and the SDs of scalar terms;
+        the rest comes from the base start.
+        """
+        if not isinstance(start, Mapping):
+            z = np.asarray(start, dtype=float)
+            if z.shape != (self.space.dim_z,):
+                raise ValueError(f"start must have {self.space.dim_z} entries (θ, β, log σ)")
+            return z
+        theta, beta, sigma = self.space.split(self.base_start())
+        theta, beta = theta.copy(), beta.copy()
+        sigma = float(start.get(SIGMA, sigma))
+        offsets = np.cumsum([0] + [len(t.theta_positions()) for t in self.design.terms])
+        scalar_sd = {sd_name(t.coef_names[0], t.group): offsets[i]
+                     for i, t in enumerate(self.design.terms) if t.k == 1}
+        fixed = {name: i for i, name in enumerate(self.space.fixed_names)}
+        for name, value in start.items():
+            if name in fixed:
+                beta[fixed[name]] = value
+            elif name in scalar_sd:
+                theta[scalar_sd[name]] = float(value) / sigma
+            elif name != SIGMA:
+                raise ConstraintError(f"cannot start from {name!r}: start values may name fixed "
+                                      f"effects, sigma and SDs of scalar terms "
+                                      f"{sorted(scalar_sd)}")
+        return self.space.join(theta, beta, sigma)
+
+    # ---- fitting ------------------------------------------------------------------
+    def fit(self, *, n_starts: int = 1, method: str = "SLSQP", seed: int = 0, start=None):
+        """Maximise the likelihood under the constraints from ``n_starts`` starts.
+
+        Returns
+        -------
+        LinkedResults
+            The best optimum, every distinct optimum, and the identifiability verdict.
+        """
+        from .results import LinkedResults
+
+        if method not in CONSTRAINED_METHODS:
+            raise ValueError(f"method must be one of {CONSTRAINED_METHODS}, not {method!r}")
+        if int(n_starts) < 1:
+            raise ValueError("n_starts must be at least 1")
+        starts = self.starts(int(n_starts), seed, start)
+        # Bad constraints and means fail here, once, with their own message.
+        self.eq_values(starts[0]), self.ineq_values(starts[0]), self._mean_at(starts[0])
+        lower = self.space.z_lower()
+        runs = []
+        for z0 in starts:
+            try:
+                run = minimize_constrained(
+                    self.deviance, self.gradient, z0, lower,
+                    eq=self.eq_values if self._eq else None,
+                    eq_jac=self.eq_jacobian if self._eq else None,
+                    ineq=self.ineq_values if self._ineq else None,
+                    ineq_jac=self.ineq_jacobian if self._ineq else None, method=method,
+                    upper=self.space.z_upper())
+            except ConstraintError as exc:
+                run = ConstrainedRun(x_initial=np.asarray(z0), message=f"failed: {exc}")
+            runs.append(run)
+        feasible = [r for r in runs if r.x_final is not None and math.isfinite(r.fun_final)
+                    and r.max_violation <= FEASIBILITY_TOL]
+        if not feasible:
+            tried = [r for r in runs if r.x_final is not None]
+            if not tried:
+                raise ConstraintError(runs[0].message.removeprefix("failed: "))
+            closest = min(tried, key=lambda r: r.max_violation)
+            raise FitError(
+                f"the constraints could not be satisfied from {len(runs)} start(s): the "
+                f"smallest violation reached is {closest.max_violation:.3g} "
+                f"({closest.message}); they may be infeasible")
+        return LinkedResults(self, runs, feasible, method)
+
+    # ---- analysis at an optimum ---------------------------------------------------
+    def active_jacobian(self, z, grad) -> np.ndarray:
+        """Rows: equality constraints, active inequalities, and θ held at its bound."""
+        rows = []
+        if self._eq:
+            rows.append(self.eq_jacobian(z))
+        if self._ineq:
+            active = np.abs(self.ineq_values(z)) <= FEASIBILITY_TOL
+            if active.any():
+                rows.append(self.ineq_jacobian(z)[active])
+        lower = self.space.z_lower()
+        at_bound = np.isfinite(lower) & (z - lower <= 1e-8) & (grad > 0)
+        for k in np.flatnonzero(at_bound):
+            e = np.zeros(len(z))
+            e[k] = 1.0
+            rows.append(e[None, :])
+        return np.vstack(rows) if rows else np.zeros((0, len(z)))
+
+    def lagrangian_hessian(self, z, multipliers, step: float = 1e-4) -> np.ndarray:
+        """∇²(D − λ'c) at ``z`` by central differences of the gradients."""
+        z = np.asarray(z, dtype=float)
+        d = len(z)
+        lower = self.space.z_lower()
+
+        def lagrangian_grad(x):
+            g = self.gradient(x)
+            if len(multipliers) and self.constraints:
+                J = self._constraint_rows(x)
+                g = g - J.T @ multipliers[: J.shape[0]]
+            return g
+
+        H = np.empty((d, d))
+        for k in range(d):
+            h = step * max(1.0, abs(z[k]))
+            up = z.copy()
+            up[k] += h
+            if z[k] - h >= lower[k]:
+                down = z.copy()
+                down[k] -= h
+                H[:, k] = (lagrangian_grad(up) - lagrangian_grad(down)) / (2 * h)
+            else:
+                H[:, k] = (lagrangian_grad(up) - lagrangian_grad(z)) / h
+        self.deviance(z)
+        return 0.5 * (H + H.T)
+
+    def _constraint_rows(self, z) -> np.ndarray:
+        rows = []
+        if self._eq:
+            rows.append(self.eq_jacobian(z))
+        if self._ineq:
+            rows.append(self.ineq_jacobian(z))
+        return np.vstack(rows) if rows else np.zeros((0, len(z)))
+
+    def analyse(self, z) -> dict:
+        """KKT residual, multipliers and the reduced Hessian of −log L at an optimum."""
+        z = np.asarray(z, dtype=float)
+        grad = self.gradient(z)
+        J = self.active_jacobian(z, grad)
+        if J.shape[0]:
+            lam, *_ = np.linalg.lstsq(J.T, grad, rcond=None)
+            kkt = grad - J.T @ lam
+        else:
+            lam, kkt = np.zeros(0), grad
+        # multipliers of the user's constraints (eq first, then all ineq), for the Hessian
+        n_con = len(self._eq) + len(self._ineq)
+        con_lam = np.zeros(n_con)
+        if self._eq:
+            con_lam[: len(self._eq)] = lam[: len(self._eq)]
+        if self._ineq:
+            active = np.abs(self.ineq_values(z)) <= FEASIBILITY_TOL
+            con_lam[len(self._eq):][active] = lam[len(self._eq):len(self._eq) + active.sum()]
+        H = self.lagrangian_hessian(z, con_lam)
+        N = scipy.linalg.null_space(J) if J.shape[0] else np.eye(len(z))
+        reduced = 0.5 * N.T @ H @ N                 # Hessian of −log L on the manifold
+        eig = np.linalg.eigvalsh(reduced) if reduced.size else np.zeros(0)
+        scale = max(1.0, float(np.max(np.abs(eig)))) if eig.size else 1.0
+        singular = bool(eig.size and eig.min() <= 1e-8 * scale)
+        cov_z = None
+        if not singular and reduced.size:
+            cov_z = N @ np.linalg.solve(reduced, N.T)
+        elif not reduced.size:
+            cov_z = np.zeros((len(z), len(z)))
+        return {"gradient": grad, "kkt_residual": float(np.max(np.abs(kkt), initial=0.0)),
+                "multipliers": lam, "reduced_hessian_eigenvalues": eig,
+                "reduced_hessian_singular": singular, "cov_z": cov_z,
+                "active_jacobian": J}
+
+    def constraint_completes_rank(self, z) -> bool:
+        """Whether X together with the equality constraints' β-gradients has full column rank."""
+        p = self.space.p
+        if p == 0:
+            return True
+        nt = self.space.n_theta
+        rows = [self.design.X]
+        if self._eq:
+            rows.append(self.eq_jacobian(z)[:, nt:nt + p])
+        return int(np.linalg.matrix_rank(np.vstack(rows))) == p
