@@ -116,56 +116,76 @@ class Expression:
         self._fn = self._compile(tree.body)
 
     # -- compilation ---------------------------------------------------------
-    def _name(self, raw: str):
+    # The validated tree is rewritten into one Python expression over three
+    # locals (``_env`` the parameters, ``_col`` data columns, ``_fn`` functions)
+    # and compiled: only whitelisted nodes reach ``compile``, so nothing the user
+    # writes can name a builtin, an attribute or a module.
+    def _name(self, node: ast.Name) -> ast.expr:
+        raw = node.id
         name = self._quoted.get(raw, raw)
         if name in self._params:
             if name not in self.parameters_used:
                 self.parameters_used.append(name)
-            return lambda env: env[name]
+            return _subscript("_env", name)
         if name in self._columns:
-            column = self._columns[name]
-            return lambda env: column
+            return _subscript("_col", name)
         if name in CONSTANTS and raw not in self._quoted:
-            value = CONSTANTS[name]
-            return lambda env: value
+            return ast.Constant(CONSTANTS[name])
         known = sorted(self._params)
         hint = " (names that are not identifiers must be in backticks)" if raw == name else ""
         cols = f"; data columns: {sorted(self._columns)}" if self._columns else ""
         raise ConstraintError(f"{self.what} {self.text!r} names unknown parameter {name!r}{hint}; "
                               f"known parameters: {known}{cols}")
 
-    def _compile(self, node):
+    def _rewrite(self, node) -> ast.expr:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)) \
                 and not isinstance(node.value, bool):
-            value = node.value
-            return lambda env: value
+            return ast.Constant(node.value)
         if isinstance(node, ast.Name):
-            return self._name(node.id)
+            return self._name(node)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            op, left, right = _BINARY[type(node.op)], self._compile(node.left), \
-                self._compile(node.right)
-            return lambda env: op(left(env), right(env))
+            return ast.BinOp(self._rewrite(node.left), type(node.op)(), self._rewrite(node.right))
         if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-            op, operand = _UNARY[type(node.op)], self._compile(node.operand)
-            return lambda env: op(operand(env))
+            return ast.UnaryOp(type(node.op)(), self._rewrite(node.operand))
         if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
-            op = _COMPARE[type(node.ops[0])]
-            left, right = self._compile(node.left), self._compile(node.comparators[0])
-            return lambda env: _compare(op, left(env), right(env))
+            op_name = type(node.ops[0]).__name__
+            return _call("_cmp", [ast.Constant(op_name), self._rewrite(node.left),
+                                  self._rewrite(node.comparators[0])])
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
             fname = node.func.id
             if fname not in FUNCTIONS:
                 raise ConstraintError(f"{self.what} {self.text!r} calls unknown function "
                                       f"{fname!r}; available: {sorted(FUNCTIONS)}")
-            fn, args = FUNCTIONS[fname], [self._compile(a) for a in node.args]
-            return lambda env: fn(*(a(env) for a in args))
+            return ast.Call(_subscript("_fn", fname), [self._rewrite(a) for a in node.args], [])
         raise ConstraintError(f"{self.what} {self.text!r}: '{ast.unparse(node)}' is not allowed "
                               f"(only numbers, names, + - * / ** %, comparisons and "
                               f"functions {sorted(FUNCTIONS)})")
 
+    def _compile(self, node):
+        """A function of the parameter mapping evaluating ``node``."""
+        tree = ast.fix_missing_locations(ast.Expression(self._rewrite(node)))
+        code = compile(tree, f"<linkmix {self.what}>", "eval")
+        scope = {"__builtins__": {}, "_fn": FUNCTIONS, "_col": self._columns,
+                 "_cmp": _compare_by_name}
+        return lambda env: eval(code, scope, {"_env": env})
+
     def __call__(self, env: Mapping):
-        with np.errstate(all="ignore"):
-            return self._fn(env)
+        return self._fn(env)
+
+
+def _subscript(container: str, key: str) -> ast.Subscript:
+    return ast.Subscript(ast.Name(container, ast.Load()), ast.Constant(key), ast.Load())
+
+
+def _call(fname: str, args) -> ast.Call:
+    return ast.Call(ast.Name(fname, ast.Load()), args, [])
+
+
+def _compare_by_name(op_name: str, left, right):
+    return _compare(_COMPARE_BY_NAME[op_name], left, right)
+
+
+_COMPARE_BY_NAME = {op.__name__: fn for op, fn in _COMPARE.items()}
 
 
 @dataclass
@@ -178,6 +198,7 @@ class Constraint:
     fun: object
     kind: str = "eq"
     label: str = ""
+    parameters_used: list | None = None  # None: any (a callable)
 
     def __post_init__(self):
         if self.kind not in ("eq", "ineq"):
@@ -197,7 +218,7 @@ class Params(Mapping):
 
     def __getitem__(self, name):
         try:
-            return float(self._values[self._index[name]])
+            return np.float64(self._values[self._index[name]])  # overflows to inf, never raises
         except KeyError:
             raise ConstraintError(f"{self._owner} asked for unknown parameter {name!r}; known "
                                   f"parameters: {self._names}") from None
@@ -226,11 +247,7 @@ def _string_constraint(text: str, parameters) -> Constraint:
     else:
         fun, kind = (lambda env: rhs(env) - lhs(env)), "ineq"
 
-    def residual(env, _fun=fun):
-        with np.errstate(all="ignore"):
-            return _fun(env)
-
-    return Constraint(residual, kind, label=text)
+    return Constraint(fun, kind, label=text, parameters_used=list(expr.parameters_used))
 
 
 def make_constraint(spec, parameters) -> Constraint:

@@ -1,16 +1,22 @@
-"""Small public datasets shipped with linkmix (exports of R's lme4 and nlme data).
+"""Datasets: small public ones shipped with linkmix, and the seed peptide simulator.
 
-``load(name)`` returns a DataFrame with R's factor columns as strings, read by
-``linkmix.read_table``; ``path(name)`` gives the CSV file itself.
+``load(name)`` returns a shipped dataset (exports of R's lme4 and nlme data) with
+R's factor columns as strings, read by ``linkmix.read_table``; ``path(name)``
+gives the CSV file itself.  ``simulate_peptide`` draws one peptide of the seed
+proteomics experiment (DESIGN.md) from a seeded generator.
 """
 
 from __future__ import annotations
 
+import math
 from importlib import resources
+
+import numpy as np
+import pandas as pd
 
 from .io import read_table
 
-__all__ = ["load", "path", "names"]
+__all__ = ["load", "path", "names", "simulate_peptide", "seed_link", "add_seed_columns"]
 
 _FILES = {"sleepstudy": "sleepstudy.csv", "Dyestuff": "Dyestuff.csv",
           "Dyestuff2": "Dyestuff2.csv", "Penicillin": "Penicillin.csv",
@@ -32,3 +38,48 @@ def path(name: str) -> str:
 def load(name: str):
     """Dataset ``name`` as a pandas DataFrame."""
     return read_table(path(name))
+
+
+def seed_link(sd_1: float, sd_2: float, b21: float, b22: float) -> float:
+    """The seed model's link: c₂ = exp(½·log(2)²·(σ₂² − σ₁²))·(1 + 2^b₂₂)/(1 + 2^b₂₁)."""
+    return math.exp(0.5 * math.log(2) ** 2 * (sd_2**2 - sd_1**2)) * (1 + 2**b22) / (1 + 2**b21)
+
+
+def simulate_peptide(seed: int = 1, *, n_replicates: int = 4, mu: float = 20.0,
+                     alpha2: float = -1.0, b21: float = 0.3, b22: float = 1.2,
+                     sd_1: float = 0.4, sd_2: float = 0.9, sigma: float = 0.25) -> pd.DataFrame:
+    """One peptide of the seed experiment: log-quantities under 2 treatments × 2
+    modifications × ``n_replicates`` biological replicates.
+
+    ``x_ijk = μ + c_i + α_j + b_ij + θ_ik + ε_ijk`` with ``c_1 = α_1 = b_1j = 0``,
+    ``θ_ik ~ N(0, sd_i²)``, ``ε ~ N(0, σ²)`` and ``c_2 = seed_link(sd_1, sd_2, b21, b22)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``treatment``, ``modification``, ``replicate`` (text codes "1", "2", …),
+        ``x``, and the 0/1 design columns of the seed model: ``t2`` (treatment 2),
+        ``m2`` (modification 2), ``t2m1`` and ``t2m2`` (treatment 2 with modification
+        1 or 2) — so that ``x ~ 1 + t2 + m2 + t2m1 + t2m2`` has coefficients
+        μ, c₂, α₂, b₂₁, b₂₂.
+    """
+    rng = np.random.default_rng(seed)
+    c2 = seed_link(sd_1, sd_2, b21, b22)
+    rows = [(t, m, r) for t in (1, 2) for r in range(1, n_replicates + 1) for m in (1, 2)]
+    frame = pd.DataFrame(rows, columns=["treatment", "modification", "replicate"])
+    t2 = (frame.treatment == 2).to_numpy(float)
+    m2 = (frame.modification == 2).to_numpy(float)
+    replicate_effect = rng.normal(size=(2, n_replicates)) * np.array([[sd_1], [sd_2]])
+    x = (mu + c2 * t2 + alpha2 * m2 + b21 * t2 * (1 - m2) + b22 * t2 * m2
+         + replicate_effect[frame.treatment - 1, frame.replicate - 1]
+         + sigma * rng.normal(size=len(frame)))
+    frame = frame.astype(str)
+    frame["x"] = x
+    return add_seed_columns(frame)
+
+
+def add_seed_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the seed model's 0/1 columns t2, m2, t2m1, t2m2 from treatment/modification."""
+    t2 = (frame["treatment"].astype(str) == "2").to_numpy(float)
+    m2 = (frame["modification"].astype(str) == "2").to_numpy(float)
+    return frame.assign(t2=t2, m2=m2, t2m1=t2 * (1 - m2), t2m2=t2 * m2)

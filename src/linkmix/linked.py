@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -30,9 +29,9 @@ import scipy.linalg
 from scipy.stats import qmc
 
 from .constraints import Constraint, ConstraintError, MeanTerm, Params, make_constraint
-from .design import build_design
+from .design import build_design, drop_dependent_columns
 from .engine import make_engine
-from .errors import FitError, RankDeficiencyWarning
+from .errors import FitError
 from .optimize import CONSTRAINED_METHODS, ConstrainedRun, minimize_constrained
 from .parameters import SIGMA, ParameterSpace, sd_name
 
@@ -41,6 +40,8 @@ __all__ = ["LinkedModel"]
 _LOG_2PI = math.log(2.0 * math.pi)
 #: A start is feasible when no constraint is violated by more than this.
 FEASIBILITY_TOL = 1e-6
+#: A start counts as an optimum when its KKT residual (deviance units) is below this.
+RUN_KKT_TOL = 1e-2
 
 
 def _as_list(constraints):
@@ -89,6 +90,8 @@ class LinkedModel:
         self._eq = [c for c in self.constraints if c.kind == "eq"]
         self._ineq = [c for c in self.constraints if c.kind == "ineq"]
         self._state_z = None
+        self._engine_response = None
+        self._searching = False
 
     # ---- parameters and user functions -------------------------------------
     def params_at(self, z) -> Params:
@@ -98,23 +101,29 @@ class LinkedModel:
     def _mean_at(self, z) -> np.ndarray:
         return self.mean(self.params_at(z)) if self.mean is not None else 0.0
 
+    def _call(self, con, natural) -> float:
+        """One constraint at natural values; any failure becomes a ConstraintError.
+
+        While an optimiser searches (``self._searching``), ±inf passes through (the
+        optimiser is shown ±1e100 and backs off); NaN and exceptions always fail.
+        """
+        params = Params(self.space.names, self.space.index, natural, f"constraint {con.label!r}")
+        try:
+            value = np.asarray(con.fun(params), dtype=float)
+        except ConstraintError:
+            raise
+        except Exception as exc:
+            raise ConstraintError(f"constraint {con.label!r} raised {type(exc).__name__}: "
+                                  f"{exc}") from None
+        if value.size != 1 or np.isnan(value).any() or (
+                not self._searching and not np.isfinite(value).all()):
+            raise ConstraintError(f"constraint {con.label!r} returned {value!r} (a finite number "
+                                  f"is needed) at {dict(params)}")
+        return float(value)
+
     def _constraint_values(self, group, z) -> np.ndarray:
-        params = self.params_at(z)
-        out = np.empty(len(group))
-        for i, con in enumerate(group):
-            try:
-                value = np.asarray(con.fun(params), dtype=float)
-            except ConstraintError:
-                raise
-            except Exception as exc:
-                raise ConstraintError(f"constraint {con.label!r} raised {type(exc).__name__}: "
-                                      f"{exc}") from None
-            if value.size != 1 or not np.isfinite(value).all():
-                raise ConstraintError(
-                    f"constraint {con.label!r} returned {value!r} (a finite number is needed) "
-                    f"at {dict(params)}")
-            out[i] = float(value)
-        return out
+        natural = self.space.natural_from_z(z)
+        return np.array([self._call(con, natural) for con in group])
 
     def eq_values(self, z) -> np.ndarray:
         """Residuals of the equality constraints (0 when satisfied)."""
@@ -124,26 +133,28 @@ class LinkedModel:
         """Values of the inequality constraints (≥ 0 when satisfied)."""
         return self._constraint_values(self._ineq, z)
 
-    def _jacobian(self, fun, z, m, step=1e-7) -> np.ndarray:
-        z = np.asarray(z, dtype=float)
-        lower = self.space.z_lower()
-        J = np.empty((m, len(z)))
-        for k in range(len(z)):
-            h = step * max(1.0, abs(z[k]))
-            up, down = z.copy(), z.copy()
-            up[k] += h
-            if z[k] - h >= lower[k]:
-                down[k] -= h
-                J[:, k] = (fun(up) - fun(down)) / (2 * h)
-            else:
-                J[:, k] = (fun(up) - fun(z)) / h
-        return J
+    def _jacobian(self, group, z, step=1e-7) -> np.ndarray:
+        """∂c/∂z = ∂c/∂Π · ∂Π/∂z: central differences in the named parameters each
+        constraint reads (all of them for a callable), then the chain rule."""
+        space = self.space
+        natural = space.natural_from_z(z)
+        grad_nat = np.zeros((len(group), len(natural)))
+        for i, con in enumerate(group):
+            used = getattr(con, "parameters_used", None) or space.names
+            for name in used:
+                j = space.index[name]
+                h = step * max(1.0, abs(natural[j]))
+                up, down = natural.copy(), natural.copy()
+                up[j] += h
+                down[j] -= h
+                grad_nat[i, j] = (self._call(con, up) - self._call(con, down)) / (2 * h)
+        return grad_nat @ space.natural_jacobian(z)
 
     def eq_jacobian(self, z) -> np.ndarray:
-        return self._jacobian(self.eq_values, z, len(self._eq))
+        return self._jacobian(self._eq, z)
 
     def ineq_jacobian(self, z) -> np.ndarray:
-        return self._jacobian(self.ineq_values, z, len(self._ineq))
+        return self._jacobian(self._ineq, z)
 
     # ---- the full deviance and its gradient ----------------------------------
     def deviance(self, z) -> float:
@@ -154,7 +165,9 @@ class LinkedModel:
         if not np.all(np.isfinite(response)):
             self._state_z = None
             return math.inf
-        self.engine.set_response(response)
+        if self._engine_response is None or not np.array_equal(response, self._engine_response):
+            self.engine.set_response(response)
+            self._engine_response = response
         if not self.engine.update(theta):
             self._state_z = None
             return math.inf
@@ -193,7 +206,7 @@ class LinkedModel:
                 down[k] -= h
                 grad[k] += w @ (self._mean_at(up) - self._mean_at(down)) / (2 * h)
         lower = self.space.z_lower()
-        d0 = self.deviance(z)
+        d0 = None
         for k in range(nt):
             h = step * max(1.0, abs(z[k]))
             up = z.copy()
@@ -203,6 +216,7 @@ class LinkedModel:
                 down[k] -= h
                 grad[k] = (self.deviance(up) - self.deviance(down)) / (2 * h)
             else:  # second-order one-sided difference at the bound
+                d0 = self.deviance(z) if d0 is None else d0
                 up2 = z.copy()
                 up2[k] += 2 * h
                 grad[k] = (-3 * d0 + 4 * self.deviance(up) - self.deviance(up2)) / (2 * h)
@@ -213,10 +227,10 @@ class LinkedModel:
         """z at the unconstrained ML fit (rank-deficient columns at 0), ignoring any mean."""
         from .model import LinearMixedModel
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RankDeficiencyWarning)
-            model = LinearMixedModel(self.formula, self.rows, REML=False)
-            fit = model.fit(check_gradient=False)
+        X, names, _ = drop_dependent_columns(self.design.X, self.space.fixed_names)
+        model = LinearMixedModel.from_design(
+            dataclasses.replace(self.design, X=X, fixed_names=names), REML=False)
+        fit = model.fit(check_gradient=False, ftol_abs=1e-6)  # a start: SLSQP refines it
         beta = np.zeros(self.space.p)
         index = {name: i for i, name in enumerate(self.space.fixed_names)}
         for name, value in fit.beta.items():
@@ -229,9 +243,11 @@ class LinkedModel:
     def starts(self, n_starts: int, seed: int = 0, start=None) -> list[np.ndarray]:
         """``n_starts`` deterministic starting points: the base start, then spread ones.
 
-        The spread ones scale θ by e^{±1} and σ by e^{±0.5} and move each β by up to
-        ±3·max(1, |β|), on a scrambled Halton sequence (seeded) so they cover the
-        space evenly; wide β moves are what find optima along unidentified directions.
+        The spread ones scale θ by e^{±1} and σ by e^{±0.5}, move each β by up to
+        ±3·max(1, |β|), and move along each unidentified direction of X (its null
+        space) by up to ±3·max(1, max|β|), on a scrambled Halton sequence (seeded)
+        so they cover the space evenly: the wide moves are what find optima that
+        differ only where the data say nothing.
         """
         base = self.base_start() if start is None else self._start_from(start)
         if n_starts <= 1:
@@ -239,14 +255,44 @@ class LinkedModel:
         nt, p = self.space.n_theta, self.space.p
         theta0, beta0, sigma0 = self.space.split(base)
         diag = np.isfinite(self.space.theta_lower)
-        points = 2.0 * qmc.Halton(d=nt + p + 1, scramble=True, seed=seed).random(n_starts - 1) - 1
+        null = scipy.linalg.null_space(self.design.X) if p else np.zeros((0, 0))
+        null = null / np.max(np.abs(null), axis=0) if null.size else null
+        dim = nt + p + 1 + null.shape[1]
+        points = 2.0 * qmc.Halton(d=dim, scramble=True, seed=seed).random(n_starts - 1) - 1
+        reach = 3.0 * max(1.0, float(np.max(np.abs(beta0), initial=0.0)))
         out = [base]
         for point in points:
             theta = np.where(diag, theta0 * np.exp(point[:nt]), theta0 + 0.5 * point[:nt])
             beta = beta0 + 3.0 * np.maximum(1.0, np.abs(beta0)) * point[nt:nt + p]
-            sigma = sigma0 * math.exp(0.5 * point[-1])
+            if null.size:
+                beta = beta + reach * (null @ point[nt + p + 1:])
+            sigma = sigma0 * math.exp(0.5 * point[nt + p])
             out.append(self.space.join(theta, beta, sigma))
         return out
+
+    def scales(self, z) -> np.ndarray:
+        """Typical step of each coordinate of z, 1/sqrt of a diagonal curvature estimate.
+
+        SLSQP's first step and line search assume unit curvature; without scaling a
+        start far from the optimum sends it to absurd points.  β: σ/sqrt(2·(X'X)_jj);
+        log σ: 1/sqrt(4n) (∂²D/∂(log σ)² = 4n at the optimum); θ: from a second
+        difference of D.
+        """
+        nt, p = self.space.n_theta, self.space.p
+        sigma = self.space.split(z)[2]
+        out = np.empty(len(z))
+        out[nt:nt + p] = sigma / np.sqrt(np.maximum(2.0 * np.sum(self.design.X**2, axis=0),
+                                                    1e-12))
+        out[-1] = 1.0 / math.sqrt(4.0 * self.n)
+        d0 = self.deviance(z)
+        for k in range(nt):
+            h = 1e-3 * max(1.0, abs(z[k]))
+            up, up2 = z.copy(), z.copy()
+            up[k] += h
+            up2[k] += 2 * h
+            curvature = (self.deviance(up2) - 2 * self.deviance(up) + d0) / h**2
+            out[k] = 1.0 / math.sqrt(curvature) if curvature > 1e-8 else 1.0
+        return np.clip(out, 1e-8, 1e4)
 
     def _start_from(self, start) -> np.ndarray:
         """z from an array (θ, β, log σ) or a mapping of parameter names.
@@ -286,31 +332,48 @@ class LinkedModel:
         LinkedResults
             The best optimum, every distinct optimum, and the identifiability verdict.
         """
-        from .results import LinkedResults
-
         if method not in CONSTRAINED_METHODS:
             raise ValueError(f"method must be one of {CONSTRAINED_METHODS}, not {method!r}")
         if int(n_starts) < 1:
             raise ValueError("n_starts must be at least 1")
-        starts = self.starts(int(n_starts), seed, start)
+        with np.errstate(all="ignore"):  # trial points may overflow; results are checked
+            return self._fit(int(n_starts), method, seed, start)
+
+    def _fit(self, n_starts, method, seed, start):
+        from .results import LinkedResults
+
+        starts = self.starts(n_starts, seed, start)
         # Bad constraints and means fail here, once, with their own message.
         self.eq_values(starts[0]), self.ineq_values(starts[0]), self._mean_at(starts[0])
-        lower = self.space.z_lower()
+        # Spread starts are far from the optimum, where SLSQP's unit initial Hessian sends
+        # its first steps to absurd points: they run on w = z / s (unit-scaled).  The base
+        # start is the unconstrained optimum, close by, and converges faster unscaled.
+        spread_scale = self.scales(starts[0]) if len(starts) > 1 else None
+        eq, ineq = bool(self._eq), bool(self._ineq)
         runs = []
-        for z0 in starts:
+        for i, z0 in enumerate(starts):
+            s = np.ones(len(z0)) if i == 0 else spread_scale
             try:
+                self._searching = True
                 run = minimize_constrained(
-                    self.deviance, self.gradient, z0, lower,
-                    eq=self.eq_values if self._eq else None,
-                    eq_jac=self.eq_jacobian if self._eq else None,
-                    ineq=self.ineq_values if self._ineq else None,
-                    ineq_jac=self.ineq_jacobian if self._ineq else None, method=method,
-                    upper=self.space.z_upper())
+                    lambda w: self.deviance(w * s), lambda w: self.gradient(w * s) * s,
+                    z0 / s, self.space.z_lower() / s,
+                    eq=(lambda w: self.eq_values(w * s)) if eq else None,
+                    eq_jac=(lambda w: self.eq_jacobian(w * s) * s) if eq else None,
+                    ineq=(lambda w: self.ineq_values(w * s)) if ineq else None,
+                    ineq_jac=(lambda w: self.ineq_jacobian(w * s) * s) if ineq else None,
+                    method=method, upper=self.space.z_upper() / s)
+                self._searching = False
+                run.x_initial, run.x_final = run.x_initial * s, run.x_final * s
+                if run.max_violation <= FEASIBILITY_TOL:
+                    run.kkt_residual = self.kkt(run.x_final)["kkt_residual"]
             except ConstraintError as exc:
                 run = ConstrainedRun(x_initial=np.asarray(z0), message=f"failed: {exc}")
+            finally:
+                self._searching = False
             runs.append(run)
         feasible = [r for r in runs if r.x_final is not None and math.isfinite(r.fun_final)
-                    and r.max_violation <= FEASIBILITY_TOL]
+                    and r.max_violation <= FEASIBILITY_TOL and r.kkt_residual <= RUN_KKT_TOL]
         if not feasible:
             tried = [r for r in runs if r.x_final is not None]
             if not tried:
@@ -375,39 +438,41 @@ class LinkedModel:
             rows.append(self.ineq_jacobian(z))
         return np.vstack(rows) if rows else np.zeros((0, len(z)))
 
-    def analyse(self, z) -> dict:
-        """KKT residual, multipliers and the reduced Hessian of −log L at an optimum."""
+    def kkt(self, z) -> dict:
+        """Gradient, active constraint Jacobian, least-squares multipliers λ and the KKT
+        residual ``max |∇D − J'λ|`` at ``z``."""
         z = np.asarray(z, dtype=float)
         grad = self.gradient(z)
         J = self.active_jacobian(z, grad)
         if J.shape[0]:
             lam, *_ = np.linalg.lstsq(J.T, grad, rcond=None)
-            kkt = grad - J.T @ lam
+            residual = grad - J.T @ lam
         else:
-            lam, kkt = np.zeros(0), grad
+            lam, residual = np.zeros(0), grad
+        return {"gradient": grad, "active_jacobian": J, "multipliers": lam,
+                "kkt_residual": float(np.max(np.abs(residual), initial=0.0))}
+
+    def reduced_hessian(self, z, kkt: dict) -> dict:
+        """Hessian of −log L on the constraint manifold at an optimum, and the covariance
+        of z it implies (``None`` when the reduced Hessian is singular)."""
+        z = np.asarray(z, dtype=float)
+        lam, J = kkt["multipliers"], kkt["active_jacobian"]
         # multipliers of the user's constraints (eq first, then all ineq), for the Hessian
-        n_con = len(self._eq) + len(self._ineq)
-        con_lam = np.zeros(n_con)
-        if self._eq:
-            con_lam[: len(self._eq)] = lam[: len(self._eq)]
+        con_lam = np.zeros(len(self._eq) + len(self._ineq))
+        con_lam[: len(self._eq)] = lam[: len(self._eq)]
         if self._ineq:
             active = np.abs(self.ineq_values(z)) <= FEASIBILITY_TOL
             con_lam[len(self._eq):][active] = lam[len(self._eq):len(self._eq) + active.sum()]
         H = self.lagrangian_hessian(z, con_lam)
         N = scipy.linalg.null_space(J) if J.shape[0] else np.eye(len(z))
         reduced = 0.5 * N.T @ H @ N                 # Hessian of −log L on the manifold
-        eig = np.linalg.eigvalsh(reduced) if reduced.size else np.zeros(0)
-        scale = max(1.0, float(np.max(np.abs(eig)))) if eig.size else 1.0
-        singular = bool(eig.size and eig.min() <= 1e-8 * scale)
-        cov_z = None
-        if not singular and reduced.size:
-            cov_z = N @ np.linalg.solve(reduced, N.T)
-        elif not reduced.size:
-            cov_z = np.zeros((len(z), len(z)))
-        return {"gradient": grad, "kkt_residual": float(np.max(np.abs(kkt), initial=0.0)),
-                "multipliers": lam, "reduced_hessian_eigenvalues": eig,
-                "reduced_hessian_singular": singular, "cov_z": cov_z,
-                "active_jacobian": J}
+        if not reduced.size:
+            return {"eigenvalues": np.zeros(0), "singular": False,
+                    "cov_z": np.zeros((len(z), len(z)))}
+        eig = np.linalg.eigvalsh(reduced)
+        singular = bool(eig.min() <= 1e-8 * max(1.0, float(np.max(np.abs(eig)))))
+        cov_z = None if singular else N @ np.linalg.solve(reduced, N.T)
+        return {"eigenvalues": eig, "singular": singular, "cov_z": cov_z}
 
     def constraint_completes_rank(self, z) -> bool:
         """Whether X together with the equality constraints' β-gradients has full column rank."""

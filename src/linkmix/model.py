@@ -41,10 +41,20 @@ class LinearMixedModel:
 
     def __init__(self, formula: str, data: pd.DataFrame, *, REML: bool = True,
                  engine: str = "auto", missing: str = "drop"):
-        self.design = build_design(formula, data, missing=missing)
-        self.engine = make_engine(self.design, engine)
+        self._setup(build_design(formula, data, missing=missing), REML, engine)
+
+    def _setup(self, design, REML, engine):
+        self.design = design
+        self.engine = make_engine(design, engine)
         self.deviance = Deviance(self.engine, REML)
         self.REML = bool(REML)
+
+    @classmethod
+    def from_design(cls, design, *, REML: bool = True, engine: str = "auto"):
+        """A model over an already built ``LMMDesign`` (no formula parsing)."""
+        model = cls.__new__(cls)
+        model._setup(design, REML, engine)
+        return model
 
     @property
     def formula(self) -> str:

@@ -221,13 +221,14 @@ class ConstrainedRun:
     n_iterations: int = 0
     n_evaluations: int = 0
     max_violation: float = math.inf
+    kkt_residual: float = math.inf
 
     def as_dict(self) -> dict:
         return {"x_initial": list(map(float, self.x_initial)),
                 "x_final": None if self.x_final is None else list(map(float, self.x_final)),
                 "fun_final": self.fun_final, "success": self.success, "message": self.message,
                 "n_iterations": self.n_iterations, "n_evaluations": self.n_evaluations,
-                "max_violation": self.max_violation}
+                "max_violation": self.max_violation, "kkt_residual": self.kkt_residual}
 
 
 def minimize_constrained(fun, jac, x0, lower, *, eq=None, eq_jac=None, ineq=None,
@@ -244,6 +245,7 @@ def minimize_constrained(fun, jac, x0, lower, *, eq=None, eq_jac=None, ineq=None
     if method not in CONSTRAINED_METHODS:
         raise ValueError(f"method must be one of {CONSTRAINED_METHODS}, not {method!r}")
     x0 = np.asarray(x0, dtype=float)
+    fun, eq, ineq = _finite(fun), _finite(eq), _finite(ineq)
     upper = np.full(len(x0), np.inf) if upper is None else np.asarray(upper, dtype=float)
     bounds = Bounds(lower, upper)
     run = ConstrainedRun(x_initial=x0.copy())
@@ -280,3 +282,21 @@ def minimize_constrained(fun, jac, x0, lower, *, eq=None, eq_jac=None, ineq=None
         violation = max(violation, float(np.max(np.maximum(0.0, -np.asarray(ineq(x))))))
     run.max_violation = violation
     return run
+
+
+#: What an optimiser is shown in place of ±inf: its line search then steps back.
+_HUGE = 1e100
+
+
+def _finite(fn):
+    """``fn`` with ±inf replaced by ±1e100 (NaN is left for the caller to catch)."""
+    if fn is None:
+        return None
+
+    def wrapped(x):
+        value = fn(x)
+        if np.ndim(value) == 0:
+            return value if math.isfinite(value) or math.isnan(value) else math.copysign(_HUGE, value)
+        return np.nan_to_num(np.asarray(value, dtype=float), nan=np.nan, posinf=_HUGE,
+                             neginf=-_HUGE)
+    return wrapped

@@ -75,6 +75,12 @@ class ParameterSpace:
                     groups.append(term.group), terms.append(f"{a},{b}")
         names.append(SIGMA), kinds.append("sigma"), groups.append(None), terms.append(None)
         self.names, self.kinds, self.groups, self.terms = names, kinds, groups, terms
+        self.scalar_terms = all(term.k == 1 for term in design.terms)
+        self.log_sigma_bounds = self._log_sigma_bounds()
+        self._z_lower = np.concatenate([self.theta_lower, np.full(self.p, -np.inf),
+                                        [self.log_sigma_bounds[0]]])
+        self._z_upper = np.concatenate([np.full(self.n_theta + self.p, np.inf),
+                                        [self.log_sigma_bounds[1]]])
         self.index = {name: i for i, name in enumerate(names)}
 
     # ---- z = (θ, β, log σ) --------------------------------------------------
@@ -95,16 +101,13 @@ class ParameterSpace:
     def z_lower(self) -> np.ndarray:
         """Lower bounds of z: 0 on diagonal θ entries, -inf elsewhere, and for log σ
         ``log_sigma_bounds[0]``."""
-        return np.concatenate([self.theta_lower, np.full(self.p, -np.inf),
-                               [self.log_sigma_bounds[0]]])
+        return self._z_lower
 
     def z_upper(self) -> np.ndarray:
         """Upper bounds of z: none, but for log σ ``log_sigma_bounds[1]``."""
-        return np.concatenate([np.full(self.n_theta + self.p, np.inf),
-                               [self.log_sigma_bounds[1]]])
+        return self._z_upper
 
-    @property
-    def log_sigma_bounds(self) -> tuple[float, float]:
+    def _log_sigma_bounds(self) -> tuple[float, float]:
         """log σ within [log s − 20, log s + 5], s the response's SD: keeps optimiser
         steps from overflowing without excluding any sensible fit."""
         y = self.design.y
@@ -117,6 +120,8 @@ class ParameterSpace:
     # ---- natural scale ------------------------------------------------------
     def natural(self, theta, beta, sigma) -> np.ndarray:
         """The natural-scale vector, in ``names`` order."""
+        if self.scalar_terms:  # every term has one coefficient: sd = σ|θ|, no correlations
+            return np.concatenate([beta, sigma * np.abs(theta), [sigma]])
         values = list(np.asarray(beta, dtype=float))
         for _, _, sd, corr in variance_components(self.design.terms,
                                                   self.design.T_blocks(theta), sigma):
@@ -130,8 +135,18 @@ class ParameterSpace:
         return self.natural(*self.split(z))
 
     def natural_jacobian(self, z, step: float = 1e-6) -> np.ndarray:
-        """∂ natural / ∂z by central differences (the map is cheap and smooth off T = 0)."""
+        """∂ natural / ∂z: exact for scalar terms, else by central differences (one-sided
+        at a bound; the map is cheap, and smooth off T = 0)."""
         z = np.asarray(z, dtype=float)
+        if self.scalar_terms:
+            theta, _, sigma = self.split(z)
+            nt, p = self.n_theta, self.p
+            J = np.zeros((len(self.names), len(z)))
+            J[:p, nt:nt + p] = np.eye(p)
+            J[p:p + nt, :nt] = np.diag(sigma * np.where(theta < 0, -1.0, 1.0))
+            J[p:p + nt, -1] = sigma * np.abs(theta)
+            J[-1, -1] = sigma
+            return J
         lower = self.z_lower()
         J = np.empty((len(self.names), len(z)))
         for k in range(len(z)):

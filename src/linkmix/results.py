@@ -379,17 +379,8 @@ class LinkedResults:
         self.beta = pd.Series(beta, index=space.fixed_names, name="estimate")
         self.natural = space.natural_from_z(z)
 
-        analysis = model.analyse(z)
-        self.kkt_residual = analysis["kkt_residual"]
-        self.reduced_hessian_eigenvalues = analysis["reduced_hessian_eigenvalues"]
-        self.reduced_hessian_singular = analysis["reduced_hessian_singular"]
-        if analysis["cov_z"] is not None:
-            J = space.natural_jacobian(z)
-            cov = J @ analysis["cov_z"] @ J.T
-            self.se_natural = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-        else:
-            self.se_natural = np.full(len(self.natural), np.nan)
-        model.deviance(z)
+        self._kkt = model.kkt(z)
+        self.kkt_residual = self._kkt["kkt_residual"]
 
         self.constraint_residuals = {}
         if model._eq:
@@ -423,6 +414,32 @@ class LinkedResults:
         self.equally_likely = [o for o in self.optima
                                if o["neg2ll"] - self.optima[0]["neg2ll"] <= EQUAL_LIKELIHOOD]
         self.converged = bool(best.success and self.kkt_residual <= 2e-3)
+
+    # ---- second-order analysis (computed on first use: it costs ~2·dim z gradients) ----
+    @cached_property
+    def _hessian(self) -> dict:
+        with np.errstate(all="ignore"):
+            out = self.model.reduced_hessian(self.z, self._kkt)
+        self.model.deviance(self.z)
+        return out
+
+    @property
+    def reduced_hessian_eigenvalues(self) -> np.ndarray:
+        """Eigenvalues of the Hessian of −log L restricted to the constraint manifold."""
+        return self._hessian["eigenvalues"]
+
+    @property
+    def reduced_hessian_singular(self) -> bool:
+        return self._hessian["singular"]
+
+    @cached_property
+    def se_natural(self) -> np.ndarray:
+        """Wald SEs of the natural parameters: J (N'HN)⁻¹ J' by the delta method."""
+        cov_z = self._hessian["cov_z"]
+        if cov_z is None:
+            return np.full(len(self.natural), np.nan)
+        J = self.space.natural_jacobian(self.z)
+        return np.sqrt(np.clip(np.diag(J @ cov_z @ J.T), 0.0, None))
 
     # ---- verdicts -------------------------------------------------------------
     @property
