@@ -1,11 +1,13 @@
 """The ``linkmix`` command: fit models from data files on the command line.
 
-Owns argument parsing and presentation only; fitting is ``linkmix.lmer``.
+Owns argument parsing and presentation only; fitting is ``linkmix.lmer``, the seed
+example is ``linkmix.examples.seed_example``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 
@@ -34,23 +36,95 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="factorisation of Λ'Z'ZΛ + I (default: chosen by size)")
     fit.add_argument("--missing", choices=("drop", "raise"), default="drop",
                      help="rows with missing values: drop and report (default) or fail")
+    links = fit.add_argument_group(
+        "links", "constraints between parameters, or a mean depending on them; either makes "
+                 "the fit maximum likelihood on the full deviance")
+    links.add_argument("--constraint", "-c", action="append", default=[], metavar="EQ",
+                       help="'lhs == rhs', 'lhs >= rhs' or 'lhs <= rhs' over parameter names "
+                            "(backticks around names such as `sd[Days|Subject]`); repeatable")
+    links.add_argument("--mean", metavar="EXPR",
+                       help="a term added to the mean, over parameter names and data columns")
+    links.add_argument("--starts", type=int, default=1, metavar="K",
+                       help="number of starts; K > 1 reports every distinct optimum")
+    links.add_argument("--method", choices=("SLSQP", "trust-constr"), default="SLSQP")
+    links.add_argument("--seed", type=int, default=0, help="seed of the spread starts")
+    fit.add_argument("--lrt", nargs="?", const="", metavar="FORMULA",
+                     help="also fit an unconstrained ML model (FORMULA, default the same "
+                          "formula) and print the likelihood-ratio test against it")
+
+    example = sub.add_parser(
+        "example", help="the seed proteomics example: fit M1 and M2 to one peptide",
+        description="Simulate (or read) one peptide of the seed experiment, fit the linked "
+                    "model in both forms (M2: constraint; M1: linked mean) and print both "
+                    "with the uniqueness verdict.")
+    example.add_argument("--data", help="a peptide's CSV (columns treatment, modification, "
+                                        "replicate, x); default: simulated")
+    example.add_argument("--seed", type=int, default=1, help="simulation seed")
+    example.add_argument("--three-optima", action="store_true",
+                         help="simulate a peptide whose link equation has three roots")
+    example.add_argument("--starts", type=int, default=10, metavar="K")
+    example.add_argument("--json", metavar="FILE", help="write both fits as JSON to FILE")
     return parser
 
 
 def _fit(args) -> int:
     from .io import read_table
     from .model import lmer
+    from .results import lrt
 
     data = read_table(args.data, factors=args.factor)
+    linked = bool(args.constraint) or args.mean is not None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = lmer(args.formula, data, REML=not args.ml, engine=args.engine,
-                   missing=args.missing, optimizer=args.optimizer)
+        if linked:
+            fit = lmer(args.formula, data, constraints=args.constraint or None, mean=args.mean,
+                       n_starts=args.starts, method=args.method, seed=args.seed,
+                       engine=args.engine, missing=args.missing)
+        else:
+            fit = lmer(args.formula, data, REML=not args.ml and args.lrt is None,
+                       engine=args.engine, missing=args.missing, optimizer=args.optimizer)
+        test = None
+        if args.lrt is not None:
+            general = lmer(args.lrt or args.formula, data, REML=False, engine=args.engine,
+                           missing=args.missing)
+            test = lrt(fit, general)
     print(fit.summary())
+    if test is not None:
+        print()
+        print(test)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     if args.json:
-        fit.to_json(args.json)
+        record = fit.to_dict()
+        if test is not None:
+            record["lrt"] = test.as_dict()
+        with open(args.json, "w") as fh:
+            json.dump(record, fh, indent=2)
+            fh.write("\n")
+    return 0
+
+
+def _example(args) -> int:
+    from . import datasets
+    from .examples import seed_example
+
+    if args.data:
+        from .io import read_table
+        data = datasets.add_seed_columns(read_table(args.data))
+        source = args.data
+    elif args.three_optima:
+        data = datasets.simulate_peptide(**datasets.THREE_OPTIMA)
+        source = f"simulated peptide with three optima ({datasets.THREE_OPTIMA})"
+    else:
+        data = datasets.simulate_peptide(args.seed)
+        source = f"simulated peptide (seed {args.seed})"
+    report, record = seed_example(data, n_starts=args.starts)
+    print(f"Data: {source}, {len(data)} observations\n")
+    print(report)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(record, fh, indent=2)
+            fh.write("\n")
     return 0
 
 
@@ -60,6 +134,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "fit":
             return _fit(args)
+        if args.command == "example":
+            return _example(args)
     except LinkmixError as exc:
         print(f"linkmix: error: {exc}", file=sys.stderr)
         return 2

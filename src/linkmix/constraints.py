@@ -157,6 +157,10 @@ class Expression:
                 raise ConstraintError(f"{self.what} {self.text!r} calls unknown function "
                                       f"{fname!r}; available: {sorted(FUNCTIONS)}")
             return ast.Call(_subscript("_fn", fname), [self._rewrite(a) for a in node.args], [])
+        spelled = ast.unparse(node).replace(" ", "")
+        if spelled in self._params:
+            raise ConstraintError(f"{self.what} {self.text!r}: write the parameter {spelled!r} "
+                                  f"in backticks, `{spelled}`")
         raise ConstraintError(f"{self.what} {self.text!r}: '{ast.unparse(node)}' is not allowed "
                               f"(only numbers, names, + - * / ** %, comparisons and "
                               f"functions {sorted(FUNCTIONS)})")

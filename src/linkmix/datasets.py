@@ -16,7 +16,8 @@ import pandas as pd
 
 from .io import read_table
 
-__all__ = ["load", "path", "names", "simulate_peptide", "seed_link", "add_seed_columns"]
+__all__ = ["load", "path", "names", "simulate_peptide", "seed_link", "add_seed_columns",
+           "THREE_OPTIMA"]
 
 _FILES = {"sleepstudy": "sleepstudy.csv", "Dyestuff": "Dyestuff.csv",
           "Dyestuff2": "Dyestuff2.csv", "Penicillin": "Penicillin.csv",
@@ -38,6 +39,11 @@ def path(name: str) -> str:
 def load(name: str):
     """Dataset ``name`` as a pandas DataFrame."""
     return read_table(path(name))
+
+
+#: ``simulate_peptide`` arguments for a peptide whose link equation in c₂ has three roots:
+#: three optima with equal likelihood (replicate SDs very unequal, b₂₁ ≫ b₂₂).
+THREE_OPTIMA = dict(seed=4, n_replicates=6, sd_1=0.3, sd_2=3.6, b21=8.0, b22=-4.0)
 
 
 def seed_link(sd_1: float, sd_2: float, b21: float, b22: float) -> float:

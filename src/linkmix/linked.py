@@ -117,8 +117,9 @@ class LinkedModel:
                                   f"{exc}") from None
         if value.size != 1 or np.isnan(value).any() or (
                 not self._searching and not np.isfinite(value).all()):
-            raise ConstraintError(f"constraint {con.label!r} returned {value!r} (a finite number "
-                                  f"is needed) at {dict(params)}")
+            at = {name: float(v) for name, v in zip(self.space.names, natural)}
+            raise ConstraintError(f"constraint {con.label!r} returned {value.tolist()!r} (a "
+                                  f"finite number is needed) at {at}")
         return float(value)
 
     def _constraint_values(self, group, z) -> np.ndarray:

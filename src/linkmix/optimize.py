@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -265,9 +266,11 @@ def minimize_constrained(fun, jac, x0, lower, *, eq=None, eq_jac=None, ineq=None
             cons.append(NonlinearConstraint(eq, 0.0, 0.0, jac=eq_jac, hess=BFGS()))
         if n_ineq:
             cons.append(NonlinearConstraint(ineq, 0.0, np.inf, jac=ineq_jac, hess=BFGS()))
-        res = minimize(fun, x0, jac=jac, hess=BFGS(), method="trust-constr", bounds=bounds,
-                       constraints=cons, options={"maxiter": maxiter * 4, "gtol": 1e-8,
-                                                  "xtol": 1e-12})
+        with warnings.catch_warnings():  # BFGS's notice of a zero step at convergence
+            warnings.filterwarnings("ignore", "delta_grad == 0.0", UserWarning)
+            res = minimize(fun, x0, jac=jac, hess=BFGS(), method="trust-constr",
+                           bounds=bounds, constraints=cons,
+                           options={"maxiter": maxiter * 4, "gtol": 1e-8, "xtol": 1e-12})
     x = np.clip(np.asarray(res.x, dtype=float), lower, upper)
     run.x_final = x
     run.fun_final = float(fun(x))

@@ -599,12 +599,22 @@ class LinkedSummary:
         lines.append("")
         table = fit.params.set_index("name")[["estimate", "std_error", "statistic"]]
         table.columns = ["Estimate", "Std. Error", "z value"]
+        table.index.name = None
         lines.append(_format_table(table))
         lines.append("")
         lines.append(f"Optima: {len(fit.optima)} distinct from {len(fit.runs)} start(s) "
                      f"({fit.method}); KKT residual {fit.kkt_residual:.2e}")
-        for i, opt in enumerate(fit.optima[:10]):
-            lines.append(f"  {i + 1}. logLik {opt['loglik']:.6f}  ({opt['n_starts']} start(s))")
+        if len(fit.optima) > 1:  # show the parameters in which the optima differ
+            frame = pd.DataFrame([o["params"] for o in fit.optima[:10]])
+            spread = (frame.max() - frame.min()) / (1 + frame.abs().max())
+            frame = frame.loc[:, spread > SAME_OPTIMUM]
+            frame.insert(0, "starts", [o["n_starts"] for o in fit.optima[:10]])
+            frame.insert(0, "logLik", [o["loglik"] for o in fit.optima[:10]])
+            frame.index = range(1, len(frame) + 1)
+            lines.append(frame.to_string(float_format=lambda v: f"{v:.8g}"))
+        else:
+            lines.append(f"  1. logLik {fit.optima[0]['loglik']:.6f}  "
+                         f"({fit.optima[0]['n_starts']} start(s))")
         lines.append(f"Uniqueness: {fit.verdict}")
         if not fit.converged:
             lines.append(f"WARNING: did not converge ({fit._best.message}; KKT residual "
