@@ -9,6 +9,11 @@ printing).  Ratios above 1 mean linkmix is faster.
 Usage::
 
     python benchmarks/compare_lme4.py [--cases sleepstudy,penicillin,insteval] [--data DIR]
+                                      [--peptide-reps N]
+
+The seed-peptide comparison times lme4's unconstrained ML fit of one simulated
+peptide against linkmix's plain fit, its constrained fit (M2), the same with
+its summary (reduced Hessian and SEs), and its linked-mean fit (M1).
 
 Needs R with lme4 (``apt-get install r-base-core r-cran-lme4``); without it only
 linkmix's times are printed.
@@ -103,12 +108,78 @@ def run_linkmix(path, formula, reml, reps):
             "converged": fit.converged}
 
 
+PEPTIDE_R = r"""
+suppressMessages(library(lme4))
+args <- commandArgs(trailingOnly = TRUE)
+d <- read.csv(args[1])
+for (col in c("treatment", "modification", "replicate")) d[[col]] <- factor(d[[col]])
+reps <- as.integer(args[2])
+# (0 + treatment || replicate) with one independent variance per treatment level; lme4's
+# own `||` does not split factors, so the two terms are written out.
+f <- x ~ 1 + t2 + m2 + t2m1 + t2m2 + (0 + dummy(treatment, "1") | replicate) +
+     (0 + dummy(treatment, "2") | replicate)
+times <- numeric(reps)
+for (i in seq_len(reps)) {
+  t0 <- proc.time()[["elapsed"]]
+  m <- suppressMessages(lmer(f, d, REML = FALSE))
+  times[i] <- proc.time()[["elapsed"]] - t0
+}
+cat(sprintf("objective=%.12f\nseconds=%.6f\nfeval=%d\nversion=%s\n", deviance(m),
+            median(times), m@optinfo$feval, as.character(packageVersion("lme4"))))
+"""
+
+
+def peptide_case(reps: int, have_r: bool) -> dict:
+    """One seed peptide: lme4's unconstrained ML fit against linkmix's plain, M2 and M1 fits."""
+    import warnings
+
+    from linkmix import datasets
+    from linkmix.examples import M1_FORMULA, M1_MEAN, M2_CONSTRAINT, M2_FORMULA
+
+    data = datasets.simulate_peptide(1)
+
+    def median_time(fn):
+        fn()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        row = {"case": "peptide (16 obs)",
+               "plain": median_time(lambda: linkmix.lmer(M2_FORMULA, data, REML=False)),
+               "M2": median_time(lambda: linkmix.lmer(M2_FORMULA, data,
+                                                      constraints=M2_CONSTRAINT)),
+               "M2+summary": median_time(lambda: str(linkmix.lmer(
+                   M2_FORMULA, data, constraints=M2_CONSTRAINT).summary())),
+               "M1": median_time(lambda: linkmix.lmer(M1_FORMULA, data, mean=M1_MEAN)),
+               "objective": linkmix.lmer(M2_FORMULA, data, REML=False).objective,
+               "objective_M2": linkmix.lmer(M2_FORMULA, data, constraints=M2_CONSTRAINT).objective}
+    if have_r:
+        with tempfile.TemporaryDirectory() as tmp:
+            csv = pathlib.Path(tmp) / "peptide.csv"
+            data.to_csv(csv, index=False)
+            script = pathlib.Path(tmp) / "peptide.R"
+            script.write_text(PEPTIDE_R)
+            out = subprocess.run(["Rscript", str(script), str(csv), str(reps)],
+                                 capture_output=True, text=True, check=True).stdout
+        values = dict(line.split("=", 1) for line in out.strip().splitlines())
+        row["lme4"] = float(values["seconds"])
+        row["lme4_objective"] = float(values["objective"])
+    return row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--data", type=pathlib.Path, default=SHARED_DATA,
                         help="folder with the CSV files not shipped with linkmix (InstEval)")
     parser.add_argument("--json", help="write the measurements to this file")
+    parser.add_argument("--peptide-reps", type=int, default=50,
+                        help="repeats of the seed-peptide comparison (0 skips it)")
     args = parser.parse_args(argv)
     have_r = shutil.which("Rscript") is not None
     if not have_r:
@@ -140,6 +211,19 @@ def main(argv=None) -> int:
                   f"{ours['process_seconds']:11.3f}")
     print("times in seconds; ratio = lme4 fit time / linkmix time (higher is better for "
           "linkmix); 'linkmix cmd' is the whole `linkmix fit` process")
+    if args.peptide_reps:
+        pep = peptide_case(args.peptide_reps, have_r)
+        rows.append(pep)
+        print()
+        print("seed peptide, median of", args.peptide_reps, "fits (whole lmer call, ms):")
+        l4 = pep.get("lme4")
+        for key in ("plain", "M2", "M2+summary", "M1"):
+            ratio = f"  lme4/linkmix = {l4 / pep[key]:.2f}" if l4 else ""
+            print(f"  linkmix {key:11s} {1000 * pep[key]:7.2f}{ratio}")
+        if l4:
+            print(f"  lme4 unconstrained {1000 * l4:7.2f}   objective difference "
+                  f"(linkmix plain - lme4) {pep['objective'] - pep['lme4_objective']:+.2e}, "
+                  f"(M2 - lme4) {pep['objective_M2'] - pep['lme4_objective']:+.2e}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

@@ -315,3 +315,15 @@ def test_seed_example_command(capsys):
     assert cli_main(["example", "--starts", "3"]) == 0
     out = capsys.readouterr().out
     assert "M1 and M2 maximum log-likelihoods" in out and "Uniqueness (M2)" in out
+
+
+def test_every_json_parameter_name_works_in_a_constraint():
+    data = datasets.load("sleepstudy")
+    formula = "Reaction ~ Days + (Days | Subject)"
+    names = linkmix.lmer(formula, data, REML=False).to_dict()["params"]
+    model_names = linkmix.LinkedModel(formula, data, constraints="sigma >= 0").space.names
+    assert list(names) == model_names
+    for name in names:
+        quoted = name if name.isidentifier() else f"`{name}`"
+        model = linkmix.LinkedModel(formula, data, constraints=f"{quoted} >= -1e9")
+        assert model.constraints[0].parameters_used == [name]

@@ -89,13 +89,25 @@ class Expression:
     """
 
     def __init__(self, text: str, parameters, columns: Mapping | None = None,
-                 what: str = "expression"):
+                 what: str = "expression", equation: bool = False):
         if not isinstance(text, str) or not text.strip():
             raise ConstraintError(f"{what} must be a non-empty string")
         self.text = text
         self.what = what
-        self._params = set(parameters)
+        self._params = frozenset(parameters)
         self._columns = dict(columns or {})
+        key = (text, self._params, frozenset(self._columns), what, equation)
+        if key not in _COMPILED:
+            _COMPILED[key] = self._build(equation)
+        code, self.parameters_used, self.kind = _COMPILED[key]
+        scope = {"__builtins__": {}, "_fn": FUNCTIONS, "_col": self._columns,
+                 "_cmp": _compare_by_name}
+        self._fn = lambda env: eval(code, scope, {"_env": env})
+
+    def _build(self, equation: bool):
+        """Parse, check and compile; for an equation, compile its residual
+        (``lhs - rhs``, or ``rhs - lhs`` for ``<=``) and note its kind."""
+        text, what = self.text, self.what
         quoted: dict[str, str] = {}
 
         def placeholder(match):
@@ -107,13 +119,27 @@ class Expression:
         if "`" in source:
             raise ConstraintError(f"unclosed backtick in {what} {text!r}")
         try:
-            tree = ast.parse(source.strip(), mode="eval")
+            node = ast.parse(source.strip(), mode="eval").body
         except SyntaxError as exc:
             raise ConstraintError(f"cannot parse {what} {text!r}: {exc.msg}") from None
         self._quoted = quoted
-        self.parameters_used: list[str] = []
-        self.tree = tree.body
-        self._fn = self._compile(tree.body)
+        self.parameters_used = []
+        kind = None
+        if equation:
+            if not (isinstance(node, ast.Compare) and len(node.ops) == 1
+                    and type(node.ops[0]) in (ast.Eq, ast.GtE, ast.LtE, ast.Gt, ast.Lt)):
+                raise ConstraintError(f"{what} {text!r} must be an equation 'lhs == rhs' or an "
+                                      f"inequality 'lhs >= rhs' / 'lhs <= rhs'")
+            op, left, right = type(node.ops[0]), node.left, node.comparators[0]
+            kind = "eq" if op is ast.Eq else "ineq"
+            if op in (ast.LtE, ast.Lt):
+                left, right = right, left
+            body = ast.BinOp(self._rewrite(left), ast.Sub(), self._rewrite(right))
+        else:
+            body = self._rewrite(node)
+        tree = ast.fix_missing_locations(ast.Expression(body))
+        code = compile(tree, f"<linkmix {what}>", "eval")
+        return code, list(self.parameters_used), kind
 
     # -- compilation ---------------------------------------------------------
     # The validated tree is rewritten into one Python expression over three
@@ -165,14 +191,6 @@ class Expression:
                               f"(only numbers, names, + - * / ** %, comparisons and "
                               f"functions {sorted(FUNCTIONS)})")
 
-    def _compile(self, node):
-        """A function of the parameter mapping evaluating ``node``."""
-        tree = ast.fix_missing_locations(ast.Expression(self._rewrite(node)))
-        code = compile(tree, f"<linkmix {self.what}>", "eval")
-        scope = {"__builtins__": {}, "_fn": FUNCTIONS, "_col": self._columns,
-                 "_cmp": _compare_by_name}
-        return lambda env: eval(code, scope, {"_env": env})
-
     def __call__(self, env: Mapping):
         return self._fn(env)
 
@@ -190,6 +208,9 @@ def _compare_by_name(op_name: str, left, right):
 
 
 _COMPARE_BY_NAME = {op.__name__: fn for op, fn in _COMPARE.items()}
+#: compiled expressions by (text, parameter names, column names, role, equation?):
+#: batch fits compile each constraint once
+_COMPILED: dict = {}
 
 
 @dataclass
@@ -235,23 +256,8 @@ class Params(Mapping):
 
 
 def _string_constraint(text: str, parameters) -> Constraint:
-    expr = Expression(text, parameters, what="constraint")
-    node = expr.tree
-    if not (isinstance(node, ast.Compare) and len(node.ops) == 1
-            and type(node.ops[0]) in (ast.Eq, ast.GtE, ast.LtE, ast.Gt, ast.Lt)):
-        raise ConstraintError(f"constraint {text!r} must be an equation 'lhs == rhs' or an "
-                              f"inequality 'lhs >= rhs' / 'lhs <= rhs'")
-    lhs = expr._compile(node.left)
-    rhs = expr._compile(node.comparators[0])
-    op = type(node.ops[0])
-    if op is ast.Eq:
-        fun, kind = (lambda env: lhs(env) - rhs(env)), "eq"
-    elif op in (ast.GtE, ast.Gt):
-        fun, kind = (lambda env: lhs(env) - rhs(env)), "ineq"
-    else:
-        fun, kind = (lambda env: rhs(env) - lhs(env)), "ineq"
-
-    return Constraint(fun, kind, label=text, parameters_used=list(expr.parameters_used))
+    expr = Expression(text, parameters, what="constraint", equation=True)
+    return Constraint(expr, expr.kind, label=text, parameters_used=list(expr.parameters_used))
 
 
 def make_constraint(spec, parameters) -> Constraint:

@@ -300,6 +300,8 @@ def _finite(fn):
         value = fn(x)
         if np.ndim(value) == 0:
             return value if math.isfinite(value) or math.isnan(value) else math.copysign(_HUGE, value)
-        return np.nan_to_num(np.asarray(value, dtype=float), nan=np.nan, posinf=_HUGE,
-                             neginf=-_HUGE)
+        value = np.asarray(value, dtype=float)
+        if np.isinf(value).any():
+            value = np.where(np.isinf(value), np.copysign(_HUGE, value), value)
+        return value
     return wrapped
