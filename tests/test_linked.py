@@ -327,3 +327,15 @@ def test_every_json_parameter_name_works_in_a_constraint():
         quoted = name if name.isidentifier() else f"`{name}`"
         model = linkmix.LinkedModel(formula, data, constraints=f"{quoted} >= -1e9")
         assert model.constraints[0].parameters_used == [name]
+
+
+def test_linked_fit_random_effects_and_residuals():
+    fit = m2_fit(SEED_REFS[0])
+    re = fit.ranef()["replicate"]
+    assert list(re.columns) == ["treatment[1]", "treatment[2]"] and re.shape == (4, 2)
+    np.testing.assert_allclose(fit.fitted() + fit.residuals(), fit.design.y)
+    # an unconstrained linked fit's modes equal the plain ML fit's
+    data = datasets.load("sleepstudy")
+    plain = linkmix.lmer("Reaction ~ Days + (Days | Subject)", data, REML=False)
+    linked = linkmix.lmer("Reaction ~ Days + (Days | Subject)", data, constraints="sigma >= 0")
+    np.testing.assert_allclose(linked.ranef()["Subject"], plain.ranef()["Subject"], atol=2e-2)

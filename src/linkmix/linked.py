@@ -32,6 +32,7 @@ from .constraints import Constraint, ConstraintError, MeanTerm, Params, make_con
 from .design import build_design, drop_dependent_columns
 from .engine import make_engine
 from .errors import FitError
+from .numdiff import jacobian
 from .optimize import CONSTRAINED_METHODS, ConstrainedRun, minimize_constrained
 from .parameters import SIGMA, ParameterSpace, sd_name
 
@@ -141,14 +142,9 @@ class LinkedModel:
         natural = space.natural_from_z(z)
         grad_nat = np.zeros((len(group), len(natural)))
         for i, con in enumerate(group):
-            used = getattr(con, "parameters_used", None) or space.names
-            for name in used:
-                j = space.index[name]
-                h = step * max(1.0, abs(natural[j]))
-                up, down = natural.copy(), natural.copy()
-                up[j] += h
-                down[j] -= h
-                grad_nat[i, j] = (self._call(con, up) - self._call(con, down)) / (2 * h)
+            used = [space.index[name] for name in (con.parameters_used or space.names)]
+            grad_nat[i, used] = jacobian(lambda nat: self._call(con, nat), natural,
+                                         rel_step=step, indices=used)[0]
         return grad_nat @ space.natural_jacobian(z)
 
     def eq_jacobian(self, z) -> np.ndarray:
@@ -206,21 +202,8 @@ class LinkedModel:
                 up[k] += h
                 down[k] -= h
                 grad[k] += w @ (self._mean_at(up) - self._mean_at(down)) / (2 * h)
-        lower = self.space.z_lower()
-        d0 = None
-        for k in range(nt):
-            h = step * max(1.0, abs(z[k]))
-            up = z.copy()
-            up[k] += h
-            if z[k] - h >= lower[k]:
-                down = z.copy()
-                down[k] -= h
-                grad[k] = (self.deviance(up) - self.deviance(down)) / (2 * h)
-            else:  # second-order one-sided difference at the bound
-                d0 = self.deviance(z) if d0 is None else d0
-                up2 = z.copy()
-                up2[k] += 2 * h
-                grad[k] = (-3 * d0 + 4 * self.deviance(up) - self.deviance(up2)) / (2 * h)
+        grad[:nt] = jacobian(self.deviance, z, lower=self.space.z_lower(), rel_step=step,
+                             indices=range(nt))[0]
         return grad
 
     # ---- starts ---------------------------------------------------------------
@@ -405,10 +388,8 @@ class LinkedModel:
         return np.vstack(rows) if rows else np.zeros((0, len(z)))
 
     def lagrangian_hessian(self, z, multipliers, step: float = 1e-4) -> np.ndarray:
-        """∇²(D − λ'c) at ``z`` by central differences of the gradients."""
+        """∇²(D − λ'c) at ``z`` by finite differences of the gradients."""
         z = np.asarray(z, dtype=float)
-        d = len(z)
-        lower = self.space.z_lower()
 
         def lagrangian_grad(x):
             g = self.gradient(x)
@@ -417,17 +398,7 @@ class LinkedModel:
                 g = g - J.T @ multipliers[: J.shape[0]]
             return g
 
-        H = np.empty((d, d))
-        for k in range(d):
-            h = step * max(1.0, abs(z[k]))
-            up = z.copy()
-            up[k] += h
-            if z[k] - h >= lower[k]:
-                down = z.copy()
-                down[k] -= h
-                H[:, k] = (lagrangian_grad(up) - lagrangian_grad(down)) / (2 * h)
-            else:
-                H[:, k] = (lagrangian_grad(up) - lagrangian_grad(z)) / h
+        H = jacobian(lagrangian_grad, z, lower=self.space.z_lower(), rel_step=step)
         self.deviance(z)
         return 0.5 * (H + H.T)
 

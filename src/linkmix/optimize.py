@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .numdiff import jacobian
+
 __all__ = ["OptSummary", "minimize_bounded", "OPTIMIZERS"]
 
 OPTIMIZERS = ("bobyqa", "cobyqa")
@@ -170,22 +172,12 @@ def _gradient_check(fun, x, lower) -> float:
     Hessian that is not positive definite gives ``inf``.
     """
     f0 = fun(x)
-    n = len(x)
     steps = 1e-4 * np.maximum(1.0, np.abs(x))
-    grad = np.zeros(n)
-    free = np.ones(n, dtype=bool)
-    for i in range(n):
-        h = steps[i]
-        up = x.copy()
-        up[i] += h
-        f_up = fun(up)
-        if x[i] - h >= lower[i]:
-            down = x.copy()
-            down[i] -= h
-            grad[i] = (f_up - fun(down)) / (2 * h)
-        else:  # on the bound: only the inward derivative matters, and only if negative
-            grad[i] = min(0.0, (f_up - f0) / h)
-            free[i] = grad[i] < 0
+    grad = jacobian(fun, x, lower=lower, rel_step=1e-4, f0=f0)[0]
+    # on a bound only the inward derivative matters, and only if it points inward
+    at_bound = x - steps < lower
+    grad[at_bound] = np.minimum(0.0, grad[at_bound])
+    free = ~at_bound | (grad < 0)
     raw = float(np.max(np.abs(grad), initial=0.0))
     if raw <= GRADIENT_TOL:
         return raw

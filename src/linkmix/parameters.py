@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .numdiff import jacobian
+
 __all__ = ["sd_name", "cor_name", "ParameterSpace", "SIGMA"]
 
 SIGMA = "sigma"
@@ -135,8 +137,8 @@ class ParameterSpace:
         return self.natural(*self.split(z))
 
     def natural_jacobian(self, z, step: float = 1e-6) -> np.ndarray:
-        """∂ natural / ∂z: exact for scalar terms, else by central differences (one-sided
-        at a bound; the map is cheap, and smooth off T = 0)."""
+        """∂ natural / ∂z: exact for scalar terms, else by finite differences (the map is
+        cheap, and smooth off T = 0)."""
         z = np.asarray(z, dtype=float)
         if self.scalar_terms:
             theta, _, sigma = self.split(z)
@@ -147,18 +149,7 @@ class ParameterSpace:
             J[p:p + nt, -1] = sigma * np.abs(theta)
             J[-1, -1] = sigma
             return J
-        lower = self.z_lower()
-        J = np.empty((len(self.names), len(z)))
-        for k in range(len(z)):
-            h = step * max(1.0, abs(z[k]))
-            up, down = z.copy(), z.copy()
-            up[k] += h
-            if z[k] - h >= lower[k]:
-                down[k] -= h
-                J[:, k] = (self.natural_from_z(up) - self.natural_from_z(down)) / (2 * h)
-            else:
-                J[:, k] = (self.natural_from_z(up) - self.natural_from_z(z)) / h
-        return J
+        return jacobian(self.natural_from_z, z, lower=self.z_lower(), rel_step=step)
 
     def as_dict(self, natural) -> dict:
         return {name: float(v) for name, v in zip(self.names, natural)}

@@ -33,7 +33,62 @@ __all__ = ["LMMResults", "Summary", "LinkedResults", "LRTResult", "lrt"]
 SINGULAR_TOL = 1e-4
 
 
-class LMMResults:
+class _Report:
+    """What every fit offers: sizes, conditional modes, ``summary()`` printing, JSON.
+
+    Subclasses provide ``design``, ``summary()``, ``to_dict()`` and ``_b()`` (b̃ = Λũ,
+    flat, in θ's term order).
+    """
+
+    @property
+    def nobs(self) -> int:
+        return self.design.n
+
+    @property
+    def n_dropped(self) -> int:
+        """Rows dropped for missing values before fitting."""
+        return self.design.n_dropped
+
+    def _b_by_term(self) -> list[np.ndarray]:
+        """b̃ for each term, as (levels × k) arrays."""
+        b, out, offset = self._b(), [], 0
+        for term in self.design.terms:
+            out.append(b[offset:offset + term.q].reshape(term.n_levels, term.k))
+            offset += term.q
+        return out
+
+    def ranef(self) -> dict:
+        """Conditional modes of the random effects: ``{group: DataFrame(levels × coefs)}``."""
+        tables: dict = {}
+        for term, b in zip(self.design.terms, self._b_by_term()):
+            frame = pd.DataFrame(b, index=term.levels, columns=list(term.coef_names))
+            tables[term.group] = (frame if term.group not in tables
+                                  else tables[term.group].join(frame))
+        return tables
+
+    def __repr__(self) -> str:
+        return str(self.summary())
+
+    def to_json(self, path=None, **kwargs) -> str:
+        """The fit as JSON text; written to ``path`` as well when given."""
+        text = json.dumps(self.to_dict(), indent=2, **kwargs)
+        if path is not None:
+            with open(path, "w") as fh:
+                fh.write(text + "\n")
+        return text
+
+
+class _Printable:
+    """A summary: ``str`` is the report; notebooks show it preformatted."""
+
+    def __init__(self, fit):
+        self.fit = fit
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + str(self) + "</pre>"
+
+
+class LMMResults(_Report):
     """A fitted linear mixed model.
 
     Attributes
@@ -66,15 +121,6 @@ class LMMResults:
         self.engine_kind = engine.kind
 
     # ---- basic quantities -------------------------------------------------
-    @property
-    def nobs(self) -> int:
-        return self.design.n
-
-    @property
-    def n_dropped(self) -> int:
-        """Rows dropped for missing values before fitting."""
-        return self.design.n_dropped
-
     @property
     def converged(self) -> bool:
         return bool(self.optsummary.converged)
@@ -179,23 +225,8 @@ class LMMResults:
                              "statistic": statistic})
 
     # ---- random effects, fitted values, prediction --------------------------
-    def _b_by_term(self) -> list[np.ndarray]:
-        """b = Λu for each term, as (levels × k) arrays."""
-        out, offset = [], 0
-        for term, T in zip(self.design.terms, self.design.T_blocks(self.theta)):
-            u = self._u[offset:offset + term.q].reshape(term.n_levels, term.k)
-            out.append(u @ T.T)
-            offset += term.q
-        return out
-
-    def ranef(self) -> dict:
-        """Conditional modes of the random effects: ``{group: DataFrame(levels × coefs)}``."""
-        tables: dict = {}
-        for term, b in zip(self.design.terms, self._b_by_term()):
-            frame = pd.DataFrame(b, index=term.levels, columns=list(term.coef_names))
-            tables[term.group] = (frame if term.group not in tables
-                                  else tables[term.group].join(frame))
-        return tables
+    def _b(self) -> np.ndarray:
+        return self.design.Lambda_times(self.theta, self._u)
 
     def fitted(self) -> np.ndarray:
         """Xβ̂ + Zb̃ at the observations used in the fit."""
@@ -245,9 +276,6 @@ class LMMResults:
     def summary(self) -> "Summary":
         return Summary(self)
 
-    def __repr__(self) -> str:
-        return str(self.summary())
-
     def to_dict(self) -> dict:
         """A JSON-ready record of the fit."""
         params = {row.name: float(row.estimate) for row in self.params.itertuples(index=False)}
@@ -274,19 +302,10 @@ class LMMResults:
             "optimizer": self.optsummary.as_dict(),
         }
 
-    def to_json(self, path=None, **kwargs) -> str:
-        text = json.dumps(self.to_dict(), indent=2, **kwargs)
-        if path is not None:
-            with open(path, "w") as fh:
-                fh.write(text + "\n")
-        return text
 
 
-class Summary:
+class Summary(_Printable):
     """Printable summary of a fit, laid out as lme4's ``summary(merMod)``."""
-
-    def __init__(self, fit: LMMResults):
-        self.fit = fit
 
     def _random_table(self) -> list[str]:
         fit = self.fit
@@ -339,15 +358,12 @@ class Summary:
             lines.append(f"WARNING: did not converge: {opt.message}")
         return "\n".join(lines)
 
-    def _repr_html_(self) -> str:
-        return "<pre>" + str(self) + "</pre>"
-
 
 def _format_table(frame: pd.DataFrame) -> str:
     return frame.to_string(float_format=lambda v: f"{v:.6g}", na_rep="")
 
 
-class LinkedResults:
+class LinkedResults(_Report):
     """A maximum-likelihood fit of a ``LinkedModel``: the best optimum and all others.
 
     Attributes
@@ -471,14 +487,6 @@ class LinkedResults:
         return -0.5 * self.objective
 
     @property
-    def nobs(self) -> int:
-        return self.design.n
-
-    @property
-    def n_dropped(self) -> int:
-        return self.design.n_dropped
-
-    @property
     def aic(self) -> float:
         return self.objective + 2.0 * self.n_free
 
@@ -501,19 +509,10 @@ class LinkedResults:
                              "term": space.terms, "estimate": self.natural,
                              "std_error": self.se_natural, "statistic": statistic})
 
-    def ranef(self) -> dict:
-        """Conditional modes b̃ = Λũ: ``{group: DataFrame(levels × coefs)}``."""
+    def _b(self) -> np.ndarray:
         self.model.deviance(self.z)
-        b = self.design.Lambda_times(self.theta,
-                                     self.model.engine.conditional_modes(np.zeros(0)))
-        tables, offset = {}, 0
-        for term in self.design.terms:
-            frame = pd.DataFrame(b[offset:offset + term.q].reshape(term.n_levels, term.k),
-                                 index=term.levels, columns=list(term.coef_names))
-            tables[term.group] = frame if term.group not in tables else \
-                tables[term.group].join(frame)
-            offset += term.q
-        return tables
+        return self.design.Lambda_times(self.theta,
+                                        self.model.engine.conditional_modes(np.zeros(0)))
 
     def residuals(self) -> np.ndarray:
         """Conditional residuals y − Xβ − f(Π) − Zb̃."""
@@ -526,10 +525,8 @@ class LinkedResults:
     def summary(self) -> "LinkedSummary":
         return LinkedSummary(self)
 
-    def __repr__(self) -> str:
-        return str(self.summary())
-
     def to_dict(self) -> dict:
+        """A JSON-ready record of the fit."""
         params = self.params
         return {
             "formula": self.design.formula.text,
@@ -565,19 +562,10 @@ class LinkedResults:
             "runs": [r.as_dict() for r in self.runs],
         }
 
-    def to_json(self, path=None, **kwargs) -> str:
-        text = json.dumps(self.to_dict(), indent=2, **kwargs)
-        if path is not None:
-            with open(path, "w") as fh:
-                fh.write(text + "\n")
-        return text
 
 
-class LinkedSummary:
+class LinkedSummary(_Printable):
     """Printable summary of a linked fit."""
-
-    def __init__(self, fit: LinkedResults):
-        self.fit = fit
 
     def __str__(self) -> str:
         fit, model = self.fit, self.fit.model
@@ -620,9 +608,6 @@ class LinkedSummary:
             lines.append(f"WARNING: did not converge ({fit._best.message}; KKT residual "
                          f"{fit.kkt_residual:.2e})")
         return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        return "<pre>" + str(self) + "</pre>"
 
 
 @dataclass
