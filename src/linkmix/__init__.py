@@ -10,11 +10,14 @@ from .formula import parse_formula
 from .io import read_table
 from .linked import LinkedModel
 from .model import LinearMixedModel, lmer
-from .results import LinkedResults, LMMResults, LRTResult, lrt
+from .nonlinear import NonlinearMixedModel, nlmer
+from .results import LinkedResults, LMMResults, LRTResult, NLMMResults, lrt
+from .ssmodels import ModelFunctionError, NonlinearFunction, SELF_STARTING, user_model
 
 __version__ = "0.1.0"
 
-__all__ = ["lmer", "LinearMixedModel", "LMMResults", "LinkedModel", "LinkedResults",
+__all__ = ["lmer", "nlmer", "NonlinearMixedModel", "NLMMResults", "NonlinearFunction",
+           "SELF_STARTING", "user_model", "ModelFunctionError", "LinearMixedModel", "LMMResults", "LinkedModel", "LinkedResults",
            "Constraint", "ConstraintError", "lrt", "LRTResult", "parse_formula", "read_table",
            "LinkmixError", "FormulaError", "DataError", "FitError", "MissingDataWarning",
            "RankDeficiencyWarning", "ConvergenceWarning", "__version__"]

@@ -22,7 +22,7 @@ from formulaic.errors import FormulaicError
 from .errors import DataError, FormulaError, MissingDataWarning, RankDeficiencyWarning
 from .formula import FormulaSpec, RandomTermSpec, parse_formula
 
-__all__ = ["RandomTerm", "LMMDesign", "build_design", "drop_dependent_columns", "INTERCEPT"]
+__all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns", "INTERCEPT"]
 
 INTERCEPT = "(Intercept)"
 
@@ -78,27 +78,11 @@ class RandomTerm:
         return [(i, j) for j in range(self.k) for i in range(j, self.k)]
 
 
-@dataclass
-class LMMDesign:
-    """Everything numeric a linear mixed model needs, and how it was built."""
+class RandomEffectsLayout:
+    """The random-effects part shared by linear and nonlinear designs: Λ_θ and Z.
 
-    formula: FormulaSpec
-    y: np.ndarray
-    X: np.ndarray
-    fixed_names: list[str]
-    terms: list[RandomTerm]
-    fixed_spec: object = field(repr=False)
-    n_dropped: int = 0
-    dropped_columns: list[str] = field(default_factory=list)
-    row_index: pd.Index | None = None
-
-    @property
-    def n(self) -> int:
-        return self.y.shape[0]
-
-    @property
-    def p(self) -> int:
-        return self.X.shape[1]
+    Needs ``terms`` (list of ``RandomTerm``) and ``n``.
+    """
 
     @property
     def q(self) -> int:
@@ -154,10 +138,18 @@ class LMMDesign:
 
     def Lambda_times(self, theta, u) -> np.ndarray:
         """b = Λ_θ u, term by term (u in θ's term order, k coefficients per level)."""
-        out, offset = [], 0
-        for term, T in zip(self.terms, self.T_blocks(theta)):
+        out, offset, index = [], 0, 0
+        for term in self.terms:
             block = np.asarray(u[offset:offset + term.q]).reshape(term.n_levels, term.k)
-            out.append((block @ T.T).ravel())
+            if term.k == 1:  # T is the scalar θ
+                out.append(block[:, 0] * theta[index])
+                index += 1
+            else:
+                T = np.zeros((term.k, term.k))
+                for i, j in term.theta_positions():
+                    T[i, j] = theta[index]
+                    index += 1
+                out.append((block @ T.T).ravel())
             offset += term.q
         return np.concatenate(out)
 
@@ -171,6 +163,30 @@ class LMMDesign:
                                         shape=(self.n, term.q)))
         return sp.hstack(blocks, format="csr")
 
+
+
+
+@dataclass
+class LMMDesign(RandomEffectsLayout):
+    """Everything numeric a linear mixed model needs, and how it was built."""
+
+    formula: FormulaSpec
+    y: np.ndarray
+    X: np.ndarray
+    fixed_names: list[str]
+    terms: list[RandomTerm]
+    fixed_spec: object = field(repr=False)
+    n_dropped: int = 0
+    dropped_columns: list[str] = field(default_factory=list)
+    row_index: pd.Index | None = None
+
+    @property
+    def n(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
 
 def _require_columns(data: pd.DataFrame, names, where: str) -> None:
     missing = [name for name in names if name not in data.columns]

@@ -14,6 +14,8 @@ engine offers one interface, so a better factorisation can replace another:
     sum of squares ``r² = r·r``.
 ``conditional_modes(beta)``
     ũ = argmin_u ‖y − Xβ − ZΛu‖² + ‖u‖².
+``set_response(y)``, ``set_Z(Zs)``
+    replace the numbers of y or of the terms' covariates, keeping the pattern.
 
 Two engines: ``BlockedEngine`` (block-diagonal first term, dense LAPACK Schur
 complement of the rest; fastest while the later terms have few levels) and
@@ -97,7 +99,6 @@ class BlockedEngine(_EngineBase):
         w_cols[:, col:] = q2 + np.arange(p + 1)
         w_vals[:, col:col + p] = design.X
         w_vals[:, -1] = design.y
-        self._w_cols, self._w_vals = w_cols, w_vals
 
         # row → (block offset, term) for rows of later terms
         row_blk_off = np.zeros(m, dtype=np.int32)
@@ -108,15 +109,9 @@ class BlockedEngine(_EngineBase):
             row_term[offsets[t] + r] = t + 1
         self.row_blk_off, self.row_term = row_blk_off, row_term
 
-        # D1[j] = Σ_{i in level j} z_i z_i'
         k1, nlev = first.k, first.n_levels
         self.k1, self.nlev = k1, nlev
-        codes = first.codes.astype(np.int64)
-        D1 = np.empty((nlev, k1, k1))
-        for a in range(k1):
-            for b in range(k1):
-                D1[:, a, b] = np.bincount(codes, first.Z[:, a] * first.Z[:, b], minlength=nlev)
-        self.D1 = D1
+        self._codes1 = codes = first.codes.astype(np.int64)
 
         # Pattern of C = W'Z1 by level of term 1: keys level*m + row, sorted.
         keys = (codes[:, None] * m + w_cols).ravel()
@@ -126,13 +121,11 @@ class BlockedEngine(_EngineBase):
         self.c_indptr = np.zeros(nlev + 1, dtype=np.int32)
         self.c_indptr[1:] = np.cumsum(np.bincount(ukeys // m, minlength=nlev))
         self._nnz_c = len(ukeys)
-        self._first_Z = first.Z
-
-        # G = W'W, dense
-        Wsp = sp.csr_matrix((w_vals.ravel(), w_cols.ravel(), np.arange(n + 1) * rows_per_obs),
-                            shape=(n, m))
-        self.G = np.asfortranarray((Wsp.T @ Wsp).toarray())
-        self._fill_cross_values()
+        self._first_Z = np.array(first.Z, dtype=float)
+        self._w_cols, self._w_vals = w_cols, w_vals
+        # G = W'W as a sum over each observation's pairs of non-zeros: flat indices once
+        self._g_index = (w_cols[:, :, None] * m + w_cols[:, None, :]).ravel()
+        self._fill_values()
 
         self.L11 = np.zeros((nlev, k1, k1))
         self.L21 = np.zeros((self._nnz_c, k1))
@@ -140,13 +133,32 @@ class BlockedEngine(_EngineBase):
         self.Lxy = self.S[q2:, q2:]
         self._upper = np.triu_indices(p + 1, 1)
 
-    def _fill_cross_values(self):
+    def _fill_values(self):
+        """The numbers that depend on Z and y, not on θ: D1[j] = Σ_{i∈j} z_i z_i',
+        C = W'Z1 by level of term 1, and G = W'W (dense)."""
+        k1, nlev, Z1 = self.k1, self.nlev, self._first_Z
+        self.D1 = np.empty((nlev, k1, k1))
+        for a in range(k1):
+            for b in range(k1):
+                self.D1[:, a, b] = np.bincount(self._codes1, Z1[:, a] * Z1[:, b], minlength=nlev)
         flat_pos = self._c_pos.ravel()
-        c_vals = np.empty((self._nnz_c, self.k1))
-        for a in range(self.k1):
-            weights = (self._w_vals * self._first_Z[:, a:a + 1]).ravel()
-            c_vals[:, a] = np.bincount(flat_pos, weights, minlength=self._nnz_c)
-        self.c_vals = c_vals
+        self.c_vals = np.empty((self._nnz_c, k1))
+        for a in range(k1):
+            weights = (self._w_vals * Z1[:, a:a + 1]).ravel()
+            self.c_vals[:, a] = np.bincount(flat_pos, weights, minlength=self._nnz_c)
+        W = self._w_vals
+        self.G = np.bincount(self._g_index, (W[:, :, None] * W[:, None, :]).ravel(),
+                             minlength=self.m * self.m).reshape(self.m, self.m, order="F")
+
+    def set_Z(self, Zs) -> None:
+        """Replace every term's covariate values (n × k each; nonlinear models' ∂μ/∂φ).
+        The pattern (levels, terms) is unchanged."""
+        self._first_Z[:] = Zs[0]
+        col = 0
+        for Z in Zs[1:]:
+            self._w_vals[:, col:col + Z.shape[1]] = Z
+            col += Z.shape[1]
+        self._fill_values()
 
     def set_response(self, y) -> None:
         """Replace y (e.g. y − f(Π) for a linked mean); the pattern is unchanged."""
@@ -246,6 +258,10 @@ class CholmodEngine(_EngineBase):
         """Replace y (e.g. y − f(Π) for a linked mean)."""
         self.XY[:, -1] = y
         self.XYtXY = self.XY.T @ self.XY
+
+    def set_Z(self, Zs) -> None:
+        """Replace every term's covariate values (n × k each); the pattern is unchanged."""
+        self.Zcat[:] = np.hstack(Zs)
 
     def update(self, theta) -> bool:
         theta = np.ascontiguousarray(theta, dtype=float)

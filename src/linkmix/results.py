@@ -27,7 +27,7 @@ from .parameters import ParameterSpace, variance_components
 SAME_OPTIMUM = 1e-3       # two optima are the same when every natural parameter agrees to this
 EQUAL_LIKELIHOOD = 1e-5   # optima whose -2 log L differ by less are equally likely
 
-__all__ = ["LMMResults", "Summary", "LinkedResults", "LRTResult", "lrt"]
+__all__ = ["LMMResults", "NLMMResults", "Summary", "LinkedResults", "LRTResult", "lrt"]
 
 #: lme4's isSingular tolerance on diagonal entries of T.
 SINGULAR_TOL = 1e-4
@@ -119,6 +119,11 @@ class LMMResults(_Report):
         self.sigma = model.deviance.sigma_hat()
         self._u = engine.conditional_modes(beta)
         self.engine_kind = engine.kind
+
+    title = property(lambda self: "Linear mixed model fit by "
+                     + ("REML" if self.REML else "maximum likelihood"))
+    criterion = property(lambda self: "REML criterion at convergence" if self.REML
+                         else "deviance")
 
     # ---- basic quantities -------------------------------------------------
     @property
@@ -304,6 +309,101 @@ class LMMResults(_Report):
 
 
 
+class NLMMResults(LMMResults):
+    """A nonlinear mixed model fitted by the Laplace approximation (maximum likelihood).
+
+    Everything of ``LMMResults`` holds with the model linearised at the optimum:
+    ``vcov`` is σ²(R_X'R_X)⁻¹ for the fixed-effects design V = ∂μ/∂β, as nlmer's.
+    """
+
+    title = "Nonlinear mixed model fit by maximum likelihood (Laplace approximation)"
+    criterion = "deviance"
+
+    def __init__(self, model, optsummary):
+        self.model = model
+        self.design = design = model.design
+        self.optsummary = optsummary
+        self.REML = False
+        nt = design.n_theta
+        x = np.asarray(optsummary.x_final, dtype=float)
+        self.theta, beta = x[:nt].copy(), x[nt:].copy()
+        self.objective = float(optsummary.fun_final)
+        self.beta = pd.Series(beta, index=design.fixed_names, name="estimate")
+        r2, self._u, _, self.pnls_converged = model.pnls(self.theta, beta)
+        self.sigma = math.sqrt(r2 / design.n)
+        self._Lxy = self._linearised_factor()
+        self.engine_kind = model.engine.kind
+
+    def _linearised_factor(self) -> np.ndarray:
+        """Lxy of the linear mixed model that approximates this one at (θ, β̂, ũ)."""
+        from .engine import make_engine
+        from .design import LMMDesign
+
+        design, model = self.design, self.model
+        mu, grad, _ = model._mean(self.theta, self.beta.to_numpy(), self._u)
+        V = np.column_stack([grad[:, [j]] * block for j, block in enumerate(design.fixed_blocks)])
+        terms = [dataclasses.replace(term, Z=np.ascontiguousarray(grad[:, cols]))
+                 for term, cols in zip(design.terms, design.term_params)]
+        linear = LMMDesign(formula=design.formula, y=design.y - mu, X=V,
+                           fixed_names=list(design.fixed_names), terms=terms, fixed_spec=None)
+        engine = make_engine(linear, model.engine.kind)
+        engine.update(self.theta)
+        return engine.Lxy.copy()
+
+    @property
+    def deviance(self) -> float:
+        return self.objective
+
+    def fitted(self) -> np.ndarray:
+        """μ(φ̂) with the conditional modes: m(Xβ̂ + b̃)."""
+        mu, _, _ = self.model._mean(self.theta, self.beta.to_numpy(), self._u,
+                                    with_gradient=False)
+        return mu
+
+    def predict(self, newdata: pd.DataFrame | None = None, *, include_random: bool = True
+                ) -> np.ndarray:
+        """Predictions m(φ) for ``newdata`` (default: the fitted data); unseen levels and
+        ``include_random=False`` use the population parameters (b = 0)."""
+        design = self.design
+        if newdata is None:
+            if include_random:
+                return self.fitted()
+            phi = design.phi(self.beta.to_numpy())
+            return design.model.evaluate(phi, design.covariates, False)[0]
+        if not isinstance(newdata, pd.DataFrame):
+            raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}")
+        from .nonlinear import parse_nonlinear_formula
+        _, _, args, _ = parse_nonlinear_formula(design.formula.text)
+        cov_cols = args[:len(design.model.covariates)]
+        missing = [c for c in cov_cols if c not in newdata.columns]
+        if missing:
+            raise DataError(f"newdata lacks covariate column(s) {missing}")
+        covariates = tuple(newdata[c].to_numpy(dtype=float) for c in cov_cols)
+        beta = self.beta.to_numpy()
+        columns = []
+        for j, sl in zip(design.params, design.beta_slices):
+            rhs = design.fixed_specs[j]
+            if rhs.strip() == "1":
+                columns.append(np.full(len(newdata), beta[sl][0]))
+            else:
+                from .design import _materialize
+                block = np.asarray(_materialize(rhs, newdata, f"the fixed effects of {j}"), float)
+                columns.append(block @ beta[sl])
+        phi = np.column_stack(columns)
+        if include_random:
+            for term, cols, b in zip(design.terms, design.term_params, self._b_by_term()):
+                labels = newdata[list(term.group_columns)].astype(str).agg(":".join, axis=1)
+                idx = term.levels.get_indexer(labels)
+                phi[:, cols] += np.where(idx[:, None] >= 0, b[np.maximum(idx, 0)], 0.0)
+        return design.model.evaluate(phi, covariates, False)[0]
+
+    def to_dict(self) -> dict:
+        record = super().to_dict()
+        record["model"] = self.design.model.name
+        record["pnls_converged"] = bool(self.pnls_converged)
+        return record
+
+
 class Summary(_Printable):
     """Printable summary of a fit, laid out as lme4's ``summary(merMod)``."""
 
@@ -323,15 +423,14 @@ class Summary(_Printable):
 
     def __str__(self) -> str:
         fit = self.fit
-        kind = "REML" if fit.REML else "maximum likelihood"
-        lines = [f"Linear mixed model fit by {kind} [linkmix]",
+        lines = [f"{fit.title} [linkmix]",
                  f"Formula: {fit.design.formula.text}"]
         if fit.n_dropped:
             lines.append(f"Rows dropped for missing values: {fit.n_dropped}")
         if fit.design.dropped_columns:
             lines.append(f"Rank-deficient design, dropped: {', '.join(fit.design.dropped_columns)}")
         lines.append("")
-        crit = "REML criterion at convergence" if fit.REML else "deviance"
+        crit = fit.criterion
         lines.append(f"     AIC      BIC   logLik  {crit}")
         lines.append(f"{fit.aic:8.1f} {fit.bic:8.1f} {fit.loglik:8.1f}  {fit.objective:.4f}")
         lines.append("")

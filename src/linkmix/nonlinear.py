@@ -1,0 +1,517 @@
+"""Nonlinear mixed models by the Laplace approximation (nlmer's method).
+
+Owns the nonlinear specification (model function, which parameters get fixed
+covariates and random effects), penalised nonlinear least squares (PNLS) for the
+conditional modes, and the Laplace deviance.  Notation (DESIGN.md, NLMM):
+
+* per-observation model parameters ``φ_i = (X_j β_j)_i + b_ij`` for each model
+  parameter j, with ``b = Λ_θ u`` (random effects are per-group shifts of φ);
+* mean ``μ = m(φ; covariates)``, ``y | u ~ N(μ, σ²I)``, ``u ~ N(0, σ²I)``;
+* PNLS: ``ũ = argmin ‖y − μ(u)‖² + ‖u‖²`` by Gauss–Newton with step halving.
+  Each Gauss–Newton step is a linear PLS problem with design U = ∂μ/∂u = Z̃Λ,
+  ``Z̃[i, (t, c)] = ∂m/∂φ_{i, j(t,c)}``, solved by the LMM engine (``set_Z``);
+* Laplace deviance, σ profiled: ``d = log|L|² + n[1 + log(2π r²/n)]`` with
+  ``LL' = U'U + I`` at ũ and ``r² = ‖y − μ(ũ)‖² + ‖ũ‖²``; nothing profiled:
+  ``D = n log(2πσ²) + r²/σ² + log|L|²``.  β is optimised with θ, not profiled.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .design import (INTERCEPT, RandomEffectsLayout, RandomTerm, LMMDesign, _group_codes,
+                     _lme4_term_order, _materialize, _rename_intercept, _require_columns)
+from .engine import make_engine
+from .errors import ConvergenceWarning, DataError, FitError, FormulaError, MissingDataWarning
+from .formula import FormulaSpec, _split_top_level, _strip_outer_parens
+from .optimize import minimize_bounded
+from .ssmodels import SELF_STARTING, ModelFunctionError, NonlinearFunction
+
+__all__ = ["NonlinearMixedModel", "nlmer", "NLMMDesign", "PNLS_TOL"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+#: PNLS stops when the relative decrease of the penalised residual sum of squares is below this.
+PNLS_TOL = 1e-11
+PNLS_MAXITER = 100
+
+
+@dataclass
+class NLMMDesign(RandomEffectsLayout):
+    """The numbers of a nonlinear mixed model.
+
+    Attributes
+    ----------
+    y : ndarray (n,)
+    covariates : tuple of ndarray
+        The model function's covariate columns.
+    model : NonlinearFunction
+    params : tuple of str
+        Names of the model parameters φ, in the model function's order.
+    fixed_blocks : list of ndarray
+        For each model parameter j, its fixed-effects matrix X_j (n × p_j).
+    fixed_names : list of str
+        Names of β: ``Asym`` for an intercept-only parameter, ``lCl:Wt`` for a covariate.
+    terms : list of RandomTerm
+        Random-effects terms; coefficient c of term t shifts parameter ``term_params[t][c]``.
+    """
+
+    formula: FormulaSpec
+    y: np.ndarray
+    covariates: tuple
+    model: NonlinearFunction
+    params: tuple
+    fixed_blocks: list
+    fixed_names: list
+    fixed_specs: dict
+    terms: list
+    term_params: list
+    n_dropped: int = 0
+    row_index: pd.Index | None = None
+    beta_slices: list = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def p(self) -> int:
+        return len(self.fixed_names)
+
+    @property
+    def X(self) -> np.ndarray:
+        """β's design in φ space, stacked by parameter ((n·s) × p): used for rank checks."""
+        out = np.zeros((self.n * len(self.params), self.p))
+        for j, (block, sl) in enumerate(zip(self.fixed_blocks, self.beta_slices)):
+            out[j * self.n:(j + 1) * self.n, sl] = block
+        return out
+
+    def phi(self, beta, b_terms=None) -> np.ndarray:
+        """φ (n × s) at β and, optionally, random effects b (one (levels × k) array per term)."""
+        phi = np.column_stack([block @ beta[sl]
+                               for block, sl in zip(self.fixed_blocks, self.beta_slices)])
+        if b_terms is not None:
+            for term, cols, b in zip(self.terms, self.term_params, b_terms):
+                phi[:, cols] += b[term.codes]
+        return phi
+
+
+# ---- specification ----------------------------------------------------------------
+
+_MODEL_CALL = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_.]*)\s*\((?P<args>.*)\)\s*$", re.S)
+
+
+def parse_nonlinear_formula(text: str):
+    """``"y ~ SSlogis(age, Asym, xmid, scal) [~ random part]"`` → (response, name, args, third).
+
+    The optional third part is lme4's: model parameters and random terms such as
+    ``Asym | Tree`` or ``(0 + lKe | Subject)``.
+    """
+    if not isinstance(text, str) or "~" not in text:
+        raise FormulaError("a nonlinear formula reads 'response ~ Model(covariates, params)', "
+                           f"got {text!r}")
+    parts = _split_top_level(text, "~")
+    if len(parts) not in (2, 3):
+        raise FormulaError(f"a nonlinear formula has one '~' (or two, with lme4's third part): "
+                           f"{text!r}")
+    response = parts[0].strip()
+    match = _MODEL_CALL.match(parts[1])
+    if not response or not match:
+        raise FormulaError(f"cannot read {text!r}: expected 'response ~ Model(arg, …)'")
+    args = [a.strip() for a in _split_top_level(match["args"], ",")]
+    if any(not a for a in args):
+        raise FormulaError(f"empty argument in {parts[1].strip()!r}")
+    return response, match["name"], args, (parts[2] if len(parts) == 3 else None)
+
+
+def _random_from_third_part(third: str, params) -> list[str]:
+    """lme4's third part: keep the random terms, check the fixed names."""
+    out = []
+    chunks = [third] if "(" not in third and "|" in third else _split_top_level(third, "+")
+    for chunk in chunks:
+        inner = _strip_outer_parens(chunk)
+        text = inner if inner is not None else chunk
+        if "|" in text:
+            out.append(text.strip())
+        elif chunk.strip() not in ("0", "1", "") and chunk.strip() not in params:
+            raise FormulaError(f"{chunk.strip()!r} in the third part of the formula is neither a "
+                               f"model parameter {list(params)} nor a random term")
+    return out
+
+
+def _parse_random(spec, params) -> list[tuple[tuple[str, ...], tuple[str, ...], bool]]:
+    """Random specs like ``"lKa + lCl | Subject"`` → [(params, group columns, independent)]."""
+    specs = [spec] if isinstance(spec, str) else list(spec or [])
+    out = []
+    for text in specs:
+        double = _split_top_level(text, "||")
+        independent = len(double) == 2
+        sides = double if independent else _split_top_level(text, "|")
+        if len(sides) != 2:
+            raise FormulaError(f"random part {text!r} must read 'params | group'")
+        names = [n.strip() for n in _split_top_level(sides[0], "+")]
+        names = [n for n in names if n not in ("0", "1")]
+        unknown = [n for n in names if n not in params]
+        if unknown or not names:
+            raise FormulaError(f"random part {text!r} names {unknown or 'no'} model parameters; "
+                               f"the model's parameters are {list(params)}")
+        group = tuple(g.strip() for g in sides[1].split(":"))
+        out.append((tuple(names), group, independent))
+    if not out:
+        raise FormulaError("a nonlinear mixed model needs a random part, e.g. "
+                           "random='Asym | Tree'")
+    return out
+
+
+def build_nlmm_design(formula: str, data: pd.DataFrame, random=None, fixed=None,
+                      model: NonlinearFunction | None = None, missing: str = "drop"
+                      ) -> NLMMDesign:
+    """Check the data against a nonlinear specification and build its numbers.
+
+    Parameters
+    ----------
+    formula : str
+        ``"conc ~ SSfol(Dose, Time, lKe, lKa, lCl)"``; optionally with lme4's third
+        part (``"... ~ Asym | Tree"``) instead of ``random``.
+    random : str or list of str
+        Random terms over model parameters: ``"lKa + lCl | Subject"`` (correlated),
+        ``"lKe + lKa + lCl || Subject"`` (independent).
+    fixed : dict, optional
+        Fixed-effects formula per model parameter, e.g. ``{"lCl": "1 + Wt"}``;
+        default ``"1"`` (one fixed effect per parameter).
+    model : NonlinearFunction, optional
+        The model function when the formula's function is not a self-starting model.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    response, name, args, third = parse_nonlinear_formula(formula)
+    if model is None:
+        if name not in SELF_STARTING:
+            raise FormulaError(f"unknown model function {name!r}: use one of "
+                               f"{sorted(SELF_STARTING)} or pass model=linkmix.user_model(...)")
+        model = SELF_STARTING[name]
+    n_cov = len(model.covariates)
+    if len(args) != n_cov + len(model.params):
+        raise FormulaError(f"{name} takes {n_cov} covariate(s) {list(model.covariates)} and "
+                           f"{len(model.params)} parameter(s) {list(model.params)}; "
+                           f"got {len(args)} arguments")
+    cov_cols, params = args[:n_cov], tuple(args[n_cov:])
+    if third is not None:
+        if random is not None:
+            raise FormulaError("give the random part either in the formula or as random=, "
+                               "not both")
+        random = _random_from_third_part(third, params)
+    random_specs = _parse_random(random, params)
+    fixed = dict(fixed or {})
+    unknown = [k for k in fixed if k not in params]
+    if unknown:
+        raise FormulaError(f"fixed= names {unknown}, not model parameters {list(params)}")
+    fixed_specs = {j: fixed.get(j, "1") for j in params}
+
+    from .design import _required_variables
+    used = {response, *cov_cols}
+    for rhs in fixed_specs.values():
+        used |= _required_variables(rhs, "a fixed-effects formula")
+    for _, group, _ in random_specs:
+        used |= set(group)
+    _require_columns(data, sorted(used), f"the nonlinear model {formula!r}")
+    for col in [response, *cov_cols]:
+        if not pd.api.types.is_numeric_dtype(data[col]):
+            raise DataError(f"column {col!r} must be numeric; it has dtype {data[col].dtype}")
+    used_cols = [c for c in data.columns if c in used]
+    incomplete = data[used_cols].isna().any(axis=1).to_numpy()
+    n_dropped = int(incomplete.sum())
+    if n_dropped:
+        if missing == "raise":
+            raise DataError(f"{n_dropped} row(s) have missing values")
+        warnings.warn(f"dropped {n_dropped} of {len(data)} rows with missing values",
+                      MissingDataWarning, stacklevel=3)
+        data = data.loc[~incomplete]
+    y = data[response].to_numpy(dtype=float)
+    covariates = tuple(data[c].to_numpy(dtype=float) for c in cov_cols)
+    if not np.all(np.isfinite(y)) or not all(np.all(np.isfinite(c)) for c in covariates):
+        raise DataError("the response and covariates must be finite")
+
+    blocks, names, slices, start = [], [], [], 0
+    for j in params:
+        if fixed_specs[j].strip() == "1":
+            block, cols = np.ones((len(y), 1)), [j]
+        else:
+            matrix = _materialize(fixed_specs[j], data, f"the fixed effects of {j}")
+            block = np.asarray(matrix, dtype=float)
+            cols = [f"{j}:{c}" for c in _rename_intercept(list(matrix.columns))]
+        blocks.append(block)
+        names.extend(cols)
+        slices.append(slice(start, start + block.shape[1]))
+        start += block.shape[1]
+
+    terms, term_params = [], []
+    for names_j, group, independent in random_specs:
+        codes, levels = _group_codes(data, group)
+        if len(levels) < 2:
+            raise DataError(f"grouping factor {':'.join(group)!r} has only {len(levels)} level")
+        split = [(nm,) for nm in names_j] if independent else [names_j]
+        for coefs in split:
+            terms.append(RandomTerm(group=":".join(group), group_columns=group, coef_names=coefs,
+                                    levels=levels, codes=codes,
+                                    Z=np.ones((len(y), len(coefs))), expr_spec=None,
+                                    independent=independent))
+            term_params.append([params.index(c) for c in coefs])
+    order = _lme4_term_order(terms)
+    term_params = [term_params[terms.index(t)] for t in order]
+    spec = FormulaSpec(text=formula, response=response, fixed="", random=())
+    return NLMMDesign(formula=spec, y=y, covariates=covariates, model=model, params=params,
+                      fixed_blocks=blocks, fixed_names=names, fixed_specs=fixed_specs,
+                      terms=order, term_params=term_params, n_dropped=n_dropped,
+                      row_index=data.index, beta_slices=slices)
+
+
+# ---- the model --------------------------------------------------------------------
+
+class NonlinearMixedModel:
+    """A nonlinear mixed model ready to evaluate its Laplace deviance or be fitted.
+
+    Parameters are those of ``build_nlmm_design``, plus ``engine`` (``"auto"``,
+    ``"blocked"``, ``"cholmod"``) for the factorisation of U'U + I.
+    """
+
+    def __init__(self, formula: str, data: pd.DataFrame, random=None, *, fixed=None,
+                 model: NonlinearFunction | None = None, engine: str = "auto",
+                 missing: str = "drop"):
+        self.design = design = build_nlmm_design(formula, data, random, fixed, model, missing)
+        self.data = data
+        pls = LMMDesign(formula=design.formula, y=design.y.copy(), X=np.zeros((design.n, 0)),
+                        fixed_names=[], terms=design.terms, fixed_spec=None)
+        self.engine = make_engine(pls, engine)
+        self._u = np.zeros(design.q)
+        self.n = design.n
+        self.pnls_iterations = 0
+
+    # -- PNLS -------------------------------------------------------------------
+    def _b_terms(self, theta, u) -> list[np.ndarray]:
+        b = self.design.Lambda_times(theta, u)
+        out, offset = [], 0
+        for term in self.design.terms:
+            out.append(b[offset:offset + term.q].reshape(term.n_levels, term.k))
+            offset += term.q
+        return out
+
+    def _mean(self, theta, beta, u, with_gradient=True):
+        phi = self.design.phi(beta, self._b_terms(theta, u))
+        mu, grad = self.design.model.evaluate(phi, self.design.covariates, with_gradient)
+        if not np.all(np.isfinite(mu)) or (grad is not None and not np.all(np.isfinite(grad))):
+            return None, None, phi
+        return mu, grad, phi
+
+    def _set_linearisation(self, grad):
+        """Z̃ of each term from ∂μ/∂φ: coefficient c of term t takes column j(t, c)."""
+        self.engine.set_Z([grad[:, cols] for cols in self.design.term_params])
+
+    def pnls(self, theta, beta, u_start=None):
+        """Conditional modes ũ(θ, β) by Gauss–Newton with step halving.
+
+        Returns
+        -------
+        r2 : float
+            ‖y − μ(ũ)‖² + ‖ũ‖² (``inf`` if the model cannot be evaluated).
+        u : ndarray
+        logdet : float
+            log|L|², LL' = U'U + I at ũ.
+        converged : bool
+        """
+        y = self.design.y
+        u = (self._u if u_start is None else u_start).copy()
+        mu, grad, _ = self._mean(theta, beta, u)
+        if mu is None:
+            u = np.zeros_like(u)
+            mu, grad, _ = self._mean(theta, beta, u)
+            if mu is None:
+                return math.inf, u, math.nan, False
+        r2 = float(np.sum((y - mu) ** 2) + u @ u)
+        converged = False
+        for _ in range(PNLS_MAXITER):
+            self.pnls_iterations += 1
+            self._set_linearisation(grad)
+            # working response ỹ = y − μ + U u, so that the PLS solution is the GN step
+            self.engine.set_response(y - mu + self._U_times(theta, grad, u))
+            if not self.engine.update(theta):
+                return math.inf, u, math.nan, False
+            u_gn = self.engine.conditional_modes(np.zeros(0))
+            step, accepted = 1.0, False
+            while step > 1e-10:
+                u_try = u + step * (u_gn - u)
+                mu_try, grad_try, _ = self._mean(theta, beta, u_try)
+                if mu_try is not None:
+                    r2_try = float(np.sum((y - mu_try) ** 2) + u_try @ u_try)
+                    if r2_try <= r2:
+                        accepted = True
+                        break
+                step /= 2
+            if not accepted:
+                converged = True  # no decrease possible: at the minimum to rounding
+                break
+            if step == 1.0:
+                # Gauss–Newton converges only linearly when the residuals are large: a
+                # quadratic fitted along the step (r² at 0 and 1, slope at 0) often
+                # finds a longer, better step.
+                d = u_gn - u
+                slope = 2.0 * (u @ d) - 2.0 * (y - mu) @ self._U_times(theta, grad, d)
+                curve = r2_try - r2 - slope
+                if curve > 0:
+                    t_star = min(-slope / (2.0 * curve), 4.0)
+                    if t_star > 1.05:
+                        u_ext = u + t_star * d
+                        mu_ext, grad_ext, _ = self._mean(theta, beta, u_ext)
+                        if mu_ext is not None:
+                            r2_ext = float(np.sum((y - mu_ext) ** 2) + u_ext @ u_ext)
+                            if r2_ext < r2_try:
+                                u_try, mu_try, grad_try, r2_try = u_ext, mu_ext, grad_ext, r2_ext
+            decrease = r2 - r2_try
+            u, mu, grad, r2 = u_try, mu_try, grad_try, r2_try
+            if decrease <= PNLS_TOL * r2:
+                converged = True
+                break
+        # the factor at ũ itself, for the Laplace log-determinant
+        self._set_linearisation(grad)
+        if not self.engine.update(theta):
+            return math.inf, u, math.nan, False
+        self._u = u
+        return r2, u, self.engine.logdet_L, converged
+
+    def _U_times(self, theta, grad, v) -> np.ndarray:
+        """U v = Z̃ Λ v, with Z̃ from ∂μ/∂φ (``grad``)."""
+        b = self.design.Lambda_times(theta, v)
+        out, offset = np.zeros(self.n), 0
+        for term, cols in zip(self.design.terms, self.design.term_params):
+            bt = b[offset:offset + term.q].reshape(term.n_levels, term.k)
+            out += np.einsum("ik,ik->i", grad[:, cols], bt[term.codes])
+            offset += term.q
+        return out
+
+    # -- deviances ---------------------------------------------------------------
+    def laplace(self, theta, beta) -> float:
+        """Laplace deviance with σ profiled: log|L|² + n[1 + log(2π r²/n)]."""
+        r2, _, logdet, _ = self.pnls(np.asarray(theta, float), np.asarray(beta, float))
+        if not math.isfinite(r2) or r2 <= 0:
+            return math.inf
+        return logdet + self.n * (1.0 + math.log(2.0 * math.pi * r2 / self.n))
+
+    def full(self, theta, beta, sigma) -> float:
+        """Laplace approximation to −2 log L at (θ, β, σ): n log(2πσ²) + r²/σ² + log|L|²."""
+        r2, _, logdet, _ = self.pnls(np.asarray(theta, float), np.asarray(beta, float))
+        if not math.isfinite(r2):
+            return math.inf
+        return self.n * (_LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + logdet
+
+    # -- fitting -----------------------------------------------------------------
+    def beta_start(self, start=None) -> np.ndarray:
+        """β start: the model's self-start (pooled nonlinear least squares) for each
+        parameter's intercept, 0 for covariate coefficients; ``start`` overrides by name
+        (a model parameter name sets its intercept)."""
+        design = self.design
+        beta = np.zeros(design.p)
+        values = {}
+        if design.model.start is not None:
+            with np.errstate(all="ignore"):
+                values = dict(zip(design.params, design.model.start(design.y, design.covariates)))
+        for k, v in (start or {}).items():
+            values[k] = v
+        for j, sl in zip(design.params, design.beta_slices):
+            names = design.fixed_names[sl]
+            key = names[0] if names[0] in values else j
+            if key not in values and f"{j}:{INTERCEPT}" not in values:
+                raise FitError(f"no start value for model parameter {j!r}: the model has no "
+                               f"self-start, so pass start={{'{j}': value, …}}")
+            beta[sl.start] = values.get(key, values.get(f"{j}:{INTERCEPT}"))
+        unknown = [k for k in (start or {}) if k not in design.params and
+                   k not in design.fixed_names]
+        if unknown:
+            raise FitError(f"start values for unknown parameters {unknown}; the fixed effects are "
+                           f"{design.fixed_names}")
+        for k, v in (start or {}).items():
+            if k in design.fixed_names:
+                beta[design.fixed_names.index(k)] = v
+        return beta
+
+    def fit(self, *, start=None, theta_start=None, check_gradient: bool = True,
+            **optimizer_options):
+        """Maximise the Laplace likelihood over (θ, β) with BOBYQA.
+
+        Parameters
+        ----------
+        start : dict, optional
+            Start values of fixed effects by name (needed for models without self-start).
+        theta_start : array_like, optional
+            Start for θ (default 1 on the diagonal of each T).
+        """
+        from .results import NLMMResults
+
+        design = self.design
+        beta0 = self.beta_start(start)
+        _, _, _, lower_theta = design.theta_template()
+        theta0 = design.theta_start() if theta_start is None else np.asarray(theta_start, float)
+        nt = len(theta0)
+        x0 = np.concatenate([theta0, beta0])
+        lower = np.concatenate([lower_theta, np.full(len(beta0), -np.inf)])
+        steps = np.concatenate([np.full(nt, 0.5), 0.1 * np.maximum(np.abs(beta0), 0.1)])
+
+        def objective(x):
+            return self.laplace(x[:nt], x[nt:])
+
+        with np.errstate(all="ignore"):
+            if not math.isfinite(objective(x0)):
+                raise FitError(f"the model cannot be evaluated at the start β = "
+                               f"{dict(zip(design.fixed_names, beta0))}; give start values")
+            summary = minimize_bounded(objective, x0, lower, initial_step=steps,
+                                       check_gradient=check_gradient, **optimizer_options)
+        if not math.isfinite(summary.fun_final):
+            raise FitError("the Laplace deviance is not finite at the optimum")
+        if not summary.converged:
+            warnings.warn(f"the fit did not converge: {summary.message}", ConvergenceWarning,
+                          stacklevel=2)
+        return NLMMResults(self, summary)
+
+
+def nlmer(formula: str, data: pd.DataFrame, random=None, *, fixed=None, model=None,
+          start=None, engine: str = "auto", missing: str = "drop", constraints=None,
+          n_starts: int = 1, method: str = "SLSQP", seed: int = 0, **fit_options):
+    """Fit a nonlinear mixed model by the Laplace approximation, as lme4's ``nlmer``.
+
+    Parameters
+    ----------
+    formula : str
+        ``"conc ~ SSfol(Dose, Time, lKe, lKa, lCl)"`` (covariates first, then the
+        names of the model parameters), or with lme4's third part
+        ``"circumference ~ SSlogis(age, Asym, xmid, scal) ~ Asym | Tree"``.
+    data : pandas.DataFrame
+    random : str or list of str
+        ``"Asym | Tree"``, ``"lKa + lCl | Subject"``, ``"lKe + lKa + lCl || Subject"``.
+    fixed : dict, optional
+        Covariates of model parameters: ``{"lCl": "1 + Wt"}``.
+    model : NonlinearFunction, optional
+        A user model (``linkmix.user_model``) named in the formula.
+    start : dict, optional
+        Start values of fixed effects (needed for models without self-start).
+    constraints
+        Links between parameters (names as in ``params``): the fit is then by
+        maximum likelihood on the full Laplace deviance, as for linear models.
+
+    Examples
+    --------
+    >>> fit = linkmix.nlmer("conc ~ SSfol(Dose, Time, lKe, lKa, lCl)", Theoph,
+    ...                     random="lKe + lKa + lCl || Subject")  # doctest: +SKIP
+    """
+    if constraints is not None:
+        from .linked import LinkedNonlinearModel
+
+        linked = LinkedNonlinearModel(formula, data, random, fixed=fixed, model=model,
+                                      engine=engine, missing=missing, constraints=constraints)
+        return linked.fit(n_starts=n_starts, method=method, seed=seed, start=start)
+    model_ = NonlinearMixedModel(formula, data, random, fixed=fixed, model=model, engine=engine,
+                                 missing=missing)
+    return model_.fit(start=start, **fit_options)

@@ -1,0 +1,285 @@
+"""Nonlinear model functions: R's self-starting models, and user functions.
+
+Owns a model function's value, its gradient with respect to the model
+parameters φ (analytic for the self-starting models, finite differences
+otherwise), and start values from the data.
+
+A model maps ``phi`` (n × s, one row of model parameters per observation) and
+its covariates (a tuple of n-vectors) to the mean μ (n).  The self-starting
+models, with R's argument order (covariates first, then parameters):
+
+* ``SSlogis(input, Asym, xmid, scal)``: Asym / (1 + exp((xmid − t)/scal))
+* ``SSfol(Dose, input, lKe, lKa, lCl)``:
+  Dose·e^{lKe+lKa−lCl}·(e^{−e^{lKe}t} − e^{−e^{lKa}t}) / (e^{lKa} − e^{lKe})
+* ``SSasymp(input, Asym, R0, lrc)``: Asym + (R0 − Asym)·exp(−e^{lrc}·t)
+* ``SSmicmen(input, Vm, K)``: Vm·t / (K + t)
+* ``SSbiexp(input, A1, lrc1, A2, lrc2)``: A1·e^{−e^{lrc1}t} + A2·e^{−e^{lrc2}t}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize
+
+from .errors import LinkmixError
+
+__all__ = ["NonlinearFunction", "SELF_STARTING", "user_model", "ModelFunctionError"]
+
+
+class ModelFunctionError(LinkmixError):
+    """A nonlinear model function failed, returned NaN, or returned the wrong shape."""
+
+
+@dataclass(frozen=True)
+class NonlinearFunction:
+    """A vectorised model function μ = m(φ; covariates) and its gradient ∂μ/∂φ.
+
+    Attributes
+    ----------
+    name : str
+    covariates : tuple of str
+        Names of the covariate arguments (``("input",)``, ``("Dose", "input")``).
+    params : tuple of str
+        Default names of the model parameters, in order.
+    value : callable(phi, cov) -> ndarray (n,)
+    gradient : callable(phi, cov) -> ndarray (n, s), optional
+        Analytic ∂μ/∂φ; finite differences when absent.
+    start : callable(y, cov) -> ndarray (s,), optional
+        Start values for the parameters from pooled data.
+    """
+
+    name: str
+    covariates: tuple
+    params: tuple
+    value: object
+    gradient: object = None
+    start: object = None
+
+    def evaluate(self, phi, cov, with_gradient: bool = True):
+        """μ and, if asked, ∂μ/∂φ (n × s), checked for shape and finiteness."""
+        try:
+            mu = np.asarray(self.value(phi, cov), dtype=float)
+        except Exception as exc:
+            raise ModelFunctionError(f"model function {self.name!r} raised "
+                                     f"{type(exc).__name__}: {exc}") from None
+        n = phi.shape[0]
+        if mu.shape != (n,):
+            raise ModelFunctionError(f"model function {self.name!r} returned shape {mu.shape}; "
+                                     f"expected ({n},), one value per observation")
+        if not with_gradient:
+            return mu, None
+        if self.gradient is not None:
+            grad = np.asarray(self.gradient(phi, cov), dtype=float)
+            if grad.shape != phi.shape:
+                raise ModelFunctionError(f"gradient of {self.name!r} returned shape {grad.shape}; "
+                                         f"expected {phi.shape}")
+        else:
+            grad = self._finite_difference_gradient(phi, cov, mu)
+        return mu, grad
+
+    def _finite_difference_gradient(self, phi, cov, mu):
+        """Central differences, one column of φ at a time for all observations at once;
+        step ε^{1/3}·max(1, |φ|), the optimum for central differences."""
+        grad = np.empty_like(phi)
+        for j in range(phi.shape[1]):
+            h = 6e-6 * np.maximum(1.0, np.abs(phi[:, j]))
+            up, down = phi.copy(), phi.copy()
+            up[:, j] += h
+            down[:, j] -= h
+            grad[:, j] = (np.asarray(self.value(up, cov), float)
+                          - np.asarray(self.value(down, cov), float)) / (2 * h)
+        return grad
+
+
+# ---- the self-starting models ---------------------------------------------------
+
+def _logis(phi, cov):
+    asym, xmid, scal = phi.T
+    (t,) = cov
+    return asym / (1.0 + np.exp((xmid - t) / scal))
+
+
+def _logis_grad(phi, cov):
+    asym, xmid, scal = phi.T
+    (t,) = cov
+    e = np.exp((xmid - t) / scal)
+    d = 1.0 / (1.0 + e)
+    g_asym = d
+    g_xmid = -asym * e * d**2 / scal
+    g_scal = asym * e * d**2 * (xmid - t) / scal**2
+    return np.column_stack([g_asym, g_xmid, g_scal])
+
+
+def _logis_start(y, cov):
+    (t,) = cov
+    asym = 1.05 * np.max(y)
+    z = np.clip(y / asym, 1e-3, 1 - 1e-3)
+    slope, intercept = np.polyfit(t, np.log(z / (1 - z)), 1)  # logit(y/Asym) = (t − xmid)/scal
+    scal = 1.0 / slope if slope != 0 else np.ptp(t) / 4
+    return _refine(_logis, _logis_grad, y, cov, [asym, -intercept * scal, scal])
+
+
+def _fol(phi, cov):
+    lke, lka, lcl = phi.T
+    dose, t = cov
+    ke, ka = np.exp(lke), np.exp(lka)
+    return dose * np.exp(lke + lka - lcl) * (np.exp(-ke * t) - np.exp(-ka * t)) / (ka - ke)
+
+
+def _fol_grad(phi, cov):
+    lke, lka, lcl = phi.T
+    dose, t = cov
+    ke, ka = np.exp(lke), np.exp(lka)
+    ek, ea = np.exp(-ke * t), np.exp(-ka * t)
+    c = dose * np.exp(lke + lka - lcl)
+    diff = ka - ke
+    mu = c * (ek - ea) / diff
+    d_lke = mu + c * (-t * ke * ek) / diff + mu * ke / diff
+    d_lka = mu + c * (t * ka * ea) / diff - mu * ka / diff
+    d_lcl = -mu
+    return np.column_stack([d_lke, d_lka, d_lcl])
+
+
+def _fol_start(y, cov):
+    dose, t = cov
+    # elimination rate from the log-linear tail, absorption a few times faster, and
+    # clearance Dose/AUC (∫μ dt = Dose·e^{−lCl}) from the pooled, time-sorted curve
+    late = (t >= np.quantile(t, 0.6)) & (y > 0)
+    ke = -np.polyfit(t[late], np.log(y[late]), 1)[0] if late.sum() > 2 else 0.1
+    ke = max(ke, 1e-3)
+    order = np.argsort(t)
+    ts, ys = t[order], y[order]
+    auc = np.sum(np.diff(ts) * (ys[1:] + ys[:-1]) / 2) + max(ys[-1], 0) / ke
+    cl = np.mean(dose) / max(auc, 1e-12)
+    return _refine(_fol, _fol_grad, y, cov, [np.log(ke), np.log(3 * ke + 0.5), np.log(cl)])
+
+
+def _asymp(phi, cov):
+    asym, r0, lrc = phi.T
+    (t,) = cov
+    return asym + (r0 - asym) * np.exp(-np.exp(lrc) * t)
+
+
+def _asymp_grad(phi, cov):
+    asym, r0, lrc = phi.T
+    (t,) = cov
+    rate = np.exp(lrc)
+    e = np.exp(-rate * t)
+    return np.column_stack([1 - e, e, -(r0 - asym) * e * rate * t])
+
+
+def _asymp_start(y, cov):
+    (t,) = cov
+    order = np.argsort(t)
+    asym = y[order][-1] + 0.05 * np.ptp(y)
+    r0 = y[order][0]
+    z = np.clip((asym - y) / (asym - r0 if asym != r0 else 1.0), 1e-3, None)
+    slope = np.polyfit(t, np.log(z), 1)[0]
+    return _refine(_asymp, _asymp_grad, y, cov, [asym, r0, np.log(max(-slope, 1e-4))])
+
+
+def _micmen(phi, cov):
+    vm, k = phi.T
+    (t,) = cov
+    return vm * t / (k + t)
+
+
+def _micmen_grad(phi, cov):
+    vm, k = phi.T
+    (t,) = cov
+    return np.column_stack([t / (k + t), -vm * t / (k + t) ** 2])
+
+
+def _micmen_start(y, cov):
+    (t,) = cov
+    pos = (t > 0) & (y > 0)
+    slope, intercept = np.polyfit(1 / t[pos], 1 / y[pos], 1)  # Lineweaver–Burk
+    vm = 1 / intercept if intercept > 0 else np.max(y)
+    return _refine(_micmen, _micmen_grad, y, cov, [vm, max(slope * vm, 1e-6)])
+
+
+def _biexp(phi, cov):
+    a1, lrc1, a2, lrc2 = phi.T
+    (t,) = cov
+    return a1 * np.exp(-np.exp(lrc1) * t) + a2 * np.exp(-np.exp(lrc2) * t)
+
+
+def _biexp_grad(phi, cov):
+    a1, lrc1, a2, lrc2 = phi.T
+    (t,) = cov
+    r1, r2 = np.exp(lrc1), np.exp(lrc2)
+    e1, e2 = np.exp(-r1 * t), np.exp(-r2 * t)
+    return np.column_stack([e1, -a1 * e1 * r1 * t, e2, -a2 * e2 * r2 * t])
+
+
+def _biexp_start(y, cov):
+    (t,) = cov
+    order = np.argsort(t)
+    half = len(t) // 2
+    late = order[half:]
+    pos = y[late] > 0
+    s2, i2 = np.polyfit(t[late][pos], np.log(y[late][pos]), 1) if pos.sum() > 1 else (-0.1, 0.0)
+    resid = y - np.exp(i2 + s2 * t)
+    early = order[:half]
+    pos = resid[early] > 0
+    s1, i1 = np.polyfit(t[early][pos], np.log(resid[early][pos]), 1) if pos.sum() > 1 \
+        else (4 * s2, i2)
+    start = [np.exp(i1), np.log(max(-s1, 1e-4)), np.exp(i2), np.log(max(-s2, 1e-5))]
+    return _refine(_biexp, _biexp_grad, y, cov, start)
+
+
+def _refine(value, gradient, y, cov, start):
+    """Pooled nonlinear least squares from a heuristic start (R's self-start does an nls)."""
+    start = np.asarray(start, dtype=float)
+
+    def resid(p):
+        return value(np.broadcast_to(p, (len(y), len(p))), cov) - y
+
+    def jac(p):
+        return gradient(np.broadcast_to(p, (len(y), len(p))).copy(), cov)
+
+    try:
+        fit = scipy.optimize.least_squares(resid, start, jac=jac, method="lm")
+        if fit.success and np.all(np.isfinite(fit.x)):
+            return fit.x
+    except (ValueError, FloatingPointError):
+        pass
+    return start
+
+
+SELF_STARTING = {
+    "SSlogis": NonlinearFunction("SSlogis", ("input",), ("Asym", "xmid", "scal"), _logis,
+                                 _logis_grad, _logis_start),
+    "SSfol": NonlinearFunction("SSfol", ("Dose", "input"), ("lKe", "lKa", "lCl"), _fol,
+                               _fol_grad, _fol_start),
+    "SSasymp": NonlinearFunction("SSasymp", ("input",), ("Asym", "R0", "lrc"), _asymp,
+                                 _asymp_grad, _asymp_start),
+    "SSmicmen": NonlinearFunction("SSmicmen", ("input",), ("Vm", "K"), _micmen, _micmen_grad,
+                                  _micmen_start),
+    "SSbiexp": NonlinearFunction("SSbiexp", ("input",), ("A1", "lrc1", "A2", "lrc2"), _biexp,
+                                 _biexp_grad, _biexp_start),
+}
+
+
+def user_model(fun, params, covariates=(), jacobian=None, name=None) -> NonlinearFunction:
+    """Wrap a user function ``fun(phi, data)`` as a ``NonlinearFunction``.
+
+    ``phi`` is passed as a dict of parameter name → n-vector; ``data`` is the tuple
+    of covariate columns named in ``covariates`` (as a dict by name).  ``jacobian``,
+    if given, returns ∂μ/∂φ as an (n × s) array in ``params`` order.
+    """
+    params = tuple(params)
+    covariates = tuple(covariates)
+
+    def value(phi, cov):
+        return fun(dict(zip(params, phi.T)), dict(zip(covariates, cov)))
+
+    gradient = None
+    if jacobian is not None:
+        def gradient(phi, cov):
+            return jacobian(dict(zip(params, phi.T)), dict(zip(covariates, cov)))
+
+    return NonlinearFunction(name or getattr(fun, "__name__", "model"), covariates, params,
+                             value, gradient, None)
