@@ -172,12 +172,71 @@ def peptide_case(reps: int, have_r: bool) -> dict:
     return row
 
 
+NLMER_R = r"""
+suppressMessages(library(lme4))
+args <- commandArgs(trailingOnly = TRUE)
+reps <- as.integer(args[3])
+d <- read.csv(args[1])
+d[[args[2]]] <- factor(d[[args[2]]])
+cases <- list(
+  Orange = list(f = circumference ~ SSlogis(age, Asym, xmid, scal) ~ Asym | Tree,
+                start = c(Asym = 200, xmid = 725, scal = 350)),
+  Theoph = list(f = conc ~ SSfol(Dose, Time, lKe, lKa, lCl) ~
+                  0 + lKe + lKa + lCl + (0 + lKe | Subject) + (0 + lKa | Subject) +
+                  (0 + lCl | Subject),
+                start = c(lKe = -2.4, lKa = 0.45, lCl = -3.2)))
+case <- cases[[args[4]]]
+times <- numeric(reps)
+for (i in seq_len(reps)) {
+  t0 <- proc.time()[["elapsed"]]
+  m <- nlmer(case$f, d, start = case$start)
+  times[i] <- proc.time()[["elapsed"]] - t0
+}
+cat(sprintf("objective=%.12f\nseconds=%.6f\nfeval=%d\n", deviance(m), median(times),
+            m@optinfo$feval))
+"""
+
+NLMER_CASES = {
+    "Orange": ("Orange", "Tree", "circumference ~ SSlogis(age, Asym, xmid, scal) ~ Asym | Tree",
+               None),
+    "Theoph": ("Theoph", "Subject", "conc ~ SSfol(Dose, Time, lKe, lKa, lCl)",
+               "lKe + lKa + lCl || Subject"),
+}
+
+
+def nlmer_case(name: str, data_dir: pathlib.Path, reps: int, have_r: bool) -> dict:
+    """nlmer's Laplace fit against linkmix.nlmer (whole call, self-started), same run."""
+    stem, group, formula, random = NLMER_CASES[name]
+    path = data_dir / f"{stem}.csv"
+    data = linkmix.read_table(path)
+    times = []
+    for _ in range(reps + 1):
+        start = time.perf_counter()
+        fit = linkmix.nlmer(formula, data, random=random)
+        times.append(time.perf_counter() - start)
+    row = {"case": f"nlmer {name}", "linkmix": {
+        "seconds": statistics.median(times[1:]), "objective": fit.objective,
+        "feval": fit.optsummary.n_evaluations, "converged": fit.converged}}
+    if have_r:
+        with tempfile.TemporaryDirectory() as tmp:
+            script = pathlib.Path(tmp) / "nlmer.R"
+            script.write_text(NLMER_R)
+            out = subprocess.run(["Rscript", str(script), str(path), group, str(reps), name],
+                                 capture_output=True, text=True, check=True).stdout
+        values = dict(line.split("=", 1) for line in out.strip().splitlines())
+        row["lme4"] = {"seconds": float(values["seconds"]),
+                       "objective": float(values["objective"]), "feval": int(values["feval"])}
+    return row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--data", type=pathlib.Path, default=SHARED_DATA,
                         help="folder with the CSV files not shipped with linkmix (InstEval)")
     parser.add_argument("--json", help="write the measurements to this file")
+    parser.add_argument("--nlmer-reps", type=int, default=5,
+                        help="repeats of the nlmer comparison, Orange and Theoph (0 skips it)")
     parser.add_argument("--peptide-reps", type=int, default=50,
                         help="repeats of the seed-peptide comparison (0 skips it)")
     args = parser.parse_args(argv)
@@ -224,6 +283,20 @@ def main(argv=None) -> int:
             print(f"  lme4 unconstrained {1000 * l4:7.2f}   objective difference "
                   f"(linkmix plain - lme4) {pep['objective'] - pep['lme4_objective']:+.2e}, "
                   f"(M2 - lme4) {pep['objective_M2'] - pep['lme4_objective']:+.2e}")
+    if args.nlmer_reps:
+        print()
+        print(f"nonlinear (Laplace), median of {args.nlmer_reps} fits:")
+        for name in NLMER_CASES:
+            row = nlmer_case(name, args.data, args.nlmer_reps, have_r)
+            rows.append(row)
+            ours, l4 = row["linkmix"], row.get("lme4")
+            text = f"  {name:8s} linkmix {ours['seconds']:.4f} s ({ours['feval']} evals)"
+            if l4:
+                text += (f"   nlmer {l4['seconds']:.4f} s ({l4['feval']} evals)   "
+                         f"nlmer/linkmix = {l4['seconds'] / ours['seconds']:.2f}   "
+                         f"deviance difference (linkmix - nlmer) "
+                         f"{ours['objective'] - l4['objective']:+.2e}")
+            print(text)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

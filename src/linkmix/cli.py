@@ -52,6 +52,27 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="also fit an unconstrained ML model (FORMULA, default the same "
                           "formula) and print the likelihood-ratio test against it")
 
+    nlfit = sub.add_parser(
+        "nlfit", help="fit a nonlinear mixed model (Laplace approximation, as nlmer)",
+        description="Fit a nonlinear mixed model by maximum likelihood with the Laplace "
+                    "approximation and print its summary.")
+    nlfit.add_argument("data", help="CSV, TSV or Parquet file")
+    nlfit.add_argument("--formula", "-f", required=True,
+                       help="'conc ~ SSfol(Dose, Time, lKe, lKa, lCl)' (covariates, then "
+                            "parameter names), optionally with lme4's third part")
+    nlfit.add_argument("--random", "-r", action="append", default=None, metavar="TERM",
+                       help="random effects on model parameters: 'lKa + lCl | Subject' or "
+                            "'lKe + lKa + lCl || Subject'; repeatable")
+    nlfit.add_argument("--fixed", action="append", default=[], metavar="PARAM=RHS",
+                       help="covariates of a model parameter, e.g. 'lCl=1 + Wt'; repeatable")
+    nlfit.add_argument("--start", action="append", default=[], metavar="NAME=VALUE",
+                       help="start value of a fixed effect; repeatable")
+    nlfit.add_argument("--constraint", "-c", action="append", default=[], metavar="EQ",
+                       help="a constraint over parameter names, as for 'fit'; repeatable")
+    nlfit.add_argument("--starts", type=int, default=1, metavar="K")
+    nlfit.add_argument("--factor", action="append", default=[], metavar="COLUMN")
+    nlfit.add_argument("--json", metavar="FILE", help="also write the fit as JSON to FILE")
+
     example = sub.add_parser(
         "example", help="the seed proteomics example: fit M1 and M2 to one peptide",
         description="Simulate (or read) one peptide of the seed experiment, fit the linked "
@@ -104,6 +125,34 @@ def _fit(args) -> int:
     return 0
 
 
+def _pairs(items, what):
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise LinkmixError(f"{what} {item!r} must read NAME=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _nlfit(args) -> int:
+    from .io import read_table
+    from .nonlinear import nlmer
+
+    data = read_table(args.data, factors=args.factor)
+    start = {k: float(v) for k, v in _pairs(args.start, "--start").items()} or None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = nlmer(args.formula, data, random=args.random, fixed=_pairs(args.fixed, "--fixed"),
+                    start=start, constraints=args.constraint or None, n_starts=args.starts)
+    print(fit.summary())
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    if args.json:
+        fit.to_json(args.json)
+    return 0
+
+
 def _example(args) -> int:
     from . import datasets
     from .examples import seed_example
@@ -136,6 +185,8 @@ def main(argv=None) -> int:
             return _fit(args)
         if args.command == "example":
             return _example(args)
+        if args.command == "nlfit":
+            return _nlfit(args)
     except LinkmixError as exc:
         print(f"linkmix: error: {exc}", file=sys.stderr)
         return 2

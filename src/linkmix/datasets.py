@@ -21,7 +21,7 @@ __all__ = ["load", "path", "names", "simulate_peptide", "seed_link", "add_seed_c
 
 _FILES = {"sleepstudy": "sleepstudy.csv", "Dyestuff": "Dyestuff.csv",
           "Dyestuff2": "Dyestuff2.csv", "Penicillin": "Penicillin.csv",
-          "Orthodont": "Orthodont.csv"}
+          "Orthodont": "Orthodont.csv", "Orange": "Orange.csv", "Theoph": "Theoph.csv"}
 
 
 def names() -> list[str]:

@@ -61,15 +61,16 @@ class RandomTerm:
     expr_columns: tuple[int, ...] = ()
     independent: bool = False
 
-    @property
+    # Cached: read on every deviance evaluation, and fixed once the term exists.
+    @functools.cached_property
     def k(self) -> int:
         return self.Z.shape[1]
 
-    @property
+    @functools.cached_property
     def n_levels(self) -> int:
         return len(self.levels)
 
-    @property
+    @functools.cached_property
     def q(self) -> int:
         return self.k * self.n_levels
 

@@ -150,18 +150,48 @@ class BlockedEngine(_EngineBase):
         self.G = np.bincount(self._g_index, (W[:, :, None] * W[:, None, :]).ravel(),
                              minlength=self.m * self.m).reshape(self.m, self.m, order="F")
 
-    def set_Z(self, Zs) -> None:
+    supports_curvature = True
+
+    def set_Z(self, Zs, curvature=None) -> None:
         """Replace every term's covariate values (n × k each; nonlinear models' ∂μ/∂φ).
-        The pattern (levels, terms) is unchanged."""
+
+        ``curvature`` (n × K × K over all K = Σk random-effect slots of an observation,
+        terms in order) is added to each observation's Z'Z contribution, so the engine
+        factors Λ'(Z'Z + Σ_i E_i)Λ + I: a Newton step for penalised nonlinear least
+        squares.  The pattern (levels, terms) is unchanged.
+        """
         self._first_Z[:] = Zs[0]
         col = 0
         for Z in Zs[1:]:
             self._w_vals[:, col:col + Z.shape[1]] = Z
             col += Z.shape[1]
         self._fill_values()
+        if curvature is not None:
+            self._add_slot_products(curvature)
 
-    def set_response(self, y) -> None:
-        """Replace y (e.g. y − f(Π) for a linked mean); the pattern is unchanged."""
+    def _add_slot_products(self, E) -> None:
+        """Add per-observation matrices over the random-effect slots to D1, C and G."""
+        k1, nlev = self.k1, self.nlev
+        n_later = E.shape[1] - k1
+        for a in range(k1):
+            for b in range(k1):
+                self.D1[:, a, b] += np.bincount(self._codes1, E[:, a, b], minlength=nlev)
+        for c in range(n_later):
+            for a in range(k1):
+                self.c_vals[:, a] += np.bincount(self._c_pos[:, c], E[:, k1 + c, a],
+                                                 minlength=self._nnz_c)
+        if n_later:
+            cols = self._w_cols[:, :n_later]
+            index = (cols[:, :, None] * self.m + cols[:, None, :]).ravel()
+            self.G += np.bincount(index, E[:, k1:, k1:].ravel(),
+                                  minlength=self.m * self.m).reshape(self.m, self.m, order="F")
+
+    def set_response(self, y, slot_shift=None) -> None:
+        """Replace y (e.g. y − f(Π) for a linked mean); the pattern is unchanged.
+
+        ``slot_shift`` (n × K) is added to each observation's Z'y contribution
+        (the Newton step's right-hand side, see ``set_Z``).
+        """
         y = np.asarray(y, dtype=float)
         self._w_vals[:, -1] = y
         col = self.m - 1
@@ -175,6 +205,16 @@ class BlockedEngine(_EngineBase):
             self.c_vals[flat_pos, a] = 0.0
         for a in range(self.k1):
             np.add.at(self.c_vals[:, a], flat_pos, y * self._first_Z[:, a])
+        if slot_shift is not None:
+            k1 = self.k1
+            n_later = slot_shift.shape[1] - k1
+            for a in range(k1):
+                np.add.at(self.c_vals[:, a], flat_pos, slot_shift[:, a])
+            if n_later:
+                g = np.bincount(self._w_cols[:, :n_later].ravel(),
+                                slot_shift[:, k1:].ravel(), minlength=self.m)
+                self.G[col, :] += g
+                self.G[:, col] += g
 
     def update(self, theta) -> bool:
         theta = np.ascontiguousarray(theta, dtype=float)
@@ -259,8 +299,12 @@ class CholmodEngine(_EngineBase):
         self.XY[:, -1] = y
         self.XYtXY = self.XY.T @ self.XY
 
-    def set_Z(self, Zs) -> None:
+    supports_curvature = False  # CHOLMOD factors AA' + I: no indefinite corrections
+
+    def set_Z(self, Zs, curvature=None) -> None:
         """Replace every term's covariate values (n × k each); the pattern is unchanged."""
+        if curvature is not None:
+            raise ValueError("the CHOLMOD engine cannot take curvature corrections")
         self.Zcat[:] = np.hstack(Zs)
 
     def update(self, theta) -> bool:

@@ -1,0 +1,204 @@
+"""Nonlinear mixed models (Laplace) against lme4's nlmer (tests/data/lme4_nlmer.json)."""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import linkmix
+from linkmix import ModelFunctionError, datasets
+from linkmix.cli import main as cli_main
+from linkmix.nonlinear import NonlinearMixedModel
+from linkmix.ssmodels import SELF_STARTING
+
+REFS = {r["name"]: r for r in
+        json.loads((pathlib.Path(__file__).parent / "data" / "lme4_nlmer.json").read_text())}
+CASES = {
+    "Orange_logis_Asym": ("Orange", "circumference ~ SSlogis(age, Asym, xmid, scal) ~ Asym | Tree",
+                          None),
+    "Theoph_fol_diag3": ("Theoph", "conc ~ SSfol(Dose, Time, lKe, lKa, lCl)",
+                         "lKe + lKa + lCl || Subject"),
+}
+_FITS = {}
+
+
+def fitted(name):
+    if name not in _FITS:
+        stem, formula, random = CASES[name]
+        _FITS[name] = linkmix.nlmer(formula, datasets.load(stem), random=random)
+    return _FITS[name]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_laplace_fit_matches_nlmer(name):
+    ref, fit = REFS[name], fitted(name)
+    assert fit.converged
+    assert fit.objective <= ref["objective"] * (1 + 1e-4)
+    assert fit.objective == pytest.approx(ref["objective"], rel=1e-4)
+    beta_ref = np.array([ref["beta"][k] for k in fit.beta.index])
+    np.testing.assert_allclose(fit.beta.to_numpy(), beta_ref, rtol=1e-3)
+    assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-2)
+    # random-effect SDs σ·θ (all terms scalar here)
+    sd = fit.params.set_index("name").estimate
+    theta_ref = np.atleast_1d(ref["theta"])
+    for term, theta in zip(fit.design.terms, theta_ref):
+        expected = ref["sigma"] * theta
+        got = sd[f"sd[{term.coef_names[0]}|{term.group}]"]
+        assert got == pytest.approx(expected, rel=1e-2, abs=2e-3)
+
+
+def test_three_part_formula_equals_random_argument():
+    data = datasets.load("Orange")
+    a = fitted("Orange_logis_Asym")
+    b = linkmix.nlmer("circumference ~ SSlogis(age, Asym, xmid, scal)", data, random="Asym | Tree")
+    assert a.objective == pytest.approx(b.objective, rel=1e-10)
+
+
+def test_laplace_deviance_matches_dense_pnls():
+    """At fixed (θ, β): PNLS minimum by a general optimiser, log-det by dense algebra."""
+    import scipy.optimize
+
+    model = NonlinearMixedModel(*CASES["Theoph_fol_diag3"][1:2], datasets.load("Theoph"),
+                                CASES["Theoph_fol_diag3"][2])
+    theta, beta = np.array([0.1, 0.9, 0.25]), np.array([-2.45, 0.45, -3.2])
+    r2, u, logdet, converged = model.pnls(theta, beta)
+    assert converged
+    y = model.design.y
+
+    def prss(v):
+        mu, _, _ = model._mean(theta, beta, v, with_gradient=False)
+        return np.sum((y - mu) ** 2) + v @ v
+
+    ref = scipy.optimize.minimize(prss, np.zeros_like(u), method="BFGS", options={"gtol": 1e-10})
+    assert r2 == pytest.approx(ref.fun, rel=1e-9)
+    np.testing.assert_allclose(u, ref.x, atol=1e-5)
+    _, grad, _ = model._mean(theta, beta, u)
+    Z = np.zeros((model.n, model.design.q))
+    offset = 0
+    for term, cols in zip(model.design.terms, model.design.term_params):
+        for c in range(term.k):
+            Z[np.arange(model.n), offset + term.codes * term.k + c] = grad[:, cols[c]]
+        offset += term.q
+    U = Z @ model.design.Lambda_sparse(theta).toarray()
+    assert logdet == pytest.approx(np.linalg.slogdet(U.T @ U + np.eye(model.design.q))[1],
+                                   rel=1e-10)
+    n = model.n
+    assert model.laplace(theta, beta) == pytest.approx(
+        logdet + n * (1 + math.log(2 * math.pi * r2 / n)), rel=1e-12)
+
+
+def test_newton_and_gauss_newton_pnls_agree():
+    model = NonlinearMixedModel(*CASES["Theoph_fol_diag3"][1:2], datasets.load("Theoph"),
+                                CASES["Theoph_fol_diag3"][2])
+    theta, beta = np.array([0.2, 0.9, 0.25]), np.array([-2.45, 0.45, -3.2])
+    newton = model.laplace(theta, beta)
+    model.newton = False
+    model._u[:] = 0
+    assert model.laplace(theta, beta) == pytest.approx(newton, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(SELF_STARTING))
+def test_self_starting_gradients_match_finite_differences(name):
+    model = SELF_STARTING[name]
+    rng = np.random.default_rng(1)
+    centre = {"SSlogis": [200, 700, 300], "SSfol": [-2.5, 0.5, -3.2], "SSasymp": [10, 2, -1],
+              "SSmicmen": [200, 0.1], "SSbiexp": [3, 1, 0.6, -1.5]}[name]
+    phi = np.array(centre) + 0.2 * rng.normal(size=(20, len(centre)))
+    cov = tuple(rng.uniform(0.1, 1000 if name == "SSlogis" else 10, 20)
+                for _ in model.covariates)
+    np.testing.assert_allclose(model.gradient(phi, cov),
+                               model._finite_difference_gradient(phi, cov, None),
+                               rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(SELF_STARTING))
+def test_self_start_recovers_pooled_parameters(name):
+    """Data simulated from the model itself: the self-start finds the parameters."""
+    model = SELF_STARTING[name]
+    truth = {"SSlogis": [200, 700, 300], "SSfol": [-2.5, 0.5, -3.2], "SSasymp": [10, 2, -1],
+             "SSmicmen": [200, 0.1], "SSbiexp": [3, 1, 0.6, -1.5]}[name]
+    t = np.linspace(0.05, 1500 if name == "SSlogis" else 24, 40)
+    cov = (np.full(40, 4.0), t) if name == "SSfol" else (t,)
+    y = model.value(np.tile(truth, (40, 1)).astype(float), cov)
+    np.testing.assert_allclose(model.start(y, cov), truth, rtol=1e-4, atol=1e-4)
+
+
+def test_user_model_with_and_without_jacobian():
+    data = datasets.load("Orange")
+
+    def logistic(phi, cov):
+        return phi["Asym"] / (1 + np.exp((phi["xmid"] - cov["age"]) / phi["scal"]))
+
+    model = linkmix.user_model(logistic, ["Asym", "xmid", "scal"], ["age"])
+    fit = linkmix.nlmer("circumference ~ logistic(age, Asym, xmid, scal)", data,
+                        random="Asym | Tree", model=model,
+                        start={"Asym": 190, "xmid": 700, "scal": 350})
+    assert fit.objective == pytest.approx(REFS["Orange_logis_Asym"]["objective"], rel=1e-4)
+
+
+def test_covariate_on_a_model_parameter():
+    data = datasets.load("Theoph")
+    fit = linkmix.nlmer("conc ~ SSfol(Dose, Time, lKe, lKa, lCl)", data,
+                        random="lKa + lCl || Subject", fixed={"lCl": "1 + Wt"})
+    assert list(fit.beta.index) == ["lKe", "lKa", "lCl:(Intercept)", "lCl:Wt"]
+    assert fit.converged and np.isfinite(fit.se).all()
+
+
+def test_results_prediction_and_summary():
+    fit = fitted("Orange_logis_Asym")
+    data = datasets.load("Orange")
+    np.testing.assert_allclose(fit.predict(data), fit.fitted(), rtol=1e-10)
+    np.testing.assert_allclose(fit.fitted() + fit.residuals(), fit.design.y)
+    new = pd.DataFrame({"age": [1000.0, 1000.0], "Tree": ["1", "unseen"]})
+    pred = fit.predict(new)
+    pop = fit.predict(new, include_random=False)
+    assert pred[1] == pytest.approx(pop[1]) and pred[0] != pytest.approx(pop[0])
+    re = fit.ranef()["Tree"]
+    assert re.shape == (5, 1) and list(re.columns) == ["Asym"]
+    assert np.isfinite(fit.se).all() and (fit.se > 0).all()
+    text = str(fit.summary())
+    assert "Nonlinear mixed model" in text and "sd" not in text.split("Random effects")[0]
+    record = fit.to_dict()
+    assert record["model"] == "SSlogis" and set(record["params"]) >= {"Asym", "sigma",
+                                                                        "sd[Asym|Tree]"}
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(formula="y ~ nosuch(age, a)", random="a | Tree"), linkmix.FormulaError,
+     "unknown model function 'nosuch'"),
+    (dict(formula="circumference ~ SSlogis(age, Asym, xmid)", random="Asym | Tree"),
+     linkmix.FormulaError, "takes 1 covariate"),
+    (dict(formula="circumference ~ SSlogis(age, Asym, xmid, scal)", random="K | Tree"),
+     linkmix.FormulaError, "model parameters"),
+    (dict(formula="circumference ~ SSlogis(agez, Asym, xmid, scal)", random="Asym | Tree"),
+     linkmix.DataError, "unknown column 'agez'"),
+])
+def test_bad_specifications(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        linkmix.nlmer(data=datasets.load("Orange"), **kwargs)
+
+
+def test_model_returning_nan_or_wrong_shape():
+    data = datasets.load("Orange")
+    bad_shape = linkmix.user_model(lambda phi, cov: np.ones(3), ["a"], ["age"], name="short")
+    with pytest.raises(ModelFunctionError, match="returned shape"):
+        linkmix.nlmer("circumference ~ short(age, a)", data, random="a | Tree", model=bad_shape,
+                      start={"a": 1.0})
+    nan_model = linkmix.user_model(lambda phi, cov: phi["a"] * np.nan, ["a"], ["age"], name="nan")
+    with pytest.raises(linkmix.FitError, match="cannot be evaluated"):
+        linkmix.nlmer("circumference ~ nan(age, a)", data, random="a | Tree", model=nan_model,
+                      start={"a": 1.0})
+
+
+def test_cli_nlfit(tmp_path, capsys):
+    out = tmp_path / "nl.json"
+    code = cli_main(["nlfit", datasets.path("Orange"), "--formula",
+                     "circumference ~ SSlogis(age, Asym, xmid, scal)", "--random", "Asym | Tree",
+                     "--json", str(out)])
+    assert code == 0
+    assert "Nonlinear mixed model" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["objective"] == pytest.approx(REFS["Orange_logis_Asym"]["objective"], rel=1e-4)
