@@ -202,3 +202,27 @@ def test_cli_nlfit(tmp_path, capsys):
     assert "Nonlinear mixed model" in capsys.readouterr().out
     record = json.loads(out.read_text())
     assert record["objective"] == pytest.approx(REFS["Orange_logis_Asym"]["objective"], rel=1e-4)
+
+
+def test_links_work_for_nonlinear_models():
+    """The constraint language and namespace of linear models, on a Laplace fit."""
+    data = datasets.load("Theoph")
+    formula, random = "conc ~ SSfol(Dose, Time, lKe, lKa, lCl)", "lKa + lCl || Subject"
+    plain = linkmix.nlmer(formula, data, random=random)
+    redundant = linkmix.nlmer(formula, data, random=random, constraints="sigma >= 0.01")
+    assert redundant.objective == pytest.approx(plain.objective, abs=1e-5)
+    p_red = redundant.params.set_index("name").estimate
+    for name, value in plain.params.set_index("name").estimate.items():
+        assert p_red[name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
+    # a fixed effect tied to a variance component
+    linked = linkmix.nlmer(formula, data, random=random,
+                           constraints="lKa == 4 * `sd[lKa|Subject]`")
+    est = linked.params.set_index("name").estimate
+    assert est["lKa"] == pytest.approx(4 * est["sd[lKa|Subject]"], abs=1e-8)
+    assert linked.converged and linked.objective > plain.objective
+    test = linkmix.lrt(linked, plain)
+    assert test.df == 1 and test.statistic == pytest.approx(linked.objective - plain.objective)
+    assert "nonlinear" in str(linked.summary())
+    np.testing.assert_allclose(linked.fitted() + linked.residuals(), linked.design.y)
+    with pytest.raises(linkmix.ConstraintError, match="unknown parameter 'lKx'"):
+        linkmix.nlmer(formula, data, random=random, constraints="lKx == 1")

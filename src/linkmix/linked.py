@@ -36,7 +36,7 @@ from .numdiff import jacobian
 from .optimize import CONSTRAINED_METHODS, ConstrainedRun, minimize_constrained
 from .parameters import SIGMA, ParameterSpace, sd_name
 
-__all__ = ["LinkedModel"]
+__all__ = ["LinkedModel", "LinkedNonlinearModel"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 #: A start is feasible when no constraint is violated by more than this.
@@ -53,45 +53,22 @@ def _as_list(constraints):
     return list(constraints)
 
 
-class LinkedModel:
-    """A linear mixed model with constraints on, and/or a mean depending on, its parameters.
+class _LinkedBase:
+    """What every linked model shares: constraints as functions of ``z = (θ, β, log σ)``,
+    starts, the multi-start constrained fit and the analysis of its optima.
 
-    Parameters
-    ----------
-    formula : str
-        lme4-style formula; a rank-deficient fixed part is kept.
-    data : pandas.DataFrame
-    constraints : str, callable, dict, Constraint, or a list of them
-        Equalities ``"lhs == rhs"`` / inequalities ``"lhs >= rhs"`` over the
-        parameter names, or callables of a name → value mapping returning the
-        residual (``== 0``, or ``>= 0`` with ``{"type": "ineq", "fun": f}``).
-    mean : str or callable, optional
-        A term ``f(Π, data)`` added to Xβ: an expression over parameter names and
-        data columns, or ``callable(params, data)`` returning n values.
-    engine : {"auto", "blocked", "cholmod"}
-    missing : {"drop", "raise"}
+    Subclasses set ``design``, ``formula`` and ``mean`` and provide ``deviance(z)``,
+    ``gradient(z)``, ``base_start()``, ``modes(z)`` (ũ) and ``conditional_residual(z)``.
     """
 
-    def __init__(self, formula: str, data, *, constraints=None, mean=None,
-                 engine: str = "auto", missing: str = "drop"):
-        self.formula = formula
-        self.data = data
-        self.design = design = build_design(formula, data, missing=missing,
-                                            drop_rank_deficient=False)
+    def _setup_links(self, constraints):
+        design = self.design
         self.space = space = ParameterSpace(design)
-        self.rows = data.loc[design.row_index]
         self.constraints = [make_constraint(c, space.names) for c in _as_list(constraints)]
-        self.mean = MeanTerm(mean, space.names, self.rows) if mean is not None else None
-        random_only = dataclasses.replace(design, X=np.zeros((design.n, 0)), fixed_names=[])
-        self.engine = make_engine(random_only, engine)
-        self.engine_kind = engine
-        self.Z = design.Z_sparse()
         self.n = design.n
         self.fixed_rank = int(np.linalg.matrix_rank(design.X)) if design.p else 0
         self._eq = [c for c in self.constraints if c.kind == "eq"]
         self._ineq = [c for c in self.constraints if c.kind == "ineq"]
-        self._state_z = None
-        self._engine_response = None
         self._searching = False
 
     # ---- parameters and user functions -------------------------------------
@@ -153,77 +130,7 @@ class LinkedModel:
     def ineq_jacobian(self, z) -> np.ndarray:
         return self._jacobian(self._ineq, z)
 
-    # ---- the full deviance and its gradient ----------------------------------
-    def deviance(self, z) -> float:
-        """D(θ, β, σ) = −2 log L at ``z = (θ, β, log σ)``."""
-        z = np.asarray(z, dtype=float)
-        theta, beta, sigma = self.space.split(z)
-        response = self.design.y - self.design.X @ beta - self._mean_at(z)
-        if not np.all(np.isfinite(response)):
-            self._state_z = None
-            return math.inf
-        if self._engine_response is None or not np.array_equal(response, self._engine_response):
-            self.engine.set_response(response)
-            self._engine_response = response
-        if not self.engine.update(theta):
-            self._state_z = None
-            return math.inf
-        r2 = self.engine.prss()
-        self._state_z, self._state_response, self._state_r2 = z.copy(), response, r2
-        return self.n * (_LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + self.engine.logdet_L
-
-    def _ensure_state(self, z):
-        if self._state_z is None or not np.array_equal(self._state_z, z):
-            self.deviance(z)
-
-    def conditional_residual(self, z) -> np.ndarray:
-        """r̃ = y − Xβ − f(Π) − ZΛũ at ``z``."""
-        z = np.asarray(z, dtype=float)
-        self._ensure_state(z)
-        theta = self.space.split(z)[0]
-        u = self.engine.conditional_modes(np.zeros(0))
-        return self._state_response - self.Z @ self.design.Lambda_times(theta, u)
-
-    def gradient(self, z, step: float = 1e-5) -> np.ndarray:
-        """∇D at ``z``: exact in β and log σ, central differences in θ."""
-        z = np.asarray(z, dtype=float)
-        self._ensure_state(z)
-        nt, p = self.space.n_theta, self.space.p
-        sigma = self.space.split(z)[2]
-        r2 = self._state_r2
-        w = -2.0 * self.conditional_residual(z) / sigma**2      # ∂D/∂(mean_i)
-        grad = np.empty(len(z))
-        grad[nt:nt + p] = self.design.X.T @ w
-        grad[-1] = 2.0 * self.n - 2.0 * r2 / sigma**2
-        if self.mean is not None:
-            for k in range(nt, len(z)):
-                h = 1e-6 * max(1.0, abs(z[k]))
-                up, down = z.copy(), z.copy()
-                up[k] += h
-                down[k] -= h
-                grad[k] += w @ (self._mean_at(up) - self._mean_at(down)) / (2 * h)
-        grad[:nt] = jacobian(self.deviance, z, lower=self.space.z_lower(), rel_step=step,
-                             indices=range(nt))[0]
-        return grad
-
     # ---- starts ---------------------------------------------------------------
-    def base_start(self) -> np.ndarray:
-        """z at the unconstrained ML fit (rank-deficient columns at 0), ignoring any mean."""
-        from .model import LinearMixedModel
-
-        X, names, _ = drop_dependent_columns(self.design.X, self.space.fixed_names)
-        model = LinearMixedModel.from_design(
-            dataclasses.replace(self.design, X=X, fixed_names=names), REML=False)
-        fit = model.fit(check_gradient=False, ftol_abs=1e-6)  # a start: SLSQP refines it
-        beta = np.zeros(self.space.p)
-        index = {name: i for i, name in enumerate(self.space.fixed_names)}
-        for name, value in fit.beta.items():
-            beta[index[name]] = value
-        theta = fit.theta.copy()
-        diag = np.isfinite(self.space.theta_lower)
-        theta[diag & (theta < 1e-3)] = 0.1  # start off the boundary
-        return self.space.join(theta, beta, fit.sigma)
-
     def starts(self, n_starts: int, seed: int = 0, start=None) -> list[np.ndarray]:
         """``n_starts`` deterministic starting points: the base start, then spread ones.
 
@@ -258,18 +165,19 @@ class LinkedModel:
         """Typical step of each coordinate of z, 1/sqrt of a diagonal curvature estimate.
 
         SLSQP's first step and line search assume unit curvature; without scaling a
-        start far from the optimum sends it to absurd points.  β: σ/sqrt(2·(X'X)_jj);
-        log σ: 1/sqrt(4n) (∂²D/∂(log σ)² = 4n at the optimum); θ: from a second
-        difference of D.
+        start far from the optimum sends it to absurd points.  log σ: 1/sqrt(4n)
+        (∂²D/∂(log σ)² = 4n at the optimum); β: ``_beta_scales`` (linear models:
+        σ/sqrt(2·(X'X)_jj)) or, where that is None, like θ from a second difference of D.
         """
         nt, p = self.space.n_theta, self.space.p
-        sigma = self.space.split(z)[2]
         out = np.empty(len(z))
-        out[nt:nt + p] = sigma / np.sqrt(np.maximum(2.0 * np.sum(self.design.X**2, axis=0),
-                                                    1e-12))
         out[-1] = 1.0 / math.sqrt(4.0 * self.n)
         d0 = self.deviance(z)
-        for k in range(nt):
+        beta_scales = self._beta_scales(z)
+        second_difference = range(nt) if beta_scales is not None else range(nt + p)
+        if beta_scales is not None:
+            out[nt:nt + p] = beta_scales
+        for k in second_difference:
             h = 1e-3 * max(1.0, abs(z[k]))
             up, up2 = z.copy(), z.copy()
             up[k] += h
@@ -277,6 +185,9 @@ class LinkedModel:
             curvature = (self.deviance(up2) - 2 * self.deviance(up) + d0) / h**2
             out[k] = 1.0 / math.sqrt(curvature) if curvature > 1e-8 else 1.0
         return np.clip(out, 1e-8, 1e4)
+
+    def _beta_scales(self, z):
+        return None
 
     def _start_from(self, start) -> np.ndarray:
         """z from an array (θ, β, log σ) or a mapping of parameter names.
@@ -456,3 +367,192 @@ class LinkedModel:
         if self._eq:
             rows.append(self.eq_jacobian(z)[:, nt:nt + p])
         return int(np.linalg.matrix_rank(np.vstack(rows))) == p
+
+
+class LinkedModel(_LinkedBase):
+    """A linear mixed model with constraints on, and/or a mean depending on, its parameters.
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula; a rank-deficient fixed part is kept.
+    data : pandas.DataFrame
+    constraints : str, callable, dict, Constraint, or a list of them
+        Equalities ``"lhs == rhs"`` / inequalities ``"lhs >= rhs"`` over the
+        parameter names, or callables of a name → value mapping returning the
+        residual (``== 0``, or ``>= 0`` with ``{"type": "ineq", "fun": f}``).
+    mean : str or callable, optional
+        A term ``f(Π, data)`` added to Xβ: an expression over parameter names and
+        data columns, or ``callable(params, data)`` returning n values.
+    engine : {"auto", "blocked", "cholmod"}
+    missing : {"drop", "raise"}
+    """
+
+    title = "Linked linear mixed model fit by maximum likelihood"
+
+    def __init__(self, formula: str, data, *, constraints=None, mean=None,
+                 engine: str = "auto", missing: str = "drop"):
+        self.formula = formula
+        self.data = data
+        self.design = design = build_design(formula, data, missing=missing,
+                                            drop_rank_deficient=False)
+        self._setup_links(constraints)
+        self.rows = data.loc[design.row_index]
+        self.mean = MeanTerm(mean, self.space.names, self.rows) if mean is not None else None
+        random_only = dataclasses.replace(design, X=np.zeros((design.n, 0)), fixed_names=[])
+        self.engine = make_engine(random_only, engine)
+        self.engine_kind = engine
+        self.Z = design.Z_sparse()
+        self._state_z = None
+        self._engine_response = None
+
+    # ---- the full deviance and its gradient ----------------------------------
+    def deviance(self, z) -> float:
+        """D(θ, β, σ) = −2 log L at ``z = (θ, β, log σ)``."""
+        z = np.asarray(z, dtype=float)
+        theta, beta, sigma = self.space.split(z)
+        response = self.design.y - self.design.X @ beta - self._mean_at(z)
+        if not np.all(np.isfinite(response)):
+            self._state_z = None
+            return math.inf
+        if self._engine_response is None or not np.array_equal(response, self._engine_response):
+            self.engine.set_response(response)
+            self._engine_response = response
+        if not self.engine.update(theta):
+            self._state_z = None
+            return math.inf
+        r2 = self.engine.prss()
+        self._state_z, self._state_response, self._state_r2 = z.copy(), response, r2
+        return self.n * (_LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + self.engine.logdet_L
+
+    def _ensure_state(self, z):
+        if self._state_z is None or not np.array_equal(self._state_z, z):
+            self.deviance(z)
+
+    def conditional_residual(self, z) -> np.ndarray:
+        """r̃ = y − Xβ − f(Π) − ZΛũ at ``z``."""
+        z = np.asarray(z, dtype=float)
+        self._ensure_state(z)
+        theta = self.space.split(z)[0]
+        u = self.engine.conditional_modes(np.zeros(0))
+        return self._state_response - self.Z @ self.design.Lambda_times(theta, u)
+
+    def gradient(self, z, step: float = 1e-5) -> np.ndarray:
+        """∇D at ``z``: exact in β and log σ, central differences in θ."""
+        z = np.asarray(z, dtype=float)
+        self._ensure_state(z)
+        nt, p = self.space.n_theta, self.space.p
+        sigma = self.space.split(z)[2]
+        r2 = self._state_r2
+        w = -2.0 * self.conditional_residual(z) / sigma**2      # ∂D/∂(mean_i)
+        grad = np.empty(len(z))
+        grad[nt:nt + p] = self.design.X.T @ w
+        grad[-1] = 2.0 * self.n - 2.0 * r2 / sigma**2
+        if self.mean is not None:
+            for k in range(nt, len(z)):
+                h = 1e-6 * max(1.0, abs(z[k]))
+                up, down = z.copy(), z.copy()
+                up[k] += h
+                down[k] -= h
+                grad[k] += w @ (self._mean_at(up) - self._mean_at(down)) / (2 * h)
+        grad[:nt] = jacobian(self.deviance, z, lower=self.space.z_lower(), rel_step=step,
+                             indices=range(nt))[0]
+        return grad
+
+    def base_start(self) -> np.ndarray:
+        """z at the unconstrained ML fit (rank-deficient columns at 0), ignoring any mean."""
+        from .model import LinearMixedModel
+
+        X, names, _ = drop_dependent_columns(self.design.X, self.space.fixed_names)
+        model = LinearMixedModel.from_design(
+            dataclasses.replace(self.design, X=X, fixed_names=names), REML=False)
+        fit = model.fit(check_gradient=False, ftol_abs=1e-6)  # a start: SLSQP refines it
+        beta = np.zeros(self.space.p)
+        index = {name: i for i, name in enumerate(self.space.fixed_names)}
+        for name, value in fit.beta.items():
+            beta[index[name]] = value
+        theta = fit.theta.copy()
+        diag = np.isfinite(self.space.theta_lower)
+        theta[diag & (theta < 1e-3)] = 0.1  # start off the boundary
+        return self.space.join(theta, beta, fit.sigma)
+
+    def modes(self, z) -> np.ndarray:
+        """ũ at ``z``."""
+        self._ensure_state(np.asarray(z, dtype=float))
+        return self.engine.conditional_modes(np.zeros(0))
+
+    def _beta_scales(self, z) -> np.ndarray:
+        sigma = self.space.split(z)[2]
+        return sigma / np.sqrt(np.maximum(2.0 * np.sum(self.design.X**2, axis=0), 1e-12))
+
+
+class LinkedNonlinearModel(_LinkedBase):
+    """A nonlinear mixed model with constraints between its named parameters.
+
+    The likelihood is the Laplace approximation with nothing profiled,
+    ``D = n log(2πσ²) + r²(θ, β)/σ² + log|L|²`` (r² and L from PNLS at (θ, β));
+    ``∂D/∂log σ = 2n − 2r²/σ²`` exactly, θ and β by central differences (each
+    perturbed PNLS starts from the same ũ, so the differences are smooth).
+    Parameters as ``linkmix.nlmer``.
+    """
+
+    title = "Linked nonlinear mixed model fit by maximum likelihood (Laplace approximation)"
+
+    def __init__(self, formula: str, data, random=None, *, fixed=None, model=None,
+                 engine: str = "auto", missing: str = "drop", constraints=None):
+        from .nonlinear import NonlinearMixedModel
+
+        self.formula = formula
+        self.nlmm = NonlinearMixedModel(formula, data, random, fixed=fixed, model=model,
+                                        engine=engine, missing=missing)
+        self.design = self.nlmm.design
+        self.mean = None
+        self._setup_links(constraints)
+        self._state = None
+
+    def _deviance_from(self, z, u_start) -> float:
+        theta, beta, sigma = self.space.split(np.asarray(z, dtype=float))
+        r2, u, logdet, _ = self.nlmm.pnls(theta, beta, u_start)
+        if not math.isfinite(r2) or not math.isfinite(logdet):
+            return math.inf
+        self._state = (np.array(z, dtype=float), r2, u)
+        return self.n * (_LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + logdet
+
+    def deviance(self, z) -> float:
+        """Laplace −2 log L at ``z = (θ, β, log σ)``."""
+        return self._deviance_from(z, None)
+
+    def _at(self, z):
+        z = np.asarray(z, dtype=float)
+        if self._state is None or not np.array_equal(self._state[0], z):
+            self.deviance(z)
+        return self._state
+
+    def gradient(self, z, step: float = 1e-6) -> np.ndarray:
+        z = np.asarray(z, dtype=float)
+        _, r2, u = self._at(z)
+        nt, p = self.space.n_theta, self.space.p
+        grad = np.empty(len(z))
+        grad[:nt + p] = jacobian(lambda x: self._deviance_from(x, u), z,
+                                 lower=self.space.z_lower(), rel_step=step,
+                                 indices=range(nt + p))[0]
+        sigma = self.space.split(z)[2]
+        grad[-1] = 2.0 * self.n - 2.0 * r2 / sigma**2
+        self._deviance_from(z, u)
+        return grad
+
+    def base_start(self) -> np.ndarray:
+        """z at the unconstrained Laplace fit."""
+        fit = self.nlmm.fit(check_gradient=False)
+        theta = fit.theta.copy()
+        diag = np.isfinite(self.space.theta_lower)
+        theta[diag & (theta < 1e-3)] = 0.1  # start off the boundary
+        return self.space.join(theta, fit.beta.to_numpy(), fit.sigma)
+
+    def modes(self, z) -> np.ndarray:
+        return self._at(z)[2]
+
+    def conditional_residual(self, z) -> np.ndarray:
+        theta, beta, _ = self.space.split(np.asarray(z, dtype=float))
+        mu, _, _ = self.nlmm._mean(theta, beta, self.modes(z), with_gradient=False)
+        return self.design.y - mu

@@ -556,6 +556,12 @@ class LinkedResults(_Report):
         J = self.space.natural_jacobian(self.z)
         return np.sqrt(np.clip(np.diag(J @ cov_z @ J.T), 0.0, None))
 
+    @property
+    def singular(self) -> bool:
+        """Whether a diagonal entry of some T is (numerically) zero, as lme4's isSingular."""
+        diag = np.isfinite(self.space.theta_lower)
+        return bool(np.any(self.theta[diag] < SINGULAR_TOL))
+
     # ---- verdicts -------------------------------------------------------------
     @property
     def identified(self) -> bool:
@@ -609,9 +615,7 @@ class LinkedResults(_Report):
                              "std_error": self.se_natural, "statistic": statistic})
 
     def _b(self) -> np.ndarray:
-        self.model.deviance(self.z)
-        return self.design.Lambda_times(self.theta,
-                                        self.model.engine.conditional_modes(np.zeros(0)))
+        return self.design.Lambda_times(self.theta, self.model.modes(self.z))
 
     def residuals(self) -> np.ndarray:
         """Conditional residuals y − Xβ − f(Π) − Zb̃."""
@@ -668,7 +672,7 @@ class LinkedSummary(_Printable):
 
     def __str__(self) -> str:
         fit, model = self.fit, self.fit.model
-        lines = ["Linked linear mixed model fit by maximum likelihood [linkmix]",
+        lines = [f"{model.title} [linkmix]",
                  f"Formula: {fit.design.formula.text}"]
         if model.mean is not None:
             lines.append(f"Linked mean: + {model.mean.label}")
@@ -757,7 +761,6 @@ def lrt(restricted, general) -> LRTResult:
     else:
         import scipy.stats  # here, not at import: scipy.stats costs 0.3 s to import
         p_value = float(scipy.stats.chi2.sf(statistic, df))
-        if any(np.isfinite(restricted.space.z_lower()) & (restricted.z <= 1e-8)) \
-                if isinstance(restricted, LinkedResults) else restricted.singular:
+        if any(fit.singular for fit in (restricted, general)):
             note = "a variance parameter is on its boundary: the chi-squared p-value is conservative"
     return LRTResult(statistic, int(df), p_value, restricted.loglik, general.loglik, note)
