@@ -226,3 +226,20 @@ def test_links_work_for_nonlinear_models():
     np.testing.assert_allclose(linked.fitted() + linked.residuals(), linked.design.y)
     with pytest.raises(linkmix.ConstraintError, match="unknown parameter 'lKx'"):
         linkmix.nlmer(formula, data, random=random, constraints="lKx == 1")
+
+
+def test_analytic_hessians_match_differences_of_the_gradient():
+    for name, model in SELF_STARTING.items():
+        if model.hessian is None:
+            continue
+        rng = np.random.default_rng(2)
+        phi = np.array([200.0, 700, 300]) + 5 * rng.normal(size=(15, 3))
+        cov = (rng.uniform(100, 1500, 15),)
+        H = model.hessian(phi, cov)
+        for j in range(3):
+            h = 1e-4 * np.abs(phi[:, j])
+            up, down = phi.copy(), phi.copy()
+            up[:, j] += h
+            down[:, j] -= h
+            fd = (model.gradient(up, cov) - model.gradient(down, cov)) / (2 * h[:, None])
+            np.testing.assert_allclose(H[:, :, j], fd, rtol=1e-5, atol=1e-9, err_msg=name)

@@ -96,8 +96,11 @@ class NLMMDesign(RandomEffectsLayout):
 
     def phi(self, beta, b_terms=None) -> np.ndarray:
         """φ (n × s) at β and, optionally, random effects b (one (levels × k) array per term)."""
-        phi = np.column_stack([block @ beta[sl]
-                               for block, sl in zip(self.fixed_blocks, self.beta_slices)])
+        phi = np.empty((self.n, len(self.params)))
+        for j, (block, sl) in enumerate(zip(self.fixed_blocks, self.beta_slices)):
+            # an intercept-only parameter is one number for every observation
+            phi[:, j] = beta[sl.start] if block.shape[1] == 1 and self.fixed_specs[
+                self.params[j]].strip() == "1" else block @ beta[sl]
         if b_terms is not None:
             for term, cols, b in zip(self.terms, self.term_params, b_terms):
                 phi[:, cols] += b[term.codes]
@@ -410,9 +413,12 @@ class NonlinearMixedModel:
         return self.engine.conditional_modes(np.zeros(0))
 
     def _phi_hessian(self, phi, grad) -> np.ndarray:
-        """∂²m/∂φ∂φ' per observation (n × s × s) by forward differences of the analytic
-        gradient (accurate to ~1e-7: it only steers Newton steps, never the deviance)."""
+        """∂²m/∂φ∂φ' per observation (n × s × s): the model's own, or forward differences
+        of its analytic gradient (accurate to ~1e-7: it only steers Newton steps, never
+        the deviance)."""
         model, cov = self.design.model, self.design.covariates
+        if model.hessian is not None:
+            return model.hessian(phi, cov)
         n, s = phi.shape
         H = np.empty((n, s, s))
         for j in range(s):

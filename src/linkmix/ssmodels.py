@@ -48,6 +48,9 @@ class NonlinearFunction:
         Analytic ∂μ/∂φ; finite differences when absent.
     start : callable(y, cov) -> ndarray (s,), optional
         Start values for the parameters from pooled data.
+    hessian : callable(phi, cov) -> ndarray (n, s, s), optional
+        Analytic ∂²μ/∂φ∂φ' (used by Newton steps in PNLS); differences of the
+        gradient when absent.
     """
 
     name: str
@@ -56,6 +59,7 @@ class NonlinearFunction:
     value: object
     gradient: object = None
     start: object = None
+    hessian: object = None
 
     def evaluate(self, phi, cov, with_gradient: bool = True):
         """μ and, if asked, ∂μ/∂φ (n × s), checked for shape and finiteness."""
@@ -110,6 +114,23 @@ def _logis_grad(phi, cov):
     g_xmid = -asym * e * d**2 / scal
     g_scal = asym * e * d**2 * (xmid - t) / scal**2
     return np.column_stack([g_asym, g_xmid, g_scal])
+
+
+def _logis_hessian(phi, cov):
+    asym, xmid, scal = phi.T
+    (t,) = cov
+    w = (xmid - t) / scal
+    e = np.exp(w)
+    d = 1.0 / (1.0 + e)
+    g = e * d**2                  # −∂d/∂w
+    g1 = d**2 * (1.0 - 2.0 * e * d)  # ∂g/∂e
+    H = np.zeros((len(t), 3, 3))
+    H[:, 0, 1] = H[:, 1, 0] = -g / scal
+    H[:, 0, 2] = H[:, 2, 0] = g * w / scal
+    H[:, 1, 1] = -asym * e * g1 / scal**2
+    H[:, 1, 2] = H[:, 2, 1] = asym * (e * g1 * w + g) / scal**2
+    H[:, 2, 2] = -asym * (e * g1 * w**2 + 2.0 * g * w) / scal**2
+    return H
 
 
 def _logis_start(y, cov):
@@ -251,7 +272,7 @@ def _refine(value, gradient, y, cov, start):
 
 SELF_STARTING = {
     "SSlogis": NonlinearFunction("SSlogis", ("input",), ("Asym", "xmid", "scal"), _logis,
-                                 _logis_grad, _logis_start),
+                                 _logis_grad, _logis_start, _logis_hessian),
     "SSfol": NonlinearFunction("SSfol", ("Dose", "input"), ("lKe", "lKa", "lCl"), _fol,
                                _fol_grad, _fol_start),
     "SSasymp": NonlinearFunction("SSasymp", ("input",), ("Asym", "R0", "lrc"), _asymp,
