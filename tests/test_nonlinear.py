@@ -233,11 +233,15 @@ def test_analytic_hessians_match_differences_of_the_gradient():
         if model.hessian is None:
             continue
         rng = np.random.default_rng(2)
-        phi = np.array([200.0, 700, 300]) + 5 * rng.normal(size=(15, 3))
-        cov = (rng.uniform(100, 1500, 15),)
+        if name == "SSlogis":
+            phi = np.array([200.0, 700, 300]) + 5 * rng.normal(size=(15, 3))
+            cov = (rng.uniform(100, 1500, 15),)
+        else:
+            phi = np.array([-2.5, 0.5, -3.2]) + 0.2 * rng.normal(size=(15, 3))
+            cov = (rng.uniform(3, 6, 15), rng.uniform(0, 24, 15))
         H = model.hessian(phi, cov)
         for j in range(3):
-            h = 1e-4 * np.abs(phi[:, j])
+            h = 1e-5 * np.maximum(1.0, np.abs(phi[:, j]))
             up, down = phi.copy(), phi.copy()
             up[:, j] += h
             down[:, j] -= h

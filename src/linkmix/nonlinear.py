@@ -17,6 +17,7 @@ conditional modes, and the Laplace deviance.  Notation (DESIGN.md, NLMM):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import warnings
@@ -86,6 +87,11 @@ class NLMMDesign(RandomEffectsLayout):
     def p(self) -> int:
         return len(self.fixed_names)
 
+    @functools.cached_property
+    def _constant(self) -> list[bool]:
+        """Whether each model parameter has only an intercept (φ_j = β_j)."""
+        return [self.fixed_specs[j].strip() == "1" for j in self.params]
+
     @property
     def X(self) -> np.ndarray:
         """β's design in φ space, stacked by parameter ((n·s) × p): used for rank checks."""
@@ -99,8 +105,7 @@ class NLMMDesign(RandomEffectsLayout):
         phi = np.empty((self.n, len(self.params)))
         for j, (block, sl) in enumerate(zip(self.fixed_blocks, self.beta_slices)):
             # an intercept-only parameter is one number for every observation
-            phi[:, j] = beta[sl.start] if block.shape[1] == 1 and self.fixed_specs[
-                self.params[j]].strip() == "1" else block @ beta[sl]
+            phi[:, j] = beta[sl.start] if self._constant[j] else block @ beta[sl]
         if b_terms is not None:
             for term, cols, b in zip(self.terms, self.term_params, b_terms):
                 phi[:, cols] += b[term.codes]

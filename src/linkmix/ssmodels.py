@@ -163,6 +163,43 @@ def _fol_grad(phi, cov):
     return np.column_stack([d_lke, d_lka, d_lcl])
 
 
+def _fol_hessian(phi, cov):
+    """μ = c·F·G with c = Dose·e^{lKe+lKa−lCl}, F = e^{−ke t} − e^{−ka t}, G = 1/(ka − ke);
+    second derivatives by the product rule over (lKe, lKa), and ∂/∂lCl = −μ."""
+    lke, lka, lcl = phi.T
+    dose, t = cov
+    ke, ka = np.exp(lke), np.exp(lka)
+    ek, ea = np.exp(-ke * t), np.exp(-ka * t)
+    c = dose * np.exp(lke + lka - lcl)
+    D = ka - ke
+    F = ek - ea
+    G = 1.0 / D
+    # first and second derivatives of the factors in x ∈ {0: lKe, 1: lKa}
+    Fd = [-t * ke * ek, t * ka * ea]
+    Fdd = {(0, 0): t * ke * ek * (t * ke - 1), (1, 1): t * ka * ea * (1 - t * ka),
+           (0, 1): np.zeros_like(t)}
+    Dd = [-ke, ka]
+    Gd = [-Dd[0] * G**2, -Dd[1] * G**2]
+    Gdd = {(0, 0): ke * G**2 + 2 * Dd[0] ** 2 * G**3, (1, 1): -ka * G**2 + 2 * Dd[1] ** 2 * G**3,
+           (0, 1): 2 * Dd[0] * Dd[1] * G**3}
+    mu = c * F * G
+    H = np.empty((len(t), 3, 3))
+    first = []
+    for x in range(2):
+        first.append(c * F * G + c * Fd[x] * G + c * F * Gd[x])
+    for x in range(2):
+        for y in range(x, 2):
+            key = (x, y)
+            value = (c * F * G + c * Fd[y] * G + c * F * Gd[y]    # ∂c/∂x = c, and so on
+                     + c * Fd[x] * G + c * Fdd[key] * G + c * Fd[x] * Gd[y]
+                     + c * F * Gd[x] + c * Fd[y] * Gd[x] + c * F * Gdd[key])
+            H[:, x, y] = H[:, y, x] = value
+    H[:, 0, 2] = H[:, 2, 0] = -first[0]
+    H[:, 1, 2] = H[:, 2, 1] = -first[1]
+    H[:, 2, 2] = mu
+    return H
+
+
 def _fol_start(y, cov):
     dose, t = cov
     # elimination rate from the log-linear tail, absorption a few times faster, and
@@ -274,7 +311,7 @@ SELF_STARTING = {
     "SSlogis": NonlinearFunction("SSlogis", ("input",), ("Asym", "xmid", "scal"), _logis,
                                  _logis_grad, _logis_start, _logis_hessian),
     "SSfol": NonlinearFunction("SSfol", ("Dose", "input"), ("lKe", "lKa", "lCl"), _fol,
-                               _fol_grad, _fol_start),
+                               _fol_grad, _fol_start, _fol_hessian),
     "SSasymp": NonlinearFunction("SSasymp", ("input",), ("Asym", "R0", "lrc"), _asymp,
                                  _asymp_grad, _asymp_start),
     "SSmicmen": NonlinearFunction("SSmicmen", ("input",), ("Vm", "K"), _micmen, _micmen_grad,
