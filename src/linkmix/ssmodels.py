@@ -149,12 +149,16 @@ def _fol(phi, cov):
     return dose * np.exp(lke + lka - lcl) * (np.exp(-ke * t) - np.exp(-ka * t)) / (ka - ke)
 
 
-def _fol_grad(phi, cov):
+def _fol_parts(phi, cov):
+    """t, the rates ke, ka, their decays e^{−ke t}, e^{−ka t}, and c = Dose·e^{lKe+lKa−lCl}."""
     lke, lka, lcl = phi.T
     dose, t = cov
     ke, ka = np.exp(lke), np.exp(lka)
-    ek, ea = np.exp(-ke * t), np.exp(-ka * t)
-    c = dose * np.exp(lke + lka - lcl)
+    return t, ke, ka, np.exp(-ke * t), np.exp(-ka * t), dose * np.exp(lke + lka - lcl)
+
+
+def _fol_grad(phi, cov):
+    t, ke, ka, ek, ea, c = _fol_parts(phi, cov)
     diff = ka - ke
     mu = c * (ek - ea) / diff
     d_lke = mu + c * (-t * ke * ek) / diff + mu * ke / diff
@@ -166,11 +170,7 @@ def _fol_grad(phi, cov):
 def _fol_hessian(phi, cov):
     """μ = c·F·G with c = Dose·e^{lKe+lKa−lCl}, F = e^{−ke t} − e^{−ka t}, G = 1/(ka − ke);
     second derivatives by the product rule over (lKe, lKa), and ∂/∂lCl = −μ."""
-    lke, lka, lcl = phi.T
-    dose, t = cov
-    ke, ka = np.exp(lke), np.exp(lka)
-    ek, ea = np.exp(-ke * t), np.exp(-ka * t)
-    c = dose * np.exp(lke + lka - lcl)
+    t, ke, ka, ek, ea, c = _fol_parts(phi, cov)
     D = ka - ke
     F = ek - ea
     G = 1.0 / D
