@@ -5,6 +5,8 @@ Public names only; each lives in the module of its pipeline stage.
 
 from .errors import (ConvergenceWarning, DataError, FitError, FormulaError, LinkmixError,
                      MissingDataWarning, RankDeficiencyWarning)
+from . import datasets
+from .batch import fit_groups
 from .constraints import Constraint, ConstraintError
 from .formula import parse_formula
 from .io import read_table
@@ -16,7 +18,7 @@ from .ssmodels import ModelFunctionError, NonlinearFunction, SELF_STARTING, user
 
 __version__ = "0.1.0"
 
-__all__ = ["lmer", "nlmer", "NonlinearMixedModel", "NLMMResults", "NonlinearFunction",
+__all__ = ["lmer", "nlmer", "fit_groups", "datasets", "NonlinearMixedModel", "NLMMResults", "NonlinearFunction",
            "SELF_STARTING", "user_model", "ModelFunctionError", "LinearMixedModel", "LMMResults", "LinkedModel", "LinkedResults",
            "Constraint", "ConstraintError", "lrt", "LRTResult", "parse_formula", "read_table",
            "LinkmixError", "FormulaError", "DataError", "FitError", "MissingDataWarning",

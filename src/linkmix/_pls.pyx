@@ -69,7 +69,7 @@ def lambdat_zt_values(const double[::1] theta, const int[::1] tmpl,
                 col0 = col0 + k
 
 
-def blocked_factor(const double[::1] theta, const int[::1] tmpl,
+cdef tuple _blocked_factor(const double[::1] theta, const int[::1] tmpl,
                    const int[::1] tmpl_off, const int[::1] term_k,
                    # first term: per-level k1 × k1 Gram blocks Σ z z'
                    const double[:, :, ::1] D1,
@@ -82,7 +82,9 @@ def blocked_factor(const double[::1] theta, const int[::1] tmpl,
                    int q2,
                    # outputs
                    double[:, :, ::1] L11, double[:, ::1] L21,
-                   double[::1, :] S):
+                   double[::1, :] S,
+                   # work space: T blocks, one k1 × k1 block, the diagonal scaling of Λ̃
+                   double[::1] Tbuf, double[::1] Abuf, double[::1] lam):
     """Factor Λ̃'[Z W]'[Z W]Λ̃ + I_q in the blocked layout.
 
     With ``u = (u1, u2)``, term 1 owning ``u1``, the augmented matrix is ::
@@ -106,13 +108,10 @@ def blocked_factor(const double[::1] theta, const int[::1] tmpl,
     cdef int j, a, b, c, r, s, p, pp, t, o, k, rr, info = 0
     cdef int start, stop
     cdef double acc, logdet = 0.0, tv
-    cdef double[::1] Tbuf = np.empty(max(1, tmpl.shape[0]))
     cdef double* T1
     cdef double* T
     cdef double* Lj
     cdef double* A
-    cdef double[::1] Abuf = np.empty(k1 * k1)
-    cdef double[::1] lam = np.empty(m)
     cdef char uplo = b'L'
 
     fill_lambda_blocks(theta, tmpl, tmpl_off, term_k, Tbuf)
@@ -238,3 +237,52 @@ def blocked_factor(const double[::1] theta, const int[::1] tmpl,
                 for r in range(q2):
                     logdet = logdet + 2.0 * log(S[r, r])
     return logdet, info
+
+
+def blocked_factor(const double[::1] theta, const int[::1] tmpl,
+                   const int[::1] tmpl_off, const int[::1] term_k,
+                   const double[:, :, ::1] D1, const int[::1] c_indptr, const int[::1] c_rows,
+                   const double[:, ::1] c_vals, const double[::1, :] G,
+                   const int[::1] row_blk_off, const int[::1] row_term, int q2,
+                   double[:, :, ::1] L11, double[:, ::1] L21, double[::1, :] S):
+    """Python entry to the blocked factorisation (see ``BlockedFactor``)."""
+    return _blocked_factor(theta, tmpl, tmpl_off, term_k, D1, c_indptr, c_rows, c_vals, G,
+                           row_blk_off, row_term, q2, L11, L21, S,
+                           np.empty(max(1, tmpl.shape[0])), np.empty(L11.shape[1] ** 2),
+                           np.empty(G.shape[0]))
+
+
+cdef class BlockedFactor:
+    """The blocked factorisation's buffers, bound once, so that a refactorisation
+    passes only θ (a deviance evaluation of a 16-observation model costs a few μs,
+    and argument checking of fifteen buffers would be most of it).
+
+    Rebind (construct anew) whenever the engine replaces one of the arrays.
+    """
+
+    cdef const int[::1] tmpl, tmpl_off, term_k, c_indptr, c_rows, row_blk_off, row_term
+    cdef const double[:, :, ::1] D1
+    cdef const double[:, ::1] c_vals
+    cdef const double[::1, :] G
+    cdef double[:, :, ::1] L11
+    cdef double[:, ::1] L21
+    cdef double[::1, :] S
+    cdef double[::1] Tbuf, Abuf, lam
+    cdef int q2
+
+    def __init__(self, tmpl, tmpl_off, term_k, D1, c_indptr, c_rows, c_vals, G, row_blk_off,
+                 row_term, int q2, L11, L21, S):
+        self.tmpl, self.tmpl_off, self.term_k = tmpl, tmpl_off, term_k
+        self.D1, self.c_indptr, self.c_rows, self.c_vals, self.G = D1, c_indptr, c_rows, c_vals, G
+        self.row_blk_off, self.row_term, self.q2 = row_blk_off, row_term, q2
+        self.L11, self.L21, self.S = L11, L21, S
+        self.Tbuf = np.empty(max(1, len(tmpl)))
+        self.Abuf = np.empty(L11.shape[1] ** 2)
+        self.lam = np.empty(G.shape[0])
+
+    def factor(self, const double[::1] theta):
+        """(log|L|², info) at θ; see ``blocked_factor``."""
+        return _blocked_factor(theta, self.tmpl, self.tmpl_off, self.term_k, self.D1,
+                               self.c_indptr, self.c_rows, self.c_vals, self.G,
+                               self.row_blk_off, self.row_term, self.q2, self.L11, self.L21,
+                               self.S, self.Tbuf, self.Abuf, self.lam)

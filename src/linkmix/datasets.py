@@ -16,7 +16,7 @@ import pandas as pd
 
 from .io import read_table
 
-__all__ = ["load", "path", "names", "simulate_peptide", "seed_link", "add_seed_columns",
+__all__ = ["load", "path", "names", "simulate_peptide", "simulate_experiment", "seed_link", "add_seed_columns",
            "THREE_OPTIMA"]
 
 _FILES = {"sleepstudy": "sleepstudy.csv", "Dyestuff": "Dyestuff.csv",
@@ -89,3 +89,34 @@ def add_seed_columns(frame: pd.DataFrame) -> pd.DataFrame:
     t2 = (frame["treatment"].astype(str) == "2").to_numpy(float)
     m2 = (frame["modification"].astype(str) == "2").to_numpy(float)
     return frame.assign(t2=t2, m2=m2, t2m1=t2 * (1 - m2), t2m2=t2 * m2)
+
+
+def simulate_experiment(n_peptides: int = 100, seed: int = 0, *, n_replicates: int = 4,
+                        missing_rate: float = 0.0):
+    """A whole seed experiment: ``n_peptides`` peptides, each from ``simulate_peptide``
+    with its own effects (μ ~ N(20, 2²), α₂ ~ N(−1, 0.5²), b₂₁ ~ N(0.3, 0.5²),
+    b₂₂ ~ N(1.2, 0.5²); SDs 0.4, 0.9, σ = 0.25).
+
+    Returns
+    -------
+    data : pandas.DataFrame
+        ``simulate_peptide``'s columns plus ``peptide``; with ``missing_rate`` > 0,
+        that fraction of ``x`` is missing (as MS1 intensities often are).
+    truth : pandas.DataFrame
+        One row per peptide: mu, alpha2, b21, b22, c2, sd_1, sd_2, sigma.
+    """
+    rng = np.random.default_rng(seed)
+    frames, truth = [], []
+    for i in range(n_peptides):
+        params = dict(mu=rng.normal(20, 2), alpha2=rng.normal(-1, 0.5), b21=rng.normal(0.3, 0.5),
+                      b22=rng.normal(1.2, 0.5), sd_1=0.4, sd_2=0.9, sigma=0.25)
+        frame = simulate_peptide(int(rng.integers(2**31)), n_replicates=n_replicates, **params)
+        name = f"PEP{i:05d}"
+        frames.append(frame.assign(peptide=name))
+        truth.append({"peptide": name, **params,
+                      "c2": seed_link(params["sd_1"], params["sd_2"], params["b21"],
+                                      params["b22"])})
+    data = pd.concat(frames, ignore_index=True)
+    if missing_rate > 0:
+        data.loc[rng.random(len(data)) < missing_rate, "x"] = np.nan
+    return data, pd.DataFrame(truth)

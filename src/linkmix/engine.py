@@ -51,7 +51,7 @@ class _EngineBase:
         if p == 0:
             return np.zeros(0)
         return scipy.linalg.solve_triangular(self.Lxy[:p, :p], self.Lxy[p, :p], lower=True,
-                                             trans="T")
+                                             trans="T", check_finite=False)
 
     def prss(self, beta=None) -> float:
         """r²(θ, β) = min_u ‖y − Xβ − ZΛu‖² + ‖u‖² (β = β̂ when omitted)."""
@@ -132,6 +132,7 @@ class BlockedEngine(_EngineBase):
         self.S = np.zeros((m, m), order="F")
         self.Lxy = self.S[q2:, q2:]
         self._upper = np.triu_indices(p + 1, 1)
+        self._bind()
 
     def _fill_values(self):
         """The numbers that depend on Z and y, not on θ: D1[j] = Σ_{i∈j} z_i z_i',
@@ -149,6 +150,8 @@ class BlockedEngine(_EngineBase):
         W = self._w_vals
         self.G = np.bincount(self._g_index, (W[:, :, None] * W[:, None, :]).ravel(),
                              minlength=self.m * self.m).reshape(self.m, self.m, order="F")
+        if hasattr(self, "S"):
+            self._bind()
 
     supports_curvature = True
 
@@ -216,12 +219,16 @@ class BlockedEngine(_EngineBase):
                 self.G[col, :] += g
                 self.G[:, col] += g
 
-    def update(self, theta) -> bool:
-        theta = np.ascontiguousarray(theta, dtype=float)
-        logdet, info = _pls.blocked_factor(
-            theta, self.tmpl, self.tmpl_off, self.term_k, self.D1, self.c_indptr, self.c_rows,
+    def _bind(self):
+        """Hand the current buffers to the compiled factorisation (after any is replaced)."""
+        self._factor = _pls.BlockedFactor(
+            self.tmpl, self.tmpl_off, self.term_k, self.D1, self.c_indptr, self.c_rows,
             self.c_vals, self.G, self.row_blk_off, self.row_term, self.q2, self.L11, self.L21,
             self.S)
+
+    def update(self, theta) -> bool:
+        theta = np.ascontiguousarray(theta, dtype=float)
+        logdet, info = self._factor.factor(theta)
         self.theta = theta
         self.logdet_L = logdet
         self.info = info

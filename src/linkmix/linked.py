@@ -476,6 +476,13 @@ class LinkedModel(_LinkedBase):
         theta[diag & (theta < 1e-3)] = 0.1  # start off the boundary
         return self.space.join(theta, beta, fit.sigma)
 
+    def set_response(self, y, row_index=None) -> None:
+        """Refit-ready for another response of the same layout (batch fits)."""
+        self.design = dataclasses.replace(self.design, y=np.asarray(y, dtype=float),
+                                          row_index=row_index)
+        self.space.rebind(self.design)
+        self._state_z = self._engine_response = None
+
     def modes(self, z) -> np.ndarray:
         """ũ at ``z``."""
         self._ensure_state(np.asarray(z, dtype=float))

@@ -8,6 +8,7 @@ objective as a function of θ, or of (θ, β, σ) through ``deviance.full``).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -59,6 +60,13 @@ class LinearMixedModel:
     @property
     def formula(self) -> str:
         return self.design.formula.text
+
+    def set_response(self, y, row_index=None) -> None:
+        """Refit-ready for another response of the same layout (batch fits): only the
+        numbers of y change; design, pattern and symbolic factorisation are kept."""
+        self.design = dataclasses.replace(self.design, y=np.asarray(y, dtype=float),
+                                          row_index=row_index)
+        self.engine.set_response(self.design.y)
 
     def objective(self, theta) -> float:
         """Profiled deviance (ML) or REML criterion at θ."""

@@ -78,12 +78,17 @@ class ParameterSpace:
         names.append(SIGMA), kinds.append("sigma"), groups.append(None), terms.append(None)
         self.names, self.kinds, self.groups, self.terms = names, kinds, groups, terms
         self.scalar_terms = all(term.k == 1 for term in design.terms)
+        self.index = {name: i for i, name in enumerate(names)}
+        self.rebind(design)
+
+    def rebind(self, design) -> None:
+        """Use ``design`` (same layout, another response): the bounds of log σ follow y."""
+        self.design = design
         self.log_sigma_bounds = self._log_sigma_bounds()
         self._z_lower = np.concatenate([self.theta_lower, np.full(self.p, -np.inf),
                                         [self.log_sigma_bounds[0]]])
         self._z_upper = np.concatenate([np.full(self.n_theta + self.p, np.inf),
                                         [self.log_sigma_bounds[1]]])
-        self.index = {name: i for i, name in enumerate(names)}
 
     # ---- z = (θ, β, log σ) --------------------------------------------------
     @property

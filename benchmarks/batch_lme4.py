@@ -1,0 +1,93 @@
+"""Per-peptide fits, thousands at a time: linkmix.fit_groups against an lme4 loop.
+
+Simulates a seed experiment (``linkmix.datasets.simulate_experiment``), writes it
+to CSV, and in the same run times
+* lme4: ``lmer`` on each peptide in an R loop (data already loaded; the loop only),
+* linkmix: ``fit_groups`` on one core (n_jobs=1), unconstrained and constrained (M2),
+  and on all cores,
+then prints time per fit and the ratios.  Needs R with lme4 for the comparison.
+
+Usage: ``python benchmarks/batch_lme4.py [--peptides 500] [--repeats 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import linkmix
+from linkmix.examples import M2_CONSTRAINT, M2_FORMULA
+
+PLAIN = "x ~ 1 + t2 + m2 + t2m1 + (0 + treatment || replicate)"
+
+R_LOOP = r"""
+suppressMessages(library(lme4))
+args <- commandArgs(trailingOnly = TRUE)
+d <- read.csv(args[1])
+for (col in c("treatment", "modification", "replicate")) d[[col]] <- factor(d[[col]])
+groups <- split(d, d$peptide)
+f <- x ~ 1 + t2 + m2 + t2m1 + (0 + dummy(treatment, "1") | replicate) +
+     (0 + dummy(treatment, "2") | replicate)
+times <- numeric(as.integer(args[2]))
+for (r in seq_along(times)) {
+  t0 <- proc.time()[["elapsed"]]
+  for (g in groups) m <- suppressMessages(lmer(f, g, REML = FALSE))
+  times[r] <- proc.time()[["elapsed"]] - t0
+}
+cat(sprintf("seconds=%.6f\n", median(times)))
+"""
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peptides", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    data, _ = linkmix.datasets.simulate_experiment(args.peptides, seed=7)
+    g = args.peptides
+    warnings.simplefilter("ignore")
+    linkmix.fit_groups(data.head(160), "peptide", PLAIN, REML=False, n_jobs=1)  # warm up
+    plain = timed(lambda: linkmix.fit_groups(data, "peptide", PLAIN, REML=False, n_jobs=1),
+                  args.repeats)
+    constrained = timed(lambda: linkmix.fit_groups(data, "peptide", M2_FORMULA,
+                                                   constraints=M2_CONSTRAINT, n_jobs=1), 1)
+    pooled = timed(lambda: linkmix.fit_groups(data, "peptide", PLAIN, REML=False, n_jobs=-1), 1)
+    print(f"{g} peptides, 16 observations each; ms per fit")
+    print(f"  linkmix unconstrained, 1 core    {1000 * plain / g:8.3f}")
+    print(f"  linkmix constrained M2, 1 core   {1000 * constrained / g:8.3f}")
+    print(f"  linkmix unconstrained, all cores {1000 * pooled / g:8.3f}")
+    if shutil.which("Rscript") is None:
+        print("Rscript not found: lme4 not measured")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = pathlib.Path(tmp) / "experiment.csv"
+        data.to_csv(csv, index=False)
+        script = pathlib.Path(tmp) / "loop.R"
+        script.write_text(R_LOOP)
+        out = subprocess.run(["Rscript", str(script), str(csv), str(args.repeats)],
+                             capture_output=True, text=True, check=True).stdout
+    lme4 = float(out.split("=")[1])
+    print(f"  lme4 lmer loop (unconstrained)   {1000 * lme4 / g:8.3f}")
+    print(f"ratios (lme4 / linkmix): unconstrained {lme4 / plain:.1f}x, "
+          f"constrained {lme4 / constrained:.1f}x, unconstrained all cores {lme4 / pooled:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

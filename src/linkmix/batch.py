@@ -1,0 +1,347 @@
+"""Many groups, one model: ``fit_groups`` and the executors that run it.
+
+Owns splitting a long table into groups (peptides, proteins), fitting each with
+the structure the groups share reused, turning every fit — or its failure —
+into tidy rows, and handing chunks of groups to an executor: in process, a local
+process pool (the default), or a dask.distributed cluster.
+
+Reuse: the design (formula parse, X, Z, random-effects pattern), the engine's
+symbolic work and a linked model's constraints are built for the first group of
+each layout and reused for every group whose non-response columns are equal;
+only y changes (``set_response``).  Groups with another layout (missing rows,
+other levels) get a fresh design.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+
+from .design import _required_variables
+from .errors import LinkmixError
+from .formula import parse_formula
+
+__all__ = ["fit_groups", "GroupSpec", "ROW_COLUMNS"]
+
+#: Per-group columns of ``fit_groups``' result, after the group keys.
+ROW_COLUMNS = ["parameter", "kind", "estimate", "std_error", "ci_lower", "ci_upper", "n",
+               "n_dropped", "loglik", "converged", "singular", "constraint_residual",
+               "n_optima", "error"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSpec:
+    """What to fit to every group (picklable: it travels to worker processes)."""
+
+    formula: str
+    constraints: tuple = ()
+    mean: object = None
+    REML: bool | None = None
+    n_starts: int = 1
+    method: str = "SLSQP"
+    level: float = 0.95
+    engine: str = "auto"
+
+    @property
+    def linked(self) -> bool:
+        return bool(self.constraints) or self.mean is not None
+
+    def used_columns(self) -> tuple[str, list[str]]:
+        """The response and the other columns the formula reads."""
+        spec = parse_formula(self.formula)
+        cols = set(_required_variables(spec.fixed, "the fixed-effects part"))
+        for term in spec.random:
+            cols |= _required_variables(term.expr, "a random-effects expression")
+            cols |= set(term.group)
+        cols.discard(spec.response)
+        return spec.response, sorted(cols)
+
+
+class _GroupFitter:
+    """Fits one spec to many groups, reusing the model of each layout seen.
+
+    A layout is the group's complete rows of every non-response column the model
+    reads; groups are matched by a hash of those values (pandas' hash of the
+    values themselves, so chunks hashed apart agree).
+    """
+
+    def __init__(self, spec: GroupSpec):
+        self.spec = spec
+        self.response, self.columns = spec.used_columns()
+        self.templates: dict[bytes, object] = {}
+
+    def _build(self, frame):
+        from .linked import LinkedModel
+        from .model import LinearMixedModel
+
+        spec = self.spec
+        if spec.linked:
+            return LinkedModel(spec.formula, frame, constraints=list(spec.constraints) or None,
+                               mean=spec.mean, engine=spec.engine, missing="raise")
+        return LinearMixedModel(spec.formula, frame, REML=True if spec.REML is None else spec.REML,
+                                engine=spec.engine, missing="raise")
+
+    def fit_chunk(self, by, keys, frame, positions) -> dict:
+        """Fit the groups of one chunk: ``positions[i]`` are group i's rows of ``frame``."""
+        spec = self.spec
+        missing_cols = [c for c in [self.response, *self.columns] if c not in frame.columns]
+        if missing_cols:
+            raise LinkmixError(f"unknown column(s) {missing_cols} in the formula "
+                               f"{spec.formula!r}")
+        y_all = pd.to_numeric(frame[self.response], errors="coerce").to_numpy(dtype=float)
+        complete_all = ~np.isnan(y_all) & frame[self.columns].notna().all(axis=1).to_numpy()
+        hashes = pd.util.hash_pandas_object(frame[self.columns], index=False).to_numpy()
+        out = _Columns(by)
+        for key, pos in zip(keys, positions):
+            key = dict(zip(by, key))
+            complete = complete_all[pos]
+            rows = pos[complete]
+            n_dropped = int(len(pos) - len(rows))
+            try:
+                if len(rows) == 0:
+                    raise LinkmixError("no complete rows")
+                y = y_all[rows]
+                if not np.all(np.isfinite(y)):
+                    raise LinkmixError(f"the response {self.response!r} has infinite values")
+                signature = hashes[rows].tobytes()
+                model = self.templates.get(signature)
+                if model is None:
+                    model = self._build(frame.iloc[rows])
+                    if len(self.templates) < 64:  # a few layouts cover an experiment
+                        self.templates[signature] = model
+                model.set_response(y)
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore")
+                    if spec.linked:
+                        out.add_fit(key, model.fit(n_starts=spec.n_starts, method=spec.method),
+                                    n_dropped, spec.level)
+                    else:
+                        out.add_plain(key, model, n_dropped, spec.level)
+            except Exception as exc:  # a batch never dies because one group failed
+                message = str(exc) if isinstance(exc, LinkmixError) \
+                    else f"{type(exc).__name__}: {exc}"
+                out.add_error(key, message, len(pos), n_dropped)
+        return out.columns
+
+
+class _Columns:
+    """Rows of the result, accumulated column by column (no DataFrame per group)."""
+
+    def __init__(self, by):
+        self.columns = {c: [] for c in [*by, *ROW_COLUMNS]}
+        self.by = by
+
+    def _add(self, key, names, kinds, est, se, common, level):
+        z = _normal_quantile(0.5 + level / 2)
+        m = len(names)
+        cols = self.columns
+        for c in self.by:
+            cols[c].extend([key[c]] * m)
+        cols["parameter"].extend(names)
+        cols["kind"].extend(kinds)
+        cols["estimate"].extend(est)
+        cols["std_error"].extend(se)
+        cols["ci_lower"].extend(est - z * se)
+        cols["ci_upper"].extend(est + z * se)
+        for name, value in common.items():
+            cols[name].extend([value] * m)
+
+    def add_plain(self, key, model, n_dropped, level):
+        """An unconstrained fit, read straight off the engine (no results object)."""
+        from .optimize import minimize_bounded
+        from .parameters import ParameterSpace
+
+        design = model.design
+        cached = model.__dict__.get("_batch_cache")
+        if cached is None:  # per layout: bounds, start, names
+            _, _, _, lower = design.theta_template()
+            cached = model._batch_cache = (lower, design.theta_start(), ParameterSpace(design))
+        lower, start, space = cached
+        opt = minimize_bounded(model.deviance, start, lower, check_gradient=False)
+        engine = model.engine
+        beta = engine.beta_hat()
+        sigma = model.deviance.sigma_hat()
+        p = design.p
+        estimate = space.natural(opt.x_final, beta, sigma)
+        se = np.full(len(estimate), np.nan)
+        if p:
+            Rinv = scipy.linalg.solve_triangular(engine.Lxy[:p, :p], np.eye(p), lower=True,
+                                                 check_finite=False)
+            se[:p] = sigma * np.sqrt(np.sum(Rinv**2, axis=0))
+        diag = np.isfinite(lower)
+        common = {"n": design.n, "n_dropped": n_dropped, "loglik": -0.5 * opt.fun_final,
+                  "converged": bool(opt.converged),
+                  "singular": bool(np.any(opt.x_final[diag] < 1e-4)),
+                  "constraint_residual": np.nan, "n_optima": 1, "error": None}
+        self._add(key, space.names, space.kinds, estimate, se, common, level)
+
+    def add_fit(self, key, fit, n_dropped, level):
+        params = fit.params
+        residual = max((abs(v) for v in fit.constraint_residuals.values()), default=0.0)
+        common = {"n": fit.nobs, "n_dropped": n_dropped, "loglik": fit.loglik,
+                  "converged": bool(fit.converged), "singular": bool(fit.singular),
+                  "constraint_residual": residual, "n_optima": len(fit.equally_likely),
+                  "error": None}
+        self._add(key, list(params["name"]), list(params["kind"]),
+                  params["estimate"].to_numpy(), params["std_error"].to_numpy(), common, level)
+
+    def add_error(self, key, message, n, n_dropped):
+        cols = self.columns
+        for c in self.by:
+            cols[c].append(key[c])
+        for c in ROW_COLUMNS:
+            cols[c].append(np.nan)
+        for name, value in {"parameter": None, "kind": None, "n": n, "n_dropped": n_dropped,
+                            "converged": False, "singular": False, "n_optima": 0,
+                            "error": message}.items():
+            cols[name][-1] = value
+
+
+def _normal_quantile(p: float) -> float:
+    from statistics import NormalDist
+    return NormalDist().inv_cdf(p)
+
+
+_FITTERS: dict = {}  # per process: one fitter (and its templates) per spec
+
+
+def fit_chunk(spec: GroupSpec, by: list[str], keys, frame: pd.DataFrame, positions) -> dict:
+    """Fit one chunk of groups (a task for a process pool or a dask worker)."""
+    fitter = _FITTERS.get(spec)
+    if fitter is None:
+        fitter = _FITTERS[spec] = _GroupFitter(spec)
+    return fitter.fit_chunk(by, keys, frame, positions)
+
+
+def _progress(total: int, enabled):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="group", desc="linkmix")
+
+
+def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=None,
+               REML: bool | None = None, n_starts: int = 1, method: str = "SLSQP",
+               n_jobs: int = -1, scheduler=None, chunk_size: int | None = None,
+               progress: bool | None = None, level: float = 0.95,
+               engine: str = "auto") -> pd.DataFrame:
+    """Fit one mixed model per group and return one tidy table.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        Long table, one row per observation.
+    by : str or list of str
+        Column(s) naming the group (``"peptide"``, ``["ProteinName", "PeptideSequence"]``).
+    formula, constraints, mean, REML, n_starts, method, engine
+        As ``linkmix.lmer`` (constraints must be strings or picklable callables).
+    n_jobs : int
+        Local worker processes (-1: all cores; 1: in this process).
+    scheduler : str or dask.distributed.Client, optional
+        A dask.distributed scheduler address (``"tcp://host:8786"``) or client: the
+        groups go to that cluster in chunks instead of local processes.
+    chunk_size : int, optional
+        Groups per task (default: about four tasks per worker).
+    progress : bool, optional
+        Show a progress bar (default: when stderr is a terminal).
+    level : float
+        Confidence level of the Wald intervals ``estimate ± z·SE``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group and parameter: the group keys, ``parameter``, ``kind``,
+        ``estimate``, ``std_error``, ``ci_lower``, ``ci_upper``, and per group ``n``,
+        ``n_dropped`` (rows with missing values), ``loglik``, ``converged``,
+        ``singular``, ``constraint_residual``, ``n_optima`` (equally likely optima),
+        ``error`` (why a group could not be fitted; its row has no parameter).
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise LinkmixError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in by if c not in data.columns]
+    if missing:
+        raise LinkmixError(f"unknown grouping column(s) {missing}; the data has "
+                           f"{list(map(str, data.columns))}")
+    if constraints is not None and not isinstance(constraints, (list, tuple)):
+        constraints = [constraints]
+    spec = GroupSpec(formula=formula, constraints=tuple(constraints or ()), mean=mean,
+                     REML=REML, n_starts=n_starts, method=method, level=level, engine=engine)
+    spec.used_columns()  # a bad formula fails here, once, not in every group
+    response, columns = spec.used_columns()
+    indices = data.groupby(by, sort=True, dropna=False, observed=True).indices
+    keys = [key if isinstance(key, tuple) else (key,) for key in indices]
+    positions = list(indices.values())
+    if not keys:
+        return pd.DataFrame(columns=by + ROW_COLUMNS)
+    workers = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs))
+    size = len(keys) if scheduler is None and workers == 1 else \
+        chunk_size or max(1, math.ceil(len(keys) / (4 * workers)))
+    # each task carries only its groups' rows and the columns the model can read
+    wanted = list(data.columns) if mean is not None else \
+        [c for c in dict.fromkeys([*by, response, *columns]) if c in data.columns]
+    tasks = []
+    for start in range(0, len(keys), size):
+        chunk_pos = positions[start:start + size]
+        rows = np.concatenate(chunk_pos)
+        offsets = np.cumsum([0] + [len(p) for p in chunk_pos])
+        local = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(chunk_pos))]
+        tasks.append((keys[start:start + size], data.iloc[rows][wanted], local))
+    bar = _progress(len(keys), progress)
+    results: list = [None] * len(tasks)
+    try:
+        if scheduler is not None:
+            _run_dask(spec, by, tasks, scheduler, results, bar)
+        elif workers == 1:
+            for i, (k, frame, local) in enumerate(tasks):
+                results[i] = fit_chunk(spec, by, k, frame, local)
+                if bar is not None:
+                    bar.update(len(k))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(fit_chunk, spec, by, *task): i
+                           for i, task in enumerate(tasks)}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    results[i] = future.result()
+                    if bar is not None:
+                        bar.update(len(tasks[i][0]))
+    finally:
+        if bar is not None:
+            bar.close()
+    merged = {c: [v for part in results for v in part[c]] for c in by + ROW_COLUMNS}
+    return pd.DataFrame(merged, columns=by + ROW_COLUMNS)
+
+
+def _run_dask(spec, by, tasks, scheduler, results, bar):
+    try:
+        from distributed import Client, as_completed as dask_completed
+    except ImportError:
+        raise LinkmixError("scheduler= needs dask.distributed: pip install 'linkmix[dask]'") \
+            from None
+    own = not isinstance(scheduler, Client)
+    client = Client(scheduler) if own else scheduler
+    try:
+        futures = [client.submit(fit_chunk, spec, by, *task, pure=False) for task in tasks]
+        index = {f.key: i for i, f in enumerate(futures)}
+        for future in dask_completed(futures):
+            i = index[future.key]
+            results[i] = future.result()
+            if bar is not None:
+                bar.update(len(tasks[i][0]))
+    finally:
+        if own:
+            client.close()
