@@ -73,6 +73,37 @@ def _build_parser() -> argparse.ArgumentParser:
     nlfit.add_argument("--factor", action="append", default=[], metavar="COLUMN")
     nlfit.add_argument("--json", metavar="FILE", help="also write the fit as JSON to FILE")
 
+    batch = sub.add_parser(
+        "batch", help="fit one model per group (peptide, protein) of a long table",
+        description="Fit the same model to every group and write one tidy table: a row per "
+                    "group and parameter (estimate, SE, CI) with per-group n, rows dropped, "
+                    "logLik, convergence, singularity, constraint residual, number of optima "
+                    "and, for groups that failed, why.")
+    batch.add_argument("data", help="CSV, TSV or Parquet file, one row per observation")
+    batch.add_argument("--by", action="append", required=True, metavar="COLUMN",
+                       help="column naming the group; repeat for several (e.g. ProteinName "
+                            "and PeptideSequence)")
+    batch.add_argument("--formula", "-f", required=True)
+    batch.add_argument("--output", "-o", required=True,
+                       help="results file: .csv, .tsv or .parquet")
+    batch.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    batch.add_argument("--constraint", "-c", action="append", default=[], metavar="EQ")
+    batch.add_argument("--mean", metavar="EXPR")
+    batch.add_argument("--starts", type=int, default=1, metavar="K")
+    batch.add_argument("--jobs", "-j", type=int, default=-1,
+                       help="worker processes (default: all cores)")
+    batch.add_argument("--dask", metavar="ADDRESS",
+                       help="send the groups to a dask.distributed scheduler, e.g. "
+                            "tcp://10.0.0.5:8786")
+    batch.add_argument("--log2", action="append", default=[], metavar="COLUMN",
+                       help="add log2COLUMN = log2(COLUMN), non-positive values missing "
+                            "(MSstats' Intensity); repeatable")
+    batch.add_argument("--factor", action="append", default=[], metavar="COLUMN")
+    batch.add_argument("--plots", metavar="DIR", help="write a volcano plot per --effect here")
+    batch.add_argument("--effect", action="append", default=[], metavar="PARAMETER",
+                       help="parameter for the volcano plot (default: the last fixed effect)")
+    batch.add_argument("--no-progress", action="store_true")
+
     example = sub.add_parser(
         "example", help="the seed proteomics example: fit M1 and M2 to one peptide",
         description="Simulate (or read) one peptide of the seed experiment, fit the linked "
@@ -153,6 +184,54 @@ def _nlfit(args) -> int:
     return 0
 
 
+def _batch(args) -> int:
+    import os
+
+    import numpy as np
+
+    from .batch import fit_groups
+    from .io import read_table
+
+    data = read_table(args.data, factors=args.factor)
+    for col in args.log2:
+        if col not in data.columns:
+            raise LinkmixError(f"--log2: unknown column {col!r}")
+        values = np.asarray(data[col], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            data[f"log2{col}"] = np.where(values > 0, np.log2(values), np.nan)
+    results = fit_groups(data, args.by, args.formula, constraints=args.constraint or None,
+                         mean=args.mean, REML=False if args.ml else None,
+                         n_starts=args.starts, n_jobs=args.jobs, scheduler=args.dask,
+                         progress=False if args.no_progress else None)
+    out = args.output
+    if out.lower().endswith((".parquet", ".pq")):
+        results.to_parquet(out, index=False)
+    else:
+        results.to_csv(out, index=False, sep="\t" if out.lower().endswith(".tsv") else ",")
+    per_group = results.drop_duplicates(args.by)
+    failed = per_group["error"].notna()
+    print(f"{len(per_group)} groups: {int((~failed).sum())} fitted, {int(failed.sum())} failed; "
+          f"{int(per_group['n_dropped'].fillna(0).sum())} rows with missing values dropped; "
+          f"{int((~per_group['converged'].astype(bool) & ~failed).sum())} not converged")
+    for message, count in per_group.loc[failed, "error"].value_counts().head(5).items():
+        print(f"  {count} × {message}")
+    print(f"wrote {out}")
+    if args.plots:
+        from .plots import volcano
+        os.makedirs(args.plots, exist_ok=True)
+        effects = args.effect or list(results.loc[results["kind"] == "fixef",
+                                                  "parameter"].drop_duplicates().tail(1))
+        for effect in effects:
+            path = os.path.join(args.plots, f"volcano_{_safe(effect)}.png")
+            volcano(results, effect).savefig(path, dpi=120)
+            print(f"wrote {path}")
+    return 0
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
 def _example(args) -> int:
     from . import datasets
     from .examples import seed_example
@@ -187,6 +266,8 @@ def main(argv=None) -> int:
             return _example(args)
         if args.command == "nlfit":
             return _nlfit(args)
+        if args.command == "batch":
+            return _batch(args)
     except LinkmixError as exc:
         print(f"linkmix: error: {exc}", file=sys.stderr)
         return 2

@@ -462,19 +462,25 @@ class LinkedModel(_LinkedBase):
     def base_start(self) -> np.ndarray:
         """z at the unconstrained ML fit (rank-deficient columns at 0), ignoring any mean."""
         from .model import LinearMixedModel
+        from .optimize import minimize_bounded
 
-        X, names, _ = drop_dependent_columns(self.design.X, self.space.fixed_names)
-        model = LinearMixedModel.from_design(
-            dataclasses.replace(self.design, X=X, fixed_names=names), REML=False)
-        fit = model.fit(check_gradient=False, ftol_abs=1e-6)  # a start: SLSQP refines it
+        if getattr(self, "_base", None) is None:  # built once; batch fits swap y only
+            X, names, _ = drop_dependent_columns(self.design.X, self.space.fixed_names)
+            index = {name: i for i, name in enumerate(self.space.fixed_names)}
+            self._base = (LinearMixedModel.from_design(
+                dataclasses.replace(self.design, X=X, fixed_names=names), REML=False),
+                [index[name] for name in names])
+        model, kept = self._base
+        model.set_response(self.design.y)
+        _, _, _, lower = model.design.theta_template()
+        opt = minimize_bounded(model.deviance, model.design.theta_start(), lower,
+                               check_gradient=False, ftol_abs=1e-6)  # SLSQP refines it
         beta = np.zeros(self.space.p)
-        index = {name: i for i, name in enumerate(self.space.fixed_names)}
-        for name, value in fit.beta.items():
-            beta[index[name]] = value
-        theta = fit.theta.copy()
+        beta[kept] = model.engine.beta_hat()
+        theta = opt.x_final.copy()
         diag = np.isfinite(self.space.theta_lower)
         theta[diag & (theta < 1e-3)] = 0.1  # start off the boundary
-        return self.space.join(theta, beta, fit.sigma)
+        return self.space.join(theta, beta, model.deviance.sigma_hat())
 
     def set_response(self, y, row_index=None) -> None:
         """Refit-ready for another response of the same layout (batch fits)."""

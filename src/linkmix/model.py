@@ -42,6 +42,7 @@ class LinearMixedModel:
 
     def __init__(self, formula: str, data: pd.DataFrame, *, REML: bool = True,
                  engine: str = "auto", missing: str = "drop"):
+        self.data = data
         self._setup(build_design(formula, data, missing=missing), REML, engine)
 
     def _setup(self, design, REML, engine):
@@ -54,6 +55,7 @@ class LinearMixedModel:
     def from_design(cls, design, *, REML: bool = True, engine: str = "auto"):
         """A model over an already built ``LMMDesign`` (no formula parsing)."""
         model = cls.__new__(cls)
+        model.data = None
         model._setup(design, REML, engine)
         return model
 

@@ -1,0 +1,175 @@
+"""Plots people expect: volcano (many groups), profile likelihood and caterpillar (one fit).
+
+Owns drawing only; the numbers come from ``fit_groups`` tables and fit results.
+matplotlib is an optional dependency (``pip install 'linkmix[plots]'``); figures
+are made without pyplot, so no display is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from .errors import LinkmixError
+
+__all__ = ["volcano", "profile", "caterpillar", "benjamini_hochberg"]
+
+
+def _figure(width=6.0, height=4.5):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise LinkmixError("plots need matplotlib: pip install 'linkmix[plots]'") from None
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def benjamini_hochberg(p) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (NaN stays NaN)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    order = np.argsort(p[ok])
+    ranked = p[ok][order] * ok.sum() / np.arange(1, ok.sum() + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    values = np.empty_like(adjusted)
+    values[order] = np.minimum(adjusted, 1.0)
+    out[ok] = values
+    return out
+
+
+def volcano(results: pd.DataFrame, effect: str, *, fdr: float = 0.05, label=None):
+    """Volcano plot of one parameter across groups: estimate against −log10 p.
+
+    Parameters
+    ----------
+    results : DataFrame from ``fit_groups``
+    effect : str
+        The parameter to plot (a name of the ``parameter`` column, e.g. ``"m2"``).
+    fdr : float
+        Groups with Benjamini–Hochberg adjusted p below this are highlighted.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    rows = results[(results["parameter"] == effect) & results["std_error"].notna()]
+    if rows.empty:
+        known = sorted(results["parameter"].dropna().unique())
+        raise LinkmixError(f"no estimates with standard errors for {effect!r}; parameters: "
+                           f"{known}")
+    z = rows["estimate"].to_numpy() / rows["std_error"].to_numpy()
+    p = np.array([2 * (1 - NormalDist().cdf(abs(v))) for v in z])
+    q = benjamini_hochberg(p)
+    fig, ax = _figure()
+    significant = q < fdr
+    y = -np.log10(np.maximum(p, 1e-300))
+    ax.scatter(rows["estimate"][~significant], y[~significant], s=9, c="0.6",
+               label=f"q ≥ {fdr:g}")
+    ax.scatter(rows["estimate"][significant], y[significant], s=12, c="tab:red",
+               label=f"q < {fdr:g} (BH)")
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set_xlabel(f"estimate of {effect}")
+    ax.set_ylabel("−log10 p (Wald)")
+    ax.set_title(label or f"{effect}: {int(significant.sum())} of {len(rows)} groups at FDR "
+                 f"{fdr:g}")
+    ax.legend(frameon=False, loc="upper left")
+    return fig
+
+
+def profile(fit, parameter: str, *, grid=None, points: int = 15, width: float = 3.0):
+    """Profile likelihood of one named parameter of a maximum-likelihood fit.
+
+    Each point refits the model with the constraint ``parameter == value`` (the
+    linked-model machinery), so it works for plain, constrained and linked fits.
+    The dashed line is the χ²₁ 95% cut-off of the likelihood-ratio statistic.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, pandas.DataFrame of value and statistic)
+    """
+    from .linked import LinkedModel
+
+    if getattr(fit, "REML", False):
+        raise LinkmixError("profile likelihoods need a maximum-likelihood fit (REML=False)")
+    params = fit.params.set_index("name")
+    if parameter not in params.index:
+        raise LinkmixError(f"unknown parameter {parameter!r}; parameters: {list(params.index)}")
+    estimate, se = params.loc[parameter, ["estimate", "std_error"]]
+    model = fit.model
+    constraints = [c.label for c in getattr(model, "constraints", [])]
+    mean = getattr(model, "mean", None)
+    if grid is None:
+        spread = se if np.isfinite(se) and se > 0 else max(abs(estimate) * 0.2, 0.1)
+        grid = np.linspace(estimate - width * spread, estimate + width * spread, points)
+        if params.loc[parameter, "kind"] == "sd":
+            grid = grid[grid > 0]
+    quoted = parameter if parameter.isidentifier() else f"`{parameter}`"
+    data = model.data if hasattr(model, "data") else None
+    if data is None:
+        raise LinkmixError("profile needs the fit's data (fit through linkmix.lmer)")
+    values = []
+    for value in grid:
+        con = constraints + [f"{quoted} == {float(value)!r}"]
+        refit = LinkedModel(fit.design.formula.text, data, constraints=con,
+                            mean=mean.label if mean is not None else None).fit()
+        values.append(refit.objective - fit.objective)
+    table = pd.DataFrame({"value": grid, "statistic": np.maximum(values, 0.0)})
+    fig, ax = _figure()
+    ax.plot(table["value"], table["statistic"], "o-", ms=3)
+    ax.axhline(3.841, color="0.4", ls="--", lw=0.8)
+    ax.axvline(estimate, color="0.3", lw=0.8)
+    ax.set_xlabel(parameter)
+    ax.set_ylabel("−2 Δ log L")
+    ax.set_title(f"profile likelihood of {parameter}")
+    return fig, table
+
+
+def caterpillar(fit, group: str | None = None, *, level: float = 0.95):
+    """Conditional modes of one grouping factor's random effects with intervals
+    from their conditional variances σ²·Λ(Λ'Z'ZΛ + I)⁻¹Λ' (dense; up to 2,000
+    random effects), levels sorted by the first coefficient.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    tables = fit.ranef()
+    group = group or next(iter(tables))
+    if group not in tables:
+        raise LinkmixError(f"unknown grouping factor {group!r}; factors: {list(tables)}")
+    table = tables[group]
+    design = fit.design
+    se = None
+    if design.q <= 2000:
+        ZL = design.Z_sparse().toarray() @ design.Lambda_sparse(fit.theta).toarray()
+        L = design.Lambda_sparse(fit.theta).toarray()
+        cov = fit.sigma**2 * L @ np.linalg.solve(ZL.T @ ZL + np.eye(design.q), L.T)
+        sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        offset, columns = 0, {}
+        for term in design.terms:
+            if term.group == group:
+                block = sd[offset:offset + term.q].reshape(term.n_levels, term.k)
+                for c, name in enumerate(term.coef_names):
+                    columns[name] = block[:, c]
+            offset += term.q
+        se = pd.DataFrame(columns, index=table.index)[table.columns]
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    k = table.shape[1]
+    fig = _figure(3.2 * k, max(3.0, 0.18 * len(table) + 1))[0]
+    fig.clear()
+    order = table.iloc[:, 0].sort_values().index
+    axes = fig.subplots(1, k, sharey=True, squeeze=False)[0]
+    pos = np.arange(len(order))
+    for ax, name in zip(axes, table.columns):
+        values = table.loc[order, name].to_numpy()
+        err = z * se.loc[order, name].to_numpy() if se is not None else None
+        ax.errorbar(values, pos, xerr=err, fmt="o", ms=3, lw=0.8, capsize=0)
+        ax.axvline(0, color="0.4", lw=0.8)
+        ax.set_xlabel(name)
+    axes[0].set_yticks(pos, [str(v) for v in order], fontsize=7)
+    fig.suptitle(f"conditional modes: {group}")
+    return fig
