@@ -61,12 +61,14 @@ def volcano(results: pd.DataFrame, effect: str, *, fdr: float = 0.05, label=None
         known = sorted(results["parameter"].dropna().unique())
         raise LinkmixError(f"no estimates with standard errors for {effect!r}; parameters: "
                            f"{known}")
+    from scipy.special import log_ndtr
+
     z = rows["estimate"].to_numpy() / rows["std_error"].to_numpy()
-    p = np.array([2 * (1 - NormalDist().cdf(abs(v))) for v in z])
-    q = benjamini_hochberg(p)
+    log_p = math.log(2.0) + log_ndtr(-np.abs(z))   # two-sided, exact far in the tail
+    q = benjamini_hochberg(np.exp(log_p))
     fig, ax = _figure()
     significant = q < fdr
-    y = -np.log10(np.maximum(p, 1e-300))
+    y = -log_p / math.log(10.0)
     ax.scatter(rows["estimate"][~significant], y[~significant], s=9, c="0.6",
                label=f"q ≥ {fdr:g}")
     ax.scatter(rows["estimate"][significant], y[significant], s=12, c="tab:red",
@@ -76,7 +78,7 @@ def volcano(results: pd.DataFrame, effect: str, *, fdr: float = 0.05, label=None
     ax.set_ylabel("−log10 p (Wald)")
     ax.set_title(label or f"{effect}: {int(significant.sum())} of {len(rows)} groups at FDR "
                  f"{fdr:g}")
-    ax.legend(frameon=False, loc="upper left")
+    ax.legend(frameon=False, loc="best")
     return fig
 
 
