@@ -79,15 +79,21 @@ class _LinkedBase:
     def _mean_at(self, z) -> np.ndarray:
         return self.mean(self.params_at(z)) if self.mean is not None else 0.0
 
-    def _call(self, con, natural) -> float:
-        """One constraint at natural values; any failure becomes a ConstraintError.
+    def _env(self, con, natural):
+        """What ``con.fun`` receives: a plain name → value dict for a parsed constraint
+        (cheap, and it reads only known names), a checking ``Params`` for a callable."""
+        if con.parameters_used is not None:
+            return dict(zip(self.space.names, natural))  # numpy floats: overflow gives inf
+        return Params(self.space.names, self.space.index, natural, f"constraint {con.label!r}")
+
+    def _call(self, con, env) -> float:
+        """One constraint at ``env``; any failure becomes a ConstraintError.
 
         While an optimiser searches (``self._searching``), ±inf passes through (the
         optimiser is shown ±1e100 and backs off); NaN and exceptions always fail.
         """
-        params = Params(self.space.names, self.space.index, natural, f"constraint {con.label!r}")
         try:
-            value = np.asarray(con.fun(params), dtype=float)
+            value = np.asarray(con.fun(env), dtype=float)
         except ConstraintError:
             raise
         except Exception as exc:
@@ -95,14 +101,14 @@ class _LinkedBase:
                                   f"{exc}") from None
         if value.size != 1 or np.isnan(value).any() or (
                 not self._searching and not np.isfinite(value).all()):
-            at = {name: float(v) for name, v in zip(self.space.names, natural)}
+            at = {name: float(env[name]) for name in self.space.names}
             raise ConstraintError(f"constraint {con.label!r} returned {value.tolist()!r} (a "
                                   f"finite number is needed) at {at}")
         return float(value)
 
     def _constraint_values(self, group, z) -> np.ndarray:
         natural = self.space.natural_from_z(z)
-        return np.array([self._call(con, natural) for con in group])
+        return np.array([self._call(con, self._env(con, natural)) for con in group])
 
     def eq_values(self, z) -> np.ndarray:
         """Residuals of the equality constraints (0 when satisfied)."""
@@ -119,9 +125,20 @@ class _LinkedBase:
         natural = space.natural_from_z(z)
         grad_nat = np.zeros((len(group), len(natural)))
         for i, con in enumerate(group):
-            used = [space.index[name] for name in (con.parameters_used or space.names)]
-            grad_nat[i, used] = jacobian(lambda nat: self._call(con, nat), natural,
-                                         rel_step=step, indices=used)[0]
+            if con.parameters_used is not None:  # perturb one entry of one dict in place
+                env = self._env(con, natural)
+                for name in con.parameters_used:
+                    centre = env[name]
+                    h = step * max(1.0, abs(centre))
+                    env[name] = centre + h
+                    up = self._call(con, env)
+                    env[name] = centre - h
+                    down = self._call(con, env)
+                    env[name] = centre
+                    grad_nat[i, space.index[name]] = (up - down) / (2 * h)
+            else:
+                grad_nat[i] = jacobian(lambda nat: self._call(con, self._env(con, nat)),
+                                       natural, rel_step=step)[0]
         return grad_nat @ space.natural_jacobian(z)
 
     def eq_jacobian(self, z) -> np.ndarray:
