@@ -247,3 +247,29 @@ def test_analytic_hessians_match_differences_of_the_gradient():
             down[:, j] -= h
             fd = (model.gradient(up, cov) - model.gradient(down, cov)) / (2 * h[:, None])
             np.testing.assert_allclose(H[:, :, j], fd, rtol=1e-5, atol=1e-9, err_msg=name)
+
+
+def test_adaptive_gauss_hermite_quadrature():
+    data = datasets.load("Orange")
+    formula = "circumference ~ SSlogis(age, Asym, xmid, scal)"
+    # Asym enters the mean linearly: the integrand is Gaussian and Laplace is exact
+    linear = NonlinearMixedModel(formula, data, "Asym | Tree")
+    fit = linear.fit()
+    at = (fit.theta, fit.beta.to_numpy(), fit.sigma)
+    assert linear.agq(*at, 1) == pytest.approx(linear.full(*at), rel=1e-12)
+    assert linear.agq(*at, 9) == pytest.approx(fit.objective, rel=1e-10)
+    # xmid enters nonlinearly: more nodes change the deviance, and converge
+    model = NonlinearMixedModel(formula, data, "xmid | Tree")
+    lap = model.fit()
+    at = (lap.theta, lap.beta.to_numpy(), lap.sigma)
+    values = [model.agq(*at, k) for k in (1, 5, 15, 21)]
+    assert values[0] == pytest.approx(lap.objective, rel=1e-12)
+    assert values[0] - values[2] > 1e-3
+    assert abs(values[2] - values[3]) < 1e-8
+    agq = linkmix.nlmer(formula, data, random="xmid | Tree", nAGQ=11)
+    assert agq.converged and agq.nAGQ == 11
+    assert agq.objective <= model.agq(*at, 11) + 1e-9
+    assert "quadrature, 11 nodes" in str(agq.summary())
+    with pytest.raises(linkmix.FitError, match="single scalar random-effects term"):
+        linkmix.nlmer("conc ~ SSfol(Dose, Time, lKe, lKa, lCl)", datasets.load("Theoph"),
+                      random="lKa + lCl | Subject", nAGQ=5)

@@ -70,6 +70,9 @@ def _build_parser() -> argparse.ArgumentParser:
     nlfit.add_argument("--constraint", "-c", action="append", default=[], metavar="EQ",
                        help="a constraint over parameter names, as for 'fit'; repeatable")
     nlfit.add_argument("--starts", type=int, default=1, metavar="K")
+    nlfit.add_argument("--nagq", type=int, default=1, metavar="K",
+                       help="adaptive Gauss-Hermite nodes (one scalar random effect); "
+                            "1: Laplace")
     nlfit.add_argument("--factor", action="append", default=[], metavar="COLUMN")
     nlfit.add_argument("--json", metavar="FILE", help="also write the fit as JSON to FILE")
 
@@ -174,8 +177,10 @@ def _nlfit(args) -> int:
     start = {k: float(v) for k, v in _pairs(args.start, "--start").items()} or None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        options = {"nAGQ": args.nagq} if args.nagq > 1 else {}
         fit = nlmer(args.formula, data, random=args.random, fixed=_pairs(args.fixed, "--fixed"),
-                    start=start, constraints=args.constraint or None, n_starts=args.starts)
+                    start=start, constraints=args.constraint or None, n_starts=args.starts,
+                    **options)
     print(fit.summary())
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)

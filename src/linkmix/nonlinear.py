@@ -458,6 +458,45 @@ class NonlinearMixedModel:
             return math.inf
         return self.n * (_LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + logdet
 
+    def agq(self, theta, beta, sigma, n_agq: int) -> float:
+        """−2 log L by adaptive Gauss–Hermite quadrature (one scalar random-effects term).
+
+        The likelihood factorises over the levels j of the grouping factor:
+        ``L_j = (2πσ²)^{−(n_j+1)/2} ∫ exp(−h_j(u)/2σ²) du``, ``h_j = ‖y_j − μ_j(u)‖² + u²``.
+        Nodes are centred at the conditional mode ũ_j and scaled by
+        ``s_j = √2·σ/L_jj`` (``L_jj² = 1 + θ²Σ_{i∈j}(∂μ_i/∂φ)²``, the Laplace curvature),
+        so one node reproduces the Laplace approximation exactly.
+        """
+        design = self.design
+        if len(design.terms) != 1 or design.terms[0].k != 1:
+            raise FitError("nAGQ > 1 needs a single scalar random-effects term, e.g. "
+                           "random='Asym | Tree'")
+        theta, beta = np.asarray(theta, float), np.asarray(beta, float)
+        r2, u, _, _ = self.pnls(theta, beta)
+        if not math.isfinite(r2):
+            return math.inf
+        term, col = design.terms[0], design.term_params[0][0]
+        mu, grad, _ = self._mean(theta, beta, u)
+        codes, n_levels = term.codes, term.n_levels
+        curvature = 1.0 + theta[0] ** 2 * np.bincount(codes, grad[:, col] ** 2, minlength=n_levels)
+        scale = math.sqrt(2.0) * sigma / np.sqrt(curvature)
+        nodes, weights = np.polynomial.hermite.hermgauss(int(n_agq))
+        terms = np.empty((len(nodes), n_levels))
+        y = design.y
+        for k, (x, w) in enumerate(zip(nodes, weights)):
+            u_k = u + scale * x
+            mu_k, _, _ = self._mean(theta, beta, u_k, with_gradient=False)
+            if mu_k is None:
+                return math.inf
+            h = np.bincount(codes, (y - mu_k) ** 2, minlength=n_levels) + u_k**2
+            terms[k] = math.log(w) + x * x - h / (2.0 * sigma**2)
+        top = terms.max(axis=0)
+        log_integral = top + np.log(np.exp(terms - top).sum(axis=0))
+        n_j = np.bincount(codes, minlength=n_levels)
+        log_lik = np.sum(-(n_j + 1) / 2.0 * math.log(2.0 * math.pi * sigma**2)
+                         + np.log(scale) + log_integral)
+        return -2.0 * float(log_lik)
+
     # -- fitting -----------------------------------------------------------------
     def beta_start(self, start=None) -> np.ndarray:
         """β start: the model's self-start (pooled nonlinear least squares) for each
@@ -488,7 +527,7 @@ class NonlinearMixedModel:
                 beta[design.fixed_names.index(k)] = v
         return beta
 
-    def fit(self, *, start=None, theta_start=None, check_gradient: bool = True,
+    def fit(self, *, start=None, theta_start=None, check_gradient: bool = True, nAGQ: int = 1,
             **optimizer_options):
         """Maximise the Laplace likelihood over (θ, β) with BOBYQA.
 
@@ -498,7 +537,14 @@ class NonlinearMixedModel:
             Start values of fixed effects by name (needed for models without self-start).
         theta_start : array_like, optional
             Start for θ (default 1 on the diagonal of each T).
+        nAGQ : int
+            1: the Laplace approximation (σ profiled).  More: adaptive Gauss–Hermite
+            quadrature with that many nodes (one scalar random-effects term), maximised
+            over (θ, β, log σ) from the Laplace fit.
         """
+        if nAGQ > 1:
+            return self._fit_agq(int(nAGQ), start=start, theta_start=theta_start,
+                                 check_gradient=check_gradient, **optimizer_options)
         from .results import NLMMResults
 
         design = self.design
@@ -527,6 +573,28 @@ class NonlinearMixedModel:
             warnings.warn(f"the fit did not converge: {summary.message}", ConvergenceWarning,
                           stacklevel=2)
         return NLMMResults(self, summary)
+
+    def _fit_agq(self, n_agq, *, check_gradient=True, **options):
+        from .results import NLMMResults
+
+        if len(self.design.terms) != 1 or self.design.terms[0].k != 1:
+            raise FitError("nAGQ > 1 needs a single scalar random-effects term, e.g. "
+                           "random='Asym | Tree'")
+        laplace = self.fit(check_gradient=False, **options)
+        nt = self.design.n_theta
+        x0 = np.concatenate([laplace.theta, laplace.beta.to_numpy(), [math.log(laplace.sigma)]])
+        _, _, _, lower_theta = self.design.theta_template()
+        lower = np.concatenate([lower_theta, np.full(len(x0) - nt, -np.inf)])
+        steps = np.concatenate([np.full(nt, 0.05),
+                                0.02 * np.maximum(np.abs(laplace.beta.to_numpy()), 0.1), [0.05]])
+        with np.errstate(all="ignore"):
+            summary = minimize_bounded(
+                lambda x: self.agq(x[:nt], x[nt:-1], math.exp(x[-1]), n_agq), x0, lower,
+                initial_step=steps, check_gradient=check_gradient)
+        if not summary.converged:
+            warnings.warn(f"the fit did not converge: {summary.message}", ConvergenceWarning,
+                          stacklevel=3)
+        return NLMMResults(self, summary, nAGQ=n_agq)
 
 
 def nlmer(formula: str, data: pd.DataFrame, random=None, *, fixed=None, model=None,

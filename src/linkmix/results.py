@@ -316,21 +316,32 @@ class NLMMResults(LMMResults):
     ``vcov`` is σ²(R_X'R_X)⁻¹ for the fixed-effects design V = ∂μ/∂β, as nlmer's.
     """
 
-    title = "Nonlinear mixed model fit by maximum likelihood (Laplace approximation)"
     criterion = "deviance"
 
-    def __init__(self, model, optsummary):
+    @property
+    def title(self) -> str:
+        method = ("Laplace approximation" if self.nAGQ == 1 else
+                  f"adaptive Gauss-Hermite quadrature, {self.nAGQ} nodes")
+        return f"Nonlinear mixed model fit by maximum likelihood ({method})"
+
+    @property
+    def df_model(self) -> int:
+        return self.design.p + len(self.theta) + 1
+
+    def __init__(self, model, optsummary, nAGQ: int = 1):
         self.model = model
         self.design = design = model.design
         self.optsummary = optsummary
         self.REML = False
-        nt = design.n_theta
+        self.nAGQ = nAGQ
+        nt, p = design.n_theta, design.p
         x = np.asarray(optsummary.x_final, dtype=float)
-        self.theta, beta = x[:nt].copy(), x[nt:].copy()
+        self.theta, beta = x[:nt].copy(), x[nt:nt + p].copy()
         self.objective = float(optsummary.fun_final)
         self.beta = pd.Series(beta, index=design.fixed_names, name="estimate")
         r2, self._u, _, self.pnls_converged = model.pnls(self.theta, beta)
-        self.sigma = math.sqrt(r2 / design.n)
+        # Laplace: σ profiled, σ² = r²/n; quadrature: σ is the optimiser's last coordinate
+        self.sigma = math.sqrt(r2 / design.n) if nAGQ == 1 else math.exp(x[-1])
         self._Lxy = self._linearised_factor()
         self.engine_kind = model.engine.kind
 
@@ -400,6 +411,7 @@ class NLMMResults(LMMResults):
     def to_dict(self) -> dict:
         record = super().to_dict()
         record["model"] = self.design.model.name
+        record["nAGQ"] = self.nAGQ
         record["pnls_converged"] = bool(self.pnls_converged)
         return record
 
