@@ -206,6 +206,47 @@ class _LinkedBase:
     def _beta_scales(self, z):
         return None
 
+    #: Move each start onto the equality constraints along X's null space first.
+    project_starts = True
+
+    def _onto_constraints_along_null_space(self, z0, max_iter: int = 20) -> np.ndarray:
+        """Move a start along the unidentified directions of X (which leave Xβ, hence
+        the likelihood, unchanged) until the equality constraints hold, by Newton's
+        method on those directions' coordinates.
+
+        When the constraints only identify (as the seed link does) the result is
+        already a constrained optimum and the optimiser just confirms it; otherwise
+        (no null space, other constraint counts, no convergence) ``z0`` is returned.
+        """
+        if not self._eq or self.mean is not None or self.space.p == 0:
+            return z0
+        null = getattr(self, "_null", None)
+        if null is None:
+            null = self._null = scipy.linalg.null_space(self.design.X)
+        if null.shape[1] != len(self._eq):
+            return z0
+        nt, p = self.space.n_theta, self.space.p
+        embed = np.zeros((len(z0), null.shape[1]))
+        embed[nt:nt + p] = null
+        z, c = z0.copy(), self.eq_values(z0)
+        for _ in range(max_iter):
+            if np.max(np.abs(c)) < 1e-12:
+                return z
+            try:
+                step = np.linalg.solve(self.eq_jacobian(z) @ embed, -c)
+            except np.linalg.LinAlgError:
+                return z0
+            for _ in range(30):  # halve until the residual shrinks (the link can be steep)
+                z_new = z + embed @ step
+                c_new = self.eq_values(z_new)
+                if np.all(np.isfinite(c_new)) and np.max(np.abs(c_new)) < np.max(np.abs(c)):
+                    break
+                step /= 2
+            else:
+                return z0
+            z, c = z_new, c_new
+        return z0
+
     def _start_from(self, start) -> np.ndarray:
         """z from an array (θ, β, log σ) or a mapping of parameter names.
 
@@ -267,6 +308,9 @@ class _LinkedBase:
             s = np.ones(len(z0)) if i == 0 else spread_scale
             try:
                 self._searching = True
+                z_start = z0
+                if self.project_starts:
+                    z0 = self._onto_constraints_along_null_space(z0)
                 run = minimize_constrained(
                     lambda w: self.deviance(w * s), lambda w: self.gradient(w * s) * s,
                     z0 / s, self.space.z_lower() / s,
@@ -276,7 +320,7 @@ class _LinkedBase:
                     ineq_jac=(lambda w: self.ineq_jacobian(w * s) * s) if ineq else None,
                     method=method, upper=self.space.z_upper() / s)
                 self._searching = False
-                run.x_initial, run.x_final = run.x_initial * s, run.x_final * s
+                run.x_initial, run.x_final = z_start, run.x_final * s
                 if run.max_violation <= FEASIBILITY_TOL:
                     run.kkt_residual = self.kkt(run.x_final)["kkt_residual"]
             except ConstraintError as exc:
@@ -491,7 +535,7 @@ class LinkedModel(_LinkedBase):
         model.set_response(self.design.y)
         _, _, _, lower = model.design.theta_template()
         opt = minimize_bounded(model.deviance, model.design.theta_start(), lower,
-                               check_gradient=False, ftol_abs=1e-6)  # SLSQP refines it
+                               check_gradient=False)
         beta = np.zeros(self.space.p)
         beta[kept] = model.engine.beta_hat()
         theta = opt.x_final.copy()
