@@ -105,6 +105,10 @@ def test_bad_batch_arguments():
         linkmix.fit_groups(data, "protein", PLAIN)
     with pytest.raises(linkmix.FormulaError):
         linkmix.fit_groups(data, "peptide", "x ~ t2 + (1 | replicate")
+    with pytest.raises(linkmix.LinkmixError, match="unknown column.*'t3'"):
+        linkmix.fit_groups(data, "peptide", "x ~ t3 + (1 | replicate)")
+    with pytest.raises(linkmix.LinkmixError, match="response 'treatment' must be numeric"):
+        linkmix.fit_groups(data, "peptide", "treatment ~ t2 + (1 | replicate)")
 
 
 def msstats_table(n_peptides=30, seed=2) -> pd.DataFrame:

@@ -96,9 +96,12 @@ class _GroupFitter:
         if missing_cols:
             raise LinkmixError(f"unknown column(s) {missing_cols} in the formula "
                                f"{spec.formula!r}")
-        y_all = pd.to_numeric(frame[self.response], errors="coerce").to_numpy(dtype=float)
+        y_all = frame[self.response].to_numpy(dtype=float)
         complete_all = ~np.isnan(y_all) & frame[self.columns].notna().all(axis=1).to_numpy()
-        hashes = pd.util.hash_pandas_object(frame[self.columns], index=False).to_numpy()
+        # a linked mean may read any column: then every column is part of the layout
+        layout = self.columns if spec.mean is None else \
+            [c for c in frame.columns if c != self.response and c not in by]
+        hashes = pd.util.hash_pandas_object(frame[layout], index=False).to_numpy()
         out = _Columns(by)
         for key, pos in zip(keys, positions):
             key = dict(zip(by, key))
@@ -282,6 +285,13 @@ def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=N
                      REML=REML, n_starts=n_starts, method=method, level=level, engine=engine)
     spec.used_columns()  # a bad formula fails here, once, not in every group
     response, columns = spec.used_columns()
+    missing = [c for c in [response, *columns] if c not in data.columns]
+    if missing:
+        raise LinkmixError(f"unknown column(s) {missing} in the formula {formula!r}; the data "
+                           f"has {list(map(str, data.columns))}")
+    if not pd.api.types.is_numeric_dtype(data[response]):
+        raise LinkmixError(f"the response {response!r} must be numeric; it has dtype "
+                           f"{data[response].dtype}")
     indices = data.groupby(by, sort=True, dropna=False, observed=True).indices
     keys = [key if isinstance(key, tuple) else (key,) for key in indices]
     positions = list(indices.values())
