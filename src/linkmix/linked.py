@@ -322,7 +322,8 @@ class _LinkedBase:
                 self._searching = False
                 run.x_initial, run.x_final = z_start, run.x_final * s
                 if run.max_violation <= FEASIBILITY_TOL:
-                    run.kkt_residual = self.kkt(run.x_final)["kkt_residual"]
+                    run.kkt = self.kkt(run.x_final)
+                    run.kkt_residual = run.kkt["kkt_residual"]
             except ConstraintError as exc:
                 run = ConstrainedRun(x_initial=np.asarray(z0), message=f"failed: {exc}")
             finally:
@@ -418,16 +419,15 @@ class _LinkedBase:
         cov_z = None if singular else N @ np.linalg.solve(reduced, N.T)
         return {"eigenvalues": eig, "singular": singular, "cov_z": cov_z}
 
-    def constraint_completes_rank(self, z) -> bool:
-        """Whether X together with the equality constraints' β-gradients has full column rank."""
-        p = self.space.p
-        if p == 0:
-            return True
-        nt = self.space.n_theta
-        rows = [self.design.X]
-        if self._eq:
-            rows.append(self.eq_jacobian(z)[:, nt:nt + p])
-        return int(np.linalg.matrix_rank(np.vstack(rows))) == p
+    def identification(self, z) -> tuple[bool, int]:
+        """Whether X with the equality constraints' β-gradients has full column rank,
+        and the number of free parameters: dim z − rank(∂c/∂z) − the directions of β
+        that neither X nor the constraints pin down."""
+        p, nt = self.space.p, self.space.n_theta
+        J = self.eq_jacobian(z) if self._eq else np.zeros((0, len(z)))
+        eq_rank = int(np.linalg.matrix_rank(J)) if len(J) else 0
+        rank = int(np.linalg.matrix_rank(np.vstack([self.design.X, J[:, nt:nt + p]]))) if p else 0
+        return rank == p, self.space.dim_z - eq_rank - (p - rank)
 
 
 class LinkedModel(_LinkedBase):
@@ -519,6 +519,113 @@ class LinkedModel(_LinkedBase):
         grad[:nt] = jacobian(self.deviance, z, lower=self.space.z_lower(), rel_step=step,
                              indices=range(nt))[0]
         return grad
+
+    def lagrangian_hessian(self, z, multipliers, step: float = 1e-4) -> np.ndarray:
+        """∇²(D − λ'c) at ``z``; without a linked mean the (β, log σ) block is exact:
+
+        ∂²D/∂β∂β' = 2X'V₀⁻¹X/σ² (V₀ = I + ZΛΛ'Z', from one engine solve per column of X),
+        ∂²D/∂β∂log σ = −2·∂D/∂β, ∂²D/∂(log σ)² = 4r²/σ²; the θ columns by central
+        differences of the gradient, and λ'∇²c by differences of the constraint
+        Jacobian only where λ ≠ 0.
+        """
+        if self.mean is not None:
+            return super().lagrangian_hessian(z, multipliers, step)
+        z = np.asarray(z, dtype=float)
+        nt, p = self.space.n_theta, self.space.p
+        theta, _, sigma = self.space.split(z)
+        lower = self.space.z_lower()
+        if np.any(z[:nt] - step * np.maximum(1.0, np.abs(z[:nt])) < lower[:nt]):
+            return super().lagrangian_hessian(z, multipliers, step)  # θ on its bound
+        grad = self.gradient(z)
+        r2 = self._state_r2
+        H = np.empty((len(z), len(z)))
+        H[:, :nt] = jacobian(self.gradient, z, lower=lower, rel_step=step, indices=range(nt))
+        H[:nt, nt:] = H[nt:, :nt].T
+        H[nt:nt + p, nt:nt + p] = 2.0 * self._xt_vinv_x(theta) / sigma**2
+        H[nt:nt + p, -1] = H[-1, nt:nt + p] = -2.0 * grad[nt:nt + p]
+        H[-1, -1] = 4.0 * r2 / sigma**2
+        if len(multipliers) and self.constraints and np.max(np.abs(multipliers)) > 0:
+            H -= self._constraint_curvature(z, multipliers, step)
+        self.deviance(z)
+        return 0.5 * (H + H.T)
+
+    def _constraint_curvature(self, z, multipliers, step) -> np.ndarray:
+        """Σ λ_i ∇²c_i in z.  For parsed constraints of scalar-term models, by the chain
+        rule through the natural parameters: J'(∇²_Π c)J + Σ_j ∂c/∂Π_j ∇²Π_j, with ∇²_Π c
+        by second differences over the few parameters c reads and ∇²Π_j exact (Π_j is
+        β_j, σ|θ_k| or σ); otherwise by differences of the constraint Jacobian."""
+        constraints = self._eq + self._ineq
+        lam = multipliers[:len(constraints)]
+        if not self.space.scalar_terms or any(c.parameters_used is None for c in constraints):
+            def weighted(x):
+                J = self._constraint_rows(x)
+                return J.T @ lam[: J.shape[0]]
+            return jacobian(weighted, z, lower=self.space.z_lower(), rel_step=step)
+        space = self.space
+        natural = space.natural_from_z(z)
+        J = space.natural_jacobian(z)
+        nt, p = space.n_theta, space.p
+        theta, _, sigma = space.split(z)
+        out = np.zeros((len(z), len(z)))
+        for weight, con in zip(lam, constraints):
+            if weight == 0:
+                continue
+            env = self._env(con, natural)
+            idx = [space.index[name] for name in con.parameters_used]
+            f0 = self._call(con, env)
+            hs = [1e-4 * max(1.0, abs(natural[i])) for i in idx]
+            grad = np.zeros(len(natural))
+            hess = np.zeros((len(natural), len(natural)))
+
+            def at(shifts):
+                for (i, h), d in zip(zip(idx, hs), shifts):
+                    env[space.names[i]] = natural[i] + d * h
+                value = self._call(con, env)
+                for i in idx:
+                    env[space.names[i]] = natural[i]
+                return value
+
+            m = len(idx)
+            for a in range(m):
+                e = [0] * m
+                e[a] = 1
+                up = at(e)
+                e[a] = -1
+                down = at(e)
+                grad[idx[a]] = (up - down) / (2 * hs[a])
+                hess[idx[a], idx[a]] = (up - 2 * f0 + down) / hs[a] ** 2
+                for b in range(a):
+                    corner = []
+                    for sa, sb in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                        e = [0] * m
+                        e[a], e[b] = sa, sb
+                        corner.append(at(e))
+                    value = (corner[0] - corner[1] - corner[2] + corner[3]) / (4 * hs[a] * hs[b])
+                    hess[idx[a], idx[b]] = hess[idx[b], idx[a]] = value
+            curvature = J.T @ hess @ J
+            # ∇²Π: sd_k = σ|θ_k| and σ = e^{log σ} are the only non-linear entries
+            for k in range(nt):
+                g = grad[p + k]
+                sign = -1.0 if theta[k] < 0 else 1.0
+                curvature[k, -1] += g * sigma * sign
+                curvature[-1, k] += g * sigma * sign
+                curvature[-1, -1] += g * sigma * abs(theta[k])
+            curvature[-1, -1] += grad[-1] * sigma
+            out += weight * curvature
+        return out
+
+    def _xt_vinv_x(self, theta) -> np.ndarray:
+        """X'V₀⁻¹X = X'X − (ZΛ'ᵀX)'(Λ'Z'ZΛ + I)⁻¹(Λ'Z'X), column by column."""
+        X = self.design.X
+        out = X.T @ X
+        for j in range(X.shape[1]):
+            self.engine.set_response(X[:, j])
+            self.engine.update(theta)
+            u = self.engine.conditional_modes(np.zeros(0))
+            out[:, j] -= X.T @ (self.Z @ self.design.Lambda_times(theta, u))
+        self._engine_response = None
+        self._state_z = None
+        return 0.5 * (out + out.T)
 
     def base_start(self) -> np.ndarray:
         """z at the unconstrained ML fit (rank-deficient columns at 0), ignoring any mean."""

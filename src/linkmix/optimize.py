@@ -215,6 +215,7 @@ class ConstrainedRun:
     n_evaluations: int = 0
     max_violation: float = math.inf
     kkt_residual: float = math.inf
+    kkt: dict = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return {"x_initial": list(map(float, self.x_initial)),

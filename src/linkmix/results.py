@@ -506,7 +506,7 @@ class LinkedResults(_Report):
         self.beta = pd.Series(beta, index=space.fixed_names, name="estimate")
         self.natural = space.natural_from_z(z)
 
-        self._kkt = model.kkt(z)
+        self._kkt = getattr(best, "kkt", None) or model.kkt(z)
         self.kkt_residual = self._kkt["kkt_residual"]
 
         self.constraint_residuals = {}
@@ -516,14 +516,7 @@ class LinkedResults(_Report):
             self.constraint_residuals.update(
                 zip((c.label for c in model._ineq), model.ineq_values(z)))
         self.fixed_rank = model.fixed_rank
-        self.constraint_completes_rank = model.constraint_completes_rank(z)
-        n_eq = len(model._eq)
-        eq_rank = int(np.linalg.matrix_rank(model.eq_jacobian(z))) if n_eq else 0
-        p = space.p
-        nullity = p - (int(np.linalg.matrix_rank(np.vstack(
-            [self.design.X] + ([model.eq_jacobian(z)[:, space.n_theta:space.n_theta + p]]
-                               if n_eq else [])))) if p else 0)
-        self.n_free = space.dim_z - eq_rank - nullity
+        self.constraint_completes_rank, self.n_free = model.identification(z)
 
         self.optima = []
         for run in ordered:
