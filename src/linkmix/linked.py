@@ -534,8 +534,6 @@ class LinkedModel(_LinkedBase):
         nt, p = self.space.n_theta, self.space.p
         theta, _, sigma = self.space.split(z)
         lower = self.space.z_lower()
-        if np.any(z[:nt] - step * np.maximum(1.0, np.abs(z[:nt])) < lower[:nt]):
-            return super().lagrangian_hessian(z, multipliers, step)  # θ on its bound
         grad = self.gradient(z)
         r2 = self._state_r2
         H = np.empty((len(z), len(z)))
