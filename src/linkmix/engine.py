@@ -123,6 +123,8 @@ class BlockedEngine(_EngineBase):
         self._nnz_c = len(ukeys)
         self._first_Z = np.array(first.Z, dtype=float)
         self._w_cols, self._w_vals = w_cols, w_vals
+        self._y_row_of_level = np.empty(nlev, dtype=np.int64)
+        self._y_row_of_level[codes] = self._c_pos[:, -1]
         # G = W'W as a sum over each observation's pairs of non-zeros: flat indices once
         self._g_index = (w_cols[:, :, None] * m + w_cols[:, None, :]).ravel()
         self._fill_values()
@@ -204,10 +206,10 @@ class BlockedEngine(_EngineBase):
         self.G[col, :] = g
         self.G[:, col] = g
         flat_pos = self._c_pos[:, -1]
-        for a in range(self.k1):
-            self.c_vals[flat_pos, a] = 0.0
-        for a in range(self.k1):
-            np.add.at(self.c_vals[:, a], flat_pos, y * self._first_Z[:, a])
+        y_rows = self._y_row_of_level
+        for a in range(self.k1):  # the y row of each level of term 1: Σ_{i∈j} y_i z_ia
+            self.c_vals[y_rows, a] = np.bincount(self._codes1, y * self._first_Z[:, a],
+                                                 minlength=self.nlev)
         if slot_shift is not None:
             k1 = self.k1
             n_later = slot_shift.shape[1] - k1
