@@ -187,14 +187,13 @@ class _Columns:
         self._add(key, space.names, space.kinds, estimate, se, common, level)
 
     def add_fit(self, key, fit, n_dropped, level):
-        params = fit.params
         residual = max((abs(v) for v in fit.constraint_residuals.values()), default=0.0)
         common = {"n": fit.nobs, "n_dropped": n_dropped, "loglik": fit.loglik,
                   "converged": bool(fit.converged), "singular": bool(fit.singular),
                   "constraint_residual": residual, "n_optima": len(fit.equally_likely),
                   "error": None}
-        self._add(key, list(params["name"]), list(params["kind"]),
-                  params["estimate"].to_numpy(), params["std_error"].to_numpy(), common, level)
+        self._add(key, fit.space.names, fit.space.kinds, fit.natural, fit.se_natural, common,
+                  level)
 
     def add_error(self, key, message, n, n_dropped):
         cols = self.columns
