@@ -208,6 +208,27 @@ class _LinkedBase:
 
     #: Move each start onto the equality constraints along X's null space first.
     project_starts = True
+    #: A projected start with a KKT residual below this is taken as the optimum.
+    START_KKT_TOL = 1e-4
+
+    def _optimal_already(self, z_start, z):
+        """A finished run when ``z`` (a projected start) already satisfies the constraints
+        and the KKT conditions, as when the constraints only identify; else None."""
+        violation = float(np.max(np.abs(self.eq_values(z)), initial=0.0))
+        if self._ineq:
+            violation = max(violation, float(np.max(-self.ineq_values(z), initial=0.0)))
+        if not violation <= 1e-10:
+            return None
+        kkt = self.kkt(z)
+        if kkt["kkt_residual"] > self.START_KKT_TOL:
+            return None
+        self._searching = False
+        return ConstrainedRun(x_initial=np.asarray(z_start), x_final=np.asarray(z),
+                              fun_final=float(self.deviance(z)), success=True,
+                              message="the start, moved onto the constraints along X's null "
+                                      "space, satisfies the KKT conditions",
+                              max_violation=violation, kkt_residual=kkt["kkt_residual"],
+                              kkt=kkt)
 
     def _onto_constraints_along_null_space(self, z0, max_iter: int = 20) -> np.ndarray:
         """Move a start along the unidentified directions of X (which leave Xβ, hence
@@ -311,6 +332,10 @@ class _LinkedBase:
                 z_start = z0
                 if self.project_starts:
                     z0 = self._onto_constraints_along_null_space(z0)
+                    run = self._optimal_already(z_start, z0) if z0 is not z_start else None
+                    if run is not None:
+                        runs.append(run)
+                        continue
                 run = minimize_constrained(
                     lambda w: self.deviance(w * s), lambda w: self.gradient(w * s) * s,
                     z0 / s, self.space.z_lower() / s,
