@@ -567,7 +567,9 @@ class LinkedModel(_LinkedBase):
         H[nt:nt + p, nt:nt + p] = 2.0 * self._xt_vinv_x(theta) / sigma**2
         H[nt:nt + p, -1] = H[-1, nt:nt + p] = -2.0 * grad[nt:nt + p]
         H[-1, -1] = 4.0 * r2 / sigma**2
-        if len(multipliers) and self.constraints and np.max(np.abs(multipliers)) > 0:
+        # λ is ∇D in constraint coordinates: where ∇D itself vanishes (constraints that
+        # only identify) the curvature term is rounding noise and is skipped
+        if len(multipliers) and self.constraints and np.max(np.abs(grad)) > 1e-4:
             H -= self._constraint_curvature(z, multipliers, step)
         self.deviance(z)
         return 0.5 * (H + H.T)
