@@ -286,3 +286,46 @@ cdef class BlockedFactor:
                                self.c_indptr, self.c_rows, self.c_vals, self.G,
                                self.row_blk_off, self.row_term, self.q2, self.L11, self.L21,
                                self.S, self.Tbuf, self.Abuf, self.lam)
+
+
+def blocked_modes(const double[:, :, ::1] L11, const double[:, ::1] L21,
+                  const double[::1, :] S, const int[::1] c_indptr, const int[::1] c_rows,
+                  int q2, int p, const double[::1] beta, double[::1] u):
+    """ũ = L_uu⁻ᵀ(l_y − L_X'β) through the blocked factor (after ``blocked_factor``).
+
+    ``u`` (q1 + q2) receives the first term's modes level by level, then the later
+    terms'.  w = (y row) − (X rows)'β of the factor; u2 = L22⁻ᵀw2; then per level j,
+    u1_j = L11[j]⁻ᵀ(w1_j − L21u_j'u2).
+    """
+    cdef int nlev = L11.shape[0], k1 = L11.shape[1], j, a, c, r, pos, i
+    cdef Py_ssize_t q1 = nlev * k1
+    cdef double acc
+    with nogil:
+        # u2: back-substitution with the transpose of the dense factor's leading block
+        for r in range(q2 - 1, -1, -1):
+            acc = S[q2 + p, r]
+            for i in range(p):
+                acc = acc - S[q2 + i, r] * beta[i]
+            for i in range(r + 1, q2):
+                acc = acc - S[i, r] * u[q1 + i]
+            u[q1 + r] = acc / S[r, r]
+        for j in range(nlev):
+            for a in range(k1):
+                u[j * k1 + a] = 0.0
+            for pos in range(c_indptr[j], c_indptr[j + 1]):
+                r = c_rows[pos]
+                if r == q2 + p:
+                    for a in range(k1):
+                        u[j * k1 + a] = u[j * k1 + a] + L21[pos, a]
+                elif r >= q2:
+                    for a in range(k1):
+                        u[j * k1 + a] = u[j * k1 + a] - L21[pos, a] * beta[r - q2]
+                else:
+                    for a in range(k1):
+                        u[j * k1 + a] = u[j * k1 + a] - L21[pos, a] * u[q1 + r]
+            for a in range(k1 - 1, -1, -1):
+                acc = u[j * k1 + a]
+                for c in range(a + 1, k1):
+                    acc = acc - L11[j, c, a] * u[j * k1 + c]
+                u[j * k1 + a] = acc / L11[j, a, a]
+    return u

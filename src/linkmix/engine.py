@@ -239,33 +239,12 @@ class BlockedEngine(_EngineBase):
         return info == 0
 
     def conditional_modes(self, beta) -> np.ndarray:
-        """ũ(θ, β) by back-substitution through the blocked factor."""
-        beta = np.asarray(beta, dtype=float)
-        q2, p, k1, m = self.q2, self.p, self.k1, self.m
-        S = self.S
-        # w = L_uu⁻¹ Λ'Z'(y − Xβ) = (y row) − (X rows)' β, for u1 and u2 alike
-        w2 = S[q2 + p, :q2] - (S[q2:q2 + p, :q2].T @ beta if p else 0.0)
-        u2 = scipy.linalg.solve_triangular(S[:q2, :q2], w2, lower=True, trans="T") if q2 else w2
-        rows = self.c_rows
-        x_rows = (rows >= q2) & (rows < q2 + p)
-        y_rows = rows == q2 + p
-        level_of = np.repeat(np.arange(self.nlev), np.diff(self.c_indptr))
-        w1 = self.L21[y_rows].copy()                               # nlev × k1
-        if p:
-            xb = self.L21[x_rows] * beta[rows[x_rows] - q2][:, None]
-            for a in range(k1):
-                w1[:, a] -= np.bincount(level_of[x_rows], xb[:, a], minlength=self.nlev)
-        if q2:
-            u_rows = rows < q2
-            contrib = self.L21[u_rows] * u2[rows[u_rows]][:, None]
-            for a in range(k1):
-                w1[:, a] -= np.bincount(level_of[u_rows], contrib[:, a], minlength=self.nlev)
-        # u1_j = L11[j]⁻ᵀ w1_j, all levels at once by back-substitution
-        u1 = np.empty_like(w1)
-        for a in range(k1 - 1, -1, -1):
-            acc = w1[:, a] - np.einsum("jc,jc->j", self.L11[:, a + 1:, a], u1[:, a + 1:])
-            u1[:, a] = acc / self.L11[:, a, a]
-        return np.concatenate([u1.ravel(), u2])
+        """ũ(θ, β) by back-substitution through the blocked factor (compiled)."""
+        beta = np.ascontiguousarray(beta, dtype=float)
+        if beta.size == 0:
+            beta = np.zeros(1)  # a valid buffer; p = 0 reads none of it
+        return _pls.blocked_modes(self.L11, self.L21, self.S, self.c_indptr, self.c_rows,
+                                  self.q2, self.p, beta, np.empty(self.q1 + self.q2))
 
 
 class CholmodEngine(_EngineBase):
