@@ -5,7 +5,7 @@ This module owns numbers only, never meaning: it maps θ to the blocks of Λ,
 forms the values of Λ'Z'ZΛ + I (and its cross-products with X and y), factors
 them, and returns log-determinants.  Two layouts are served:
 
-* the *blocked* layout (``blocked_factor``): the first random-effects term's
+* the *blocked* layout (``BlockedFactor``): the first random-effects term's
   block of Λ'Z'ZΛ + I is block diagonal, so it is factored level by level; the
   Schur complement of everything else (later terms, X, y) is dense and is
   factored by LAPACK.  This is MixedModels.jl's insight, with all blocks after
@@ -239,19 +239,6 @@ cdef tuple _blocked_factor(const double[::1] theta, const int[::1] tmpl,
     return logdet, info
 
 
-def blocked_factor(const double[::1] theta, const int[::1] tmpl,
-                   const int[::1] tmpl_off, const int[::1] term_k,
-                   const double[:, :, ::1] D1, const int[::1] c_indptr, const int[::1] c_rows,
-                   const double[:, ::1] c_vals, const double[::1, :] G,
-                   const int[::1] row_blk_off, const int[::1] row_term, int q2,
-                   double[:, :, ::1] L11, double[:, ::1] L21, double[::1, :] S):
-    """Python entry to the blocked factorisation (see ``BlockedFactor``)."""
-    return _blocked_factor(theta, tmpl, tmpl_off, term_k, D1, c_indptr, c_rows, c_vals, G,
-                           row_blk_off, row_term, q2, L11, L21, S,
-                           np.empty(max(1, tmpl.shape[0])), np.empty(L11.shape[1] ** 2),
-                           np.empty(G.shape[0]))
-
-
 cdef class BlockedFactor:
     """The blocked factorisation's buffers, bound once, so that a refactorisation
     passes only θ (a deviance evaluation of a 16-observation model costs a few μs,
@@ -281,7 +268,7 @@ cdef class BlockedFactor:
         self.lam = np.empty(G.shape[0])
 
     def factor(self, const double[::1] theta):
-        """(log|L|², info) at θ; see ``blocked_factor``."""
+        """(log|L|², info) at θ; see ``_blocked_factor``."""
         return _blocked_factor(theta, self.tmpl, self.tmpl_off, self.term_k, self.D1,
                                self.c_indptr, self.c_rows, self.c_vals, self.G,
                                self.row_blk_off, self.row_term, self.q2, self.L11, self.L21,
@@ -291,7 +278,7 @@ cdef class BlockedFactor:
 def blocked_modes(const double[:, :, ::1] L11, const double[:, ::1] L21,
                   const double[::1, :] S, const int[::1] c_indptr, const int[::1] c_rows,
                   int q2, int p, const double[::1] beta, double[::1] u):
-    """ũ = L_uu⁻ᵀ(l_y − L_X'β) through the blocked factor (after ``blocked_factor``).
+    """ũ = L_uu⁻ᵀ(l_y − L_X'β) through the blocked factor (after ``BlockedFactor.factor``).
 
     ``u`` (q1 + q2) receives the first term's modes level by level, then the later
     terms'.  w = (y row) − (X rows)'β of the factor; u2 = L22⁻ᵀw2; then per level j,

@@ -487,7 +487,6 @@ class LinkedModel(_LinkedBase):
         self.mean = MeanTerm(mean, self.space.names, self.rows) if mean is not None else None
         random_only = dataclasses.replace(design, X=np.zeros((design.n, 0)), fixed_names=[])
         self.engine = make_engine(random_only, engine)
-        self.engine_kind = engine
         self.Z = design.Z_sparse()
         self._state_z = None
         self._engine_response = None
