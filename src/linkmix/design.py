@@ -137,11 +137,19 @@ class RandomEffectsLayout:
                               for term, T in zip(self.terms, self.T_blocks(theta))],
                              format="csc")
 
+    def by_term(self, v) -> list[np.ndarray]:
+        """A vector over all random effects (u or b, θ's term order) as one
+        (levels × k) array per term."""
+        out, offset = [], 0
+        for term in self.terms:
+            out.append(np.asarray(v[offset:offset + term.q]).reshape(term.n_levels, term.k))
+            offset += term.q
+        return out
+
     def Lambda_times(self, theta, u) -> np.ndarray:
         """b = Λ_θ u, term by term (u in θ's term order, k coefficients per level)."""
-        out, offset, index = [], 0, 0
-        for term in self.terms:
-            block = np.asarray(u[offset:offset + term.q]).reshape(term.n_levels, term.k)
+        out, index = [], 0
+        for term, block in zip(self.terms, self.by_term(u)):
             if term.k == 1:  # T is the scalar θ
                 out.append(block[:, 0] * theta[index])
                 index += 1
@@ -151,7 +159,6 @@ class RandomEffectsLayout:
                     T[i, j] = theta[index]
                     index += 1
                 out.append((block @ T.T).ravel())
-            offset += term.q
         return np.concatenate(out)
 
     def Z_sparse(self):

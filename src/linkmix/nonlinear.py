@@ -308,12 +308,7 @@ class NonlinearMixedModel:
 
     # -- PNLS -------------------------------------------------------------------
     def _b_terms(self, theta, u) -> list[np.ndarray]:
-        b = self.design.Lambda_times(theta, u)
-        out, offset = [], 0
-        for term in self.design.terms:
-            out.append(b[offset:offset + term.q].reshape(term.n_levels, term.k))
-            offset += term.q
-        return out
+        return self.design.by_term(self.design.Lambda_times(theta, u))
 
     def _mean(self, theta, beta, u, with_gradient=True):
         phi = self.design.phi(beta, self._b_terms(theta, u))
@@ -435,12 +430,10 @@ class NonlinearMixedModel:
 
     def _U_times(self, theta, grad, v) -> np.ndarray:
         """U v = Z̃ Λ v, with Z̃ from ∂μ/∂φ (``grad``)."""
-        b = self.design.Lambda_times(theta, v)
-        out, offset = np.zeros(self.n), 0
-        for term, cols in zip(self.design.terms, self.design.term_params):
-            bt = b[offset:offset + term.q].reshape(term.n_levels, term.k)
+        out = np.zeros(self.n)
+        for term, cols, bt in zip(self.design.terms, self.design.term_params,
+                                  self._b_terms(theta, v)):
             out += np.einsum("ik,ik->i", grad[:, cols], bt[term.codes])
-            offset += term.q
         return out
 
     # -- deviances ---------------------------------------------------------------

@@ -151,13 +151,11 @@ def caterpillar(fit, group: str | None = None, *, level: float = 0.95):
         L = design.Lambda_sparse(fit.theta).toarray()
         cov = fit.sigma**2 * L @ np.linalg.solve(ZL.T @ ZL + np.eye(design.q), L.T)
         sd = np.sqrt(np.clip(np.diag(cov), 0, None))
-        offset, columns = 0, {}
-        for term in design.terms:
+        columns = {}
+        for term, block in zip(design.terms, design.by_term(sd)):
             if term.group == group:
-                block = sd[offset:offset + term.q].reshape(term.n_levels, term.k)
                 for c, name in enumerate(term.coef_names):
                     columns[name] = block[:, c]
-            offset += term.q
         se = pd.DataFrame(columns, index=table.index)[table.columns]
     z = NormalDist().inv_cdf(0.5 + level / 2)
     k = table.shape[1]

@@ -36,8 +36,8 @@ SINGULAR_TOL = 1e-4
 class _Report:
     """What every fit offers: sizes, conditional modes, ``summary()`` printing, JSON.
 
-    Subclasses provide ``design``, ``summary()``, ``to_dict()`` and ``_b()`` (b̃ = Λũ,
-    flat, in θ's term order).
+    Subclasses provide ``design``, ``theta``, ``summary()``, ``to_dict()`` and ``_b()``
+    (b̃ = Λũ, flat, in θ's term order).
     """
 
     @property
@@ -49,13 +49,15 @@ class _Report:
         """Rows dropped for missing values before fitting."""
         return self.design.n_dropped
 
+    @property
+    def singular(self) -> bool:
+        """Whether a diagonal entry of some T is (numerically) zero, as lme4's isSingular."""
+        _, _, _, lower = self.design.theta_template()
+        return bool(np.any(self.theta[np.isfinite(lower)] < SINGULAR_TOL))
+
     def _b_by_term(self) -> list[np.ndarray]:
         """b̃ for each term, as (levels × k) arrays."""
-        b, out, offset = self._b(), [], 0
-        for term in self.design.terms:
-            out.append(b[offset:offset + term.q].reshape(term.n_levels, term.k))
-            offset += term.q
-        return out
+        return self.design.by_term(self._b())
 
     def ranef(self) -> dict:
         """Conditional modes of the random effects: ``{group: DataFrame(levels × coefs)}``."""
@@ -129,13 +131,6 @@ class LMMResults(_Report):
     @property
     def converged(self) -> bool:
         return bool(self.optsummary.converged)
-
-    @property
-    def singular(self) -> bool:
-        """Whether a diagonal entry of some T is (numerically) zero, as lme4's isSingular."""
-        _, _, _, lower = self.design.theta_template()
-        diag = np.isfinite(lower)
-        return bool(np.any(self.theta[diag] < SINGULAR_TOL))
 
     @property
     def loglik(self) -> float:
@@ -560,12 +555,6 @@ class LinkedResults(_Report):
             return np.full(len(self.natural), np.nan)
         J = self.space.natural_jacobian(self.z)
         return np.sqrt(np.clip(np.diag(J @ cov_z @ J.T), 0.0, None))
-
-    @property
-    def singular(self) -> bool:
-        """Whether a diagonal entry of some T is (numerically) zero, as lme4's isSingular."""
-        diag = np.isfinite(self.space.theta_lower)
-        return bool(np.any(self.theta[diag] < SINGULAR_TOL))
 
     # ---- verdicts -------------------------------------------------------------
     @property
