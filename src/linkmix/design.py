@@ -20,7 +20,8 @@ from formulaic import Formula, model_matrix
 from formulaic.errors import FormulaicError
 
 from .errors import DataError, FormulaError, MissingDataWarning, RankDeficiencyWarning
-from .formula import FormulaSpec, RandomTermSpec, parse_formula
+from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_terms, parse_formula,
+                      plain_message)
 
 __all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns", "INTERCEPT"]
 
@@ -206,23 +207,25 @@ def _require_columns(data: pd.DataFrame, names, where: str) -> None:
 
 @functools.lru_cache(maxsize=256)
 def _parsed(rhs: str) -> Formula:
-    """formulaic's parse of a right-hand side, cached: parsing is a third of the cost of
-    a small model matrix, and batch fits reuse one formula many times."""
+    """formulaic's parse of a right-hand side that passed ``check_terms``, cached: parsing
+    is a third of the cost of a small model matrix, and batch fits reuse one formula."""
     return Formula(rhs)
 
 
 def _required_variables(rhs: str, where: str) -> set[str]:
-    try:
-        return {str(v) for v in _parsed(rhs).required_variables}
-    except FormulaicError as exc:
-        raise FormulaError(f"cannot parse {where} {rhs!r}: {exc}") from None
+    """The data columns ``rhs`` reads (after the whitelist check of ``check_terms``)."""
+    return set(check_terms(rhs, where))
 
 
 def _materialize(rhs: str, data: pd.DataFrame, where: str):
+    """formulaic's model matrix of a checked ``rhs``: the only place formula text is
+    evaluated, and only with ``EVALUATION_CONTEXT`` besides the data."""
+    check_terms(rhs, where)
     try:
-        return model_matrix(_parsed(rhs), data, na_action="raise")
-    except (FormulaicError, ValueError) as exc:
-        raise FormulaError(f"cannot build the model matrix of {where} {rhs!r}: {exc}") from None
+        return model_matrix(_parsed(rhs), data, na_action="raise", context=EVALUATION_CONTEXT)
+    except (FormulaicError, ValueError, TypeError, KeyError, NameError) as exc:
+        raise FormulaError(f"cannot build the model matrix of {where} {rhs!r}: "
+                           f"{plain_message(str(exc))}") from None
 
 
 def _group_codes(data: pd.DataFrame, columns: tuple[str, ...]):

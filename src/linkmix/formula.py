@@ -6,15 +6,221 @@ Owns syntax only; no data is touched here.  Understood:
 * ``(expr || g)``: independent coefficients; every column of ``expr``'s model
   matrix becomes its own term (so factors split per level, unlike lme4);
 * grouping ``a:b`` (the interaction factor) and ``a/b`` (``a`` and ``a:b``).
+
+Also owns what a formula may *say*.  formulaic evaluates every term that is not
+a bare column name as Python, so each right-hand side is checked against a
+whitelist (``check_terms``) before anything is evaluated: column names, numbers,
+arithmetic and comparisons, and calls of ``FORMULA_FUNCTIONS`` only.  No
+attribute access (but ``contr.<name>``), subscripts, underscore names, lambdas,
+comprehensions or other calls pass, and evaluation sees ``EVALUATION_CONTEXT``,
+never the caller's variables.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from .errors import FormulaError
 
-__all__ = ["RandomTermSpec", "FormulaSpec", "parse_formula"]
+__all__ = ["RandomTermSpec", "FormulaSpec", "parse_formula", "check_terms", "check_name",
+           "FORMULA_FUNCTIONS", "EVALUATION_CONTEXT", "plain_message"]
+
+#: Functions a formula term may call: formulaic's transforms and contrasts, and the
+#: numpy functions of ``EVALUATION_CONTEXT``.
+FORMULA_FUNCTIONS = frozenset({
+    "I", "C", "log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "abs",
+    "center", "scale", "standardize", "poly", "bs", "cr", "cs", "cc",
+    "Treatment", "Sum", "Helmert", "Diff", "Poly"})
+#: Contrasts that may also be named without a call (``C(a, Sum)``), and the members of
+#: formulaic's ``contr`` registry a formula may use (``C(a, contr.sum)``).
+_CONTRASTS = frozenset({"Treatment", "Sum", "Helmert", "Diff", "Poly"})
+_CONTR_MEMBERS = frozenset({"treatment", "sum", "helmert", "diff", "poly", "SAS"})
+#: What evaluation may see besides the data and formulaic's own transforms.
+EVALUATION_CONTEXT = {"sqrt": np.sqrt, "abs": np.abs, "log1p": np.log1p, "expm1": np.expm1}
+
+_BINARY_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.BitAnd)
+_UNARY_OPS = (ast.USub, ast.UAdd)
+_COMPARE_OPS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+_BACKTICKED = re.compile(r"`([^`]*)`")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|[⧛⧚]")
+_PLACEHOLDER = "__column{}__"
+
+
+def plain_message(message: str) -> str:
+    """formulaic's message without its terminal colours, on one line."""
+    return " ".join(_ANSI.sub("", message).split())
+
+
+class _TermChecker:
+    """Walks the Python of one formulaic factor; raises ``FormulaError`` at the first
+    piece outside the whitelist and collects the data columns the factor reads."""
+
+    def __init__(self, text: str, columns: dict[str, str]):
+        self.text = text
+        self.quoted = columns     # placeholder → backticked column name
+        self.columns: set[str] = set()
+
+    def refuse(self, node, why: str):
+        piece = ast.unparse(node)
+        for key, name in self.quoted.items():
+            piece = piece.replace(key, f"`{name}`")
+        raise FormulaError(f"{piece!r} in the term {self.text!r}: {why}")
+
+    def column(self, node: ast.Name) -> None:
+        name = node.id
+        if name in self.quoted:
+            self.columns.add(self.quoted[name])
+        elif name.startswith("_"):
+            self.refuse(node, "names starting with '_' are not allowed in a formula")
+        else:
+            self.columns.add(name)
+
+    def check(self, node, *, argument: bool = False) -> None:
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str) and not argument:
+                self.refuse(node, "text is allowed only as an argument, e.g. "
+                                  "C(a, Treatment('b'))")
+            if not (node.value is None or isinstance(node.value, (bool, int, float, str))):
+                self.refuse(node, "only numbers, text, True, False and None are allowed")
+        elif isinstance(node, ast.Name):
+            if argument and node.id in _CONTRASTS:
+                return
+            if node.id in FORMULA_FUNCTIONS:
+                self.refuse(node, "a function must be called, e.g. log(x)")
+            self.column(node)
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, _BINARY_OPS):
+            self.check(node.left)
+            self.check(node.right)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, _UNARY_OPS):
+            self.check(node.operand)
+        elif isinstance(node, ast.Compare) and all(isinstance(op, _COMPARE_OPS)
+                                                    for op in node.ops):
+            for operand in (node.left, *node.comparators):
+                self.check(operand, argument=True)  # a column may be compared with text
+        elif isinstance(node, (ast.List, ast.Tuple)) and argument:
+            for item in node.elts:
+                if not isinstance(item, ast.Constant):
+                    self.refuse(item, "lists may hold only numbers and text")
+                self.check(item, argument=True)
+        elif isinstance(node, ast.Attribute):
+            if (isinstance(node.value, ast.Name) and node.value.id == "contr"
+                    and node.attr in _CONTR_MEMBERS and argument):
+                return
+            self.refuse(node, "attribute access is not allowed (a column name with a dot goes in "
+                              "backticks, `a.b`; write log(x), not np.log(x); contrasts as "
+                              f"contr.<{'|'.join(sorted(_CONTR_MEMBERS))}>)")
+        elif isinstance(node, ast.Call):
+            self.call(node)
+        else:
+            self.refuse(node, f"{type(node).__name__.lower()} expressions are not allowed "
+                              f"(only column names, numbers, arithmetic, comparisons and "
+                              f"the functions {', '.join(sorted(FORMULA_FUNCTIONS))})")
+
+    def call(self, node: ast.Call) -> None:
+        func = node.func
+        allowed = (isinstance(func, ast.Name) and func.id in FORMULA_FUNCTIONS) or (
+            isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+            and func.value.id == "contr" and func.attr in _CONTR_MEMBERS)
+        if not allowed:
+            self.refuse(func, f"calls are limited to {', '.join(sorted(FORMULA_FUNCTIONS))} "
+                              f"and contr.<name>")
+        for arg in node.args:
+            if isinstance(arg, ast.Starred):
+                self.refuse(arg, "starred arguments are not allowed")
+            self.check(arg, argument=True)
+        for keyword in node.keywords:
+            if keyword.arg is None or keyword.arg.startswith("_"):
+                self.refuse(node, "keyword arguments must be plain names not starting with '_'")
+            self.check(keyword.value, argument=True)
+
+
+@functools.lru_cache(maxsize=512)
+def _checked(rhs: str) -> tuple[frozenset[str], str | None]:
+    """(columns read, None) for an acceptable right-hand side, or (∅, why not)."""
+    from formulaic import Formula  # here, not at import: formulaic costs 0.2 s to import
+    from formulaic.errors import FormulaicError
+
+    try:
+        parsed = Formula(rhs)
+        factors = [factor for term in parsed for factor in term.factors]
+    except FormulaicError as exc:
+        return frozenset(), f"cannot parse it: {plain_message(str(exc))}"
+    except Exception as exc:  # formulaic's parser on text it was never meant to see
+        return frozenset(), f"cannot parse it ({type(exc).__name__}: {plain_message(str(exc))})"
+    columns: set[str] = set()
+    for factor in factors:
+        method = factor.eval_method.name
+        if method == "LITERAL":
+            continue
+        if method == "LOOKUP":  # a column looked up by name, never evaluated
+            if "__" in str(factor.expr):
+                return frozenset(), f"{str(factor.expr)!r}: names with '__' are not allowed"
+            columns.add(str(factor.expr))
+            continue
+        text = str(factor.expr)
+        quoted: dict[str, str] = {}
+
+        def placeholder(match):
+            key = _PLACEHOLDER.format(len(quoted))
+            quoted[key] = match.group(1)
+            return key
+
+        try:
+            tree = ast.parse(_BACKTICKED.sub(placeholder, text), mode="eval").body
+            checker = _TermChecker(text, quoted)
+            checker.check(tree)
+        except SyntaxError as exc:
+            return frozenset(), f"cannot parse the term {text!r}: {exc.msg}"
+        except FormulaError as exc:
+            return frozenset(), str(exc)
+        columns |= checker.columns
+    return frozenset(columns), None
+
+
+def check_terms(rhs: str, where: str) -> frozenset[str]:
+    """Check a formula right-hand side against the whitelist; return the columns it reads.
+
+    Parameters
+    ----------
+    rhs : str
+        Fixed-effects part or random-effects expression, e.g. ``"1 + log(x) + C(a)"``.
+    where : str
+        How messages refer to it (``"the fixed-effects part"``).
+
+    Raises
+    ------
+    FormulaError
+        Naming the first piece that is not allowed; nothing has been evaluated.
+    """
+    if not isinstance(rhs, str) or not rhs.strip():
+        raise FormulaError(f"{where} is empty")
+    for bad, what in (("~", "'~'"), ("|", "'|'")):
+        if bad in rhs:
+            raise FormulaError(f"{where} {rhs!r} may not contain {what}")
+    columns, why = _checked(rhs)
+    if why is not None:
+        raise FormulaError(f"{where} {rhs!r}: {why}")
+    return columns
+
+
+_NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
+
+
+def check_name(text: str, what: str) -> str:
+    """A name that is only looked up, never evaluated (a response, a grouping factor, an
+    argument of a nonlinear model): letters, digits, '_' and '.', or anything in backticks."""
+    name = text.strip()
+    if len(name) > 2 and name[0] == name[-1] == "`" and "`" not in name[1:-1]:
+        return name[1:-1]
+    if not _NAME.fullmatch(name) or name.startswith("__"):
+        raise FormulaError(f"{what} {name!r} must be a name (letters, digits, '_', '.'; put "
+                           f"other names in backticks)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -109,9 +315,10 @@ def _parse_group(text: str, whole: str) -> list[tuple[str, ...]]:
     nested = [seg.strip() for seg in text.split("/")]
     groups, prefix = [], ()
     for seg in nested:
-        names = tuple(name.strip().strip("`") for name in seg.split(":"))
-        if not all(names):
+        if not all(part.strip() for part in seg.split(":")):
             raise FormulaError(f"empty name in grouping factor {text!r} of {whole!r}")
+        names = tuple(check_name(part, f"grouping factor in {whole!r}")
+                      for part in seg.split(":"))
         prefix = prefix + names
         groups.append(prefix)
     return groups
@@ -136,9 +343,9 @@ def parse_formula(text: str) -> FormulaSpec:
     sides = _split_top_level(text, "~")
     if len(sides) != 2:
         raise FormulaError(f"the formula {text!r} must have exactly one '~' with the response on its left")
-    response, rhs = sides[0].strip().strip("`"), sides[1].strip()
-    if not response:
+    if not sides[0].strip():
         raise FormulaError(f"the formula {text!r} has no response on the left of '~'")
+    response, rhs = check_name(sides[0], "the response"), sides[1].strip()
     if not rhs:
         raise FormulaError(f"the formula {text!r} has nothing on the right of '~'")
 
@@ -173,4 +380,7 @@ def parse_formula(text: str) -> FormulaSpec:
             f"the formula {text!r} has no random-effects term such as '(1 | group)'; "
             f"a mixed model needs at least one")
     fixed = " + ".join(fixed_parts) if fixed_parts else "1"
+    check_terms(fixed, "the fixed-effects part")
+    for term in random:
+        check_terms(term.expr, f"the random-effects term ({term.expr} | {term.group_name})")
     return FormulaSpec(text=text, response=response, fixed=fixed, random=tuple(random))

@@ -30,7 +30,7 @@ from .design import (INTERCEPT, RandomEffectsLayout, RandomTerm, LMMDesign, _gro
                      _lme4_term_order, _materialize, _rename_intercept, _require_columns)
 from .engine import make_engine
 from .errors import ConvergenceWarning, DataError, FitError, FormulaError, MissingDataWarning
-from .formula import FormulaSpec, _split_top_level, _strip_outer_parens
+from .formula import FormulaSpec, _split_top_level, _strip_outer_parens, check_name, check_terms
 from .optimize import minimize_bounded
 from .ssmodels import SELF_STARTING, ModelFunctionError, NonlinearFunction
 
@@ -121,7 +121,8 @@ def parse_nonlinear_formula(text: str):
     """``"y ~ SSlogis(age, Asym, xmid, scal) [~ random part]"`` → (response, name, args, third).
 
     The optional third part is lme4's: model parameters and random terms such as
-    ``Asym | Tree`` or ``(0 + lKe | Subject)``.
+    ``Asym | Tree`` or ``(0 + lKe | Subject)``.  The response, the model's name and its
+    arguments must be names: they are looked up, never evaluated.
     """
     if not isinstance(text, str) or "~" not in text:
         raise FormulaError("a nonlinear formula reads 'response ~ Model(covariates, params)', "
@@ -130,13 +131,14 @@ def parse_nonlinear_formula(text: str):
     if len(parts) not in (2, 3):
         raise FormulaError(f"a nonlinear formula has one '~' (or two, with lme4's third part): "
                            f"{text!r}")
-    response = parts[0].strip()
     match = _MODEL_CALL.match(parts[1])
-    if not response or not match:
+    if not parts[0].strip() or not match:
         raise FormulaError(f"cannot read {text!r}: expected 'response ~ Model(arg, …)'")
+    response = check_name(parts[0], "the response")
     args = [a.strip() for a in _split_top_level(match["args"], ",")]
     if any(not a for a in args):
         raise FormulaError(f"empty argument in {parts[1].strip()!r}")
+    args = [check_name(a, f"argument of {match['name']}") for a in args]
     return response, match["name"], args, (parts[2] if len(parts) == 3 else None)
 
 
@@ -155,11 +157,15 @@ def _random_from_third_part(third: str, params) -> list[str]:
     return out
 
 
-def _parse_random(spec, params) -> list[tuple[tuple[str, ...], tuple[str, ...], bool]]:
-    """Random specs like ``"lKa + lCl | Subject"`` → [(params, group columns, independent)]."""
+def _parse_random(spec, params) -> list[tuple[tuple[str, ...], tuple[str, ...], bool, str]]:
+    """Random specs like ``"lKa + lCl | Subject"`` → [(params, group columns, independent,
+    the spec's text)]."""
     specs = [spec] if isinstance(spec, str) else list(spec or [])
     out = []
     for text in specs:
+        if not isinstance(text, str):
+            raise FormulaError(f"a random part must be text such as 'Asym | Tree', not "
+                               f"{type(text).__name__}")
         double = _split_top_level(text, "||")
         independent = len(double) == 2
         sides = double if independent else _split_top_level(text, "|")
@@ -171,8 +177,11 @@ def _parse_random(spec, params) -> list[tuple[tuple[str, ...], tuple[str, ...], 
         if unknown or not names:
             raise FormulaError(f"random part {text!r} names {unknown or 'no'} model parameters; "
                                f"the model's parameters are {list(params)}")
-        group = tuple(g.strip() for g in sides[1].split(":"))
-        out.append((tuple(names), group, independent))
+        if not sides[1].strip():
+            raise FormulaError(f"random part {text!r} has no grouping factor after '|'")
+        group = tuple(check_name(g, f"grouping factor of the random part {text!r}")
+                      for g in sides[1].split(":"))
+        out.append((tuple(names), group, independent, text))
     if not out:
         raise FormulaError("a nonlinear mixed model needs a random part, e.g. "
                            "random='Asym | Tree'")
@@ -218,19 +227,28 @@ def build_nlmm_design(formula: str, data: pd.DataFrame, random=None, fixed=None,
                                "not both")
         random = _random_from_third_part(third, params)
     random_specs = _parse_random(random, params)
+    if fixed is not None and not isinstance(fixed, dict):
+        raise FormulaError(f"fixed= must map model parameters to formulas, e.g. "
+                           f"{{'lCl': '1 + Wt'}}, not {type(fixed).__name__}")
     fixed = dict(fixed or {})
+    bad = [k for k, v in fixed.items() if not isinstance(v, str)]
+    if bad:
+        raise FormulaError(f"fixed= formulas must be text such as '1 + Wt'; got "
+                           f"{ {k: fixed[k] for k in bad} }")
     unknown = [k for k in fixed if k not in params]
     if unknown:
         raise FormulaError(f"fixed= names {unknown}, not model parameters {list(params)}")
     fixed_specs = {j: fixed.get(j, "1") for j in params}
 
-    from .design import _required_variables
     used = {response, *cov_cols}
-    for rhs in fixed_specs.values():
-        used |= _required_variables(rhs, "a fixed-effects formula")
-    for _, group, _ in random_specs:
-        used |= set(group)
     _require_columns(data, sorted(used), f"the nonlinear model {formula!r}")
+    for j, rhs in fixed_specs.items():
+        columns = check_terms(rhs, f"the fixed effects of {j}")
+        _require_columns(data, sorted(columns), f"the fixed effects of {j} ({rhs!r})")
+        used |= columns
+    for _, group, _, text in random_specs:
+        _require_columns(data, list(group), f"the random part {text!r}")
+        used |= set(group)
     for col in [response, *cov_cols]:
         if not pd.api.types.is_numeric_dtype(data[col]):
             raise DataError(f"column {col!r} must be numeric; it has dtype {data[col].dtype}")
@@ -262,7 +280,7 @@ def build_nlmm_design(formula: str, data: pd.DataFrame, random=None, fixed=None,
         start += block.shape[1]
 
     terms, term_params = [], []
-    for names_j, group, independent in random_specs:
+    for names_j, group, independent, _ in random_specs:
         codes, levels = _group_codes(data, group)
         if len(levels) < 2:
             raise DataError(f"grouping factor {':'.join(group)!r} has only {len(levels)} level")

@@ -22,6 +22,7 @@ from formulaic.errors import FormulaicError
 
 from .design import INTERCEPT
 from .errors import DataError, FitError
+from .formula import EVALUATION_CONTEXT
 from .parameters import ParameterSpace, variance_components
 
 SAME_OPTIMUM = 1e-3       # two optima are the same when every natural parameter agrees to this
@@ -268,7 +269,7 @@ class LMMResults(_Report):
     @staticmethod
     def _new_matrix(spec, newdata, where):
         try:
-            return spec.get_model_matrix(newdata, na_action="raise")
+            return spec.get_model_matrix(newdata, na_action="raise", context=EVALUATION_CONTEXT)
         except (FormulaicError, ValueError, KeyError, NameError) as exc:
             raise DataError(f"cannot build the {where} for newdata: {exc}") from None
 
