@@ -103,11 +103,14 @@ cdef tuple _blocked_factor(const double[::1] theta, const int[::1] tmpl,
     info : int
         0 on success; otherwise LAPACK's ``info`` (the 1-based order of the first
         non-positive leading minor of ``S``), or -1 for a failed first-term block.
+    logdet_x : float
+        log|R_X|², from the diagonal of the factor's X block (rows q2 … m − 2), whose
+        upper triangle is zeroed, so that block is the lower-triangular R_X'.
     """
     cdef int m = G.shape[0], k1 = term_k[0], nlev = D1.shape[0]
     cdef int j, a, b, c, r, s, p, pp, t, o, k, rr, info = 0
     cdef int start, stop
-    cdef double acc, logdet = 0.0, tv
+    cdef double acc, logdet = 0.0, logdet_x = 0.0, tv
     cdef double* T1
     cdef double* T
     cdef double* Lj
@@ -236,7 +239,13 @@ cdef tuple _blocked_factor(const double[::1] theta, const int[::1] tmpl,
             if info == 0 or info > q2:
                 for r in range(q2):
                     logdet = logdet + 2.0 * log(S[r, r])
-    return logdet, info
+            if info == 0:
+                for r in range(q2, m - 1):
+                    logdet_x = logdet_x + 2.0 * log(S[r, r])
+            for c in range(q2 + 1, m):  # LAPACK leaves the upper triangle as it was
+                for r in range(q2, c):
+                    S[r, c] = 0.0
+    return logdet, info, logdet_x
 
 
 cdef class BlockedFactor:
@@ -268,7 +277,7 @@ cdef class BlockedFactor:
         self.lam = np.empty(G.shape[0])
 
     def factor(self, const double[::1] theta):
-        """(log|L|², info) at θ; see ``_blocked_factor``."""
+        """(log|L|², info, log|R_X|²) at θ; see ``_blocked_factor``."""
         return _blocked_factor(theta, self.tmpl, self.tmpl_off, self.term_k, self.D1,
                                self.c_indptr, self.c_rows, self.c_vals, self.G,
                                self.row_blk_off, self.row_term, self.q2, self.L11, self.L21,

@@ -64,7 +64,7 @@ class _EngineBase:
 
     def logdet_RX(self) -> float:
         """log|R_X|²."""
-        return 2.0 * float(np.sum(np.log(np.diag(self.Lxy)[: self.p])))
+        return 2.0 * float(np.sum(np.log(np.diagonal(self.Lxy)[: self.p])))
 
 
 class BlockedEngine(_EngineBase):
@@ -133,7 +133,6 @@ class BlockedEngine(_EngineBase):
         self.L21 = np.zeros((self._nnz_c, k1))
         self.S = np.zeros((m, m), order="F")
         self.Lxy = self.S[q2:, q2:]
-        self._upper = np.triu_indices(p + 1, 1)
         self._bind()
 
     def _fill_values(self):
@@ -230,13 +229,14 @@ class BlockedEngine(_EngineBase):
 
     def update(self, theta) -> bool:
         theta = np.ascontiguousarray(theta, dtype=float)
-        logdet, info = self._factor.factor(theta)
+        self.logdet_L, self.info, self._logdet_x = self._factor.factor(theta)
         self.theta = theta
-        self.logdet_L = logdet
-        self.info = info
-        self.Lxy[self._upper] = 0.0  # LAPACK leaves the upper triangle as it was
         # info == m: y lies in the span (r² = 0); anything else is a failure.
-        return info == 0
+        return self.info == 0
+
+    def logdet_RX(self) -> float:
+        """log|R_X|², summed by the compiled factorisation."""
+        return self._logdet_x
 
     def conditional_modes(self, beta) -> np.ndarray:
         """ũ(θ, β) by back-substitution through the blocked factor (compiled)."""
