@@ -136,7 +136,8 @@ def test_redundant_constraint_reproduces_the_plain_fit():
 
 def test_three_equally_likely_optima_are_all_reported():
     data = datasets.simulate_peptide(**datasets.THREE_OPTIMA)
-    fit = linkmix.lmer(M2_FORMULA, data, constraints=M2_CONSTRAINT, n_starts=10)
+    # 15 starts find all three for every seed tried (0-5); 10 miss one for some seeds
+    fit = linkmix.lmer(M2_FORMULA, data, constraints=M2_CONSTRAINT, n_starts=15)
     assert not fit.identified and "NOT IDENTIFIED: 3 distinct optima" in fit.verdict
     assert len(fit.equally_likely) == 3
     found = sorted(o["params"]["t2"] for o in fit.equally_likely)
@@ -199,7 +200,7 @@ def test_full_deviance_matches_dense_likelihood():
     model = linkmix.LinkedModel(M2_FORMULA, peptide(SEED_REFS[0]), constraints=M2_CONSTRAINT)
     design = model.design
     z = model.base_start()
-    theta, beta, sigma = model.space.split(z)
+    theta, beta, sigma = model.space.user(z)
     ZL = design.Z_sparse().toarray() @ design.Lambda_sparse(theta).toarray()
     V = sigma**2 * (ZL @ ZL.T + np.eye(design.n))
     r = design.y - design.X @ beta
@@ -287,7 +288,7 @@ def test_cli_linked_fit_writes_json(tmp_path, capsys):
     data.to_csv(csv, index=False)
     out = tmp_path / "fit.json"
     code = cli_main(["fit", str(csv), "--formula", M2_FORMULA, "--factor", "treatment",
-                     "--factor", "replicate", "--constraint", M2_CONSTRAINT, "--starts", "10",
+                     "--factor", "replicate", "--constraint", M2_CONSTRAINT, "--starts", "15",
                      "--json", str(out), "--lrt"])
     assert code == 0
     text = capsys.readouterr().out

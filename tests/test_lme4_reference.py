@@ -4,8 +4,6 @@ import numpy as np
 import pytest
 
 import linkmix
-from linkmix.optimize import OptSummary
-from linkmix.results import LMMResults
 from conftest import LME4_LMM, load_dataset
 
 CASES = [pytest.param(ref, id=f"{ref['name']}-{'REML' if ref['REML'] else 'ML'}") for ref in LME4_LMM]
@@ -52,10 +50,7 @@ def comparable(ref, engine):
         np.testing.assert_allclose(fit.theta, theta_ref, atol=1e-3, rtol=0)
         return fit
     assert model.objective(fit.theta) < model.objective(theta_ref)
-    model.objective(theta_ref)
-    summary = OptSummary("lme4's theta", theta_ref, x_final=theta_ref,
-                         fun_final=model.objective(theta_ref))
-    return LMMResults(model, summary)
+    return model.results_at(theta_ref)
 
 
 @pytest.mark.parametrize("engine", ["blocked", "cholmod"])

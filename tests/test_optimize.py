@@ -1,6 +1,9 @@
 """Optimiser choice, singular fits, and convergence reporting."""
 
+import warnings
+
 import numpy as np
+import pandas as pd
 import pytest
 
 import linkmix
@@ -47,3 +50,79 @@ def test_theta_start_is_used():
     assert fit.objective == pytest.approx(ref["objective"], rel=1e-9)
     with pytest.raises(ValueError, match="theta_start has 2 entries"):
         model.fit(theta_start=[1.0, 0.0])
+
+
+# ---- lme4's derivative checks: flat criteria, vanishing σ, saddle points ----------------
+
+@pytest.fixture(scope="module")
+def degenerate_data():
+    rng = np.random.default_rng(2)
+    n, n_g = 120, 12
+    g, x = rng.integers(0, n_g, n), rng.normal(size=n)
+    frame = pd.DataFrame({"y": 1 + x + rng.normal(size=n_g)[g] + 0.5 * rng.normal(size=n),
+                          "x": x, "g": [f"g{i}" for i in g], "h": [f"h{i}" for i in g],
+                          "zero": 0.0})
+    exact = frame.assign(y=1 + x + rng.normal(size=n_g)[g])  # no residual noise
+    return frame, exact
+
+
+@pytest.mark.parametrize("REML", [True, False])
+@pytest.mark.parametrize("formula", ["y ~ x + (1|g) + (1|h)",        # h ≡ g: only θ₁²+θ₂² counts
+                                     "y ~ x + (1|g) + (0 + zero|h)"])  # θ₂ changes nothing
+def test_flat_criterion_is_flagged_degenerate(degenerate_data, formula, REML):
+    fit = linkmix.lmer(formula, degenerate_data[0], REML=REML)
+    assert fit.converged and fit.degenerate
+    assert any("not uniquely determined" in w for w in fit.warnings)
+    assert "not uniquely determined" in str(fit.summary())
+    assert fit.to_dict()["degenerate"] is True
+    assert np.min(np.abs(fit.optsummary.hessian_eigenvalues)) < \
+        1e-4 * np.max(fit.optsummary.hessian_eigenvalues)
+
+
+def test_vanishing_sigma_is_said(degenerate_data):
+    with pytest.warns(ConvergenceWarning):
+        fit = linkmix.lmer("y ~ x + (1|g)", degenerate_data[1])
+    assert fit.degenerate and not fit.converged
+    assert any("residual SD is numerically zero" in w for w in fit.warnings)
+
+
+def test_well_posed_fits_are_not_degenerate():
+    for ref in LME4_LMM:
+        fit = linkmix.lmer(ref["formula"], load_dataset(ref["dataset"]), REML=ref["REML"])
+        assert not fit.degenerate, ref["name"]
+        assert fit.warnings == (["boundary (singular) fit: a variance component is estimated "
+                                 "as zero"] if ref["singular"] else []), ref["name"]
+        if not ref["singular"]:
+            assert np.all(fit.optsummary.hessian_eigenvalues > 0)
+
+
+def test_saddle_point_is_escaped():
+    """BOBYQA stopped at θ₁ = 0.0039 with a zero gradient and negative curvature along θ₁
+    (a maximum along that axis); the restart goes down the curvature to a minimum."""
+    data, _ = linkmix.datasets.simulate_experiment(1000, seed=11)
+    peptide = data[data.peptide == "PEP00571"]
+    model = linkmix.LinearMixedModel("x ~ 1 + t2 + m2 + t2m1 + (0 + treatment || replicate)",
+                                     peptide)
+    fit = model.fit()
+    assert fit.converged and not fit.degenerate
+    assert np.all(fit.optsummary.hessian_eigenvalues > 0)
+    assert fit.objective < model.objective([0.00392408, 1.65082707])
+
+
+def test_batch_rows_say_what_single_fits_say(degenerate_data):
+    frame, exact = degenerate_data
+    table = pd.concat([frame.assign(batch="fine"), exact.assign(batch="exact"),
+                       frame.assign(batch="aliased")], ignore_index=True)
+    results = {}
+    for name, formula in [("y ~ x + (1|g)", "plain"), ("y ~ x + (1|g) + (1|h)", "aliased")]:
+        results[formula] = linkmix.fit_groups(table, "batch", name, n_jobs=1)
+    for batch, data in [("fine", frame), ("exact", exact)]:
+        row = results["plain"][results["plain"].batch == batch].iloc[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # the exact fit's, expected
+            single = linkmix.lmer("y ~ x + (1|g)", data)
+        warning = None if pd.isna(row.warning) else row.warning
+        assert (row.converged, row.singular, row.degenerate, warning) == \
+            (single.converged, single.singular, single.degenerate, single.message)
+    row = results["aliased"][results["aliased"].batch == "aliased"].iloc[0]
+    assert row.degenerate and "not uniquely determined" in row.warning

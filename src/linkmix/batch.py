@@ -23,7 +23,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 
 from .design import _required_variables
 from .errors import LinkmixError
@@ -33,8 +32,8 @@ __all__ = ["fit_groups", "GroupSpec", "ROW_COLUMNS"]
 
 #: Per-group columns of ``fit_groups``' result, after the group keys.
 ROW_COLUMNS = ["parameter", "kind", "estimate", "std_error", "ci_lower", "ci_upper", "n",
-               "n_dropped", "loglik", "converged", "singular", "constraint_residual",
-               "n_optima", "error"]
+               "n_dropped", "loglik", "converged", "singular", "degenerate", "warning",
+               "constraint_residual", "n_optima", "error"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,11 +122,9 @@ class _GroupFitter:
                 model.set_response(y)
                 with warnings.catch_warnings(), np.errstate(all="ignore"):
                     warnings.simplefilter("ignore")
-                    if spec.linked:
-                        out.add_fit(key, model.fit(n_starts=spec.n_starts, method=spec.method),
-                                    n_dropped, spec.level)
-                    else:
-                        out.add_plain(key, model, n_dropped, spec.level)
+                    fit = model.fit(n_starts=spec.n_starts, method=spec.method) \
+                        if spec.linked else model.fit()
+                    out.add_fit(key, fit, n_dropped, spec.level)
             except Exception as exc:  # a batch never dies because one group failed
                 message = str(exc) if isinstance(exc, LinkmixError) \
                     else f"{type(exc).__name__}: {exc}"
@@ -157,43 +154,18 @@ class _Columns:
         for name, value in common.items():
             cols[name].extend([value] * m)
 
-    def add_plain(self, key, model, n_dropped, level):
-        """An unconstrained fit, read straight off the engine (no results object)."""
-        from .optimize import minimize_bounded
-        from .parameters import ParameterSpace
-
-        design = model.design
-        cached = model.__dict__.get("_batch_cache")
-        if cached is None:  # per layout: bounds, start, names
-            _, _, _, lower = design.theta_template()
-            cached = model._batch_cache = (lower, design.theta_start(), ParameterSpace(design))
-        lower, start, space = cached
-        opt = minimize_bounded(model.deviance, start, lower, check_gradient=False)
-        engine = model.engine
-        beta = engine.beta_hat()
-        sigma = model.deviance.sigma_hat()
-        p = design.p
-        estimate = space.natural(opt.x_final, beta, sigma)
-        se = np.full(len(estimate), np.nan)
-        if p:
-            Rinv = scipy.linalg.solve_triangular(engine.Lxy[:p, :p], np.eye(p), lower=True,
-                                                 check_finite=False)
-            se[:p] = sigma * np.sqrt(np.sum(Rinv**2, axis=0))
-        diag = np.isfinite(lower)
-        common = {"n": design.n, "n_dropped": n_dropped, "loglik": -0.5 * opt.fun_final,
-                  "converged": bool(opt.converged),
-                  "singular": bool(np.any(opt.x_final[diag] < 1e-4)),
-                  "constraint_residual": np.nan, "n_optima": 1, "error": None}
-        self._add(key, space.names, space.kinds, estimate, se, common, level)
-
     def add_fit(self, key, fit, n_dropped, level):
-        residual = max((abs(v) for v in fit.constraint_residuals.values()), default=0.0)
+        """A fit's rows: its named estimates and the per-group columns, read off the
+        results object exactly as a single fit reports them."""
+        residuals = getattr(fit, "constraint_residuals", {})
+        names, kinds, estimate, se = fit.natural_estimates()
         common = {"n": fit.nobs, "n_dropped": n_dropped, "loglik": fit.loglik,
                   "converged": bool(fit.converged), "singular": bool(fit.singular),
-                  "constraint_residual": residual, "n_optima": len(fit.equally_likely),
-                  "error": None}
-        self._add(key, fit.space.names, fit.space.kinds, fit.natural, fit.se_natural, common,
-                  level)
+                  "degenerate": bool(fit.degenerate), "warning": fit.message,
+                  "constraint_residual": max((abs(v) for v in residuals.values()),
+                                             default=np.nan) if residuals else np.nan,
+                  "n_optima": len(getattr(fit, "equally_likely", [None])), "error": None}
+        self._add(key, names, kinds, estimate, se, common, level)
 
     def add_error(self, key, message, n, n_dropped):
         cols = self.columns
@@ -202,8 +174,8 @@ class _Columns:
         for c in ROW_COLUMNS:
             cols[c].append(np.nan)
         for name, value in {"parameter": None, "kind": None, "n": n, "n_dropped": n_dropped,
-                            "converged": False, "singular": False, "n_optima": 0,
-                            "error": message}.items():
+                            "converged": False, "singular": False, "degenerate": False,
+                            "warning": None, "n_optima": 0, "error": message}.items():
             cols[name][-1] = value
 
 
@@ -268,8 +240,11 @@ def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=N
         One row per group and parameter: the group keys, ``parameter``, ``kind``,
         ``estimate``, ``std_error``, ``ci_lower``, ``ci_upper``, and per group ``n``,
         ``n_dropped`` (rows with missing values), ``loglik``, ``converged``,
-        ``singular``, ``constraint_residual``, ``n_optima`` (equally likely optima),
-        ``error`` (why a group could not be fitted; its row has no parameter).
+        ``singular``, ``degenerate`` (estimates not uniquely determined), ``warning``
+        (the fit's warnings, as ``fit.warnings``), ``constraint_residual``,
+        ``n_optima`` (equally likely optima), ``error`` (why a group could not be
+        fitted; its row has no parameter).  ``converged``, ``singular`` and
+        ``degenerate`` mean exactly what they mean for a single fit.
     """
     if not isinstance(data, pd.DataFrame):
         raise LinkmixError(f"data must be a pandas DataFrame, not {type(data).__name__}")

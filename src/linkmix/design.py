@@ -23,7 +23,8 @@ from .errors import DataError, FormulaError, MissingDataWarning, RankDeficiencyW
 from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_terms, parse_formula,
                       plain_message)
 
-__all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns", "INTERCEPT"]
+__all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns",
+           "pow2_column_scales", "INTERCEPT"]
 
 INTERCEPT = "(Intercept)"
 
@@ -95,7 +96,7 @@ class RandomEffectsLayout:
         return sum(len(term.theta_positions()) for term in self.terms)
 
     def theta_template(self):
-        """Arrays describing θ → T for the compiled kernels.
+        """Arrays describing θ → T for the compiled kernels (shared, read-only).
 
         Returns
         -------
@@ -104,17 +105,7 @@ class RandomEffectsLayout:
         lower : ndarray
             Lower bounds of θ: 0 on diagonal entries of T, -inf elsewhere.
         """
-        term_k = np.array([term.k for term in self.terms], dtype=np.int32)
-        tmpl_off = np.zeros(len(self.terms), dtype=np.int32)
-        tmpl_off[1:] = np.cumsum(term_k[:-1] ** 2)
-        tmpl = np.full(int(np.sum(term_k ** 2)), -1, dtype=np.int32)
-        lower, index = [], 0
-        for t, term in enumerate(self.terms):
-            for i, j in term.theta_positions():
-                tmpl[tmpl_off[t] + i * term.k + j] = index
-                lower.append(0.0 if i == j else -np.inf)
-                index += 1
-        return tmpl, tmpl_off, term_k, np.array(lower)
+        return _theta_template(tuple(term.k for term in self.terms))
 
     def theta_start(self) -> np.ndarray:
         """lme4's start: T = I for every term."""
@@ -197,6 +188,27 @@ class LMMDesign(RandomEffectsLayout):
     def p(self) -> int:
         return self.X.shape[1]
 
+@functools.lru_cache(maxsize=64)
+def _theta_template(sizes: tuple[int, ...]):
+    """``RandomEffectsLayout.theta_template`` for terms with ``sizes`` coefficients each
+    (in lme4's θ order: the lower triangle of each T by columns)."""
+    term_k = np.array(sizes, dtype=np.int32)
+    tmpl_off = np.zeros(len(sizes), dtype=np.int32)
+    tmpl_off[1:] = np.cumsum(term_k[:-1] ** 2)
+    tmpl = np.full(int(np.sum(term_k ** 2)), -1, dtype=np.int32)
+    lower, index = [], 0
+    for t, k in enumerate(sizes):
+        for j in range(k):
+            for i in range(j, k):
+                tmpl[tmpl_off[t] + i * k + j] = index
+                lower.append(0.0 if i == j else -np.inf)
+                index += 1
+    lower = np.array(lower)
+    for array in (tmpl, tmpl_off, term_k, lower):
+        array.flags.writeable = False
+    return tmpl, tmpl_off, term_k, lower
+
+
 def _require_columns(data: pd.DataFrame, names, where: str) -> None:
     missing = [name for name in names if name not in data.columns]
     if missing:
@@ -276,22 +288,54 @@ def _build_terms(spec: RandomTermSpec, data: pd.DataFrame) -> list[RandomTerm]:
             for cols in split]
 
 
+def pow2_column_scales(M: np.ndarray) -> np.ndarray:
+    """Per column, the power of two just above its largest magnitude (1 for a zero column).
+
+    Dividing by it is exact and brings every entry into [-1, 1], so sums of squares
+    cannot overflow (columns of size 1e300) or underflow.
+    """
+    top = np.max(np.abs(M), axis=0, initial=0.0)
+    exponents = np.frexp(np.where(top > 0, top, 1.0))[1]
+    return np.ldexp(1.0, exponents)
+
+
 def drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
     """Drop columns of X that are (numerically) combinations of earlier columns.
 
-    In QR without pivoting, |R_jj| is the part of column j orthogonal to the
-    columns before it, so later columns are dropped first, as lme4 does.
+    Column j is dependent when the part of it orthogonal to the kept columns before
+    it is below ``tol`` times its norm, the test of R's ``qr(X, tol = 1e-7)`` that
+    lme4 uses: later columns are dropped first.  Columns are scaled by powers of two
+    first (see ``pow2_column_scales``), so huge or tiny columns are judged like any
+    other.  With fewer rows than columns at most n columns are kept.
+
+    One Householder QR decides when no column is dependent (its |R_jj| is exactly that
+    orthogonal part while no earlier column was dropped); otherwise the columns are
+    taken in order and orthogonalised twice against the kept ones (Gram–Schmidt
+    reorthogonalised), so a dropped column cannot disturb later ones.
     """
-    if X.shape[1] == 0:
+    n, p = X.shape
+    if p == 0:
         return X, names, []
-    R = scipy.linalg.qr(X, mode="r")[0]
-    norms = np.linalg.norm(X, axis=0)
-    dependent = np.abs(np.diag(R)) <= tol * np.maximum(norms, np.finfo(float).tiny)
-    if not dependent.any():
-        return X, names, []
-    keep = np.flatnonzero(~dependent)
-    dropped = [names[i] for i in np.flatnonzero(dependent)]
-    return np.ascontiguousarray(X[:, keep]), [names[i] for i in keep], dropped
+    scaled = X / pow2_column_scales(X)
+    norms = np.linalg.norm(scaled, axis=0)
+    if n >= p:
+        R = scipy.linalg.qr(scaled, mode="r", check_finite=False)[0]
+        if np.all(np.abs(np.diag(R)) > tol * norms) and np.all(norms > 0):
+            return X, names, []
+    basis = np.empty((n, min(n, p)))
+    keep = []
+    for j in range(p):
+        if len(keep) == n or norms[j] == 0:
+            continue
+        v = scaled[:, j].copy()
+        for _ in range(2):
+            v -= basis[:, :len(keep)] @ (basis[:, :len(keep)].T @ v)
+        residual = float(np.linalg.norm(v))
+        if residual > tol * norms[j]:
+            basis[:, len(keep)] = v / residual
+            keep.append(j)
+    dropped = [names[j] for j in range(p) if j not in set(keep)]
+    return np.ascontiguousarray(X[:, keep]), [names[j] for j in keep], dropped
 
 
 def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,

@@ -12,7 +12,11 @@ named parameters of ``linkmix.parameters``) and its exact −2 log-likelihood is
     r²(θ, β) = min_u ‖y − Xβ − f(Π) − ZΛu‖² + ‖u‖²,
 
 computed by a factorisation engine without fixed-effects columns whose response
-is ``y − Xβ − f(Π)``; a rank-deficient X is therefore harmless and is kept.
+is ``y − Xβ − f(Π)``; a rank-deficient X is therefore harmless and is kept.  The
+optimiser's z is in working coordinates (``linkmix.conditioning.LinkedCoordinates``:
+θ_w of well-conditioned random-effects columns, β = Mγ with far-off columns centred),
+so that covariates far from zero cost neither digits nor convergence; constraints
+and means see the natural parameters.
 By the envelope theorem ``∂D/∂β = −2X'r̃/σ²`` and ``∂D/∂log σ = 2n − 2r²/σ²``
 (r̃ the conditional residual), plus the chain rule through ``f``; ``∂D/∂θ`` is
 by central differences (second order, one-sided at a bound).
@@ -33,6 +37,7 @@ from .design import build_design, drop_dependent_columns
 from .engine import make_engine
 from .errors import FitError
 from .numdiff import jacobian
+from .conditioning import LinkedCoordinates
 from .optimize import CONSTRAINED_METHODS, ConstrainedRun, minimize_constrained
 from .parameters import SIGMA, ParameterSpace, sd_name
 
@@ -57,13 +62,15 @@ class _LinkedBase:
     """What every linked model shares: constraints as functions of ``z = (θ, β, log σ)``,
     starts, the multi-start constrained fit and the analysis of its optima.
 
-    Subclasses set ``design``, ``formula`` and ``mean`` and provide ``deviance(z)``,
-    ``gradient(z)``, ``base_start()``, ``modes(z)`` (ũ) and ``conditional_residual(z)``.
+    Subclasses set ``design`` (the user's numbers), ``working`` (the numbers z's
+    coordinates refer to), ``formula`` and ``mean`` and provide ``deviance(z)``,
+    ``gradient(z)``, ``base_start()``, ``random_effects(z)`` (b̃ in user units) and
+    ``conditional_residual(z)``.
     """
 
-    def _setup_links(self, constraints):
+    def _setup_links(self, constraints, coordinates=None):
         design = self.design
-        self.space = space = ParameterSpace(design)
+        self.space = space = ParameterSpace(design, coordinates)
         self.constraints = [make_constraint(c, space.names) for c in _as_list(constraints)]
         self.n = design.n
         self.fixed_rank = int(np.linalg.matrix_rank(design.X)) if design.p else 0
@@ -161,7 +168,7 @@ class _LinkedBase:
         if n_starts <= 1:
             return [base]
         nt, p = self.space.n_theta, self.space.p
-        theta0, beta0, sigma0 = self.space.split(base)
+        theta0, beta0, sigma0 = self.space.user(base)
         diag = np.isfinite(self.space.theta_lower)
         null = scipy.linalg.null_space(self.design.X) if p else np.zeros((0, 0))
         null = null / np.max(np.abs(null), axis=0) if null.size else null
@@ -175,7 +182,7 @@ class _LinkedBase:
             if null.size:
                 beta = beta + reach * (null @ point[nt + p + 1:])
             sigma = sigma0 * math.exp(0.5 * point[nt + p])
-            out.append(self.space.join(theta, beta, sigma))
+            out.append(self.space.from_user(theta, beta, sigma))
         return out
 
     def scales(self, z) -> np.ndarray:
@@ -242,8 +249,8 @@ class _LinkedBase:
         if not self._eq or self.mean is not None or self.space.p == 0:
             return z0
         null = getattr(self, "_null", None)
-        if null is None:
-            null = self._null = scipy.linalg.null_space(self.design.X)
+        if null is None:  # in z's coordinates: the null space of the working X
+            null = self._null = scipy.linalg.null_space(self.working.X)
         if null.shape[1] != len(self._eq):
             return z0
         nt, p = self.space.n_theta, self.space.p
@@ -269,7 +276,7 @@ class _LinkedBase:
         return z0
 
     def _start_from(self, start) -> np.ndarray:
-        """z from an array (θ, β, log σ) or a mapping of parameter names.
+        """z from an array (lme4's θ, β, log σ) or a mapping of parameter names.
 
         A mapping may give fixed effects, ``sigma`` and the SDs of scalar terms;
         the rest comes from the base start.
@@ -277,9 +284,10 @@ class _LinkedBase:
         if not isinstance(start, Mapping):
             z = np.asarray(start, dtype=float)
             if z.shape != (self.space.dim_z,):
-                raise ValueError(f"start must have {self.space.dim_z} entries (θ, β, log σ)")
-            return z
-        theta, beta, sigma = self.space.split(self.base_start())
+                raise ConstraintError(f"start must have {self.space.dim_z} entries "
+                                      f"(θ, β, log σ) or be a mapping of parameter names")
+            return self.space.from_user(*self.space.split(z))
+        theta, beta, sigma = self.space.user(self.base_start())
         theta, beta = theta.copy(), beta.copy()
         sigma = float(start.get(SIGMA, sigma))
         offsets = np.cumsum([0] + [len(t.theta_positions()) for t in self.design.terms])
@@ -295,7 +303,7 @@ class _LinkedBase:
                 raise ConstraintError(f"cannot start from {name!r}: start values may name fixed "
                                       f"effects, sigma and SDs of scalar terms "
                                       f"{sorted(scalar_sd)}")
-        return self.space.join(theta, beta, sigma)
+        return self.space.from_user(theta, beta, sigma)
 
     # ---- fitting ------------------------------------------------------------------
     def fit(self, *, n_starts: int = 1, method: str = "SLSQP", seed: int = 0, start=None):
@@ -451,7 +459,7 @@ class _LinkedBase:
         p, nt = self.space.p, self.space.n_theta
         J = self.eq_jacobian(z) if self._eq else np.zeros((0, len(z)))
         eq_rank = int(np.linalg.matrix_rank(J)) if len(J) else 0
-        rank = int(np.linalg.matrix_rank(np.vstack([self.design.X, J[:, nt:nt + p]]))) if p else 0
+        rank = int(np.linalg.matrix_rank(np.vstack([self.working.X, J[:, nt:nt + p]]))) if p else 0
         return rank == p, self.space.dim_z - eq_rank - (p - rank)
 
 
@@ -482,12 +490,15 @@ class LinkedModel(_LinkedBase):
         self.data = data
         self.design = design = build_design(formula, data, missing=missing,
                                             drop_rank_deficient=False)
-        self._setup_links(constraints)
+        coordinates = LinkedCoordinates(design)
+        self.working = coordinates.working
+        self._setup_links(constraints, coordinates)
         self.rows = data.loc[design.row_index]
         self.mean = MeanTerm(mean, self.space.names, self.rows) if mean is not None else None
-        random_only = dataclasses.replace(design, X=np.zeros((design.n, 0)), fixed_names=[])
+        random_only = dataclasses.replace(self.working, X=np.zeros((design.n, 0)),
+                                          fixed_names=[])
         self.engine = make_engine(random_only, engine)
-        self.Z = design.Z_sparse()
+        self.Z = self.working.Z_sparse()
         self._state_z = None
         self._engine_response = None
 
@@ -496,7 +507,7 @@ class LinkedModel(_LinkedBase):
         """D(θ, β, σ) = −2 log L at ``z = (θ, β, log σ)``."""
         z = np.asarray(z, dtype=float)
         theta, beta, sigma = self.space.split(z)
-        response = self.design.y - self.design.X @ beta - self._mean_at(z)
+        response = self.design.y - self.working.X @ beta - self._mean_at(z)
         if not np.all(np.isfinite(response)):
             self._state_z = None
             return math.inf
@@ -520,7 +531,7 @@ class LinkedModel(_LinkedBase):
         self._ensure_state(z)
         theta = self.space.split(z)[0]
         u = self.engine.conditional_modes(np.zeros(0))
-        return self._state_response - self.Z @ self.design.Lambda_times(theta, u)
+        return self._state_response - self.Z @ self.working.Lambda_times(theta, u)
 
     def gradient(self, z, step: float = 1e-5) -> np.ndarray:
         """∇D at ``z``: exact in β and log σ, central differences in θ."""
@@ -531,7 +542,7 @@ class LinkedModel(_LinkedBase):
         r2 = self._state_r2
         w = -2.0 * self.conditional_residual(z) / sigma**2      # ∂D/∂(mean_i)
         grad = np.empty(len(z))
-        grad[nt:nt + p] = self.design.X.T @ w
+        grad[nt:nt + p] = self.working.X.T @ w
         grad[-1] = 2.0 * self.n - 2.0 * r2 / sigma**2
         if self.mean is not None:
             for k in range(nt, len(z)):
@@ -590,6 +601,7 @@ class LinkedModel(_LinkedBase):
         J = space.natural_jacobian(z)
         nt, p = space.n_theta, space.p
         theta, _, sigma = space.split(z)
+        factor = space.sd_factor
         out = np.zeros((len(z), len(z)))
         for weight, con in zip(lam, constraints):
             if weight == 0:
@@ -627,9 +639,10 @@ class LinkedModel(_LinkedBase):
                     value = (corner[0] - corner[1] - corner[2] + corner[3]) / (4 * hs[a] * hs[b])
                     hess[idx[a], idx[b]] = hess[idx[b], idx[a]] = value
             curvature = J.T @ hess @ J
-            # ∇²Π: sd_k = σ|θ_k| and σ = e^{log σ} are the only non-linear entries
+            # ∇²Π: sd_k = σ·b_k|z_k| and σ = e^{log σ} are the only non-linear entries
+            # (β = Mγ is linear)
             for k in range(nt):
-                g = grad[p + k]
+                g = grad[p + k] * factor[k]
                 sign = -1.0 if theta[k] < 0 else 1.0
                 curvature[k, -1] += g * sigma * sign
                 curvature[-1, k] += g * sigma * sign
@@ -640,13 +653,13 @@ class LinkedModel(_LinkedBase):
 
     def _xt_vinv_x(self, theta) -> np.ndarray:
         """X'V₀⁻¹X = X'X − (ZΛ'ᵀX)'(Λ'Z'ZΛ + I)⁻¹(Λ'Z'X), column by column."""
-        X = self.design.X
+        X = self.working.X
         out = X.T @ X
         for j in range(X.shape[1]):
             self.engine.set_response(X[:, j])
             self.engine.update(theta)
             u = self.engine.conditional_modes(np.zeros(0))
-            out[:, j] -= X.T @ (self.Z @ self.design.Lambda_times(theta, u))
+            out[:, j] -= X.T @ (self.Z @ self.working.Lambda_times(theta, u))
         self._engine_response = None
         self._state_z = None
         return 0.5 * (out + out.T)
@@ -667,28 +680,34 @@ class LinkedModel(_LinkedBase):
         _, _, _, lower = model.design.theta_template()
         opt = minimize_bounded(model.deviance, model.design.theta_start(), lower,
                                check_gradient=False)
+        estimates = model.estimates(opt.x_final)
         beta = np.zeros(self.space.p)
-        beta[kept] = model.engine.beta_hat()
-        theta = opt.x_final.copy()
+        beta[kept] = estimates.beta
+        theta = estimates.theta.copy()
         diag = np.isfinite(self.space.theta_lower)
         theta[diag & (theta < 1e-3)] = 0.1  # start off the boundary
-        return self.space.join(theta, beta, model.deviance.sigma_hat())
+        return self.space.from_user(theta, beta, estimates.sigma)
 
     def set_response(self, y, row_index=None) -> None:
         """Refit-ready for another response of the same layout (batch fits)."""
         self.design = dataclasses.replace(self.design, y=np.asarray(y, dtype=float),
                                           row_index=row_index)
+        self.working = dataclasses.replace(self.working, y=self.design.y,
+                                           row_index=row_index)
         self.space.rebind(self.design)
         self._state_z = self._engine_response = None
 
-    def modes(self, z) -> np.ndarray:
-        """ũ at ``z``."""
-        self._ensure_state(np.asarray(z, dtype=float))
-        return self.engine.conditional_modes(np.zeros(0))
+    def random_effects(self, z) -> np.ndarray:
+        """b̃ at ``z`` (user units, flat in θ's term order)."""
+        z = np.asarray(z, dtype=float)
+        self._ensure_state(z)
+        u = self.engine.conditional_modes(np.zeros(0))
+        b_w = self.working.Lambda_times(self.space.split(z)[0], u)
+        return self.space.coordinates.effects(b_w)
 
     def _beta_scales(self, z) -> np.ndarray:
         sigma = self.space.split(z)[2]
-        return sigma / np.sqrt(np.maximum(2.0 * np.sum(self.design.X**2, axis=0), 1e-12))
+        return sigma / np.sqrt(np.maximum(2.0 * np.sum(self.working.X**2, axis=0), 1e-12))
 
 
 class LinkedNonlinearModel(_LinkedBase):
@@ -710,7 +729,7 @@ class LinkedNonlinearModel(_LinkedBase):
         self.formula = formula
         self.nlmm = NonlinearMixedModel(formula, data, random, fixed=fixed, model=model,
                                         engine=engine, missing=missing)
-        self.design = self.nlmm.design
+        self.design = self.working = self.nlmm.design
         self.mean = None
         self._setup_links(constraints)
         self._state = None
@@ -756,6 +775,10 @@ class LinkedNonlinearModel(_LinkedBase):
 
     def modes(self, z) -> np.ndarray:
         return self._at(z)[2]
+
+    def random_effects(self, z) -> np.ndarray:
+        """b̃ = Λũ at ``z`` (flat in θ's term order)."""
+        return self.design.Lambda_times(self.space.split(z)[0], self.modes(z))
 
     def conditional_residual(self, z) -> np.ndarray:
         theta, beta, _ = self.space.split(np.asarray(z, dtype=float))

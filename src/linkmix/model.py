@@ -2,24 +2,30 @@
 
 Owns the pipeline's order and its public entry points (``lmer`` and
 ``LinearMixedModel``).  Each stage is reachable on its own: ``model.design``
-(the numbers), ``model.engine`` (the factorisation), ``model.deviance`` (the
-objective as a function of θ, or of (θ, β, σ) through ``deviance.full``).
+(the numbers, as the user gave them), ``model.conditioning`` (the well-conditioned
+working parametrisation, see ``linkmix.conditioning``), ``model.engine`` (the
+factorisation of the working design), ``model.deviance`` (the working objective
+of θ_w, which the optimiser sees) and ``model.objective`` (lme4's objective of
+lme4's θ).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 
 import numpy as np
 import pandas as pd
 
+from .conditioning import Conditioning
 from .design import build_design
 from .deviance import Deviance
 from .engine import make_engine
-from .errors import ConvergenceWarning, FitError
-from .optimize import minimize_bounded
-from .results import LMMResults
+from .errors import ConvergenceWarning, DataError, FitError
+from .optimize import OptSummary, minimize_bounded
+from .parameters import ParameterSpace
+from .results import LMMEstimates, LMMResults
 
 __all__ = ["LinearMixedModel", "lmer"]
 
@@ -47,9 +53,17 @@ class LinearMixedModel:
 
     def _setup(self, design, REML, engine):
         self.design = design
-        self.engine = make_engine(design, engine)
-        self.deviance = Deviance(self.engine, REML)
         self.REML = bool(REML)
+        self.conditioning = Conditioning(design)
+        self._check_response()
+        self.engine = make_engine(self.conditioning.working, engine)
+        self.deviance = Deviance(self.engine, REML)
+
+    def _check_response(self) -> None:
+        if self.conditioning.exact_fit:
+            raise DataError(f"the fixed effects reproduce the response "
+                            f"{self.design.formula.response!r} exactly (to rounding): nothing is "
+                            f"left for the random effects and the residual variance")
 
     @classmethod
     def from_design(cls, design, *, REML: bool = True, engine: str = "auto"):
@@ -63,44 +77,90 @@ class LinearMixedModel:
     def formula(self) -> str:
         return self.design.formula.text
 
+    @functools.cached_property
+    def parameter_space(self) -> ParameterSpace:
+        """The parameter names and natural-scale map (fixed per layout: batch fits share it)."""
+        return ParameterSpace(self.design)
+
     def set_response(self, y, row_index=None) -> None:
         """Refit-ready for another response of the same layout (batch fits): only the
         numbers of y change; design, pattern and symbolic factorisation are kept."""
         self.design = dataclasses.replace(self.design, y=np.asarray(y, dtype=float),
                                           row_index=row_index)
-        self.engine.set_response(self.design.y)
+        self.engine.set_response(self.conditioning.set_response(self.design.y))
+        self._check_response()
 
     def objective(self, theta) -> float:
-        """Profiled deviance (ML) or REML criterion at θ."""
-        return self.deviance(np.asarray(theta, dtype=float))
+        """Profiled deviance (ML) or REML criterion at lme4's θ."""
+        theta_w = self.conditioning.theta_working(np.asarray(theta, dtype=float))
+        return self.deviance(theta_w) + self.conditioning.offset(self.REML)
+
+    def full_deviance(self, theta, beta, sigma) -> float:
+        """−2 log L at lme4's θ, β and σ, nothing profiled."""
+        c = self.conditioning
+        return (self.deviance.full(c.theta_working(theta), c.beta_working(beta), sigma / c.scale)
+                + c.offset(REML=False))
+
+    def estimates(self, theta_w) -> LMMEstimates:
+        """Everything the fit reports at the working θ_w, in the user's units: θ, β̂(θ),
+        σ̂(θ), the objective, the conditional modes b̃ and the factor of cov(β̂)."""
+        c, engine = self.conditioning, self.engine
+        theta_w = np.asarray(theta_w, dtype=float)
+        objective = self.deviance(theta_w) + c.offset(self.REML)
+        p = self.design.p
+        beta_w = engine.beta_hat()
+        b_w = c.working.Lambda_times(theta_w, engine.conditional_modes(beta_w))
+        sigma_w = self.deviance.sigma_hat()
+        return LMMEstimates(theta=c.theta(theta_w), beta=c.beta(beta_w), sigma=c.scale * sigma_w,
+                            objective=objective, b=c.effects(b_w),
+                            beta_cov_root=c.beta_cov_root(engine.Lxy[:p, :p]),
+                            sigma_relative=sigma_w / c.working_rms)
+
+    def results_at(self, theta) -> LMMResults:
+        """The fit's report at a given lme4 θ (no optimisation), e.g. at another
+        program's estimate."""
+        theta_w = self.conditioning.theta_working(np.asarray(theta, dtype=float))
+        summary = OptSummary("none (θ given)", theta_w, x_final=theta_w,
+                             fun_final=self.deviance(theta_w), converged=True)
+        return LMMResults(self, summary)
 
     def fit(self, *, optimizer: str = "bobyqa", theta_start=None, check_gradient: bool = True,
             **optimizer_options) -> LMMResults:
         """Optimise θ and return the fit.
+
+        The optimiser works on the working θ_w (``linkmix.conditioning``), starting
+        from T_w = I (each random coefficient's SD equal to σ over its column's scale),
+        or from ``theta_start``.
 
         Parameters
         ----------
         optimizer : {"bobyqa", "cobyqa"}
             nlopt's LN_BOBYQA (lme4's default) or scipy's COBYQA.
         theta_start : array_like, optional
-            Start for θ; lme4's (T = I) by default.
+            Start for lme4's θ.
         check_gradient : bool
-            Check a finite-difference gradient at the optimum (2·dim θ extra
+            Check the finite-difference gradient and Hessian at the optimum
+            (lme4's convergence checks, 2·dim θ + 2·dim θ·(dim θ − 1) extra
             evaluations); part of the convergence verdict.
         **optimizer_options
             ``ftol_abs``, ``xtol_abs``, ``maxeval``, ``initial_step``.
         """
         design = self.design
         _, _, _, lower = design.theta_template()
-        start = design.theta_start() if theta_start is None else np.asarray(theta_start, float)
-        if start.shape != lower.shape:
-            raise ValueError(f"theta_start has {start.size} entries; this model has "
-                             f"{lower.size}")
+        if theta_start is None:
+            start = design.theta_start()
+        else:
+            start = np.asarray(theta_start, float)
+            if start.shape != lower.shape:
+                raise ValueError(f"theta_start has {start.size} entries; this model has "
+                                 f"{lower.size}")
+            start = self.conditioning.theta_working(start)
         summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
                                    check_gradient=check_gradient, **optimizer_options)
         if not np.isfinite(summary.fun_final):
-            raise FitError(f"the deviance is not finite at the optimum θ = {summary.x_final}; "
-                           f"the design may be degenerate")
+            raise FitError(f"the deviance is not finite at the optimum θ = "
+                           f"{self.conditioning.theta(summary.x_final)}; the design may be "
+                           f"degenerate")
         if not summary.converged:
             warnings.warn(f"the fit did not converge: {summary.message}", ConvergenceWarning,
                           stacklevel=2)

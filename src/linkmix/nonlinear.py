@@ -32,6 +32,7 @@ from .engine import make_engine
 from .errors import ConvergenceWarning, DataError, FitError, FormulaError, MissingDataWarning
 from .formula import FormulaSpec, _split_top_level, _strip_outer_parens, check_name, check_terms
 from .optimize import minimize_bounded
+from .parameters import ParameterSpace
 from .ssmodels import SELF_STARTING, ModelFunctionError, NonlinearFunction
 
 __all__ = ["NonlinearMixedModel", "nlmer", "NLMMDesign", "PNLS_TOL"]
@@ -323,6 +324,11 @@ class NonlinearMixedModel:
         #: Newton steps in PNLS (quadratic convergence) where the engine and the model
         #: function allow; Gauss–Newton otherwise.
         self.newton = True
+
+    @functools.cached_property
+    def parameter_space(self) -> ParameterSpace:
+        """The parameter names and natural-scale map."""
+        return ParameterSpace(self.design)
 
     # -- PNLS -------------------------------------------------------------------
     def _b_terms(self, theta, u) -> list[np.ndarray]:

@@ -3,8 +3,10 @@
 Owns the choice of optimiser (switchable: nlopt's BOBYQA by default, as lme4
 uses; scipy's COBYQA), the post-processing of the optimum (snapping tiny
 boundary values to the boundary when that does not worsen the objective), and
-the convergence checks (the optimiser's own status and a finite-difference
-gradient at the optimum).
+the convergence checks, lme4's: the optimiser's own status, the finite-difference
+gradient at the optimum, and the finite-difference Hessian over the coordinates
+off their bounds (negative eigenvalues: not a minimum; a zero eigenvalue: the
+parameters are not uniquely determined, flagged as ``degenerate``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .numdiff import jacobian
 
 __all__ = ["OptSummary", "minimize_bounded", "OPTIMIZERS"]
 
@@ -47,6 +48,8 @@ class OptSummary:
     tolerances: dict = field(default_factory=dict)
     seconds: float = 0.0
     restarts: int = 0
+    hessian_eigenvalues: np.ndarray = None
+    degenerate: bool = False
     log: list = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -55,6 +58,8 @@ class OptSummary:
                 "fun_final": self.fun_final, "n_evaluations": self.n_evaluations,
                 "converged": self.converged, "message": self.message,
                 "max_gradient": self.max_gradient, "restarts": self.restarts,
+                "hessian_eigenvalues": None if self.hessian_eigenvalues is None else
+                list(map(float, self.hessian_eigenvalues)), "degenerate": self.degenerate,
                 "tolerances": self.tolerances,
                 "seconds": self.seconds}
 
@@ -99,10 +104,12 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     """Minimise ``fun`` over x ≥ ``lower`` (entries of ``lower`` may be -inf).
 
     After the optimiser stops, entries within ``BOUNDARY_SNAP`` of a finite
-    lower bound are moved onto it when the objective does not increase, and a
-    central (one-sided at a bound) finite-difference gradient is computed: the
-    fit counts as converged when the optimiser reports success and no component
-    pointing into the feasible region exceeds ``GRADIENT_TOL``.
+    lower bound are moved onto it when the objective does not increase, and
+    (``check_gradient``) the derivative checks of ``_derivative_checks`` run: the
+    fit counts as converged when the optimiser reports success, no gradient
+    component that could decrease the objective exceeds ``GRADIENT_TOL`` (after one
+    restart from the point reached, if it did) and the Hessian has no negative
+    eigenvalue; a zero eigenvalue marks the fit ``degenerate``.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
@@ -135,10 +142,15 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         if value <= best:
             x, best = snapped, value
 
-    summary.max_gradient = _gradient_check(fun, x, lower) if check_gradient else math.nan
-    grad_ok = not check_gradient or summary.max_gradient <= GRADIENT_TOL
-    if ok and not grad_ok and math.isfinite(best):
-        # Stopped on a flat ridge: one restart from there, with a small first step.
+    checks = _derivative_checks(fun, x, lower) if check_gradient else None
+    grad_ok = checks is None or checks["max_gradient"] <= GRADIENT_TOL
+    saddle = checks is not None and checks["negative"] > 0
+    if ok and (saddle or not grad_ok) and math.isfinite(best):
+        # Stopped on a flat ridge or where the curvature is negative: one restart, with a
+        # small first step, from there or from the best point down the negative curvature.
+        restart = _down_negative_curvature(fun, x, lower, best, checks) if saddle else None
+        if restart is not None:
+            x, best = restart
         ok, message, x_new = runner(recorded, x, lower, ftol_abs, xtol_abs, maxeval,
                                     RESTART_STEP)
         summary.restarts += 1
@@ -148,13 +160,26 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
             value = fun(x_new)
             if value <= best:
                 x, best = x_new, value
-        summary.max_gradient = _gradient_check(fun, x, lower)
-        grad_ok = summary.max_gradient <= GRADIENT_TOL
-    summary.converged = bool(ok and math.isfinite(best) and grad_ok)
-    if ok and not grad_ok:
-        message += (f"; scaled finite-difference gradient {summary.max_gradient:.3g} exceeds "
-                    f"{GRADIENT_TOL:g}")
-    summary.message = message
+        checks = _derivative_checks(fun, x, lower)
+        grad_ok = checks["max_gradient"] <= GRADIENT_TOL
+    notes = []
+    hessian_ok = True
+    if checks is not None:
+        summary.max_gradient = checks["max_gradient"]
+        summary.hessian_eigenvalues = checks["eigenvalues"]
+        if not grad_ok:
+            notes.append(f"scaled finite-difference gradient {checks['max_gradient']:.3g} "
+                         f"exceeds {GRADIENT_TOL:g}")
+        if checks["negative"]:
+            hessian_ok = False
+            notes.append(f"degenerate Hessian with {checks['negative']} negative "
+                         f"eigenvalue(s): not a minimum")
+        elif checks["zero"]:
+            summary.degenerate = True
+            notes.append("Hessian is numerically singular: parameters are not uniquely "
+                         "determined (the criterion is flat in some direction of θ)")
+    summary.converged = bool(ok and math.isfinite(best) and grad_ok and hessian_ok)
+    summary.message = "; ".join([message, *notes])
     summary.x_final = x
     summary.fun_final = best
     summary.seconds = time.perf_counter() - start
@@ -162,41 +187,96 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     return summary
 
 
-def _gradient_check(fun, x, lower) -> float:
-    """Size of the gradient at ``x`` that could still decrease ``fun``.
+def _down_negative_curvature(fun, x, lower, best, checks):
+    """(point, value) of the lowest probe x ± α·v (v the eigenvector of the most negative
+    Hessian eigenvalue, α = 10⁻³…10⁻¹·max(1, |x|), clipped to the bounds) if it is
+    below ``best``; else None."""
+    H, idx = checks["hessian"], checks["interior"]
+    eigenvalues, vectors = np.linalg.eigh(H)
+    direction = np.zeros(len(x))
+    direction[idx] = vectors[:, int(np.argmin(eigenvalues))]
+    found = None
+    for size in (1e-3, 1e-2, 1e-1):
+        for sign in (1.0, -1.0):
+            trial = np.maximum(x + sign * size * max(1.0, float(np.max(np.abs(x)))) * direction,
+                               lower)
+            value = float(fun(trial))
+            if value < best:
+                x_best, best, found = trial, value, True
+    return (x_best, best) if found else None
 
-    The raw finite-difference gradient over the coordinates free to move is
-    returned when it is within ``GRADIENT_TOL``.  Otherwise, as lme4's
-    check.conv.grad does, it is scaled by the Hessian (``max |L⁻¹g|`` with
-    ``H = LL'``), which is invariant to the parametrisation's scaling; a
-    Hessian that is not positive definite gives ``inf``.
+
+def _derivative_checks(fun, x, lower, rel_step: float = 1e-4) -> dict:
+    """lme4's convergence checks at ``x`` from one set of d(d + 1) evaluations.
+
+    Steps h_k = rel_step·max(1, |x_k|).  Coordinates with x_k − h_k below their
+    bound are on the boundary: their one-sided derivative counts only if it points
+    inward (moving in would decrease ``fun``).  Over the interior ones: central
+    gradient, Hessian with diagonal (f₊ − 2f₀ + f₋)/h² and off-diagonal
+    (f₊₊ + f₋₋ − f₊₀ − f₋₀ − f₀₊ − f₀₋ + 2f₀)/(2h_ih_j), both second order.
+
+    Returns
+    -------
+    dict
+        ``max_gradient``: the largest gradient component that could still decrease
+        ``fun`` (within ``GRADIENT_TOL`` as is; otherwise scaled by the Hessian,
+        max |L⁻¹g| with H = LL' as lme4's check.conv.grad, ``inf`` if H is not
+        positive definite); ``eigenvalues`` of the interior Hessian; ``negative`` and
+        ``zero``, the counts of eigenvalues below −τ and within ±τ, where τ is the
+        larger of 1e-6·max|λ| and the rounding error of the differences,
+        10·d·ε·max(1, |f₀|)/min(h)².
     """
-    f0 = fun(x)
-    steps = 1e-4 * np.maximum(1.0, np.abs(x))
-    grad = jacobian(fun, x, lower=lower, rel_step=1e-4, f0=f0)[0]
-    # on a bound only the inward derivative matters, and only if it points inward
-    at_bound = x - steps < lower
-    grad[at_bound] = np.minimum(0.0, grad[at_bound])
-    free = ~at_bound | (grad < 0)
-    raw = float(np.max(np.abs(grad), initial=0.0))
-    if raw <= GRADIENT_TOL:
-        return raw
-    idx = np.flatnonzero(free)
+    x = np.asarray(x, dtype=float)
+    d = len(x)
+    f0 = float(fun(x))
+    h = rel_step * np.maximum(1.0, np.abs(x))
+    interior = x - h >= lower
+
+    def at(*moves):
+        z = x.copy()
+        for k, sign in moves:
+            z[k] += sign * h[k]
+        return float(fun(z))
+
+    grad = np.zeros(d)
+    up, down = np.full(d, np.nan), np.full(d, np.nan)
+    for k in range(d):
+        up[k] = at((k, 1))
+        if interior[k]:
+            down[k] = at((k, -1))
+            grad[k] = (up[k] - down[k]) / (2 * h[k])
+        else:  # second-order forward difference, inward derivative only
+            grad[k] = min(0.0, (-3 * f0 + 4 * up[k] - at((k, 2))) / (2 * h[k]))
+    idx = np.flatnonzero(interior)
     H = np.empty((len(idx), len(idx)))
     for a, i in enumerate(idx):
-        for b, j in enumerate(idx[: a + 1]):
-            hi, hj = steps[i], steps[j]
-            def at(di, dj):
-                z = x.copy()
-                z[i] += di
-                z[j] += dj
-                return fun(z)
-            H[a, b] = H[b, a] = (at(hi, hj) - at(hi, -hj) - at(-hi, hj) + at(-hi, -hj)) / (4 * hi * hj)
+        H[a, a] = (up[i] - 2 * f0 + down[i]) / h[i] ** 2
+        for b, j in enumerate(idx[:a]):
+            value = (at((i, 1), (j, 1)) + at((i, -1), (j, -1)) - up[i] - down[i] - up[j]
+                     - down[j] + 2 * f0) / (2 * h[i] * h[j])
+            H[a, b] = H[b, a] = value
+    if not np.all(np.isfinite(H)) or not np.isfinite(grad).all():
+        return {"max_gradient": math.inf, "eigenvalues": np.full(len(idx), np.nan),
+                "negative": 0, "zero": 0, "hessian": H, "interior": idx}
+    eigenvalues = np.linalg.eigvalsh(H) if len(idx) else np.zeros(0)
+    top = float(np.max(np.abs(eigenvalues), initial=0.0))
+    tau = max(1e-6 * top, 10 * d * np.finfo(float).eps * max(1.0, abs(f0))
+              / float(np.min(h[idx], initial=1.0)) ** 2)
+    checks = {"eigenvalues": eigenvalues, "negative": int(np.sum(eigenvalues < -tau)),
+              "zero": int(np.sum(np.abs(eigenvalues) <= tau)) if len(idx) else 0,
+              "hessian": H, "interior": idx}
+    raw = float(np.max(np.abs(grad), initial=0.0))
+    if raw <= GRADIENT_TOL:
+        checks["max_gradient"] = raw
+        return checks
+    boundary = float(np.max(np.abs(grad[~interior]), initial=0.0))
     try:
         L = np.linalg.cholesky(H)
+        scaled = float(np.max(np.abs(np.linalg.solve(L, grad[idx])), initial=0.0))
     except np.linalg.LinAlgError:
-        return math.inf
-    return float(np.max(np.abs(np.linalg.solve(L, grad[idx]))))
+        scaled = math.inf
+    checks["max_gradient"] = max(boundary, scaled)
+    return checks
 
 
 CONSTRAINED_METHODS = ("SLSQP", "trust-constr")

@@ -11,9 +11,11 @@ CLI, JSON):
 In constraint and mean expressions a name that is not a plain identifier is
 written in backticks: ```sd[Days|Subject]```.
 
-The optimiser of a linked model works on ``z = (θ, β, log σ)``; ``ParameterSpace``
-maps ``z`` to the natural vector (fixed effects, then per term the SDs and the
-correlations, then ``sigma``) and differentiates that map.
+The optimiser of a linked model works on ``z = (θ, β, log σ)``, or, when the space
+has working coordinates (``linkmix.conditioning.LinkedCoordinates``), on
+``z = (θ_w, γ, log σ)`` with lme4's θ and β = Mγ recovered from them;
+``ParameterSpace`` maps ``z`` to the natural vector (fixed effects, then per term
+the SDs and the correlations, then ``sigma``) and differentiates that map.
 """
 
 from __future__ import annotations
@@ -55,10 +57,13 @@ class ParameterSpace:
     Parameters
     ----------
     design : LMMDesign
+    coordinates : LinkedCoordinates, optional
+        The working coordinates z is expressed in (default: lme4's θ and β).
     """
 
-    def __init__(self, design):
+    def __init__(self, design, coordinates=None):
         self.design = design
+        self.coordinates = coordinates
         self.fixed_names = list(design.fixed_names)
         self.p = design.p
         _, _, _, self.theta_lower = design.theta_template()
@@ -96,14 +101,30 @@ class ParameterSpace:
         return self.n_theta + self.p + 1
 
     def split(self, z):
-        """θ, β, σ from z."""
+        """z's three parts: θ (θ_w with working coordinates), β (γ), σ."""
         z = np.asarray(z, dtype=float)
         nt, p = self.n_theta, self.p
         return z[:nt], z[nt:nt + p], np.exp(z[nt + p])
 
     def join(self, theta, beta, sigma) -> np.ndarray:
+        """z from its three parts (in z's own coordinates)."""
         return np.concatenate([np.asarray(theta, float), np.asarray(beta, float),
                                [np.log(sigma)]])
+
+    def user(self, z):
+        """lme4's θ, β and σ at z."""
+        theta, beta, sigma = self.split(z)
+        c = self.coordinates
+        if c is None:
+            return theta, beta, sigma
+        return c.theta(theta), c.beta(beta), sigma
+
+    def from_user(self, theta, beta, sigma) -> np.ndarray:
+        """z at lme4's θ, β and σ."""
+        c = self.coordinates
+        if c is None:
+            return self.join(theta, beta, sigma)
+        return self.join(c.theta_working(theta), c.gamma(beta), sigma)
 
     def z_lower(self) -> np.ndarray:
         """Lower bounds of z: 0 on diagonal θ entries, -inf elsewhere, and for log σ
@@ -139,19 +160,27 @@ class ParameterSpace:
         return np.array(values)
 
     def natural_from_z(self, z) -> np.ndarray:
-        return self.natural(*self.split(z))
+        return self.natural(*self.user(z))
+
+    @property
+    def sd_factor(self) -> np.ndarray:
+        """Scalar terms: b_k in sd_k = σ·b_k·|z_k| (1 without working coordinates)."""
+        if self.coordinates is None:
+            return np.ones(self.n_theta)
+        return self.coordinates.sd_factor
 
     def natural_jacobian(self, z, step: float = 1e-6) -> np.ndarray:
-        """∂ natural / ∂z: exact for scalar terms, else by finite differences (the map is
-        cheap, and smooth off T = 0)."""
+        """∂ natural / ∂z: exact for scalar terms (sd_k = σ·b_k·|z_k|, β = Mγ), else by
+        finite differences (the map is cheap, and smooth off T = 0)."""
         z = np.asarray(z, dtype=float)
         if self.scalar_terms:
             theta, _, sigma = self.split(z)
             nt, p = self.n_theta, self.p
+            factor = self.sd_factor
             J = np.zeros((len(self.names), len(z)))
-            J[:p, nt:nt + p] = np.eye(p)
-            J[p:p + nt, :nt] = np.diag(sigma * np.where(theta < 0, -1.0, 1.0))
-            J[p:p + nt, -1] = sigma * np.abs(theta)
+            J[:p, nt:nt + p] = np.eye(p) if self.coordinates is None else self.coordinates.M
+            J[p:p + nt, :nt] = np.diag(sigma * factor * np.where(theta < 0, -1.0, 1.0))
+            J[p:p + nt, -1] = sigma * factor * np.abs(theta)
             J[-1, -1] = sigma
             return J
         return jacobian(self.natural_from_z, z, lower=self.z_lower(), rel_step=step)

@@ -28,10 +28,13 @@ from .parameters import ParameterSpace, variance_components
 SAME_OPTIMUM = 1e-3       # two optima are the same when every natural parameter agrees to this
 EQUAL_LIKELIHOOD = 1e-5   # optima whose -2 log L differ by less are equally likely
 
-__all__ = ["LMMResults", "NLMMResults", "Summary", "LinkedResults", "LRTResult", "lrt"]
+__all__ = ["LMMEstimates", "LMMResults", "NLMMResults", "Summary", "LinkedResults", "LRTResult", "lrt"]
 
 #: lme4's isSingular tolerance on diagonal entries of T.
 SINGULAR_TOL = 1e-4
+#: σ̂ below this fraction of the spread the fixed effects leave in y: the random effects
+#: fit the data (almost) exactly, and σ and their SDs are not determined.
+SIGMA_VANISHES = 1e-4
 
 
 class _Report:
@@ -55,6 +58,11 @@ class _Report:
         """Whether a diagonal entry of some T is (numerically) zero, as lme4's isSingular."""
         _, _, _, lower = self.design.theta_template()
         return bool(np.any(self.theta[np.isfinite(lower)] < SINGULAR_TOL))
+
+    @property
+    def message(self) -> str | None:
+        """The fit's warnings in one line (None when there are none): batch rows show it."""
+        return "; ".join(self.warnings) or None
 
     def _b_by_term(self) -> list[np.ndarray]:
         """b̃ for each term, as (levels × k) arrays."""
@@ -91,6 +99,51 @@ class _Printable:
         return "<pre>" + str(self) + "</pre>"
 
 
+@dataclass(frozen=True)
+class LMMEstimates:
+    """A linear mixed model's estimates at one θ, in the user's units (a snapshot:
+    nothing here depends on the engine's later state).
+
+    Attributes
+    ----------
+    theta : ndarray
+        lme4's θ.
+    beta : ndarray
+        β̂(θ).
+    sigma : float
+        σ̂(θ).
+    objective : float
+        REML criterion or ML deviance at θ.
+    b : ndarray
+        Conditional modes b̃ = Λũ, flat in θ's term order.
+    beta_cov_root : ndarray
+        K with cov(β̂) = σ²KK'.
+    sigma_relative : float
+        σ̂ relative to the spread the fixed effects leave in y (NaN where not defined).
+    """
+
+    theta: np.ndarray
+    beta: np.ndarray
+    sigma: float
+    objective: float
+    b: np.ndarray
+    beta_cov_root: np.ndarray
+    sigma_relative: float = math.nan
+
+
+def _row_norms(K: np.ndarray) -> np.ndarray:
+    """Euclidean norms of K's rows without under- or overflow in the squares."""
+    top = np.max(np.abs(K), axis=1, initial=0.0)
+    safe = np.where(top > 0, top, 1.0)
+    return top * np.sqrt(np.sum((K / safe[:, None]) ** 2, axis=1))
+
+
+def factor_cov_root(L: np.ndarray) -> np.ndarray:
+    """K = L⁻ᵀ, so that (LL')⁻¹ = KK' (L lower triangular)."""
+    p = L.shape[0]
+    return scipy.linalg.solve_triangular(L, np.eye(p), lower=True, trans="T")
+
+
 class LMMResults(_Report):
     """A fitted linear mixed model.
 
@@ -105,23 +158,25 @@ class LMMResults(_Report):
     objective : float
         REML criterion (REML fits) or ML deviance −2 log L (ML fits).
     optsummary : OptSummary
-        How the optimiser got here.
+        How the optimiser got here (in its own, well-conditioned coordinates θ_w).
     """
 
-    def __init__(self, model, optsummary):
+    def __init__(self, model, optsummary, estimates: LMMEstimates | None = None):
         self.model = model
         self.design = design = model.design
         self.optsummary = optsummary
         self.REML = model.REML
-        engine = model.engine
-        self.theta = np.array(optsummary.x_final, dtype=float)
-        self.objective = float(optsummary.fun_final)
-        self._Lxy = engine.Lxy.copy()
-        beta = engine.beta_hat()
-        self.beta = pd.Series(beta, index=design.fixed_names, name="estimate")
-        self.sigma = model.deviance.sigma_hat()
-        self._u = engine.conditional_modes(beta)
-        self.engine_kind = engine.kind
+        est = estimates if estimates is not None else model.estimates(optsummary.x_final)
+        self.estimates = est
+        self.theta = est.theta
+        self.objective = float(est.objective)
+        self.sigma = float(est.sigma)
+        self.engine_kind = model.engine.kind
+
+    @cached_property
+    def beta(self) -> pd.Series:
+        """Fixed effects by design column."""
+        return pd.Series(self.estimates.beta, index=self.design.fixed_names, name="estimate")
 
     title = property(lambda self: "Linear mixed model fit by "
                      + ("REML" if self.REML else "maximum likelihood"))
@@ -131,7 +186,36 @@ class LMMResults(_Report):
     # ---- basic quantities -------------------------------------------------
     @property
     def converged(self) -> bool:
+        """The optimiser succeeded and lme4's gradient and Hessian checks passed."""
         return bool(self.optsummary.converged)
+
+    @property
+    def sigma_vanishes(self) -> bool:
+        """σ̂ is (numerically) zero next to the random effects (``SIGMA_VANISHES``)."""
+        return bool(self.estimates.sigma_relative < SIGMA_VANISHES)
+
+    @property
+    def degenerate(self) -> bool:
+        """The estimates are not uniquely determined: the criterion is flat in some
+        direction of θ (a singular Hessian), or σ̂ vanishes."""
+        return bool(self.optsummary.degenerate or self.sigma_vanishes)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Everything a user should know about this fit's reliability, one sentence each."""
+        out = []
+        if not self.converged:
+            out.append(f"did not converge: {self.optsummary.message}")
+        elif self.optsummary.degenerate:
+            out.append(self.optsummary.message.split("; ", 1)[-1])
+        if self.sigma_vanishes:
+            out.append(f"the residual SD is numerically zero ({self.sigma:.3g}, "
+                       f"{self.estimates.sigma_relative:.1e} of the spread the fixed effects "
+                       f"leave): the random effects fit the data exactly, so σ and their SDs "
+                       f"are not determined")
+        if self.singular:
+            out.append("boundary (singular) fit: a variance component is estimated as zero")
+        return out
 
     @property
     def loglik(self) -> float:
@@ -143,7 +227,7 @@ class LMMResults(_Report):
         """−2 log L at the ML fit; for a REML fit, the ML deviance at the REML estimates."""
         if not self.REML:
             return self.objective
-        return self.model.deviance.full(self.theta, self.beta.to_numpy(), self.sigma_ml_at_fit)
+        return self.model.full_deviance(self.theta, self.beta.to_numpy(), self.sigma_ml_at_fit)
 
     @property
     def sigma_ml_at_fit(self) -> float:
@@ -175,17 +259,18 @@ class LMMResults(_Report):
     # ---- fixed effects ----------------------------------------------------
     @cached_property
     def vcov(self) -> pd.DataFrame:
-        """Covariance of β̂: σ² (R_X'R_X)⁻¹."""
-        p = self.design.p
-        Rx_inv = scipy.linalg.solve_triangular(self._Lxy[:p, :p], np.eye(p), lower=True)
-        cov = self.sigma**2 * (Rx_inv.T @ Rx_inv)
+        """Covariance of β̂: σ² (R_X'R_X)⁻¹ = σ²KK'."""
+        K = self.estimates.beta_cov_root
         names = self.design.fixed_names
-        return pd.DataFrame(cov, index=names, columns=names)
+        return pd.DataFrame(self.sigma**2 * (K @ K.T), index=names, columns=names)
 
     @property
     def se(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.beta.index,
-                         name="std_error")
+        """σ times the row norms of K (computed without squaring overflow or underflow)."""
+        return pd.Series(self._se(), index=self.beta.index, name="std_error")
+
+    def _se(self) -> np.ndarray:
+        return self.sigma * _row_norms(self.estimates.beta_cov_root)
 
     @property
     def tvalues(self) -> pd.Series:
@@ -208,6 +293,15 @@ class LMMResults(_Report):
         rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
+    def natural_estimates(self):
+        """(names, kinds, estimates, standard errors) of every parameter on its natural
+        scale, as arrays (SEs for fixed effects only): what ``params`` and batch rows show."""
+        space = self.model.parameter_space
+        estimate = space.natural(self.theta, self.estimates.beta, self.sigma)
+        se = np.full(len(estimate), np.nan)
+        se[: self.design.p] = self._se()
+        return space.names, space.kinds, estimate, se
+
     @cached_property
     def params(self) -> pd.DataFrame:
         """Every parameter on its natural scale, by stable name (``linkmix.parameters``).
@@ -215,19 +309,17 @@ class LMMResults(_Report):
         Columns: ``name, kind (fixef|sd|cor|sigma), group, term, estimate,
         std_error, statistic`` (the last two for fixed effects only).
         """
-        space = ParameterSpace(self.design)
-        estimate = space.natural(self.theta, self.beta.to_numpy(), self.sigma)
-        se = np.full(len(estimate), np.nan)
-        se[: self.design.p] = self.se.to_numpy()
+        space = self.model.parameter_space
+        names, kinds, estimate, se = self.natural_estimates()
         with np.errstate(invalid="ignore", divide="ignore"):
             statistic = estimate / se
-        return pd.DataFrame({"name": space.names, "kind": space.kinds, "group": space.groups,
+        return pd.DataFrame({"name": names, "kind": kinds, "group": space.groups,
                              "term": space.terms, "estimate": estimate, "std_error": se,
                              "statistic": statistic})
 
     # ---- random effects, fitted values, prediction --------------------------
     def _b(self) -> np.ndarray:
-        return self.design.Lambda_times(self.theta, self._u)
+        return self.estimates.b
 
     def fitted(self) -> np.ndarray:
         """Xβ̂ + Zb̃ at the observations used in the fit."""
@@ -298,6 +390,8 @@ class LMMResults(_Report):
             "varcorr": json.loads(self.varcorr.to_json(orient="records")),
             "converged": self.converged,
             "singular": self.singular,
+            "degenerate": self.degenerate,
+            "warnings": self.warnings,
             "dropped_columns": self.design.dropped_columns,
             "engine": self.engine_kind,
             "optimizer": self.optsummary.as_dict(),
@@ -338,7 +432,11 @@ class NLMMResults(LMMResults):
         r2, self._u, _, self.pnls_converged = model.pnls(self.theta, beta)
         # Laplace: σ profiled, σ² = r²/n; quadrature: σ is the optimiser's last coordinate
         self.sigma = math.sqrt(r2 / design.n) if nAGQ == 1 else math.exp(x[-1])
-        self._Lxy = self._linearised_factor()
+        p = design.p
+        self.estimates = LMMEstimates(
+            theta=self.theta, beta=beta, sigma=self.sigma, objective=self.objective,
+            b=design.Lambda_times(self.theta, self._u),
+            beta_cov_root=factor_cov_root(self._linearised_factor()[:p, :p]))
         self.engine_kind = model.engine.kind
 
     def _linearised_factor(self) -> np.ndarray:
@@ -459,10 +557,8 @@ class Summary(_Printable):
         lines.append("")
         lines.append(f"optimizer: {opt.optimizer}, {opt.n_evaluations} evaluations, "
                      f"engine: {fit.engine_kind}")
-        if fit.singular:
-            lines.append("boundary (singular) fit: a variance component is estimated as zero")
-        if not fit.converged:
-            lines.append(f"WARNING: did not converge: {opt.message}")
+        lines += [f"WARNING: {warning}" if not warning.startswith("boundary") else warning
+                  for warning in fit.warnings]
         return "\n".join(lines)
 
 
@@ -497,7 +593,7 @@ class LinkedResults(_Report):
         self._best = best
         self.z = z = best.x_final
         self.objective = float(model.deviance(z))
-        theta, beta, sigma = space.split(z)
+        theta, beta, sigma = space.user(z)
         self.theta, self.sigma = theta.copy(), sigma
         self.beta = pd.Series(beta, index=space.fixed_names, name="estimate")
         self.natural = space.natural_from_z(z)
@@ -581,6 +677,24 @@ class LinkedResults(_Report):
                     f"({others} other local optima have lower likelihood)")
         return f"identified: all converged starts of {n_starts} reached the same optimum"
 
+    @property
+    def degenerate(self) -> bool:
+        """The estimates are not uniquely determined (``identified`` is False)."""
+        return not self.identified
+
+    @property
+    def warnings(self) -> list[str]:
+        """Everything a user should know about this fit's reliability, one sentence each."""
+        out = []
+        if not self.converged:
+            out.append(f"did not converge ({self._best.message}; KKT residual "
+                       f"{self.kkt_residual:.2e})")
+        if not self.identified:
+            out.append(self.verdict)
+        if self.singular:
+            out.append("boundary (singular) fit: a variance component is estimated as zero")
+        return out
+
     # ---- quantities -------------------------------------------------------------
     @property
     def loglik(self) -> float:
@@ -598,6 +712,10 @@ class LinkedResults(_Report):
     def max_constraint_violation(self) -> float:
         return self._best.max_violation
 
+    def natural_estimates(self):
+        """(names, kinds, estimates, standard errors) of every parameter, as arrays."""
+        return self.space.names, self.space.kinds, self.natural, self.se_natural
+
     @cached_property
     def params(self) -> pd.DataFrame:
         """Every parameter by name with Wald SEs from the reduced Hessian (delta method)."""
@@ -610,7 +728,7 @@ class LinkedResults(_Report):
                              "std_error": self.se_natural, "statistic": statistic})
 
     def _b(self) -> np.ndarray:
-        return self.design.Lambda_times(self.theta, self.model.modes(self.z))
+        return self.model.random_effects(self.z)
 
     def residuals(self) -> np.ndarray:
         """Conditional residuals y − Xβ − f(Π) − Zb̃."""
@@ -650,6 +768,8 @@ class LinkedResults(_Report):
             "kkt_residual": self.kkt_residual,
             "converged": self.converged,
             "identified": self.identified,
+            "degenerate": self.degenerate,
+            "warnings": self.warnings,
             "verdict": self.verdict,
             "reduced_hessian_eigenvalues": list(map(float, self.reduced_hessian_eigenvalues)),
             "fixed_rank": self.fixed_rank,
