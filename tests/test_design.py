@@ -105,3 +105,57 @@ def test_too_many_random_effects():
 def test_data_must_be_a_dataframe():
     with pytest.raises(DataError, match="DataFrame"):
         linkmix.lmer("y ~ 1 + (1 | g)", {"y": [1, 2]})
+
+
+# ---- groups and columns lme4 handles -------------------------------------------------------
+
+def _small_group(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"y": rng.normal(size=n), "Condition": [f"C{i % 5 + 1}" for i in range(n)],
+                         "rep": [f"r{i % 2}" for i in range(n)]})
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_no_more_rows_than_fixed_effects_is_a_clear_error(n):
+    """Fewer rows than columns used to crash in drop_dependent_columns; as many rows gave
+    infinite SEs and loglik -inf."""
+    with pytest.raises(DataError, match=f"{n} observation\\(s\\) for {n} identifiable fixed"):
+        linkmix.lmer("y ~ Condition + (1|rep)", _small_group(n))
+
+
+def test_batch_rows_for_too_small_groups():
+    table = pd.concat([_small_group(n, seed=n).assign(g=f"n{n}") for n in (3, 5, 6, 12)])
+    results = linkmix.fit_groups(table, "g", "y ~ Condition + (1|rep)", n_jobs=1)
+    rows = results.drop_duplicates("g").set_index("g")
+    assert rows.loc[["n3", "n5"], "error"].str.contains("observation").all()
+    assert rows.loc[["n6", "n12"], "error"].isna().all()
+    assert np.isfinite(results[results.g == "n6"].std_error.iloc[:5]).all()
+
+
+def test_drop_dependent_columns_with_fewer_rows_than_columns():
+    from linkmix.design import drop_dependent_columns
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.ones(3), rng.normal(size=(3, 5))])
+    kept, names, dropped = drop_dependent_columns(X, list("abcdef"))
+    assert names == ["a", "b", "c"] and dropped == ["d", "e", "f"]
+    x = rng.normal(size=30)  # a dependent column must not disturb later ones; 1e300 is fine
+    X = np.column_stack([np.ones(30), x, 2 * x + 1, 1e300 * rng.normal(size=30)])
+    assert drop_dependent_columns(X, list("abcd"))[1] == ["a", "b", "d"]
+
+
+def test_categorical_with_unused_levels_fits_like_text():
+    """A level no row has must not become the reference level (as R drops unused levels)."""
+    rng = np.random.default_rng(3)
+    text = pd.DataFrame({"y": rng.normal(size=24), "Condition": np.tile(["2", "3"], 12),
+                         "rep": np.repeat(list("abcd"), 6)})
+    text["y"] += 1.3 * (text.Condition == "3")
+    categorical = text.assign(Condition=pd.Categorical(text.Condition, ["1", "2", "3"]))
+    a = linkmix.lmer("y ~ Condition + (1|rep)", categorical)
+    b = linkmix.lmer("y ~ Condition + (1|rep)", text)
+    assert list(a.beta.index) == list(b.beta.index) == ["(Intercept)", "Condition[T.3]"]
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-10)
+    assert a.objective == pytest.approx(b.objective, rel=1e-12)
+    table = pd.concat([categorical.assign(g="A"), categorical.assign(g="B")])
+    rows = linkmix.fit_groups(table, "g", "y ~ Condition + (1|rep)", n_jobs=1)
+    assert set(rows.parameter.dropna()) >= {"Condition[T.3]"}
+    assert "Condition[T.2]" not in set(rows.parameter)

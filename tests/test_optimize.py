@@ -98,9 +98,15 @@ def test_well_posed_fits_are_not_degenerate():
 
 def test_saddle_point_is_escaped():
     """BOBYQA stopped at θ₁ = 0.0039 with a zero gradient and negative curvature along θ₁
-    (a maximum along that axis); the restart goes down the curvature to a minimum."""
-    data, _ = linkmix.datasets.simulate_experiment(1000, seed=11)
-    peptide = data[data.peptide == "PEP00571"]
+    (a maximum along that axis); the restart goes down the curvature to a minimum.
+    (Peptide PEP00571 of ``simulate_experiment(1000, seed=11)``.)"""
+    x = [20.435940530170566, 18.232494320555553, 21.10097014923385, 18.66895432824453,
+         21.0221785581337, 18.82724988789851, 20.68128573173368, 18.19587907621227,
+         22.8321048175143, 20.204907099372598, 22.91093016887397, 21.794257917671487,
+         21.469348466287943, 20.18910821328059, 23.80492787904423, 21.1287063538476]
+    layout = pd.DataFrame([(t, m, r) for t in "12" for r in "1234" for m in "12"],
+                          columns=["treatment", "modification", "replicate"])
+    peptide = linkmix.datasets.add_seed_columns(layout.assign(x=x))
     model = linkmix.LinearMixedModel("x ~ 1 + t2 + m2 + t2m1 + (0 + treatment || replicate)",
                                      peptide)
     fit = model.fit()

@@ -3,8 +3,8 @@
 Public names only; each lives in the module of its pipeline stage.
 """
 
-from .errors import (ConvergenceWarning, DataError, FitError, FormulaError, LinkmixError,
-                     MissingDataWarning, RankDeficiencyWarning)
+from .errors import (ArgumentError, ConvergenceWarning, DataError, FitError, FormulaError,
+                     LinkmixError, MissingDataWarning, RankDeficiencyWarning)
 from . import datasets
 from .batch import fit_groups
 from .constraints import Constraint, ConstraintError
@@ -21,5 +21,6 @@ __version__ = "0.1.0"
 __all__ = ["lmer", "nlmer", "fit_groups", "datasets", "NonlinearMixedModel", "NLMMResults", "NonlinearFunction",
            "SELF_STARTING", "user_model", "ModelFunctionError", "LinearMixedModel", "LMMResults", "LinkedModel", "LinkedResults",
            "Constraint", "ConstraintError", "lrt", "LRTResult", "parse_formula", "read_table",
-           "LinkmixError", "FormulaError", "DataError", "FitError", "MissingDataWarning",
+           "LinkmixError", "FormulaError", "DataError", "FitError", "ArgumentError",
+           "MissingDataWarning",
            "RankDeficiencyWarning", "ConvergenceWarning", "__version__"]

@@ -24,8 +24,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 import pandas as pd
 
-from .design import _required_variables
-from .errors import LinkmixError
+from . import arguments
+from .constraints import Expression, make_constraint
+from .design import _required_variables, build_design, require_numeric_response
+from .errors import ArgumentError, DataError, LinkmixError
+from .optimize import CONSTRAINED_METHODS
+from .parameters import ParameterSpace
 from .formula import parse_formula
 
 __all__ = ["fit_groups", "GroupSpec", "ROW_COLUMNS"]
@@ -195,6 +199,42 @@ def fit_chunk(spec: GroupSpec, by: list[str], keys, frame: pd.DataFrame, positio
     return fitter.fit_chunk(by, keys, frame, positions)
 
 
+def _check_links(spec: GroupSpec, data: pd.DataFrame) -> None:
+    """Compile the constraint and mean strings against the parameter names any group can
+    have, so that what fails in every group (a syntax error, text, an unknown function or
+    parameter, missing backticks) fails the batch once, before fitting.
+
+    The names come from a sample of the complete rows holding every level of every
+    non-numeric column the model reads (names depend on levels, not on numbers); where
+    that sample cannot be built, each group reports its own errors.
+    """
+    if not spec.linked:
+        return
+    response, columns = spec.used_columns()
+    layout = list(data.columns) if spec.mean is not None else [response, *columns]
+    complete = data[layout].dropna(subset=[response, *columns])
+    rows = set(range(min(len(complete), 50)))
+    for column in columns:
+        if not pd.api.types.is_numeric_dtype(complete[column]):
+            codes = pd.factorize(complete[column])[0]
+            rows |= set(np.unique(codes, return_index=True)[1].tolist())
+    sample = complete.iloc[sorted(rows)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            design = build_design(spec.formula, sample, drop_rank_deficient=False,
+                                  check_sizes=False)
+    except LinkmixError:
+        return
+    names = ParameterSpace(design).names
+    for constraint in spec.constraints:
+        if isinstance(constraint, str):
+            make_constraint(constraint, names)
+    if isinstance(spec.mean, str):
+        Expression(spec.mean, names, {c: sample[c].to_numpy() for c in sample.columns},
+                   what="mean")
+
+
 def _progress(total: int, enabled):
     if enabled is None:
         enabled = sys.stderr.isatty()
@@ -248,6 +288,18 @@ def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=N
     """
     if not isinstance(data, pd.DataFrame):
         raise LinkmixError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if n_jobs not in (-1, None):
+        n_jobs = arguments.count(n_jobs, "n_jobs (-1: all cores)")
+    REML = arguments.optional_flag(REML, "REML")
+    n_starts = arguments.count(n_starts, "n_starts")
+    arguments.choice(method, "method", CONSTRAINED_METHODS)
+    arguments.choice(engine, "engine", ("auto", "blocked", "cholmod"))
+    level = arguments.fraction(level, "level")
+    progress = arguments.optional_flag(progress, "progress")
+    if chunk_size is not None:
+        chunk_size = arguments.count(chunk_size, "chunk_size")
+    if not isinstance(by, (str, list, tuple)) or not by:
+        raise ArgumentError(f"by must name one column or a list of columns, not {by!r}")
     by = [by] if isinstance(by, str) else list(by)
     missing = [c for c in by if c not in data.columns]
     if missing:
@@ -257,15 +309,13 @@ def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=N
         constraints = [constraints]
     spec = GroupSpec(formula=formula, constraints=tuple(constraints or ()), mean=mean,
                      REML=REML, n_starts=n_starts, method=method, level=level, engine=engine)
-    spec.used_columns()  # a bad formula fails here, once, not in every group
-    response, columns = spec.used_columns()
+    response, columns = spec.used_columns()  # a bad formula fails here, once
     missing = [c for c in [response, *columns] if c not in data.columns]
     if missing:
-        raise LinkmixError(f"unknown column(s) {missing} in the formula {formula!r}; the data "
-                           f"has {list(map(str, data.columns))}")
-    if not pd.api.types.is_numeric_dtype(data[response]):
-        raise LinkmixError(f"the response {response!r} must be numeric; it has dtype "
-                           f"{data[response].dtype}")
+        raise DataError(f"unknown column(s) {missing} in the formula {formula!r}; the data "
+                        f"has {list(map(str, data.columns))}")
+    require_numeric_response(data[response], response)
+    _check_links(spec, data)
     indices = data.groupby(by, sort=True, dropna=False, observed=True).indices
     keys = [key if isinstance(key, tuple) else (key,) for key in indices]
     positions = list(indices.values())

@@ -1,26 +1,92 @@
 """The ``linkmix`` command: fit models from data files on the command line.
 
-Owns argument parsing and presentation only; fitting is ``linkmix.lmer``, the seed
-example is ``linkmix.examples.seed_example``.
+Owns argument parsing, checking and presentation only; fitting is ``linkmix.lmer``,
+the seed example is ``linkmix.examples.seed_example``.  Every bad input ends in one
+``linkmix: error: …`` line and exit status 2, and options and output paths are
+checked before any data is read or fitted; a batch in which no group could be
+fitted exits with status 1 after writing its table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
+import os
 import sys
 import warnings
 
-from .errors import LinkmixError
+from .errors import ArgumentError, DataError, LinkmixError
 
 __all__ = ["main"]
 
+#: Output formats by file ending, and the module each needs (None: always there).
+TABLE_FORMATS = {".csv": None, ".tsv": None, ".parquet": "pyarrow", ".pq": "pyarrow"}
+
+
+def _whole(minimum: int):
+    """argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+    return parse
+
+
+def _jobs(text: str) -> int:
+    """argparse type of --jobs: -1 (all cores) or a count of at least 1."""
+    value = _whole(-1)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be -1 (all cores) or at least 1, not 0")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors in linkmix's one-line form, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"linkmix: error: {message} (see {self.prog} --help)\n")
+
+
+def _writable(path: str, option: str, formats=None) -> str:
+    """Check up front that ``path`` can be written (its folder exists, its ending is a
+    supported format whose writer is installed), so no fit is lost at the end."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ArgumentError(f"{option} {path!r}: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ArgumentError(f"{option} {path!r}: the folder {folder!r} is not writable")
+    if os.path.isdir(path):
+        raise ArgumentError(f"{option} {path!r} is a folder; give a file name")
+    if formats is not None:
+        ending = os.path.splitext(path)[1].lower()
+        if ending not in formats:
+            raise ArgumentError(f"{option} {path!r}: unsupported format {ending or '(none)'}; "
+                                f"use one of {', '.join(formats)}")
+        _require_module(formats[ending], f"{option} {path!r}")
+    return path
+
+
+def _require_module(module: str | None, purpose: str) -> None:
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise ArgumentError(f"{purpose} needs the Python package {module!r}, which is not "
+                            f"installed (pip install {module})")
+
+
+def _write_json(record: dict, path: str) -> None:
+    from .results import json_text
+    with open(path, "w") as fh:
+        fh.write(json_text(record) + "\n")
+
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="linkmix", description="Mixed-effects models with linked fixed effects and "
                                     "variance components.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     fit = sub.add_parser("fit", help="fit a linear mixed model to a data file",
                          description="Fit a linear mixed model (REML unless --ml) and print "
                                      "its summary.")
@@ -44,10 +110,10 @@ def _build_parser() -> argparse.ArgumentParser:
                             "(backticks around names such as `sd[Days|Subject]`); repeatable")
     links.add_argument("--mean", metavar="EXPR",
                        help="a term added to the mean, over parameter names and data columns")
-    links.add_argument("--starts", type=int, default=1, metavar="K",
+    links.add_argument("--starts", type=_whole(1), default=1, metavar="K",
                        help="number of starts; K > 1 reports every distinct optimum")
     links.add_argument("--method", choices=("SLSQP", "trust-constr"), default="SLSQP")
-    links.add_argument("--seed", type=int, default=0, help="seed of the spread starts")
+    links.add_argument("--seed", type=_whole(0), default=0, help="seed of the spread starts")
     fit.add_argument("--lrt", nargs="?", const="", metavar="FORMULA",
                      help="also fit an unconstrained ML model (FORMULA, default the same "
                           "formula) and print the likelihood-ratio test against it")
@@ -69,8 +135,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="start value of a fixed effect; repeatable")
     nlfit.add_argument("--constraint", "-c", action="append", default=[], metavar="EQ",
                        help="a constraint over parameter names, as for 'fit'; repeatable")
-    nlfit.add_argument("--starts", type=int, default=1, metavar="K")
-    nlfit.add_argument("--nagq", type=int, default=1, metavar="K",
+    nlfit.add_argument("--starts", type=_whole(1), default=1, metavar="K")
+    nlfit.add_argument("--nagq", type=_whole(1), default=1, metavar="K",
                        help="adaptive Gauss-Hermite nodes (one scalar random effect); "
                             "1: Laplace")
     nlfit.add_argument("--factor", action="append", default=[], metavar="COLUMN")
@@ -92,9 +158,9 @@ def _build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     batch.add_argument("--constraint", "-c", action="append", default=[], metavar="EQ")
     batch.add_argument("--mean", metavar="EXPR")
-    batch.add_argument("--starts", type=int, default=1, metavar="K")
-    batch.add_argument("--jobs", "-j", type=int, default=-1,
-                       help="worker processes (default: all cores)")
+    batch.add_argument("--starts", type=_whole(1), default=1, metavar="K")
+    batch.add_argument("--jobs", "-j", type=_jobs, default=-1,
+                       help="worker processes: -1 (default) all cores, or a count")
     batch.add_argument("--dask", metavar="ADDRESS",
                        help="send the groups to a dask.distributed scheduler, e.g. "
                             "tcp://10.0.0.5:8786")
@@ -114,10 +180,10 @@ def _build_parser() -> argparse.ArgumentParser:
                     "with the uniqueness verdict.")
     example.add_argument("--data", help="a peptide's CSV (columns treatment, modification, "
                                         "replicate, x); default: simulated")
-    example.add_argument("--seed", type=int, default=1, help="simulation seed")
+    example.add_argument("--seed", type=_whole(0), default=1, help="simulation seed")
     example.add_argument("--three-optima", action="store_true",
                          help="simulate a peptide whose link equation has three roots")
-    example.add_argument("--starts", type=int, default=10, metavar="K")
+    example.add_argument("--starts", type=_whole(1), default=10, metavar="K")
     example.add_argument("--json", metavar="FILE", help="write both fits as JSON to FILE")
     return parser
 
@@ -127,6 +193,8 @@ def _fit(args) -> int:
     from .model import lmer
     from .results import lrt
 
+    if args.json:
+        _writable(args.json, "--json")
     data = read_table(args.data, factors=args.factor)
     linked = bool(args.constraint) or args.mean is not None
     with warnings.catch_warnings(record=True) as caught:
@@ -153,19 +221,29 @@ def _fit(args) -> int:
         record = fit.to_dict()
         if test is not None:
             record["lrt"] = test.as_dict()
-        with open(args.json, "w") as fh:
-            json.dump(record, fh, indent=2)
-            fh.write("\n")
+        _write_json(record, args.json)
     return 0
 
 
-def _pairs(items, what):
+def _pairs(items, option, form):
+    """``NAME=VALUE`` items of a repeatable option as a dict (``form`` is how the help
+    spells them)."""
     out = {}
     for item in items:
-        if "=" not in item:
-            raise LinkmixError(f"{what} {item!r} must read NAME=VALUE")
-        key, value = item.split("=", 1)
+        key, _, value = item.partition("=")
+        if not key.strip() or not value.strip():
+            raise ArgumentError(f"{option} {item!r} must read {form}")
         out[key.strip()] = value.strip()
+    return out
+
+
+def _numbers(pairs: dict, option: str) -> dict:
+    out = {}
+    for key, text in pairs.items():
+        try:
+            out[key] = float(text)
+        except ValueError:
+            raise ArgumentError(f"{option} {key}={text!r}: {text!r} is not a number") from None
     return out
 
 
@@ -173,14 +251,16 @@ def _nlfit(args) -> int:
     from .io import read_table
     from .nonlinear import nlmer
 
+    if args.json:
+        _writable(args.json, "--json")
+    start = _numbers(_pairs(args.start, "--start", "NAME=VALUE"), "--start") or None
+    fixed = _pairs(args.fixed, "--fixed", "PARAM=RHS")
     data = read_table(args.data, factors=args.factor)
-    start = {k: float(v) for k, v in _pairs(args.start, "--start").items()} or None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         options = {"nAGQ": args.nagq} if args.nagq > 1 else {}
-        fit = nlmer(args.formula, data, random=args.random, fixed=_pairs(args.fixed, "--fixed"),
-                    start=start, constraints=args.constraint or None, n_starts=args.starts,
-                    **options)
+        fit = nlmer(args.formula, data, random=args.random, fixed=fixed, start=start,
+                    constraints=args.constraint or None, n_starts=args.starts, **options)
     print(fit.summary())
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
@@ -190,18 +270,29 @@ def _nlfit(args) -> int:
 
 
 def _batch(args) -> int:
-    import os
-
     import numpy as np
+    import pandas as pd
 
     from .batch import fit_groups
     from .io import read_table
 
+    _writable(args.output, "--output", TABLE_FORMATS)
+    if args.plots:
+        _require_module("matplotlib", "--plots")
+        if os.path.exists(args.plots) and not os.path.isdir(args.plots):
+            raise ArgumentError(f"--plots {args.plots!r} is a file, not a folder")
+    if args.dask:
+        _require_module("distributed", "--dask")
     data = read_table(args.data, factors=args.factor)
     for col in args.log2:
         if col not in data.columns:
-            raise LinkmixError(f"--log2: unknown column {col!r}")
-        values = np.asarray(data[col], dtype=float)
+            raise DataError(f"--log2: unknown column {col!r}; the data has columns "
+                            f"{list(map(str, data.columns))}")
+        values = pd.to_numeric(data[col], errors="coerce")
+        bad = data[col][values.isna() & data[col].notna()]
+        if len(bad):
+            raise DataError(f"--log2 {col}: the column must hold numbers; row "
+                            f"{bad.index[0]} has {bad.iloc[0]!r}")
         with np.errstate(divide="ignore", invalid="ignore"):
             data[f"log2{col}"] = np.where(values > 0, np.log2(values), np.nan)
     results = fit_groups(data, args.by, args.formula, constraints=args.constraint or None,
@@ -215,15 +306,27 @@ def _batch(args) -> int:
         results.to_csv(out, index=False, sep="\t" if out.lower().endswith(".tsv") else ",")
     per_group = results.drop_duplicates(args.by)
     failed = per_group["error"].notna()
-    print(f"{len(per_group)} groups: {int((~failed).sum())} fitted, {int(failed.sum())} failed; "
+    fitted = ~failed
+    print(f"{len(per_group)} groups: {int(fitted.sum())} fitted, {int(failed.sum())} failed; "
           f"{int(per_group['n_dropped'].fillna(0).sum())} rows with missing values dropped; "
-          f"{int((~per_group['converged'].astype(bool) & ~failed).sum())} not converged")
+          f"{int((~per_group['converged'].astype(bool) & fitted).sum())} not converged, "
+          f"{int((per_group['degenerate'].astype(bool) & fitted).sum())} degenerate")
     for message, count in per_group.loc[failed, "error"].value_counts().head(5).items():
         print(f"  {count} × {message}")
     print(f"wrote {out}")
+    if len(per_group) and not fitted.any():
+        first = per_group["error"].iloc[0]
+        print(f"linkmix: error: no group could be fitted (first error: {first})",
+              file=sys.stderr)
+        return 1
     if args.plots:
         from .plots import volcano
         os.makedirs(args.plots, exist_ok=True)
+        known = set(results["parameter"].dropna())
+        unknown = [e for e in args.effect if e not in known]
+        if unknown:
+            raise ArgumentError(f"--effect {unknown[0]!r} is not a parameter of the fits; "
+                                f"they have {sorted(known)}")
         effects = args.effect or list(results.loc[results["kind"] == "fixef",
                                                   "parameter"].drop_duplicates().tail(1))
         for effect in effects:
@@ -241,6 +344,8 @@ def _example(args) -> int:
     from . import datasets
     from .examples import seed_example
 
+    if args.json:
+        _writable(args.json, "--json")
     if args.data:
         from .io import read_table
         data = datasets.add_seed_columns(read_table(args.data))
@@ -255,9 +360,7 @@ def _example(args) -> int:
     print(f"Data: {source}, {len(data)} observations\n")
     print(report)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(record, fh, indent=2)
-            fh.write("\n")
+        _write_json(record, args.json)
     return 0
 
 

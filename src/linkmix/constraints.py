@@ -163,8 +163,20 @@ class Expression:
         raise ConstraintError(f"{self.what} {self.text!r} names unknown parameter {name!r}{hint}; "
                               f"known parameters: {known}{cols}")
 
-    def _rewrite(self, node) -> ast.expr:
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)) \
+    def _is_column(self, node) -> bool:
+        return isinstance(node, ast.Name) and \
+            self._quoted.get(node.id, node.id) in self._columns and \
+            self._quoted.get(node.id, node.id) not in self._params
+
+    def _rewrite(self, node, text_allowed: bool = False) -> ast.expr:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if not text_allowed:
+                raise ConstraintError(
+                    f"{self.what} {self.text!r}: {node.value!r} is text; the expression "
+                    f"language has numbers only (a mean may compare a data column with a "
+                    f"level, e.g. treatment == 'B')")
+            return ast.Constant(node.value)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
                 and not isinstance(node.value, bool):
             return ast.Constant(node.value)
         if isinstance(node, ast.Name):
@@ -175,8 +187,11 @@ class Expression:
             return ast.UnaryOp(type(node.op)(), self._rewrite(node.operand))
         if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
             op_name = type(node.ops[0]).__name__
-            return _call("_cmp", [ast.Constant(op_name), self._rewrite(node.left),
-                                  self._rewrite(node.comparators[0])])
+            # text only opposite a data column (a mean's ``treatment == 'B'``)
+            left, right = node.left, node.comparators[0]
+            return _call("_cmp", [ast.Constant(op_name),
+                                  self._rewrite(left, text_allowed=self._is_column(right)),
+                                  self._rewrite(right, text_allowed=self._is_column(left))])
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
             fname = node.func.id
             if fname not in FUNCTIONS:
@@ -184,9 +199,11 @@ class Expression:
                                       f"{fname!r}; available: {sorted(FUNCTIONS)}")
             return ast.Call(_subscript("_fn", fname), [self._rewrite(a) for a in node.args], [])
         spelled = ast.unparse(node).replace(" ", "")
-        if spelled in self._params:
+        if spelled in self._params or isinstance(node, ast.Subscript):
+            known = "" if spelled in self._params else \
+                f" (and it is not a parameter; known parameters: {sorted(self._params)})"
             raise ConstraintError(f"{self.what} {self.text!r}: write the parameter {spelled!r} "
-                                  f"in backticks, `{spelled}`")
+                                  f"in backticks, `{spelled}`{known}")
         raise ConstraintError(f"{self.what} {self.text!r}: '{ast.unparse(node)}' is not allowed "
                               f"(only numbers, names, + - * / ** %, comparisons and "
                               f"functions {sorted(FUNCTIONS)})")

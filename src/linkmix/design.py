@@ -19,12 +19,14 @@ import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 from formulaic.errors import FormulaicError
 
+from . import arguments
 from .errors import DataError, FormulaError, MissingDataWarning, RankDeficiencyWarning
 from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_terms, parse_formula,
                       plain_message)
 
 __all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns",
-           "pow2_column_scales", "INTERCEPT"]
+           "pow2_column_scales", "without_unused_levels", "require_numeric_response",
+           "INTERCEPT"]
 
 INTERCEPT = "(Intercept)"
 
@@ -209,6 +211,29 @@ def _theta_template(sizes: tuple[int, ...]):
     return tmpl, tmpl_off, term_k, lower
 
 
+def without_unused_levels(data: pd.DataFrame, columns) -> pd.DataFrame:
+    """``data`` with unused categories removed from its categorical ``columns``, as R's
+    model frames do: a level no row has must not become the reference level (it would
+    silently change which contrasts are estimated)."""
+    unused = {c: data[c].cat.remove_unused_categories() for c in columns
+              if isinstance(data[c].dtype, pd.CategoricalDtype)}
+    return data.assign(**unused) if unused else data
+
+
+def require_numeric_response(values: pd.Series, name: str) -> None:
+    """Refuse a response that is not numbers, showing a value that is not one."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return
+    present = values.dropna()
+    if present.empty:
+        raise DataError(f"the response {name!r} has no non-missing values")
+    bad = present[pd.to_numeric(present, errors="coerce").isna()]
+    example = f"e.g. {bad.iloc[0]!r}" if len(bad) else \
+        "numbers stored as text; convert the column to numbers"
+    raise DataError(f"the response {name!r} must be numeric; it has dtype {values.dtype} "
+                    f"({example})")
+
+
 def _require_columns(data: pd.DataFrame, names, where: str) -> None:
     missing = [name for name in names if name not in data.columns]
     if missing:
@@ -339,7 +364,8 @@ def drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
 
 
 def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
-                 missing: str = "drop", drop_rank_deficient: bool = True) -> LMMDesign:
+                 missing: str = "drop", drop_rank_deficient: bool = True,
+                 check_sizes: bool = True) -> LMMDesign:
     """Check ``data`` against ``formula`` and build the model's numbers.
 
     Parameters
@@ -354,12 +380,16 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
     drop_rank_deficient : bool
         Drop fixed-effects columns that are combinations of earlier ones (as lme4);
         False keeps them, for models whose constraints identify them.
+    check_sizes : bool
+        Require more observations than fixed effects, levels and random effects.
+        False builds the structure (names, terms) of a sample of rows that is not
+        itself to be fitted.
     """
     spec = formula if isinstance(formula, FormulaSpec) else parse_formula(formula)
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
-    if missing not in ("drop", "raise"):
-        raise ValueError(f"missing must be 'drop' or 'raise', not {missing!r}")
+    arguments.choice(missing, "missing", ("drop", "raise"))
+    arguments.flag(drop_rank_deficient, "drop_rank_deficient")
 
     _require_columns(data, [spec.response], f"the response of {spec.text!r}")
     fixed_vars = _required_variables(spec.fixed, "the fixed-effects part")
@@ -373,11 +403,7 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
     used_cols = [c for c in data.columns if c in used]
 
     response = data[spec.response]
-    if not (pd.api.types.is_numeric_dtype(response) or pd.api.types.is_bool_dtype(response)):
-        raise DataError(f"the response {spec.response!r} must be numeric; it has dtype "
-                        f"{response.dtype} (e.g. {response.dropna().iloc[0]!r})"
-                        if response.notna().any() else
-                        f"the response {spec.response!r} has no non-missing values")
+    require_numeric_response(response, spec.response)
 
     incomplete = data[used_cols].isna().any(axis=1).to_numpy()
     n_dropped = int(incomplete.sum())
@@ -390,6 +416,7 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
         data = data.loc[~incomplete]
     if len(data) == 0:
         raise DataError("no complete rows are left to fit")
+    data = without_unused_levels(data, used_cols)
 
     y = response.loc[data.index].to_numpy(dtype=float)
     if not np.all(np.isfinite(y)):
@@ -402,6 +429,13 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
     dropped = []
     if drop_rank_deficient:
         X, names, dropped = drop_dependent_columns(X, names)
+    rank = X.shape[1] if drop_rank_deficient else (
+        int(np.linalg.matrix_rank(X / pow2_column_scales(X))) if X.shape[1] else 0)
+    if check_sizes and len(y) <= rank:
+        raise DataError(f"{len(y)} observation(s) for {rank} identifiable fixed effect(s)"
+                        + (f" (of {len(names) + len(dropped)} columns)" if dropped or
+                           rank < X.shape[1] else "")
+                        + ": the residual variance needs more observations than fixed effects")
     if dropped:
         warnings.warn(f"fixed-effects design is rank deficient; dropping column(s) {dropped}",
                       RankDeficiencyWarning, stacklevel=3)
@@ -412,13 +446,13 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
             raise DataError(f"random-effects covariates of {term.coef_names} have infinite values")
     terms = _lme4_term_order(terms)
     n = len(y)
-    for term in terms:
+    for term in terms if check_sizes else ():
         if term.n_levels >= n:
             raise DataError(f"grouping factor {term.group!r} has {term.n_levels} levels for "
                             f"{n} observations; the number of levels must be smaller than the "
                             f"number of observations")
     q = sum(term.q for term in terms)
-    if q >= n:
+    if check_sizes and q >= n:
         raise DataError(f"the model has {q} random effects for {n} observations; the residual "
                         f"variance is not identifiable (need fewer random effects than observations)")
     return LMMDesign(formula=spec, y=y, X=X, fixed_names=names, terms=terms,

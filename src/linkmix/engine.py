@@ -29,6 +29,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from . import _pls
+from .errors import ArgumentError
 
 __all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "DENSE_SCHUR_LIMIT"]
 
@@ -328,4 +329,4 @@ def make_engine(design, kind: str = "auto"):
         return BlockedEngine(design)
     if kind == "cholmod":
         return CholmodEngine(design)
-    raise ValueError(f"engine must be 'auto', 'blocked' or 'cholmod', not {kind!r}")
+    raise ArgumentError(f"engine must be 'auto', 'blocked' or 'cholmod', not {kind!r}")

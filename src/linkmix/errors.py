@@ -1,7 +1,7 @@
 """Exception and warning types: every bad input names its problem through one of these."""
 
-__all__ = ["LinkmixError", "FormulaError", "DataError", "FitError", "MissingDataWarning",
-           "RankDeficiencyWarning", "ConvergenceWarning"]
+__all__ = ["LinkmixError", "FormulaError", "DataError", "FitError", "ArgumentError",
+           "MissingDataWarning", "RankDeficiencyWarning", "ConvergenceWarning"]
 
 
 class LinkmixError(ValueError):
@@ -18,6 +18,10 @@ class DataError(LinkmixError):
 
 class FitError(LinkmixError):
     """The model could not be fitted."""
+
+
+class ArgumentError(LinkmixError, TypeError):
+    """An option has the wrong type or value (``REML="yes"``, ``n_starts=2.5``)."""
 
 
 class MissingDataWarning(UserWarning):

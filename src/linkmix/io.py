@@ -42,16 +42,29 @@ def read_table(path, *, factors=()) -> pd.DataFrame:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"data file {path!r} does not exist")
+    if os.path.isdir(path):
+        raise DataError(f"data file {path!r} is a folder")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"data file {path!r} is empty")
     lower = path.lower()
-    if lower.endswith((".parquet", ".pq")):
-        frame = pd.read_parquet(path)
-        for col in factors:
-            frame[col] = frame[col].astype(str)
-        return frame
-    sep = "\t" if lower.endswith((".tsv", ".tab")) else ","
-    text_cols = set(_quoted_columns(path, sep)) | set(factors)
     try:
-        return pd.read_csv(path, sep=sep, dtype={c: str for c in text_cols},
-                           na_values=["NA", ""], keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        if lower.endswith((".parquet", ".pq")):
+            frame = pd.read_parquet(path)
+        else:
+            sep = "\t" if lower.endswith((".tsv", ".tab")) else ","
+            text_cols = set(_quoted_columns(path, sep)) | set(factors)
+            frame = pd.read_csv(path, sep=sep, dtype={c: str for c in text_cols},
+                                na_values=["NA", ""], keep_default_na=False)
+    except ImportError as exc:
+        raise DataError(f"reading {path!r} needs a Parquet engine (pip install pyarrow): "
+                        f"{exc}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+            ValueError, OSError) as exc:
         raise DataError(f"cannot read {path!r} as a table: {exc}") from None
+    unknown = [c for c in factors if c not in frame.columns]
+    if unknown:
+        raise DataError(f"--factor/factors names unknown column(s) {unknown}; the data has "
+                        f"columns {list(map(str, frame.columns))}")
+    for col in factors:
+        frame[col] = frame[col].where(frame[col].isna(), frame[col].astype(str))
+    return frame

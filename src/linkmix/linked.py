@@ -37,6 +37,7 @@ from .design import build_design, drop_dependent_columns
 from .engine import make_engine
 from .errors import FitError
 from .numdiff import jacobian
+from . import arguments
 from .conditioning import LinkedCoordinates
 from .optimize import CONSTRAINED_METHODS, ConstrainedRun, minimize_constrained
 from .parameters import SIGMA, ParameterSpace, sd_name
@@ -51,11 +52,12 @@ RUN_KKT_TOL = 1e-2
 
 
 def _as_list(constraints):
+    """One constraint or several, as a list (``make_constraint`` judges each)."""
     if constraints is None:
         return []
-    if isinstance(constraints, (str, Mapping, Constraint)) or callable(constraints):
-        return [constraints]
-    return list(constraints)
+    if isinstance(constraints, (list, tuple)):
+        return list(constraints)
+    return [constraints]
 
 
 class _LinkedBase:
@@ -314,12 +316,11 @@ class _LinkedBase:
         LinkedResults
             The best optimum, every distinct optimum, and the identifiability verdict.
         """
-        if method not in CONSTRAINED_METHODS:
-            raise ValueError(f"method must be one of {CONSTRAINED_METHODS}, not {method!r}")
-        if int(n_starts) < 1:
-            raise ValueError("n_starts must be at least 1")
+        arguments.choice(method, "method", CONSTRAINED_METHODS)
+        n_starts = arguments.count(n_starts, "n_starts")
+        seed = arguments.count(seed, "seed", minimum=0)
         with np.errstate(all="ignore"):  # trial points may overflow; results are checked
-            return self._fit(int(n_starts), method, seed, start)
+            return self._fit(n_starts, method, seed, start)
 
     def _fit(self, n_starts, method, seed, start):
         from .results import LinkedResults

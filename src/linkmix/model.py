@@ -18,12 +18,13 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from . import arguments
 from .conditioning import Conditioning
 from .design import build_design
 from .deviance import Deviance
 from .engine import make_engine
-from .errors import ConvergenceWarning, DataError, FitError
-from .optimize import OptSummary, minimize_bounded
+from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
+from .optimize import OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded
 from .parameters import ParameterSpace
 from .results import LMMEstimates, LMMResults
 
@@ -53,7 +54,7 @@ class LinearMixedModel:
 
     def _setup(self, design, REML, engine):
         self.design = design
-        self.REML = bool(REML)
+        self.REML = arguments.flag(REML, "REML")
         self.conditioning = Conditioning(design)
         self._check_response()
         self.engine = make_engine(self.conditioning.working, engine)
@@ -145,6 +146,12 @@ class LinearMixedModel:
         **optimizer_options
             ``ftol_abs``, ``xtol_abs``, ``maxeval``, ``initial_step``.
         """
+        arguments.choice(optimizer, "optimizer", OPTIMIZERS)
+        arguments.flag(check_gradient, "check_gradient")
+        unknown = sorted(set(optimizer_options) - set(OPTIMIZER_OPTIONS))
+        if unknown:
+            raise ArgumentError(f"unknown option(s) {unknown}; the optimiser takes "
+                                f"{list(OPTIMIZER_OPTIONS)}")
         design = self.design
         _, _, _, lower = design.theta_template()
         if theta_start is None:
@@ -152,8 +159,8 @@ class LinearMixedModel:
         else:
             start = np.asarray(theta_start, float)
             if start.shape != lower.shape:
-                raise ValueError(f"theta_start has {start.size} entries; this model has "
-                                 f"{lower.size}")
+                raise ArgumentError(f"theta_start has {start.size} entries; this model has "
+                                    f"{lower.size}")
             start = self.conditioning.theta_working(start)
         summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
                                    check_gradient=check_gradient, **optimizer_options)
@@ -195,6 +202,7 @@ def lmer(formula: str, data: pd.DataFrame, *, REML: bool | None = None, constrai
     >>> fit = linkmix.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy)  # doctest: +SKIP
     >>> fit.summary()  # doctest: +SKIP
     """
+    REML = arguments.optional_flag(REML, "REML")
     if constraints is not None or mean is not None:
         from .linked import LinkedModel
 
@@ -202,8 +210,8 @@ def lmer(formula: str, data: pd.DataFrame, *, REML: bool | None = None, constrai
             raise FitError("models with constraints or a linked mean are fitted by maximum "
                            "likelihood (the full deviance); drop REML=True")
         if fit_options or optimizer != "bobyqa":
-            raise TypeError(f"options {sorted(fit_options) or ['optimizer']} apply to plain "
-                            f"fits only; linked fits take n_starts, method, seed, start")
+            raise ArgumentError(f"options {sorted(fit_options) or ['optimizer']} apply to plain "
+                                f"fits only; linked fits take n_starts, method, seed, start")
         model = LinkedModel(formula, data, constraints=constraints, mean=mean, engine=engine,
                             missing=missing)
         return model.fit(n_starts=n_starts, method=method, seed=seed, start=start)

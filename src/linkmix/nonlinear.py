@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 
 from .design import (INTERCEPT, RandomEffectsLayout, RandomTerm, LMMDesign, _group_codes,
-                     _lme4_term_order, _materialize, _rename_intercept, _require_columns)
+                     _lme4_term_order, _materialize, _rename_intercept, _require_columns,
+                     without_unused_levels)
+from . import arguments
 from .engine import make_engine
 from .errors import ConvergenceWarning, DataError, FitError, FormulaError, MissingDataWarning
 from .formula import FormulaSpec, _split_top_level, _strip_outer_parens, check_name, check_terms
@@ -262,6 +264,9 @@ def build_nlmm_design(formula: str, data: pd.DataFrame, random=None, fixed=None,
         warnings.warn(f"dropped {n_dropped} of {len(data)} rows with missing values",
                       MissingDataWarning, stacklevel=3)
         data = data.loc[~incomplete]
+    if len(data) == 0:
+        raise DataError("no complete rows are left to fit")
+    data = without_unused_levels(data, used_cols)
     y = data[response].to_numpy(dtype=float)
     covariates = tuple(data[c].to_numpy(dtype=float) for c in cov_cols)
     if not np.all(np.isfinite(y)) or not all(np.all(np.isfinite(c)) for c in covariates):
@@ -559,6 +564,8 @@ class NonlinearMixedModel:
             quadrature with that many nodes (one scalar random-effects term), maximised
             over (θ, β, log σ) from the Laplace fit.
         """
+        nAGQ = arguments.count(nAGQ, "nAGQ")
+        arguments.flag(check_gradient, "check_gradient")
         if nAGQ > 1:
             return self._fit_agq(int(nAGQ), start=start, theta_start=theta_start,
                                  check_gradient=check_gradient, **optimizer_options)

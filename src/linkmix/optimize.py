@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-__all__ = ["OptSummary", "minimize_bounded", "OPTIMIZERS"]
+__all__ = ["OptSummary", "minimize_bounded", "OPTIMIZERS", "OPTIMIZER_OPTIONS"]
 
 OPTIMIZERS = ("bobyqa", "cobyqa")
+#: The options ``minimize_bounded`` takes besides the optimiser's name.
+OPTIMIZER_OPTIONS = ("ftol_abs", "xtol_abs", "maxeval", "initial_step")
 
 #: θ entries on a zero lower bound closer than this are tried at the bound.
 BOUNDARY_SNAP = 1e-5

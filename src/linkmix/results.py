@@ -28,7 +28,7 @@ from .parameters import ParameterSpace, variance_components
 SAME_OPTIMUM = 1e-3       # two optima are the same when every natural parameter agrees to this
 EQUAL_LIKELIHOOD = 1e-5   # optima whose -2 log L differ by less are equally likely
 
-__all__ = ["LMMEstimates", "LMMResults", "NLMMResults", "Summary", "LinkedResults", "LRTResult", "lrt"]
+__all__ = ["LMMEstimates", "LMMResults", "NLMMResults", "json_text", "Summary", "LinkedResults", "LRTResult", "lrt"]
 
 #: lme4's isSingular tolerance on diagonal entries of T.
 SINGULAR_TOL = 1e-4
@@ -80,13 +80,33 @@ class _Report:
     def __repr__(self) -> str:
         return str(self.summary())
 
-    def to_json(self, path=None, **kwargs) -> str:
-        """The fit as JSON text; written to ``path`` as well when given."""
-        text = json.dumps(self.to_dict(), indent=2, **kwargs)
+    def to_json(self, path=None) -> str:
+        """The fit as strict JSON text (``null`` for NaN); written to ``path`` as well."""
+        text = json_text(self.to_dict())
         if path is not None:
             with open(path, "w") as fh:
                 fh.write(text + "\n")
         return text
+
+
+def _json_ready(value):
+    """``value`` with numpy scalars and arrays as Python values and NaN/±inf as None."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def json_text(record: dict) -> str:
+    """Strict JSON (RFC 8259: no NaN or Infinity; they become ``null``) of a record."""
+    return json.dumps(_json_ready(record), indent=2, allow_nan=False)
 
 
 class _Printable:
