@@ -1,7 +1,9 @@
 """lme4's digits at any location and scale: fits of shifted and scaled data equal the
 fit of the centred data (linear, linked and nonlinear models; REML and ML; both engines)."""
 
+import json
 import math
+import pathlib
 
 import numpy as np
 import pandas as pd
@@ -14,18 +16,18 @@ from linkmix.examples import M1_FORMULA, M1_MEAN, M2_CONSTRAINT, M2_FORMULA
 from conftest import LME4_LMM, load_dataset
 
 MODELS = ["y ~ x + (1|g)", "y ~ x + (1|g) + (1|h)", "y ~ x + (1 + x|g)"]
+DATA = pathlib.Path(__file__).parent / "data"
+#: lme4 1.1-31 on conditioning.csv as it is and moved (make_lme4_conditioning.R)
+LME4 = json.loads((DATA / "lme4_conditioning.json").read_text())["fits"]
+MOVES = {"centred": {}, "y+1e5": {"y": 1e5}, "y+1e8": {"y": 1e8}, "x+1e3": {"x": 1e3},
+         "x+1e6": {"x": 1e6}}
 
 
 @pytest.fixture(scope="module")
 def centred():
-    """Unbalanced crossed data, x and y near zero (not tuned to any model)."""
-    rng = np.random.default_rng(7)
-    n, n_g, n_h = 600, 30, 12
-    g, h = rng.integers(0, n_g, n), rng.integers(0, n_h, n)
-    x = rng.normal(size=n)
-    y = (2 + 0.5 * x + 0.7 * rng.normal(size=n_g)[g] + 0.3 * rng.normal(size=n_g)[g] * x
-         + 0.4 * rng.normal(size=n_h)[h] + rng.normal(size=n))
-    return pd.DataFrame({"y": y, "x": x, "g": [f"g{i}" for i in g], "h": [f"h{i}" for i in h]})
+    """Unbalanced crossed data, x and y near zero, not tuned to any model (600 rows, 30
+    and 12 levels; written by numpy's default_rng(7), see make_lme4_conditioning.R)."""
+    return pd.read_csv(DATA / "conditioning.csv")
 
 
 _REFS = {}
@@ -97,6 +99,21 @@ def test_extreme_scales(centred, formula, REML, engine):
     assert fit.objective - offset == pytest.approx(ref.objective, rel=1e-10)
     assert fit.beta["xx"] * 1e300 == pytest.approx(ref.beta["x"], rel=1e-7)
     assert fit.se["xx"] * 1e300 == pytest.approx(ref.se["x"], rel=1e-6)
+
+
+@pytest.mark.parametrize("ref", [r for r in LME4 if r["data"] != "centred"],
+                         ids=lambda r: f"{r['formula']}-{'REML' if r['REML'] else 'ML'}-{r['data']}")
+def test_lme4_optimum_of_the_centred_data_wherever_the_data_are(centred, ref):
+    """lme4 itself stops up to 173 above its centred optimum on these moves (random slope,
+    x + 1e6) and fails its gradient check at x + 1e6; linkmix reaches the centred optimum."""
+    target = next(r for r in LME4 if r["data"] == "centred" and r["formula"] == ref["formula"]
+                  and r["REML"] == ref["REML"])
+    moved = centred.assign(**{col: centred[col] + by for col, by in MOVES[ref["data"]].items()})
+    fit = linkmix.lmer(ref["formula"], moved, REML=ref["REML"])
+    assert fit.converged
+    assert fit.objective == pytest.approx(target["objective"], rel=1e-8)
+    if ref["objective"] > target["objective"] * (1 + 1e-6):  # lme4 stopped short here
+        assert fit.objective < ref["objective"] - 1e-6 * abs(ref["objective"])
 
 
 def test_lme4_objective_at_any_location():

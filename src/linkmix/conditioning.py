@@ -73,17 +73,23 @@ def _lower_factor(M: np.ndarray) -> np.ndarray:
     return (signs[:, None] * R).T
 
 
+def _scaled_qr(M: np.ndarray):
+    """(Q, R, D) with M D⁻¹ = QR, D the powers of two of ``pow2_column_scales`` (so the
+    factorisation cannot overflow) and R's diagonal non-negative."""
+    D = pow2_column_scales(M)
+    Q, R = np.linalg.qr(M / D)
+    signs = np.where(np.diag(R) < 0, -1.0, 1.0)
+    return Q * signs, R * signs[:, None], D
+
+
 def _orthonormal_basis(Z: np.ndarray):
-    """(√n·Q, B) with Z B = √n·Q, Q's columns orthonormal and R's diagonal positive;
-    None when Z's columns are (numerically) dependent."""
+    """(√n·Q, B) with Z B = √n·Q, Q's columns orthonormal; None when Z's columns are
+    (numerically) dependent."""
     n = Z.shape[0]
-    D = pow2_column_scales(Z)
-    Q, R = np.linalg.qr(Z / D)
-    diag = np.abs(np.diag(R))
+    Q, R, D = _scaled_qr(Z)
+    diag = np.diag(R)
     if diag.size and not diag.min() > 1e-10 * diag.max():
         return None
-    signs = np.where(np.diag(R) < 0, -1.0, 1.0)
-    Q, R = Q * signs, R * signs[:, None]
     # Z B = √n·Q with Z D⁻¹ = QR: B = D⁻¹R⁻¹√n (R⁻¹'s rows scaled by 1/D)
     B = scipy.linalg.solve_triangular(R, np.eye(len(D)), lower=False) * math.sqrt(n) / D[:, None]
     return math.sqrt(n) * Q, B
@@ -103,6 +109,9 @@ class RandomBases:
         B_t (k × k) of each term; the identity where a term is left as it is.
     working_terms : list of RandomTerm
         The terms with the working columns Z_t B_t.
+    scalar_factor : ndarray
+        Per θ entry: b with θ = b·θ_w for a scalar term (B_t = [[b]]), NaN for the
+        entries of vector terms.
     """
 
     def __init__(self, layout):
@@ -123,13 +132,13 @@ class RandomBases:
             self.bases.append(B)
             self.working_terms.append(dataclasses.replace(term, Z=np.ascontiguousarray(Zw)))
             offset += n_theta
-        self._scalar_factor = np.array(scalar_factor)
-        self._scalar = np.isfinite(self._scalar_factor)
+        self.scalar_factor = np.array(scalar_factor)
+        self._scalar = np.isfinite(self.scalar_factor)
 
     def _map(self, theta, forward: bool) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)
         out = np.empty_like(theta)
-        factor = self._scalar_factor[self._scalar]
+        factor = self.scalar_factor[self._scalar]
         out[self._scalar] = theta[self._scalar] * factor if forward else \
             theta[self._scalar] / factor
         for t, offset, count in self._vector_terms:
@@ -181,10 +190,7 @@ class Conditioning:
         self.n, self.p = n, p
         self.random = RandomBases(design)
         if p:
-            self._D = pow2_column_scales(design.X)
-            Q, R = np.linalg.qr(design.X / self._D)
-            signs = np.where(np.diag(R) < 0, -1.0, 1.0)
-            self._Q, self._R = Q * signs, R * signs[:, None]
+            self._Q, self._R, self._D = _scaled_qr(design.X)
             X_w = math.sqrt(n) * self._Q
             # log|det A|, A = D⁻¹R⁻¹√n
             self.log_det_A = float(-np.sum(np.log(self._D)) - np.sum(np.log(np.diag(self._R)))
@@ -306,7 +312,7 @@ class LinkedCoordinates:
             X_w[:, j] /= scale
             M[:, j] /= scale
         self.M = M
-        self.sd_factor = self.random._scalar_factor
+        self.sd_factor = self.random.scalar_factor
         self.working = dataclasses.replace(design, X=np.ascontiguousarray(X_w),
                                            terms=self.random.working_terms)
 
