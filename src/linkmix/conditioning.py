@@ -41,16 +41,30 @@ from .design import pow2_column_scales
 __all__ = ["RandomBases", "Conditioning", "LinkedCoordinates", "pow2_rms"]
 
 
-def pow2_rms(v: np.ndarray) -> float:
-    """A power of two within a factor √2 of v's root mean square (1 for a zero vector),
-    found without squaring v's entries, so without overflow or underflow."""
-    top = float(np.max(np.abs(v), initial=0.0))
+def rms(v: np.ndarray) -> float:
+    """v's root mean square, without overflow or underflow in the squares (0 for an
+    empty or zero vector)."""
+    v = np.asarray(v, dtype=float)
+    if not v.size:
+        return 0.0
+    with np.errstate(over="ignore", under="ignore"):
+        total = float(v @ v)
+    if 1e-280 < total < 1e280:  # the squares neither overflow nor lose digits
+        return math.sqrt(total / v.size)
+    top = float(np.max(np.abs(v)))
     if not top > 0 or not math.isfinite(top):
+        return top if math.isfinite(top) else math.inf
+    exponent = math.frexp(top)[1]  # scale by a power of two first: exact
+    unit = np.ldexp(v, -exponent)
+    return math.ldexp(math.sqrt(float(unit @ unit) / v.size), exponent)
+
+
+def pow2_rms(v: np.ndarray) -> float:
+    """A power of two within a factor √2 of v's root mean square (1 for a zero vector)."""
+    size = rms(v)
+    if not size > 0 or not math.isfinite(size):
         return 1.0
-    exponent = math.frexp(top)[1]
-    unit = np.ldexp(np.asarray(v, dtype=float), -exponent)
-    rms = math.sqrt(float(np.mean(unit * unit)))
-    return math.ldexp(1.0, exponent + round(math.log2(rms)))
+    return math.ldexp(1.0, round(math.log2(size)))
 
 
 #: A column is scaled by a power of two only when its RMS is outside [2^-10, 2^10]
@@ -207,14 +221,16 @@ class Conditioning:
         if self.p:
             qty = self._Q.T @ y
             residual = y - self._Q @ qty
-            self.beta0 = scipy.linalg.solve_triangular(self._R, qty, lower=False) / self._D
+            self.beta0 = scipy.linalg.solve_triangular(self._R, qty, lower=False,
+                                                       check_finite=False) / self._D
         else:
             residual, self.beta0 = y, np.zeros(0)
+        spread = rms(residual)
         self.scale = pow2_rms(residual)
         y_w = residual / self.scale
         #: the RMS of y_w (within a factor √2 of 1): σ_w over it is σ relative to the
         #: spread the fixed effects leave in y
-        self.working_rms = math.sqrt(float(np.mean(y_w * y_w))) if len(y_w) else 1.0
+        self.working_rms = spread / self.scale if spread > 0 else 1.0
         # rounding leaves ~4e-14·max|y| of an exactly fitted y at n = 5,000
         self.exact_fit = float(np.max(np.abs(residual), initial=0.0)) <= \
             1e-12 * float(np.max(np.abs(y), initial=0.0))
@@ -289,6 +305,8 @@ class LinkedCoordinates:
     working : LMMDesign
         The design with X_w and the working random-effects terms.
     M : ndarray (p × p)
+    identity : bool
+        Whether z is lme4's own (θ, β, log σ), as for a well-scaled design.
     sd_factor : ndarray
         For each θ entry of a scalar term, the factor b with θ = b·θ_w (NaN for the
         entries of vector terms).
@@ -313,6 +331,9 @@ class LinkedCoordinates:
             M[:, j] /= scale
         self.M = M
         self.sd_factor = self.random.scalar_factor
+        #: z is lme4's own (θ, β, log σ): nothing to map (a well-scaled design)
+        self.identity = bool(np.array_equal(M, np.eye(p)) and all(
+            np.array_equal(B, np.eye(len(B))) for B in self.random.bases))
         self.working = dataclasses.replace(design, X=np.ascontiguousarray(X_w),
                                            terms=self.random.working_terms)
 

@@ -491,7 +491,7 @@ class LinkedModel(_LinkedBase):
         self.data = data
         self.design = design = build_design(formula, data, missing=missing,
                                             drop_rank_deficient=False)
-        coordinates = LinkedCoordinates(design)
+        self.coordinates = coordinates = LinkedCoordinates(design)
         self.working = coordinates.working
         self._setup_links(constraints, coordinates)
         self.rows = data.loc[design.row_index]
@@ -704,7 +704,7 @@ class LinkedModel(_LinkedBase):
         self._ensure_state(z)
         u = self.engine.conditional_modes(np.zeros(0))
         b_w = self.working.Lambda_times(self.space.split(z)[0], u)
-        return self.space.coordinates.effects(b_w)
+        return self.coordinates.effects(b_w)
 
     def _beta_scales(self, z) -> np.ndarray:
         sigma = self.space.split(z)[2]

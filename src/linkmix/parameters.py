@@ -63,7 +63,9 @@ class ParameterSpace:
 
     def __init__(self, design, coordinates=None):
         self.design = design
-        self.coordinates = coordinates
+        # identity coordinates map nothing: keep the hot path (every constraint and
+        # mean evaluation reads natural values) free of them
+        self.coordinates = None if coordinates is None or coordinates.identity else coordinates
         self.fixed_names = list(design.fixed_names)
         self.p = design.p
         _, _, _, self.theta_lower = design.theta_template()
