@@ -28,9 +28,9 @@ from . import arguments
 from .constraints import Expression, make_constraint
 from .design import _required_variables, build_design, require_numeric_response
 from .errors import ArgumentError, DataError, LinkmixError
+from .formula import parse_formula
 from .optimize import CONSTRAINED_METHODS
 from .parameters import ParameterSpace
-from .formula import parse_formula
 
 __all__ = ["fit_groups", "GroupSpec", "ROW_COLUMNS"]
 
