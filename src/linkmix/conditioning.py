@@ -183,7 +183,19 @@ class RandomBases:
                                for block, B in zip(blocks, self.bases)])
 
 
-class Conditioning:
+class _RandomCoordinates:
+    """θ in working coordinates, through ``self.random`` (a ``RandomBases``)."""
+
+    def theta(self, theta_w) -> np.ndarray:
+        """lme4's θ from the working θ_w."""
+        return self.random.theta(theta_w)
+
+    def theta_working(self, theta) -> np.ndarray:
+        """θ_w from lme4's θ."""
+        return self.random.theta_working(theta)
+
+
+class Conditioning(_RandomCoordinates):
     """The working parametrisation of one linear mixed model (a full-rank X).
 
     Parameters
@@ -245,12 +257,6 @@ class Conditioning:
             return (self.n - self.p) * log_s2 - 2.0 * self.log_det_A
         return self.n * log_s2
 
-    def theta(self, theta_w) -> np.ndarray:
-        return self.random.theta(theta_w)
-
-    def theta_working(self, theta) -> np.ndarray:
-        return self.random.theta_working(theta)
-
     def beta(self, beta_w) -> np.ndarray:
         """β = β₀ + s·D⁻¹R⁻¹√n β_w."""
         if not self.p:
@@ -287,7 +293,7 @@ class Conditioning:
 CENTRE_RATIO = 10.0
 
 
-class LinkedCoordinates:
+class LinkedCoordinates(_RandomCoordinates):
     """The coordinates z = (θ_w, γ, log σ) a linked model's optimiser works in.
 
     θ_w is ``RandomBases``' working θ; β = Mγ, X_w = XM.  Unlike ``Conditioning``,
@@ -336,12 +342,6 @@ class LinkedCoordinates:
             np.array_equal(B, np.eye(len(B))) for B in self.random.bases))
         self.working = dataclasses.replace(design, X=np.ascontiguousarray(X_w),
                                            terms=self.random.working_terms)
-
-    def theta(self, theta_w) -> np.ndarray:
-        return self.random.theta(theta_w)
-
-    def theta_working(self, theta) -> np.ndarray:
-        return self.random.theta_working(theta)
 
     def beta(self, gamma) -> np.ndarray:
         return self.M @ np.asarray(gamma, dtype=float)

@@ -359,7 +359,8 @@ def drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
         if residual > tol * norms[j]:
             basis[:, len(keep)] = v / residual
             keep.append(j)
-    dropped = [names[j] for j in range(p) if j not in set(keep)]
+    kept = set(keep)
+    dropped = [names[j] for j in range(p) if j not in kept]
     return np.ascontiguousarray(X[:, keep]), [names[j] for j in keep], dropped
 
 

@@ -141,8 +141,8 @@ class LinearMixedModel:
             Start for lme4's θ.
         check_gradient : bool
             Check the finite-difference gradient and Hessian at the optimum
-            (lme4's convergence checks, 2·dim θ + 2·dim θ·(dim θ − 1) extra
-            evaluations); part of the convergence verdict.
+            (lme4's convergence checks, d(d + 1) extra evaluations for d = dim θ);
+            part of the convergence verdict.
         **optimizer_options
             ``ftol_abs``, ``xtol_abs``, ``maxeval``, ``initial_step``.
         """

@@ -18,13 +18,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-__all__ = ["OptSummary", "minimize_bounded", "OPTIMIZERS", "OPTIMIZER_OPTIONS"]
+__all__ = ["OptSummary", "minimize_bounded", "OPTIMIZERS", "OPTIMIZER_OPTIONS",
+           "SINGULAR_HESSIAN"]
 
 OPTIMIZERS = ("bobyqa", "cobyqa")
 #: The options ``minimize_bounded`` takes besides the optimiser's name.
 OPTIMIZER_OPTIONS = ("ftol_abs", "xtol_abs", "maxeval", "initial_step")
 
+#: What a fit with a zero Hessian eigenvalue (``OptSummary.degenerate``) is told.
+SINGULAR_HESSIAN = ("Hessian is numerically singular: parameters are not uniquely determined "
+                    "(the criterion is flat in some direction of θ)")
 #: θ entries on a zero lower bound closer than this are tried at the bound.
 BOUNDARY_SNAP = 1e-5
 #: Largest finite-difference gradient component (deviance units) accepted at an
@@ -178,14 +181,12 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
                          f"eigenvalue(s): not a minimum")
         elif checks["zero"]:
             summary.degenerate = True
-            notes.append("Hessian is numerically singular: parameters are not uniquely "
-                         "determined (the criterion is flat in some direction of θ)")
+            notes.append(SINGULAR_HESSIAN)
     summary.converged = bool(ok and math.isfinite(best) and grad_ok and hessian_ok)
     summary.message = "; ".join([message, *notes])
     summary.x_final = x
     summary.fun_final = best
     summary.seconds = time.perf_counter() - start
-    fun(x)  # leave the objective's state at the optimum
     return summary
 
 
@@ -197,15 +198,15 @@ def _down_negative_curvature(fun, x, lower, best, checks):
     eigenvalues, vectors = np.linalg.eigh(H)
     direction = np.zeros(len(x))
     direction[idx] = vectors[:, int(np.argmin(eigenvalues))]
+    reach = max(1.0, float(np.max(np.abs(x))))
     found = None
     for size in (1e-3, 1e-2, 1e-1):
         for sign in (1.0, -1.0):
-            trial = np.maximum(x + sign * size * max(1.0, float(np.max(np.abs(x)))) * direction,
-                               lower)
+            trial = np.maximum(x + sign * size * reach * direction, lower)
             value = float(fun(trial))
             if value < best:
-                x_best, best, found = trial, value, True
-    return (x_best, best) if found else None
+                found, best = (trial, value), value
+    return found
 
 
 def _derivative_checks(fun, x, lower, rel_step: float = 1e-4) -> dict:

@@ -23,18 +23,22 @@ from formulaic.errors import FormulaicError
 from .design import INTERCEPT
 from .errors import DataError, FitError
 from .formula import EVALUATION_CONTEXT
+from .optimize import SINGULAR_HESSIAN
 from .parameters import ParameterSpace, variance_components
 
 SAME_OPTIMUM = 1e-3       # two optima are the same when every natural parameter agrees to this
 EQUAL_LIKELIHOOD = 1e-5   # optima whose -2 log L differ by less are equally likely
 
-__all__ = ["LMMEstimates", "LMMResults", "NLMMResults", "json_text", "Summary", "LinkedResults", "LRTResult", "lrt"]
+__all__ = ["LMMEstimates", "LMMResults", "NLMMResults", "json_text", "Summary", "LinkedResults",
+           "LRTResult", "lrt"]
 
 #: lme4's isSingular tolerance on diagonal entries of T.
 SINGULAR_TOL = 1e-4
 #: σ̂ below this fraction of the spread the fixed effects leave in y: the random effects
 #: fit the data (almost) exactly, and σ and their SDs are not determined.
 SIGMA_VANISHES = 1e-4
+#: The warning of a fit with a variance component on its boundary (lme4's isSingular).
+BOUNDARY_FIT = "boundary (singular) fit: a variance component is estimated as zero"
 
 
 class _Report:
@@ -181,13 +185,12 @@ class LMMResults(_Report):
         How the optimiser got here (in its own, well-conditioned coordinates θ_w).
     """
 
-    def __init__(self, model, optsummary, estimates: LMMEstimates | None = None):
+    def __init__(self, model, optsummary):
         self.model = model
-        self.design = design = model.design
+        self.design = model.design
         self.optsummary = optsummary
         self.REML = model.REML
-        est = estimates if estimates is not None else model.estimates(optsummary.x_final)
-        self.estimates = est
+        self.estimates = est = model.estimates(optsummary.x_final)
         self.theta = est.theta
         self.objective = float(est.objective)
         self.sigma = float(est.sigma)
@@ -227,14 +230,14 @@ class LMMResults(_Report):
         if not self.converged:
             out.append(f"did not converge: {self.optsummary.message}")
         elif self.optsummary.degenerate:
-            out.append(self.optsummary.message.split("; ", 1)[-1])
+            out.append(SINGULAR_HESSIAN)
         if self.sigma_vanishes:
             out.append(f"the residual SD is numerically zero ({self.sigma:.3g}, "
                        f"{self.estimates.sigma_relative:.1e} of the spread the fixed effects "
                        f"leave): the random effects fit the data exactly, so σ and their SDs "
                        f"are not determined")
         if self.singular:
-            out.append("boundary (singular) fit: a variance component is estimated as zero")
+            out.append(BOUNDARY_FIT)
         return out
 
     @property
@@ -577,7 +580,7 @@ class Summary(_Printable):
         lines.append("")
         lines.append(f"optimizer: {opt.optimizer}, {opt.n_evaluations} evaluations, "
                      f"engine: {fit.engine_kind}")
-        lines += [f"WARNING: {warning}" if not warning.startswith("boundary") else warning
+        lines += [warning if warning == BOUNDARY_FIT else f"WARNING: {warning}"
                   for warning in fit.warnings]
         return "\n".join(lines)
 
@@ -712,7 +715,7 @@ class LinkedResults(_Report):
         if not self.identified:
             out.append(self.verdict)
         if self.singular:
-            out.append("boundary (singular) fit: a variance component is estimated as zero")
+            out.append(BOUNDARY_FIT)
         return out
 
     # ---- quantities -------------------------------------------------------------
