@@ -263,7 +263,8 @@ def test_adaptive_gauss_hermite_quadrature():
     lap = model.fit()
     at = (lap.theta, lap.beta.to_numpy(), lap.sigma)
     values = [model.agq(*at, k) for k in (1, 5, 15, 21)]
-    assert values[0] == pytest.approx(lap.objective, rel=1e-12)
+    # one node is the Laplace deviance: the same value, summed in another order
+    assert values[0] == pytest.approx(lap.objective, rel=1e-11)
     assert values[0] - values[2] > 1e-3
     assert abs(values[2] - values[3]) < 1e-8
     agq = linkmix.nlmer(formula, data, random="xmid | Tree", nAGQ=11)

@@ -27,10 +27,12 @@ import pandas as pd
 from . import arguments
 from .constraints import Expression, make_constraint
 from .design import _required_variables, build_design, require_numeric_response
+from .groupdesign import TableDesign
 from .errors import ArgumentError, DataError, LinkmixError
 from .formula import parse_formula
 from .optimize import CONSTRAINED_METHODS
 from .parameters import ParameterSpace
+from .threads import one_blas_thread
 
 __all__ = ["fit_groups", "GroupSpec", "ROW_COLUMNS"]
 
@@ -69,31 +71,52 @@ class GroupSpec:
 
 
 class _GroupFitter:
-    """Fits one spec to many groups, reusing the model of each layout seen.
+    """Fits one spec to the groups of chunks of a table.
 
-    A layout is the group's complete rows of every non-response column the model
-    reads; groups are matched by a hash of those values (pandas' hash of the
-    values themselves, so chunks hashed apart agree).
+    Each chunk's design is built once (``TableDesign``: one formulaic call for all its
+    groups) and cut per group; formulas it cannot cut exactly are built group by
+    group.  Models of small layouts are kept and refitted with another response
+    when a later group has the same layout: the same complete rows of every
+    non-response column the model reads, matched by a hash of the values
+    themselves (pandas' hash, so chunks hashed apart agree).
     """
+
+    #: Layouts kept for reuse, and the largest kept (n·(p+1) values): reuse saves
+    #: building a model, which matters only for small ones; this bounds the memory.
+    MAX_TEMPLATES = 64
+    MAX_TEMPLATE_SIZE = 20_000
 
     def __init__(self, spec: GroupSpec):
         self.spec = spec
+        self.formula = parse_formula(spec.formula)
         self.response, self.columns = spec.used_columns()
         self.templates: dict[bytes, object] = {}
 
-    def _build(self, frame):
+    def _model(self, design, rows: pd.DataFrame):
         from .linked import LinkedModel
         from .model import LinearMixedModel
 
         spec = self.spec
         if spec.linked:
-            return LinkedModel(spec.formula, frame, constraints=list(spec.constraints) or None,
-                               mean=spec.mean, engine=spec.engine, missing="raise")
-        return LinearMixedModel(spec.formula, frame, REML=True if spec.REML is None else spec.REML,
-                                engine=spec.engine, missing="raise")
+            return LinkedModel.from_design(design, rows, constraints=list(spec.constraints) or None,
+                                           mean=spec.mean, engine=spec.engine)
+        return LinearMixedModel.from_design(design, REML=True if spec.REML is None else spec.REML,
+                                            engine=spec.engine)
+
+    def _table(self, complete: pd.DataFrame):
+        """The chunk's design, or None where each group is built alone (formulas the
+        table design does not cut exactly, or columns formulaic cannot read: then each
+        group reports the error)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return TableDesign.build(self.formula, complete[[self.response, *self.columns]])
+        except LinkmixError:
+            return None
 
     def fit_chunk(self, by, keys, frame, positions) -> dict:
-        """Fit the groups of one chunk: ``positions[i]`` are group i's rows of ``frame``."""
+        """Fit the groups of one chunk: ``positions[i]`` are group i's rows of ``frame``
+        (consecutive, in group order, index 0…n−1)."""
         spec = self.spec
         missing_cols = [c for c in [self.response, *self.columns] if c not in frame.columns]
         if missing_cols:
@@ -101,38 +124,50 @@ class _GroupFitter:
                                f"{spec.formula!r}")
         y_all = frame[self.response].to_numpy(dtype=float)
         complete_all = ~np.isnan(y_all) & frame[self.columns].notna().all(axis=1).to_numpy()
+        complete_rows = np.flatnonzero(complete_all)
+        complete = frame.iloc[complete_rows]
+        table = self._table(complete)
+        # a group's complete rows are consecutive in ``complete``: ends[i] - counts[i]:ends[i]
+        counts = np.add.reduceat(complete_all, [pos[0] for pos in positions]) \
+            if len(frame) else np.zeros(0, dtype=int)
+        ends = np.cumsum(counts)
         # a linked mean may read any column: then every column is part of the layout
         layout = self.columns if spec.mean is None else \
             [c for c in frame.columns if c != self.response and c not in by]
         hashes = pd.util.hash_pandas_object(frame[layout], index=False).to_numpy()
         out = _Columns(by)
-        for key, pos in zip(keys, positions):
-            key = dict(zip(by, key))
-            complete = complete_all[pos]
-            rows = pos[complete]
-            n_dropped = int(len(pos) - len(rows))
-            try:
-                if len(rows) == 0:
-                    raise LinkmixError("no complete rows")
-                y = y_all[rows]
-                if not np.all(np.isfinite(y)):
-                    raise LinkmixError(f"the response {self.response!r} has infinite values")
-                signature = hashes[rows].tobytes()
-                model = self.templates.get(signature)
-                if model is None:
-                    model = self._build(frame.iloc[rows])
-                    if len(self.templates) < 64:  # a few layouts cover an experiment
-                        self.templates[signature] = model
-                model.set_response(y)
-                with warnings.catch_warnings(), np.errstate(all="ignore"):
-                    warnings.simplefilter("ignore")
+        with one_blas_thread(), warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            for key, pos, n, stop in zip(keys, positions, counts, ends):
+                key = dict(zip(by, key))
+                rows = complete_rows[stop - n:stop]
+                n_dropped = int(len(pos) - n)
+                try:
+                    if n == 0:
+                        raise LinkmixError("no complete rows")
+                    y = y_all[rows]
+                    if not np.all(np.isfinite(y)):
+                        raise LinkmixError(f"the response {self.response!r} has infinite values")
+                    signature = hashes[rows].tobytes()
+                    model = self.templates.get(signature)
+                    if model is None:
+                        design = table.group(stop - n, stop, drop_rank_deficient=not spec.linked) \
+                            if table is not None else \
+                            build_design(self.formula, frame.iloc[rows], missing="raise",
+                                         drop_rank_deficient=not spec.linked)
+                        model = self._model(design, frame)
+                        if (len(self.templates) < self.MAX_TEMPLATES
+                                and design.n * (design.p + 1) <= self.MAX_TEMPLATE_SIZE):
+                            self.templates[signature] = model
+                    else:
+                        model.set_response(y)
                     fit = model.fit(n_starts=spec.n_starts, method=spec.method) \
                         if spec.linked else model.fit()
                     out.add_fit(key, fit, n_dropped, spec.level)
-            except Exception as exc:  # a batch never dies because one group failed
-                message = str(exc) if isinstance(exc, LinkmixError) \
-                    else f"{type(exc).__name__}: {exc}"
-                out.add_error(key, message, len(pos), n_dropped)
+                except Exception as exc:  # a batch never dies because one group failed
+                    message = str(exc) if isinstance(exc, LinkmixError) \
+                        else f"{type(exc).__name__}: {exc}"
+                    out.add_error(key, message, len(pos), n_dropped)
         return out.columns
 
 
@@ -188,15 +223,15 @@ def _normal_quantile(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
 
-_FITTERS: dict = {}  # per process: one fitter (and its templates) per spec
+_WORKER_FITTER: list = []  # in a worker process: the fitter of the last spec (its templates)
 
 
 def fit_chunk(spec: GroupSpec, by: list[str], keys, frame: pd.DataFrame, positions) -> dict:
-    """Fit one chunk of groups (a task for a process pool or a dask worker)."""
-    fitter = _FITTERS.get(spec)
-    if fitter is None:
-        fitter = _FITTERS[spec] = _GroupFitter(spec)
-    return fitter.fit_chunk(by, keys, frame, positions)
+    """Fit one chunk of groups (a task for a process pool or a dask worker); a worker
+    keeps one fitter, so later chunks of the same spec reuse its layouts."""
+    if not _WORKER_FITTER or _WORKER_FITTER[0].spec != spec:
+        _WORKER_FITTER[:] = [_GroupFitter(spec)]
+    return _WORKER_FITTER[0].fit_chunk(by, keys, frame, positions)
 
 
 def _check_links(spec: GroupSpec, data: pd.DataFrame) -> None:
@@ -338,15 +373,17 @@ def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=N
         rows = np.concatenate(chunk_pos)
         offsets = np.cumsum([0] + [len(p) for p in chunk_pos])
         local = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(chunk_pos))]
-        tasks.append((keys[start:start + size], data.iloc[rows][wanted], local))
+        tasks.append((keys[start:start + size],
+                      data.iloc[rows][wanted].reset_index(drop=True), local))
     bar = _progress(len(keys), progress)
     results: list = [None] * len(tasks)
     try:
         if scheduler is not None:
             _run_dask(spec, by, tasks, scheduler, results, bar)
         elif workers == 1:
+            fitter = _GroupFitter(spec)  # released, with its layouts, on return
             for i, (k, frame, local) in enumerate(tasks):
-                results[i] = fit_chunk(spec, by, k, frame, local)
+                results[i] = fitter.fit_chunk(by, k, frame, local)
                 if bar is not None:
                     bar.update(len(k))
         else:

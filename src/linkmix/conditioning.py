@@ -216,8 +216,8 @@ class Conditioning(_RandomCoordinates):
         self.n, self.p = n, p
         self.random = RandomBases(design)
         if p:
-            self._Q, self._R, self._D = _scaled_qr(design.X)
-            X_w = math.sqrt(n) * self._Q
+            Q, self._R, self._D = _scaled_qr(design.X)
+            X_w = math.sqrt(n) * Q  # Q = X_w/√n is not kept: one n × p copy less
             # log|det A|, A = D⁻¹R⁻¹√n
             self.log_det_A = float(-np.sum(np.log(self._D)) - np.sum(np.log(np.diag(self._R)))
                                    + 0.5 * p * math.log(n))
@@ -231,8 +231,9 @@ class Conditioning(_RandomCoordinates):
         """Take a new response (same layout); returns y_w, which the engine then needs."""
         y = np.asarray(y, dtype=float)
         if self.p:
-            qty = self._Q.T @ y
-            residual = y - self._Q @ qty
+            X_w = self.working.X
+            qty = X_w.T @ y / math.sqrt(self.n)
+            residual = y - X_w @ (qty / math.sqrt(self.n))
             self.beta0 = scipy.linalg.solve_triangular(self._R, qty, lower=False,
                                                        check_finite=False) / self._D
         else:

@@ -16,7 +16,8 @@ import pandas as pd
 
 from .io import read_table
 
-__all__ = ["load", "path", "names", "simulate_peptide", "simulate_experiment", "seed_link", "add_seed_columns",
+__all__ = ["load", "path", "names", "simulate_peptide", "simulate_experiment", "simulate_msstats",
+           "seed_link", "add_seed_columns",
            "THREE_OPTIMA"]
 
 _FILES = {"sleepstudy": "sleepstudy.csv", "Dyestuff": "Dyestuff.csv",
@@ -120,3 +121,59 @@ def simulate_experiment(n_peptides: int = 100, seed: int = 0, *, n_replicates: i
     if missing_rate > 0:
         data.loc[rng.random(len(data)) < missing_rate, "x"] = np.nan
     return data, pd.DataFrame(truth)
+
+
+def simulate_msstats(n_peptides: int = 1000, seed: int = 0, *, n_conditions: int = 3,
+                     n_bioreplicates: int = 3, n_runs: int = 2, n_features=(1, 6),
+                     missing_rate: float = 0.05, dropout_rate: float = 0.0) -> pd.DataFrame:
+    """A long MSstats-like table, as ``dataProcess`` takes it: one row per peptide,
+    feature and run.
+
+    Each peptide has its own number of features (uniform in ``n_features``, inclusive)
+    and is measured in every run: ``n_conditions`` conditions × ``n_bioreplicates``
+    biological replicates per condition × ``n_runs`` technical runs per replicate.
+    ``log2Intensity = μ_pep + c_cond + f_feat + b_biorep + ε`` with μ ~ N(22, 2²),
+    c ~ N(0, 1), f ~ N(0, 1), b ~ N(0, 0.3²), ε ~ N(0, 0.2²).  A fraction
+    ``missing_rate`` of intensities is missing at random, and each feature is absent
+    from a whole condition with probability ``dropout_rate`` (below detection there),
+    so groups differ in rows, features and levels, as in real tables.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ProteinName (10 peptides each), PeptideSequence, Feature, Condition,
+        BioReplicate, Run and log2Intensity (NaN where missing).
+    """
+    rng = np.random.default_rng(seed)
+    low, high = n_features
+    k = rng.integers(low, high + 1, n_peptides)              # features per peptide
+    peptide = np.repeat(np.arange(n_peptides), k)            # one entry per feature
+    feature = np.arange(len(peptide)) - np.repeat(np.cumsum(k) - k, k)
+    runs_per_condition = n_bioreplicates * n_runs
+    n_cols = n_conditions * runs_per_condition
+    condition = np.repeat(np.arange(n_conditions), runs_per_condition)
+    biorep = np.repeat(np.arange(n_conditions * n_bioreplicates), n_runs)
+    y = (rng.normal(22, 2, n_peptides)[peptide][:, None]
+         + rng.normal(0, 1, (n_peptides, n_conditions))[peptide][:, condition]
+         + rng.normal(0, 1, len(peptide))[:, None]
+         + rng.normal(0, 0.3, (n_peptides, n_conditions * n_bioreplicates))[peptide][:, biorep]
+         + rng.normal(0, 0.2, (len(peptide), n_cols)))
+    y[rng.random(y.shape) < missing_rate] = np.nan
+    if dropout_rate > 0:
+        gone = rng.random((len(peptide), n_conditions)) < dropout_rate
+        y[gone[:, condition]] = np.nan
+    width = len(str(n_peptides - 1))
+    pep_names = np.array([f"PEP{i:0{width}d}" for i in range(n_peptides)], dtype=object)
+    rows = np.repeat(np.arange(len(peptide)), n_cols)
+    cols = np.tile(np.arange(n_cols), len(peptide))
+    cond_names = np.array([f"C{c + 1}" for c in range(n_conditions)], dtype=object)
+    bio_names = np.array([f"C{c // n_bioreplicates + 1}_B{c % n_bioreplicates + 1}"
+                          for c in range(n_conditions * n_bioreplicates)], dtype=object)
+    run_names = np.array([f"{bio_names[biorep[j]]}_R{j % n_runs + 1}" for j in range(n_cols)],
+                         dtype=object)
+    protein = np.array([f"PROT{i // 10:0{width}d}" for i in range(n_peptides)], dtype=object)
+    return pd.DataFrame({
+        "ProteinName": protein[peptide[rows]], "PeptideSequence": pep_names[peptide[rows]],
+        "Feature": np.char.add("F", feature[rows].astype(str)).astype(object),
+        "Condition": cond_names[condition[cols]], "BioReplicate": bio_names[biorep[cols]],
+        "Run": run_names[cols], "log2Intensity": y.ravel()})

@@ -26,7 +26,7 @@ from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_ter
 
 __all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns",
            "pow2_column_scales", "without_unused_levels", "require_numeric_response",
-           "INTERCEPT"]
+           "assemble_design", "INTERCEPT"]
 
 INTERCEPT = "(Intercept)"
 
@@ -254,12 +254,14 @@ def _required_variables(rhs: str, where: str) -> set[str]:
     return set(check_terms(rhs, where))
 
 
-def _materialize(rhs: str, data: pd.DataFrame, where: str):
-    """formulaic's model matrix of a checked ``rhs``: the only place formula text is
-    evaluated, and only with ``EVALUATION_CONTEXT`` besides the data."""
+def _materialize(rhs: str, data: pd.DataFrame, where: str, output: str = "pandas"):
+    """formulaic's model matrix of a checked ``rhs`` (``output``: "pandas" or "sparse"):
+    the only place formula text is evaluated, and only with ``EVALUATION_CONTEXT``
+    besides the data."""
     check_terms(rhs, where)
     try:
-        return model_matrix(_parsed(rhs), data, na_action="raise", context=EVALUATION_CONTEXT)
+        return model_matrix(_parsed(rhs), data, na_action="raise", context=EVALUATION_CONTEXT,
+                            output=output)
     except (FormulaicError, ValueError, TypeError, KeyError, NameError) as exc:
         raise FormulaError(f"cannot build the model matrix of {where} {rhs!r}: "
                            f"{plain_message(str(exc))}") from None
@@ -302,9 +304,6 @@ def _build_terms(spec: RandomTermSpec, data: pd.DataFrame) -> list[RandomTerm]:
     if Z.shape[1] == 0:
         raise FormulaError(f"{where} has no coefficients")
     codes, levels = _group_codes(data, spec.group)
-    if len(levels) < 2:
-        raise DataError(f"grouping factor {spec.group_name!r} of {where} has only "
-                        f"{len(levels)} level; a variance needs at least 2 levels")
     split = [(j,) for j in range(Z.shape[1])] if spec.independent else [tuple(range(Z.shape[1]))]
     return [RandomTerm(group=spec.group_name, group_columns=spec.group,
                        coef_names=tuple(names[j] for j in cols), levels=levels, codes=codes,
@@ -420,13 +419,27 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
     data = without_unused_levels(data, used_cols)
 
     y = response.loc[data.index].to_numpy(dtype=float)
-    if not np.all(np.isfinite(y)):
-        raise DataError(f"the response {spec.response!r} has infinite values")
     fixed_matrix = _materialize(spec.fixed, data, "the fixed-effects part")
     X = np.ascontiguousarray(np.asarray(fixed_matrix, dtype=float))
+    terms = [t for term_spec in spec.random for t in _build_terms(term_spec, data)]
+    return assemble_design(spec, y, X, _rename_intercept(list(fixed_matrix.columns)), terms,
+                           fixed_spec=fixed_matrix.model_spec,
+                           drop_rank_deficient=drop_rank_deficient, check_sizes=check_sizes,
+                           n_dropped=n_dropped, row_index=data.index)
+
+
+def assemble_design(spec: FormulaSpec, y: np.ndarray, X: np.ndarray, names: list[str],
+                    terms: list[RandomTerm], *, fixed_spec, drop_rank_deficient: bool = True,
+                    check_sizes: bool = True, n_dropped: int = 0,
+                    row_index: pd.Index | None = None) -> LMMDesign:
+    """The checks and choices every design goes through once its numbers exist: finite
+    values, aliased fixed-effects columns dropped (``drop_dependent_columns``), lme4's
+    term order, and enough observations for what is estimated (see ``build_design``).
+    ``terms`` are in formula order; ``X`` and ``names`` are formulaic's columns."""
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"the response {spec.response!r} has infinite values")
     if not np.all(np.isfinite(X)):
         raise DataError(f"the fixed-effects design of {spec.fixed!r} has infinite values")
-    names = _rename_intercept(list(fixed_matrix.columns))
     dropped = []
     if drop_rank_deficient:
         X, names, dropped = drop_dependent_columns(X, names)
@@ -439,10 +452,11 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
                         + ": the residual variance needs more observations than fixed effects")
     if dropped:
         warnings.warn(f"fixed-effects design is rank deficient; dropping column(s) {dropped}",
-                      RankDeficiencyWarning, stacklevel=3)
-
-    terms = [t for term_spec in spec.random for t in _build_terms(term_spec, data)]
+                      RankDeficiencyWarning, stacklevel=4)
     for term in terms:
+        if term.n_levels < 2:
+            raise DataError(f"grouping factor {term.group!r} has only {term.n_levels} level; "
+                            f"a variance needs at least 2 levels")
         if not np.all(np.isfinite(term.Z)):
             raise DataError(f"random-effects covariates of {term.coef_names} have infinite values")
     terms = _lme4_term_order(terms)
@@ -457,5 +471,5 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
         raise DataError(f"the model has {q} random effects for {n} observations; the residual "
                         f"variance is not identifiable (need fewer random effects than observations)")
     return LMMDesign(formula=spec, y=y, X=X, fixed_names=names, terms=terms,
-                     fixed_spec=fixed_matrix.model_spec, n_dropped=n_dropped,
-                     dropped_columns=dropped, row_index=data.index)
+                     fixed_spec=fixed_spec, n_dropped=n_dropped, dropped_columns=dropped,
+                     row_index=row_index)

@@ -87,19 +87,21 @@ class BlockedEngine(_EngineBase):
         m = q2 + p + 1
         self.m = m
 
-        # W = [Z2 X y] in sparse form (explicit zeros kept: block rows stay whole).
+        # W = [Z2 X y]: the later terms' slots of each observation (column of W, value),
+        # and [X y] dense.  Nothing per observation is p-squared: memory is O(n·m).
         offsets = np.cumsum([0] + [t.q for t in rest])
-        rows_per_obs = sum(t.k for t in rest) + p + 1
-        w_cols = np.empty((n, rows_per_obs), dtype=np.int64)
-        w_vals = np.empty((n, rows_per_obs))
+        k2 = sum(t.k for t in rest)
+        z_cols = np.empty((n, k2), dtype=np.int64)
+        z_vals = np.empty((n, k2))
         col = 0
         for t, term in enumerate(rest):
-            w_cols[:, col:col + term.k] = offsets[t] + term.codes[:, None] * term.k + np.arange(term.k)
-            w_vals[:, col:col + term.k] = term.Z
+            z_cols[:, col:col + term.k] = offsets[t] + term.codes[:, None] * term.k + np.arange(term.k)
+            z_vals[:, col:col + term.k] = term.Z
             col += term.k
-        w_cols[:, col:] = q2 + np.arange(p + 1)
-        w_vals[:, col:col + p] = design.X
-        w_vals[:, -1] = design.y
+        self._k2, self._z_cols, self._z_vals = k2, z_cols, z_vals
+        self._xy = np.empty((n, p + 1))
+        self._xy[:, :p] = design.X
+        self._xy[:, p] = design.y
 
         # row → (block offset, term) for rows of later terms
         row_blk_off = np.zeros(m, dtype=np.int32)
@@ -113,21 +115,27 @@ class BlockedEngine(_EngineBase):
         k1, nlev = first.k, first.n_levels
         self.k1, self.nlev = k1, nlev
         self._codes1 = codes = first.codes.astype(np.int64)
-
-        # Pattern of C = W'Z1 by level of term 1: keys level*m + row, sorted.
-        keys = (codes[:, None] * m + w_cols).ravel()
-        ukeys, pos = np.unique(keys, return_inverse=True)
-        self._c_pos = pos.reshape(n, rows_per_obs)
-        self.c_rows = np.ascontiguousarray(ukeys % m, dtype=np.int32)
-        self.c_indptr = np.zeros(nlev + 1, dtype=np.int32)
-        self.c_indptr[1:] = np.cumsum(np.bincount(ukeys // m, minlength=nlev))
-        self._nnz_c = len(ukeys)
         self._first_Z = np.array(first.Z, dtype=float)
-        self._w_cols, self._w_vals = w_cols, w_vals
-        self._y_row_of_level = np.empty(nlev, dtype=np.int64)
-        self._y_row_of_level[codes] = self._c_pos[:, -1]
-        # G = W'W as a sum over each observation's pairs of non-zeros: flat indices once
-        self._g_index = (w_cols[:, :, None] * m + w_cols[:, None, :]).ravel()
+        # level × observation indicator of term 1: sums by level as one sparse product
+        self._by_level = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(nlev, n))
+
+        # Pattern of C = W'Z1 by level of term 1, rows sorted within a level: the later
+        # terms' rows the level meets, then all p + 1 rows of [X y].
+        keys = (codes[:, None] * m + z_cols).ravel()
+        ukeys, pos = np.unique(keys, return_inverse=True)
+        key_level = ukeys // m
+        z_count = np.bincount(key_level, minlength=nlev)
+        self.c_indptr = np.zeros(nlev + 1, dtype=np.int32)
+        self.c_indptr[1:] = np.cumsum(z_count + p + 1)
+        z_first = np.cumsum(z_count) - z_count  # each level's first key in ukeys
+        key_pos = self.c_indptr[key_level] + np.arange(len(ukeys)) - z_first[key_level]
+        self._c_pos = key_pos[pos].reshape(n, k2)  # (observation, slot) → entry of C
+        self._xy_first = (self.c_indptr[:-1] + z_count).astype(np.int64)  # level's [X y] rows
+        self._nnz_c = int(self.c_indptr[-1])
+        self.c_rows = np.empty(self._nnz_c, dtype=np.int32)
+        self.c_rows[key_pos] = ukeys % m
+        self._xy_entries = (self._xy_first[:, None] + np.arange(p + 1)).ravel()
+        self.c_rows[self._xy_entries] = np.tile(q2 + np.arange(p + 1, dtype=np.int32), nlev)
         self._fill_values()
 
         self.L11 = np.zeros((nlev, k1, k1))
@@ -144,16 +152,36 @@ class BlockedEngine(_EngineBase):
         for a in range(k1):
             for b in range(k1):
                 self.D1[:, a, b] = np.bincount(self._codes1, Z1[:, a] * Z1[:, b], minlength=nlev)
-        flat_pos = self._c_pos.ravel()
-        self.c_vals = np.empty((self._nnz_c, k1))
+        self.c_vals = np.zeros((self._nnz_c, k1))
         for a in range(k1):
-            weights = (self._w_vals * Z1[:, a:a + 1]).ravel()
-            self.c_vals[:, a] = np.bincount(flat_pos, weights, minlength=self._nnz_c)
-        W = self._w_vals
-        self.G = np.bincount(self._g_index, (W[:, :, None] * W[:, None, :]).ravel(),
-                             minlength=self.m * self.m).reshape(self.m, self.m, order="F")
+            if self._k2:
+                self.c_vals[:, a] = np.bincount(self._c_pos.ravel(),
+                                                (self._z_vals * Z1[:, a:a + 1]).ravel(),
+                                                minlength=self._nnz_c)
+            self.c_vals[self._xy_entries, a] = \
+                np.asarray(self._by_level @ (self._xy * Z1[:, a:a + 1])).ravel()
+        self.G = self._gram()
+        # y's row and column as set_response computes them, so that a model refitted
+        # with another response is bit for bit the model built with it
+        self.set_response(self._xy[:, self.p].copy())
         if hasattr(self, "S"):
             self._bind()
+
+    def _gram(self) -> np.ndarray:
+        """G = W'W for W = [Z2 X y], dense m × m: the [X y] block by BLAS, the blocks of
+        the later terms through Z2 as a sparse matrix."""
+        n, k2, q2, m = len(self._xy), self._k2, self.q2, self.m
+        XY = self._xy
+        G = np.zeros((m, m), order="F")
+        G[q2:, q2:] = XY.T @ XY
+        if k2:
+            Z2 = sp.csr_matrix((self._z_vals.ravel(), self._z_cols.ravel(),
+                                np.arange(0, n * k2 + 1, k2)), shape=(n, q2))
+            ZtXY = np.asarray(Z2.T @ XY)
+            G[:q2, q2:] = ZtXY
+            G[q2:, :q2] = ZtXY.T
+            G[:q2, :q2] = (Z2.T @ Z2).toarray()
+        return G
 
     supports_curvature = True
 
@@ -168,7 +196,7 @@ class BlockedEngine(_EngineBase):
         self._first_Z[:] = Zs[0]
         col = 0
         for Z in Zs[1:]:
-            self._w_vals[:, col:col + Z.shape[1]] = Z
+            self._z_vals[:, col:col + Z.shape[1]] = Z
             col += Z.shape[1]
         self._fill_values()
         if curvature is not None:
@@ -176,17 +204,16 @@ class BlockedEngine(_EngineBase):
 
     def _add_slot_products(self, E) -> None:
         """Add per-observation matrices over the random-effect slots to D1, C and G."""
-        k1, nlev = self.k1, self.nlev
-        n_later = E.shape[1] - k1
+        k1, nlev, k2 = self.k1, self.nlev, self._k2
         for a in range(k1):
             for b in range(k1):
                 self.D1[:, a, b] += np.bincount(self._codes1, E[:, a, b], minlength=nlev)
-        for c in range(n_later):
+        for c in range(k2):
             for a in range(k1):
                 self.c_vals[:, a] += np.bincount(self._c_pos[:, c], E[:, k1 + c, a],
                                                  minlength=self._nnz_c)
-        if n_later:
-            cols = self._w_cols[:, :n_later]
+        if k2:
+            cols = self._z_cols
             index = (cols[:, :, None] * self.m + cols[:, None, :]).ravel()
             self.G += np.bincount(index, E[:, k1:, k1:].ravel(),
                                   minlength=self.m * self.m).reshape(self.m, self.m, order="F")
@@ -198,28 +225,26 @@ class BlockedEngine(_EngineBase):
         (the Newton step's right-hand side, see ``set_Z``).
         """
         y = np.asarray(y, dtype=float)
-        self._w_vals[:, -1] = y
-        col = self.m - 1
-        W = self._w_vals
-        # last row/column of G = W'W: y'W via the sparse row structure
-        g = np.bincount(self._w_cols.ravel(), (W * y[:, None]).ravel(), minlength=self.m)
+        q2, p, col = self.q2, self.p, self.m - 1
+        self._xy[:, p] = y
+        g = np.empty(self.m)  # W'y
+        g[q2:] = self._xy.T @ y
+        if self._k2:
+            g[:q2] = np.bincount(self._z_cols.ravel(), (self._z_vals * y[:, None]).ravel(),
+                                 minlength=q2)
+        if slot_shift is not None and self._k2:
+            g[:q2] += np.bincount(self._z_cols.ravel(), slot_shift[:, self.k1:].ravel(),
+                                  minlength=q2)
         self.G[col, :] = g
         self.G[:, col] = g
-        flat_pos = self._c_pos[:, -1]
-        y_rows = self._y_row_of_level
-        for a in range(self.k1):  # the y row of each level of term 1: Σ_{i∈j} y_i z_ia
-            self.c_vals[y_rows, a] = np.bincount(self._codes1, y * self._first_Z[:, a],
-                                                 minlength=self.nlev)
+        y_entries = self._xy_first + p  # the y row of each level of term 1: Σ_{i∈j} y_i z_ia
+        for a in range(self.k1):
+            self.c_vals[y_entries, a] = np.bincount(self._codes1, y * self._first_Z[:, a],
+                                                    minlength=self.nlev)
         if slot_shift is not None:
-            k1 = self.k1
-            n_later = slot_shift.shape[1] - k1
-            for a in range(k1):
-                np.add.at(self.c_vals[:, a], flat_pos, slot_shift[:, a])
-            if n_later:
-                g = np.bincount(self._w_cols[:, :n_later].ravel(),
-                                slot_shift[:, k1:].ravel(), minlength=self.m)
-                self.G[col, :] += g
-                self.G[:, col] += g
+            for a in range(self.k1):
+                self.c_vals[y_entries, a] += np.bincount(self._codes1, slot_shift[:, a],
+                                                         minlength=self.nlev)
 
     def _bind(self):
         """Hand the current buffers to the compiled factorisation (after any is replaced)."""

@@ -487,10 +487,21 @@ class LinkedModel(_LinkedBase):
 
     def __init__(self, formula: str, data, *, constraints=None, mean=None,
                  engine: str = "auto", missing: str = "drop"):
-        self.formula = formula
+        self._setup(build_design(formula, data, missing=missing, drop_rank_deficient=False),
+                    data, constraints, mean, engine)
+
+    @classmethod
+    def from_design(cls, design, data, *, constraints=None, mean=None, engine: str = "auto"):
+        """A linked model over an already built ``LMMDesign`` (its fixed-effects columns
+        all kept) of the rows ``design.row_index`` of ``data`` (no formula parsing)."""
+        model = cls.__new__(cls)
+        model._setup(design, data, constraints, mean, engine)
+        return model
+
+    def _setup(self, design, data, constraints, mean, engine):
+        self.formula = design.formula.text
         self.data = data
-        self.design = design = build_design(formula, data, missing=missing,
-                                            drop_rank_deficient=False)
+        self.design = design
         self.coordinates = coordinates = LinkedCoordinates(design)
         self.working = coordinates.working
         self._setup_links(constraints, coordinates)

@@ -27,6 +27,7 @@ from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
 from .optimize import OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded
 from .parameters import ParameterSpace
 from .results import LMMEstimates, LMMResults
+from .threads import SMALL_PROBLEM, one_blas_thread
 
 __all__ = ["LinearMixedModel", "lmer"]
 
@@ -162,8 +163,10 @@ class LinearMixedModel:
                 raise ArgumentError(f"theta_start has {start.size} entries; this model has "
                                     f"{lower.size}")
             start = self.conditioning.theta_working(start)
-        summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
-                                   check_gradient=check_gradient, **optimizer_options)
+        small = design.n * (design.p + 1) + getattr(self.engine, "m", 0) ** 2 <= SMALL_PROBLEM
+        with one_blas_thread(small):
+            summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
+                                       check_gradient=check_gradient, **optimizer_options)
         if not np.isfinite(summary.fun_final):
             raise FitError(f"the deviance is not finite at the optimum θ = "
                            f"{self.conditioning.theta(summary.x_final)}; the design may be "

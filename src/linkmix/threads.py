@@ -1,0 +1,35 @@
+"""How many threads the BLAS and OpenMP pools under linkmix may use.
+
+Owns one policy: a group's or a small model's matrices are too small for threads
+to pay (each BLAS call then waits on hand-offs, and processes of a pool oversubscribe
+the cores), so that work runs with the pools limited to one thread; large dense
+blocks keep the default.  The controller is made on first use, once the BLAS of
+numpy and scipy are loaded, and reused: a limit then costs microseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+__all__ = ["one_blas_thread", "SMALL_PROBLEM"]
+
+#: Largest n·(p+1) + m² of a fit run with one thread (m: the dense Schur block).
+SMALL_PROBLEM = 2_000_000
+
+
+@functools.lru_cache(maxsize=1)
+def _controller():
+    import scipy.linalg  # noqa: F401  (its BLAS must be loaded to be controlled)
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def one_blas_thread(enabled: bool = True):
+    """Run the block with every BLAS/OpenMP pool limited to one thread (if ``enabled``)."""
+    if not enabled:
+        yield
+        return
+    with _controller().limit(limits=1):
+        yield
