@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from . import arguments
-from .constraints import Expression, make_constraint
 from .design import _required_variables, build_design, require_numeric_response
 from .groupdesign import TableDesign
 from .errors import ArgumentError, DataError, LinkmixError
@@ -245,6 +244,8 @@ def _check_links(spec: GroupSpec, data: pd.DataFrame) -> None:
     """
     if not spec.linked:
         return
+    from .constraints import Expression, make_constraint
+
     response, columns = spec.used_columns()
     layout = list(data.columns) if spec.mean is not None else [response, *columns]
     complete = data[layout].dropna(subset=[response, *columns])

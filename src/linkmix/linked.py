@@ -30,7 +30,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import scipy.linalg
-from scipy.stats import qmc
 
 from .constraints import Constraint, ConstraintError, MeanTerm, Params, make_constraint
 from .design import build_design, drop_dependent_columns
@@ -175,6 +174,8 @@ class _LinkedBase:
         null = scipy.linalg.null_space(self.design.X) if p else np.zeros((0, 0))
         null = null / np.max(np.abs(null), axis=0) if null.size else null
         dim = nt + p + 1 + null.shape[1]
+        from scipy.stats import qmc  # here: scipy.stats takes a second to import
+
         points = 2.0 * qmc.Halton(d=dim, scramble=True, seed=seed).random(n_starts - 1) - 1
         reach = 3.0 * max(1.0, float(np.max(np.abs(beta0), initial=0.0)))
         out = [base]
