@@ -18,8 +18,8 @@ import dataclasses
 import math
 import os
 import sys
+import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,7 @@ from .optimize import CONSTRAINED_METHODS
 from .parameters import ParameterSpace
 from .threads import one_blas_thread
 
-__all__ = ["fit_groups", "GroupSpec", "ROW_COLUMNS"]
+__all__ = ["fit_groups", "iter_fit_groups", "GroupSpec", "ROW_COLUMNS"]
 
 #: Per-group columns of ``fit_groups``' result, after the group keys.
 ROW_COLUMNS = ["parameter", "kind", "estimate", "std_error", "ci_lower", "ci_upper", "n",
@@ -283,11 +283,7 @@ def _progress(total: int, enabled):
     return tqdm(total=total, unit="group", desc="linkmix")
 
 
-def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=None,
-               REML: bool | None = None, n_starts: int = 1, method: str = "SLSQP",
-               n_jobs: int = -1, scheduler=None, chunk_size: int | None = None,
-               progress: bool | None = None, level: float = 0.95,
-               engine: str = "auto") -> pd.DataFrame:
+def fit_groups(data: pd.DataFrame, by, formula: str, **options) -> pd.DataFrame:
     """Fit one mixed model per group and return one tidy table.
 
     Parameters
@@ -296,19 +292,13 @@ def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=N
         Long table, one row per observation.
     by : str or list of str
         Column(s) naming the group (``"peptide"``, ``["ProteinName", "PeptideSequence"]``).
-    formula, constraints, mean, REML, n_starts, method, engine
-        As ``linkmix.lmer`` (constraints must be strings or picklable callables).
-    n_jobs : int
-        Local worker processes (-1: all cores; 1: in this process).
-    scheduler : str or dask.distributed.Client, optional
-        A dask.distributed scheduler address (``"tcp://host:8786"``) or client: the
-        groups go to that cluster in chunks instead of local processes.
-    chunk_size : int, optional
-        Groups per task (default: about four tasks per worker).
-    progress : bool, optional
-        Show a progress bar (default: when stderr is a terminal).
-    level : float
-        Confidence level of the Wald intervals ``estimate ± z·SE``.
+    formula : str
+        As ``linkmix.lmer``.
+    **options
+        ``constraints``, ``mean``, ``REML``, ``n_starts``, ``method``, ``engine`` as
+        ``linkmix.lmer`` (constraints must be strings or picklable callables), and
+        ``n_jobs``, ``scheduler``, ``chunk_size``, ``progress``, ``level`` as
+        ``iter_fit_groups``.
 
     Returns
     -------
@@ -322,8 +312,77 @@ def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=N
         fitted; its row has no parameter).  ``converged``, ``singular`` and
         ``degenerate`` mean exactly what they mean for a single fit.
     """
+    by = _group_columns(data, by)
+    parts = list(_fit_columns(data, by, formula, **options))
+    names = by + ROW_COLUMNS
+    return pd.DataFrame({c: [v for part in parts for v in part[c]] for c in names},
+                        columns=names)
+
+
+#: Groups and rows per chunk at most: a chunk's design is one formulaic call, so chunks
+#: are large, but bounded so that memory stays bounded on any table.
+MAX_CHUNK_GROUPS = 1000
+MAX_CHUNK_ROWS = 200_000
+#: Seconds of work left, as measured on the first chunk, above which ``n_jobs=-1``
+#: starts a process pool (starting and feeding one costs about this much).
+POOL_WORTH = 2.0
+
+
+def iter_fit_groups(data: pd.DataFrame, by, formula: str, **options):
+    """Fit one mixed model per group, yielding the result rows chunk by chunk, in group
+    order, as they are done (for writing a table of any size as it comes).
+
+    Parameters
+    ----------
+    data, by, formula
+        As ``fit_groups``.
+    constraints, mean, REML, n_starts, method, engine
+        As ``linkmix.lmer``.
+    n_jobs : int
+        Worker processes: 1 fits in this process; -1 fits the first chunk here and
+        starts a pool of all cores only if what is left would take more than
+        ``POOL_WORTH`` seconds at that pace; k ≥ 2 always uses k processes.
+    scheduler : str or dask.distributed.Client, optional
+        A dask.distributed scheduler address (``"tcp://host:8786"``) or client: the
+        chunks go to that cluster instead of local processes.
+    chunk_size : int, optional
+        Groups per chunk (default: about four chunks per worker, at most
+        ``MAX_CHUNK_GROUPS`` groups and about ``MAX_CHUNK_ROWS`` rows).
+    progress : bool, optional
+        Show a progress bar (default: when stderr is a terminal).
+    level : float
+        Confidence level of the Wald intervals ``estimate ± z·SE``.
+
+    Yields
+    ------
+    pandas.DataFrame
+        The rows of ``fit_groups``' result for consecutive groups.
+    """
+    by = _group_columns(data, by)
+    for part in _fit_columns(data, by, formula, **options):
+        yield pd.DataFrame(part, columns=by + ROW_COLUMNS)
+
+
+def _group_columns(data, by) -> list[str]:
+    """``by`` as a list of columns of ``data``, checked."""
     if not isinstance(data, pd.DataFrame):
         raise LinkmixError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if not isinstance(by, (str, list, tuple)) or not by:
+        raise ArgumentError(f"by must name one column or a list of columns, not {by!r}")
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in by if c not in data.columns]
+    if missing:
+        raise LinkmixError(f"unknown grouping column(s) {missing}; the data has "
+                           f"{list(map(str, data.columns))}")
+    return by
+
+
+def _fit_columns(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=None,
+                 REML: bool | None = None, n_starts: int = 1, method: str = "SLSQP",
+                 n_jobs: int = -1, scheduler=None, chunk_size: int | None = None,
+                 progress: bool | None = None, level: float = 0.95, engine: str = "auto"):
+    """``iter_fit_groups``' work for checked ``by`` columns: checks the other arguments,
+    then yields each chunk's result columns (lists by column name)."""
     if n_jobs not in (-1, None):
         n_jobs = arguments.count(n_jobs, "n_jobs (-1: all cores)")
     REML = arguments.optional_flag(REML, "REML")
@@ -334,13 +393,6 @@ def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=N
     progress = arguments.optional_flag(progress, "progress")
     if chunk_size is not None:
         chunk_size = arguments.count(chunk_size, "chunk_size")
-    if not isinstance(by, (str, list, tuple)) or not by:
-        raise ArgumentError(f"by must name one column or a list of columns, not {by!r}")
-    by = [by] if isinstance(by, str) else list(by)
-    missing = [c for c in by if c not in data.columns]
-    if missing:
-        raise LinkmixError(f"unknown grouping column(s) {missing}; the data has "
-                           f"{list(map(str, data.columns))}")
     if constraints is not None and not isinstance(constraints, (list, tuple)):
         constraints = [constraints]
     spec = GroupSpec(formula=formula, constraints=tuple(constraints or ()), mean=mean,
@@ -353,72 +405,118 @@ def fit_groups(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=N
     require_numeric_response(data[response], response)
     _check_links(spec, data)
     indices = data.groupby(by, sort=True, dropna=False, observed=True).indices
+    if not indices:
+        return
     keys = [key if isinstance(key, tuple) else (key,) for key in indices]
-    positions = list(indices.values())
-    if not keys:
-        return pd.DataFrame(columns=by + ROW_COLUMNS)
-    workers = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs))
-    if n_jobs in (-1, None):
-        # starting processes costs about a second: use them only when each gets enough
-        # groups (measured: 400 unconstrained peptides fit 5× faster in this process)
-        per_worker = 50 if spec.linked else 1000
-        workers = max(1, min(workers, len(indices) // per_worker))
-    size = len(keys) if scheduler is None and workers == 1 else \
-        chunk_size or max(1, math.ceil(len(keys) / (4 * workers)))
-    # each task carries only its groups' rows and the columns the model can read
+    # each chunk carries only its groups' rows and the columns the model can read
     wanted = list(data.columns) if mean is not None else \
         [c for c in dict.fromkeys([*by, response, *columns]) if c in data.columns]
-    tasks = []
-    for start in range(0, len(keys), size):
-        chunk_pos = positions[start:start + size]
-        rows = np.concatenate(chunk_pos)
-        offsets = np.cumsum([0] + [len(p) for p in chunk_pos])
-        local = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(chunk_pos))]
-        tasks.append((keys[start:start + size],
-                      data.iloc[rows][wanted].reset_index(drop=True), local))
+    chunks = _Chunks(data[wanted], keys, list(indices.values()))
+    cores = os.cpu_count() or 1
+    workers = cores if n_jobs in (-1, None) else n_jobs
     bar = _progress(len(keys), progress)
-    results: list = [None] * len(tasks)
     try:
-        if scheduler is not None:
-            _run_dask(spec, by, tasks, scheduler, results, bar)
-        elif workers == 1:
-            fitter = _GroupFitter(spec)  # released, with its layouts, on return
-            for i, (k, frame, local) in enumerate(tasks):
-                results[i] = fitter.fit_chunk(by, k, frame, local)
-                if bar is not None:
-                    bar.update(len(k))
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(fit_chunk, spec, by, *task): i
-                           for i, task in enumerate(tasks)}
-                for future in as_completed(futures):
-                    i = futures[future]
-                    results[i] = future.result()
-                    if bar is not None:
-                        bar.update(len(tasks[i][0]))
+        for part in _run(spec, by, chunks, workers, auto=n_jobs in (-1, None),
+                         scheduler=scheduler, chunk_size=chunk_size):
+            if bar is not None:
+                bar.update(part.pop("__groups__"))
+            else:
+                del part["__groups__"]
+            yield part
     finally:
         if bar is not None:
             bar.close()
-    merged = {c: [v for part in results for v in part[c]] for c in by + ROW_COLUMNS}
-    return pd.DataFrame(merged, columns=by + ROW_COLUMNS)
 
 
-def _run_dask(spec, by, tasks, scheduler, results, bar):
+class _Chunks:
+    """Consecutive groups of a table, cut into tasks on demand (never all at once)."""
+
+    def __init__(self, data: pd.DataFrame, keys: list, positions: list):
+        self.data, self.keys, self.positions = data, keys, positions
+        self.sizes = np.array([len(p) for p in positions])
+        self.next = 0
+
+    @property
+    def left(self) -> int:
+        return len(self.keys) - self.next
+
+    def take(self, n_groups: int):
+        """The next chunk of at most ``n_groups`` groups (and about ``MAX_CHUNK_ROWS``
+        rows): (keys, frame indexed 0…, each group's positions in the frame)."""
+        start = self.next
+        rows_left = np.cumsum(self.sizes[start:start + n_groups])
+        stop = start + max(1, int(np.searchsorted(rows_left, MAX_CHUNK_ROWS, side="right")))
+        self.next = stop
+        chunk = self.positions[start:stop]
+        offsets = np.concatenate([[0], np.cumsum(self.sizes[start:stop])])
+        frame = self.data.iloc[np.concatenate(chunk)].reset_index(drop=True)
+        local = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(chunk))]
+        return self.keys[start:stop], frame, local
+
+
+def _run(spec, by, chunks: _Chunks, workers: int, *, auto: bool, scheduler, chunk_size):
+    """Fit every chunk; yield the result columns of each, in order (``__groups__``: how
+    many groups it held)."""
+    def size_for(n_workers):
+        return chunk_size or min(MAX_CHUNK_GROUPS,
+                                 max(1, math.ceil(chunks.left / (4 * n_workers))))
+
+    if scheduler is not None:
+        yield from _run_dask(spec, by, chunks, scheduler, size_for)
+        return
+    fitter = _GroupFitter(spec)  # released, with its layouts, on return
+    if workers == 1 or auto:
+        first = chunks.take(size_for(workers) if not auto else min(200, size_for(1)))
+        start = time.perf_counter()
+        yield fitter.fit_chunk(by, *first) | {"__groups__": len(first[0])}
+        per_group = (time.perf_counter() - start) / len(first[0])
+        # the pool pays only when the work left outweighs starting and feeding it
+        if workers == 1 or chunks.left * per_group < POOL_WORTH:
+            while chunks.left:
+                chunk = chunks.take(size_for(1))
+                yield fitter.fit_chunk(by, *chunk) | {"__groups__": len(chunk[0])}
+            return
+    yield from _run_pool(spec, by, chunks, workers, size_for)
+
+
+def _ordered(submit, chunks: _Chunks, size_for, n_workers, wait_first):
+    """Keep about two chunks per worker in flight; yield results in submission order."""
+    pending, done, next_out, index = {}, {}, 0, 0
+    while chunks.left or pending:
+        while chunks.left and len(pending) < 2 * n_workers:
+            chunk = chunks.take(size_for(n_workers))
+            pending[submit(chunk)] = (index, len(chunk[0]))
+            index += 1
+        for future in wait_first(list(pending)):
+            i, n = pending.pop(future)
+            done[i] = future.result() | {"__groups__": n}
+        while next_out in done:
+            yield done.pop(next_out)
+            next_out += 1
+
+
+def _run_pool(spec, by, chunks, workers, size_for):
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from _ordered(lambda chunk: pool.submit(fit_chunk, spec, by, *chunk), chunks,
+                            size_for, workers,
+                            lambda fs: wait(fs, return_when=FIRST_COMPLETED).done)
+
+
+def _run_dask(spec, by, chunks, scheduler, size_for):
     try:
-        from distributed import Client, as_completed as dask_completed
+        from distributed import Client, wait
     except ImportError:
         raise LinkmixError("scheduler= needs dask.distributed: pip install 'linkmix[dask]'") \
             from None
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler
     try:
-        futures = [client.submit(fit_chunk, spec, by, *task, pure=False) for task in tasks]
-        index = {f.key: i for i, f in enumerate(futures)}
-        for future in dask_completed(futures):
-            i = index[future.key]
-            results[i] = future.result()
-            if bar is not None:
-                bar.update(len(tasks[i][0]))
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        yield from _ordered(
+            lambda chunk: client.submit(fit_chunk, spec, by, *chunk, pure=False), chunks,
+            size_for, n_workers, lambda fs: wait(fs, return_when="FIRST_COMPLETED").done)
     finally:
         if own:
             client.close()
