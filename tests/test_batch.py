@@ -161,3 +161,36 @@ def test_plots():
     assert volcano(results, "m2").axes
     np.testing.assert_allclose(benjamini_hochberg([0.01, 0.04, 0.03, 0.5]),
                                [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
+def test_cli_batch_writes_chunks_as_they_come(tmp_path, capsys, suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    data = datasets.simulate_msstats(23, seed=5, missing_rate=0.1)
+    data.loc[data.PeptideSequence == "PEP03", "log2Intensity"] = np.nan  # a failed group
+    csv = tmp_path / "table.csv"
+    data.to_csv(csv, index=False)
+    out = tmp_path / f"results{suffix}"
+    formula = "log2Intensity ~ Condition + Feature + (1 | BioReplicate)"
+    code = cli_main(["batch", str(csv), "--by", "PeptideSequence", "--formula", formula,
+                     "-o", str(out), "--jobs", "1", "--chunk-size", "4", "--no-progress"])
+    assert code == 0
+    assert "23 groups: 22 fitted, 1 failed" in capsys.readouterr().out
+    written = pd.read_parquet(out) if suffix == ".parquet" else \
+        pd.read_csv(out, sep="\t" if suffix == ".tsv" else ",")
+    expected = linkmix.fit_groups(linkmix.read_table(csv), "PeptideSequence", formula, n_jobs=1)
+    assert list(written.columns) == list(expected.columns)
+    assert list(written.PeptideSequence) == list(expected.PeptideSequence)
+    np.testing.assert_allclose(written.estimate, expected.estimate, rtol=1e-12)
+    assert written.error.notna().sum() == 1
+
+
+def test_iter_fit_groups_yields_fit_groups_in_order():
+    data = datasets.simulate_msstats(30, seed=6, missing_rate=0.05)
+    formula = "log2Intensity ~ Condition + Feature + (1 | BioReplicate)"
+    parts = list(linkmix.iter_fit_groups(data, "PeptideSequence", formula, n_jobs=2,
+                                         chunk_size=4))
+    assert len(parts) == 8
+    whole = linkmix.fit_groups(data, "PeptideSequence", formula, n_jobs=1)
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole)

@@ -33,12 +33,15 @@ from .optimize import CONSTRAINED_METHODS
 from .parameters import ParameterSpace
 from .threads import one_blas_thread
 
-__all__ = ["fit_groups", "iter_fit_groups", "GroupSpec", "ROW_COLUMNS"]
+__all__ = ["fit_groups", "iter_fit_groups", "GroupSpec", "ROW_COLUMNS", "ROW_TYPES"]
 
-#: Per-group columns of ``fit_groups``' result, after the group keys.
-ROW_COLUMNS = ["parameter", "kind", "estimate", "std_error", "ci_lower", "ci_upper", "n",
-               "n_dropped", "loglik", "converged", "singular", "degenerate", "warning",
-               "constraint_residual", "n_optima", "error"]
+#: Per-group columns of ``fit_groups``' result, after the group keys, and their types.
+ROW_TYPES = {"parameter": "str", "kind": "str", "estimate": "float", "std_error": "float",
+             "ci_lower": "float", "ci_upper": "float", "n": "int", "n_dropped": "int",
+             "loglik": "float", "converged": "bool", "singular": "bool", "degenerate": "bool",
+             "warning": "str", "constraint_residual": "float", "n_optima": "int",
+             "error": "str"}
+ROW_COLUMNS = list(ROW_TYPES)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -171,6 +171,8 @@ def _build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--plots", metavar="DIR", help="write a volcano plot per --effect here")
     batch.add_argument("--effect", action="append", default=[], metavar="PARAMETER",
                        help="parameter for the volcano plot (default: the last fixed effect)")
+    batch.add_argument("--chunk-size", type=_whole(1), metavar="GROUPS",
+                       help="groups per chunk: each chunk is written as soon as it is fitted")
     batch.add_argument("--no-progress", action="store_true")
 
     example = sub.add_parser(
@@ -273,7 +275,7 @@ def _batch(args) -> int:
     import numpy as np
     import pandas as pd
 
-    from .batch import fit_groups
+    from .batch import iter_fit_groups
     from .io import read_table
 
     _writable(args.output, "--output", TABLE_FORMATS)
@@ -295,32 +297,29 @@ def _batch(args) -> int:
                             f"{bad.index[0]} has {bad.iloc[0]!r}")
         with np.errstate(divide="ignore", invalid="ignore"):
             data[f"log2{col}"] = np.where(values > 0, np.log2(values), np.nan)
-    results = fit_groups(data, args.by, args.formula, constraints=args.constraint or None,
-                         mean=args.mean, REML=False if args.ml else None,
-                         n_starts=args.starts, n_jobs=args.jobs, scheduler=args.dask,
-                         progress=False if args.no_progress else None)
+    parts = iter_fit_groups(data, args.by, args.formula, constraints=args.constraint or None,
+                            mean=args.mean, REML=False if args.ml else None,
+                            n_starts=args.starts, n_jobs=args.jobs, scheduler=args.dask,
+                            chunk_size=args.chunk_size,
+                            progress=False if args.no_progress else None)
     out = args.output
-    if out.lower().endswith((".parquet", ".pq")):
-        results.to_parquet(out, index=False)
-    else:
-        results.to_csv(out, index=False, sep="\t" if out.lower().endswith(".tsv") else ",")
-    per_group = results.drop_duplicates(args.by)
-    failed = per_group["error"].notna()
-    fitted = ~failed
-    print(f"{len(per_group)} groups: {int(fitted.sum())} fitted, {int(failed.sum())} failed; "
-          f"{int(per_group['n_dropped'].fillna(0).sum())} rows with missing values dropped; "
-          f"{int((~per_group['converged'].astype(bool) & fitted).sum())} not converged, "
-          f"{int((per_group['degenerate'].astype(bool) & fitted).sum())} degenerate")
-    for message, count in per_group.loc[failed, "error"].value_counts().head(5).items():
-        print(f"  {count} × {message}")
+    tally = _BatchTally(args.by)
+    kept = []  # the plots need the whole table; otherwise each chunk is written and let go
+    with _TableWriter(out, data[args.by]) as writer:
+        for part in parts:
+            writer.write(part)
+            tally.add(part)
+            if args.plots:
+                kept.append(part)
+    print(tally.report())
     print(f"wrote {out}")
-    if len(per_group) and not fitted.any():
-        first = per_group["error"].iloc[0]
-        print(f"linkmix: error: no group could be fitted (first error: {first})",
+    if tally.groups and not tally.fitted:
+        print(f"linkmix: error: no group could be fitted (first error: {tally.first_error})",
               file=sys.stderr)
         return 1
     if args.plots:
         from .plots import volcano
+        results = pd.concat(kept, ignore_index=True)
         os.makedirs(args.plots, exist_ok=True)
         known = set(results["parameter"].dropna())
         unknown = [e for e in args.effect if e not in known]
@@ -334,6 +333,93 @@ def _batch(args) -> int:
             volcano(results, effect).savefig(path, dpi=120)
             print(f"wrote {path}")
     return 0
+
+
+class _BatchTally:
+    """The batch's summary, counted chunk by chunk (a group's rows are in one chunk)."""
+
+    def __init__(self, by):
+        import collections
+
+        self.by = by
+        self.groups = self.fitted = self.dropped = self.not_converged = self.degenerate = 0
+        self.errors = collections.Counter()
+        self.first_error = None
+
+    def add(self, part) -> None:
+        per_group = part.drop_duplicates(self.by)
+        failed = per_group["error"].notna()
+        fitted = ~failed
+        self.groups += len(per_group)
+        self.fitted += int(fitted.sum())
+        self.dropped += int(per_group["n_dropped"].fillna(0).sum())
+        self.not_converged += int((~per_group["converged"].astype(bool) & fitted).sum())
+        self.degenerate += int((per_group["degenerate"].astype(bool) & fitted).sum())
+        self.errors.update(per_group.loc[failed, "error"])
+        if self.first_error is None and failed.any():
+            self.first_error = per_group.loc[failed, "error"].iloc[0]
+
+    def report(self) -> str:
+        lines = [f"{self.groups} groups: {self.fitted} fitted, {self.groups - self.fitted} "
+                 f"failed; {self.dropped} rows with missing values dropped; "
+                 f"{self.not_converged} not converged, {self.degenerate} degenerate"]
+        lines += [f"  {count} × {message}" for message, count in self.errors.most_common(5)]
+        return "\n".join(lines)
+
+
+class _TableWriter:
+    """Writes a result table chunk by chunk: CSV/TSV appended, Parquet as row groups of
+    one schema (fixed here, since a chunk may hold no warning or error at all)."""
+
+    def __init__(self, path: str, keys):
+        self.path = path
+        self.parquet = path.lower().endswith((".parquet", ".pq"))
+        self.sep = "\t" if path.lower().endswith(".tsv") else ","
+        self.keys = keys
+        self.writer = None
+        self.started = False
+
+    def __enter__(self):
+        return self
+
+    def _parquet_writer(self):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .batch import ROW_TYPES
+
+        arrow = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(),
+                 "bool": pa.bool_()}
+        self.schema = pa.Schema.from_pandas(self.keys.head(0), preserve_index=False)
+        for name, kind in ROW_TYPES.items():
+            self.schema = self.schema.append(pa.field(name, arrow[kind]))
+        return pq.ParquetWriter(self.path, self.schema)
+
+    def write(self, part) -> None:
+        if self.parquet:
+            import pyarrow as pa
+
+            if self.writer is None:
+                self.writer = self._parquet_writer()
+            self.writer.write_table(pa.Table.from_pandas(part, schema=self.schema,
+                                                         preserve_index=False))
+        else:
+            part.to_csv(self.path, mode="a" if self.started else "w", header=not self.started,
+                        index=False, sep=self.sep)
+        self.started = True
+
+    def __exit__(self, *exc) -> None:
+        if not self.started:  # no group at all: the columns alone
+            if self.parquet:
+                self.writer = self._parquet_writer()
+            else:
+                import pandas as pd
+
+                from .batch import ROW_COLUMNS
+                pd.DataFrame(columns=[*self.keys.columns, *ROW_COLUMNS]).to_csv(
+                    self.path, index=False, sep=self.sep)
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _safe(name: str) -> str:
