@@ -34,9 +34,9 @@ import dataclasses
 import math
 
 import numpy as np
-import scipy.linalg
 
 from .design import pow2_column_scales
+from .linalg import solve_triangular
 
 __all__ = ["RandomBases", "Conditioning", "LinkedCoordinates", "pow2_rms"]
 
@@ -105,7 +105,7 @@ def _orthonormal_basis(Z: np.ndarray):
     if diag.size and not diag.min() > 1e-10 * diag.max():
         return None
     # Z B = √n·Q with Z D⁻¹ = QR: B = D⁻¹R⁻¹√n (R⁻¹'s rows scaled by 1/D)
-    B = scipy.linalg.solve_triangular(R, np.eye(len(D)), lower=False) * math.sqrt(n) / D[:, None]
+    B = solve_triangular(R, np.eye(len(D)), lower=False) * math.sqrt(n) / D[:, None]
     return math.sqrt(n) * Q, B
 
 
@@ -162,7 +162,7 @@ class RandomBases:
             for (i, j), value in zip(positions, theta[offset:offset + count]):
                 T[i, j] = value
             B = self.bases[t]
-            M = B @ T if forward else scipy.linalg.solve_triangular(B, T, lower=False)
+            M = B @ T if forward else solve_triangular(B, T, lower=False)
             L = _lower_factor(M)
             out[offset:offset + count] = [L[i, j] for i, j in positions]
         return out
@@ -234,8 +234,7 @@ class Conditioning(_RandomCoordinates):
             X_w = self.working.X
             qty = X_w.T @ y / math.sqrt(self.n)
             residual = y - X_w @ (qty / math.sqrt(self.n))
-            self.beta0 = scipy.linalg.solve_triangular(self._R, qty, lower=False,
-                                                       check_finite=False) / self._D
+            self.beta0 = solve_triangular(self._R, qty, lower=False) / self._D
         else:
             residual, self.beta0 = y, np.zeros(0)
         spread = rms(residual)
@@ -262,8 +261,7 @@ class Conditioning(_RandomCoordinates):
         """β = β₀ + s·D⁻¹R⁻¹√n β_w."""
         if not self.p:
             return np.zeros(0)
-        step = scipy.linalg.solve_triangular(self._R, np.asarray(beta_w, dtype=float),
-                                             lower=False)
+        step = solve_triangular(self._R, beta_w, lower=False)
         return self.beta0 + (self.scale * math.sqrt(self.n)) * step / self._D
 
     def beta_working(self, beta) -> np.ndarray:
@@ -280,8 +278,8 @@ class Conditioning(_RandomCoordinates):
         """
         if not self.p:
             return np.zeros((0, 0))
-        inv_t = scipy.linalg.solve_triangular(L_w, np.eye(self.p), lower=True, trans="T")
-        K = scipy.linalg.solve_triangular(self._R, inv_t, lower=False) * math.sqrt(self.n)
+        inv_t = solve_triangular(L_w, np.eye(self.p), lower=True, trans=True)
+        K = solve_triangular(self._R, inv_t, lower=False) * math.sqrt(self.n)
         return K / self._D[:, None]
 
     def effects(self, b_w) -> np.ndarray:

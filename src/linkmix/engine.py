@@ -25,11 +25,11 @@ complement of the rest; fastest while the later terms have few levels) and
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
 
 from . import _pls
 from .errors import ArgumentError
+from .linalg import solve_triangular
 
 __all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "DENSE_SCHUR_LIMIT"]
 
@@ -51,8 +51,7 @@ class _EngineBase:
         p = self.p
         if p == 0:
             return np.zeros(0)
-        return scipy.linalg.solve_triangular(self.Lxy[:p, :p], self.Lxy[p, :p], lower=True,
-                                             trans="T", check_finite=False)
+        return solve_triangular(self.Lxy[:p, :p], self.Lxy[p, :p], lower=True, trans=True)
 
     def prss(self, beta=None) -> float:
         """r²(θ, β) = min_u ‖y − Xβ − ZΛu‖² + ‖u‖² (β = β̂ when omitted)."""

@@ -17,12 +17,12 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 from formulaic.errors import FormulaicError
 
 from .design import INTERCEPT
 from .errors import DataError, FitError
 from .formula import EVALUATION_CONTEXT
+from .linalg import solve_triangular
 from .optimize import SINGULAR_HESSIAN
 from .parameters import ParameterSpace, variance_components
 
@@ -165,7 +165,7 @@ def _row_norms(K: np.ndarray) -> np.ndarray:
 def factor_cov_root(L: np.ndarray) -> np.ndarray:
     """K = L⁻ᵀ, so that (LL')⁻¹ = KK' (L lower triangular)."""
     p = L.shape[0]
-    return scipy.linalg.solve_triangular(L, np.eye(p), lower=True, trans="T")
+    return solve_triangular(L, np.eye(p), lower=True, trans=True)
 
 
 class LMMResults(_Report):
