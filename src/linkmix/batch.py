@@ -469,7 +469,7 @@ def _run(spec, by, chunks: _Chunks, workers: int, *, auto: bool, scheduler, chun
         return
     fitter = _GroupFitter(spec)  # released, with its layouts, on return
     if workers == 1 or auto:
-        first = chunks.take(size_for(workers) if not auto else min(200, size_for(1)))
+        first = chunks.take(min(200, size_for(1)) if auto else size_for(1))
         start = time.perf_counter()
         yield fitter.fit_chunk(by, *first) | {"__groups__": len(first[0])}
         per_group = (time.perf_counter() - start) / len(first[0])

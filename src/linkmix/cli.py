@@ -10,6 +10,7 @@ fitted exits with status 1 after writing its table.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.util
 import os
 import sys
@@ -339,8 +340,6 @@ class _BatchTally:
     """The batch's summary, counted chunk by chunk (a group's rows are in one chunk)."""
 
     def __init__(self, by):
-        import collections
-
         self.by = by
         self.groups = self.fitted = self.dropped = self.not_converged = self.degenerate = 0
         self.errors = collections.Counter()

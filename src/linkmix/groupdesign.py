@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,7 +174,8 @@ class TableDesign:
 
     def group(self, start: int, stop: int, *, drop_rank_deficient: bool = True,
               check_sizes: bool = True, n_dropped: int = 0) -> LMMDesign:
-        """The design of rows ``start:stop``; raises ``DataError`` as ``build_design``."""
+        """The design of rows ``start:stop``; raises ``DataError`` and warns of dropped
+        columns as ``build_design`` does."""
         fixed = self.fixed
         columns = fixed.present(start, stop)
         X = fixed.dense(start, stop, columns)
@@ -198,10 +198,8 @@ class TableDesign:
                     codes=local.astype(np.int32), Z=np.ascontiguousarray(Z[:, cols]),
                     expr_spec=expr.spec, expr_columns=tuple(int(used[j]) for j in cols),
                     independent=spec.independent))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return assemble_design(self.spec, self.y[start:stop], X,
-                                   [fixed.names[j] for j in columns], terms,
-                                   fixed_spec=fixed.spec, drop_rank_deficient=drop_rank_deficient,
-                                   check_sizes=check_sizes, n_dropped=n_dropped,
-                                   row_index=self.index[start:stop])
+        return assemble_design(self.spec, self.y[start:stop], X,
+                               [fixed.names[j] for j in columns], terms,
+                               fixed_spec=fixed.spec, drop_rank_deficient=drop_rank_deficient,
+                               check_sizes=check_sizes, n_dropped=n_dropped,
+                               row_index=self.index[start:stop])
