@@ -19,6 +19,7 @@ A θ-template describes the lower-triangular factor T of each term: for term
 """
 
 from libc.math cimport log, sqrt
+from libc.stdint cimport int64_t
 from scipy.linalg.cython_lapack cimport dpotrf
 
 import numpy as np
@@ -67,6 +68,77 @@ def lambdat_zt_values(const double[::1] theta, const int[::1] tmpl,
                         acc = acc + Tbuf[tmpl_off[t] + s * k + a] * Zcat[i, col0 + s]
                     data[i * width + col0 + a] = acc
                 col0 = col0 + k
+
+
+def blocked_products(const int64_t[::1] codes1, const double[:, ::1] Z1,
+                     const int64_t[:, ::1] z_cols, const double[:, ::1] z_vals,
+                     const int64_t[:, ::1] c_pos, const double[:, ::1] xy,
+                     const int64_t[::1] xy_first, int q2,
+                     double[:, :, ::1] D1, double[:, ::1] c_vals, double[::1, :] G):
+    """The θ-free sums of the blocked layout, in one pass over the observations.
+
+    With observation i at level j = ``codes1[i]`` of the first term (covariates
+    z1_i = ``Z1[i]``), later-term slots ``z_cols[i, c]`` holding ``z_vals[i, c]``
+    and row w_i = ``xy[i]`` of [X y], adds (outputs must start at zero)::
+
+        D1[j]                      += z1_i z1_i'
+        C[c_pos[i, c]]             += z_vals[i, c] z1_i'       (later terms × term 1)
+        C[xy_first[j] + r]         += w_ir z1_i'               ([X y] × term 1)
+        G[z_cols[i, c], z_cols[i, d]] += z_vals[i, c] z_vals[i, d]
+        G[z_cols[i, c], q2 + r]    += z_vals[i, c] w_ir        (and its mirror)
+
+    G's [X y] block is left to BLAS (``xy.T @ xy``), which is faster for wide X.
+    """
+    cdef Py_ssize_t n = codes1.shape[0], i
+    cdef int k1 = Z1.shape[1], k2 = z_cols.shape[1], w = xy.shape[1]
+    cdef int j, a, b, c, d, r
+    cdef int64_t pos, row
+    cdef double za, zc
+    with nogil:
+        for i in range(n):
+            j = codes1[i]
+            for a in range(k1):
+                za = Z1[i, a]
+                for b in range(k1):
+                    D1[j, a, b] += za * Z1[i, b]
+                for c in range(k2):
+                    c_vals[c_pos[i, c], a] += z_vals[i, c] * za
+                pos = xy_first[j]
+                for r in range(w):
+                    c_vals[pos + r, a] += xy[i, r] * za
+            for c in range(k2):
+                row = z_cols[i, c]
+                zc = z_vals[i, c]
+                for d in range(k2):
+                    G[row, z_cols[i, d]] += zc * z_vals[i, d]
+                for r in range(w):
+                    G[row, q2 + r] += zc * xy[i, r]
+        for c in range(q2):
+            for r in range(w):
+                G[q2 + r, c] = G[c, q2 + r]
+
+
+def blocked_response_products(const int64_t[::1] codes1, const double[:, ::1] Z1,
+                              const int64_t[:, ::1] z_cols, const double[:, ::1] z_vals,
+                              const double[::1] y, const int64_t[::1] xy_first, int p,
+                              double[:, ::1] c_vals, double[::1] zty):
+    """The sums that involve y, for a new response: C's y row of each level j of
+    term 1, Σ_{i∈j} y_i z1_i', and ``zty`` = Z2'y over the later terms' slots."""
+    cdef Py_ssize_t n = codes1.shape[0], i
+    cdef int k1 = Z1.shape[1], k2 = z_cols.shape[1], nlev = xy_first.shape[0]
+    cdef int j, a, c
+    with nogil:
+        for j in range(nlev):
+            for a in range(k1):
+                c_vals[xy_first[j] + p, a] = 0.0
+        for c in range(zty.shape[0]):
+            zty[c] = 0.0
+        for i in range(n):
+            j = codes1[i]
+            for a in range(k1):
+                c_vals[xy_first[j] + p, a] += y[i] * Z1[i, a]
+            for c in range(k2):
+                zty[z_cols[i, c]] += z_vals[i, c] * y[i]
 
 
 cdef tuple _blocked_factor(const double[::1] theta, const int[::1] tmpl,

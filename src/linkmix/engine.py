@@ -114,27 +114,31 @@ class BlockedEngine(_EngineBase):
         k1, nlev = first.k, first.n_levels
         self.k1, self.nlev = k1, nlev
         self._codes1 = codes = first.codes.astype(np.int64)
-        self._first_Z = np.array(first.Z, dtype=float)
-        # level × observation indicator of term 1: sums by level as one sparse product
-        self._by_level = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(nlev, n))
+        self._first_Z = np.array(first.Z, dtype=float, order="C")
 
         # Pattern of C = W'Z1 by level of term 1, rows sorted within a level: the later
         # terms' rows the level meets, then all p + 1 rows of [X y].
-        keys = (codes[:, None] * m + z_cols).ravel()
-        ukeys, pos = np.unique(keys, return_inverse=True)
-        key_level = ukeys // m
-        z_count = np.bincount(key_level, minlength=nlev)
+        if k2:
+            keys = (codes[:, None] * m + z_cols).ravel()
+            ukeys, pos = np.unique(keys, return_inverse=True)
+            key_level = ukeys // m
+            z_count = np.bincount(key_level, minlength=nlev)
+        else:
+            z_count = np.zeros(nlev, dtype=np.int64)
         self.c_indptr = np.zeros(nlev + 1, dtype=np.int32)
         self.c_indptr[1:] = np.cumsum(z_count + p + 1)
-        z_first = np.cumsum(z_count) - z_count  # each level's first key in ukeys
-        key_pos = self.c_indptr[key_level] + np.arange(len(ukeys)) - z_first[key_level]
-        self._c_pos = key_pos[pos].reshape(n, k2)  # (observation, slot) → entry of C
         self._xy_first = (self.c_indptr[:-1] + z_count).astype(np.int64)  # level's [X y] rows
         self._nnz_c = int(self.c_indptr[-1])
         self.c_rows = np.empty(self._nnz_c, dtype=np.int32)
-        self.c_rows[key_pos] = ukeys % m
-        self._xy_entries = (self._xy_first[:, None] + np.arange(p + 1)).ravel()
-        self.c_rows[self._xy_entries] = np.tile(q2 + np.arange(p + 1, dtype=np.int32), nlev)
+        if k2:
+            z_first = np.cumsum(z_count) - z_count  # each level's first key in ukeys
+            key_pos = self.c_indptr[key_level] + np.arange(len(ukeys)) - z_first[key_level]
+            self._c_pos = key_pos[pos].reshape(n, k2)  # (observation, slot) → entry of C
+            self.c_rows[key_pos] = ukeys % m
+        else:
+            self._c_pos = np.empty((n, 0), dtype=np.int64)
+        self.c_rows[(self._xy_first[:, None] + np.arange(p + 1)).ravel()] = \
+            np.tile(q2 + np.arange(p + 1, dtype=np.int32), nlev)
         self._fill_values()
 
         self.L11 = np.zeros((nlev, k1, k1))
@@ -144,43 +148,22 @@ class BlockedEngine(_EngineBase):
         self._bind()
 
     def _fill_values(self):
-        """The numbers that depend on Z and y, not on θ: D1[j] = Σ_{i∈j} z_i z_i',
-        C = W'Z1 by level of term 1, and G = W'W (dense)."""
-        k1, nlev, Z1 = self.k1, self.nlev, self._first_Z
-        self.D1 = np.empty((nlev, k1, k1))
-        for a in range(k1):
-            for b in range(k1):
-                self.D1[:, a, b] = np.bincount(self._codes1, Z1[:, a] * Z1[:, b], minlength=nlev)
-        self.c_vals = np.zeros((self._nnz_c, k1))
-        for a in range(k1):
-            if self._k2:
-                self.c_vals[:, a] = np.bincount(self._c_pos.ravel(),
-                                                (self._z_vals * Z1[:, a:a + 1]).ravel(),
-                                                minlength=self._nnz_c)
-            self.c_vals[self._xy_entries, a] = \
-                np.asarray(self._by_level @ (self._xy * Z1[:, a:a + 1])).ravel()
-        self.G = self._gram()
+        """The numbers that depend on Z and y, not on θ (compiled, one pass):
+        D1[j] = Σ_{i∈j} z_i z_i', C = W'Z1 by level of term 1, and G = W'W (dense;
+        its [X y] block by BLAS)."""
+        self.D1 = np.zeros((self.nlev, self.k1, self.k1))
+        self.c_vals = np.zeros((self._nnz_c, self.k1))
+        self.G = np.zeros((self.m, self.m), order="F")
+        _pls.blocked_products(self._codes1, self._first_Z, self._z_cols, self._z_vals,
+                              self._c_pos, self._xy, self._xy_first, self.q2, self.D1,
+                              self.c_vals, self.G)
+        q2 = self.q2
+        self.G[q2:, q2:] = self._xy.T @ self._xy
         # y's row and column as set_response computes them, so that a model refitted
         # with another response is bit for bit the model built with it
         self.set_response(self._xy[:, self.p].copy())
         if hasattr(self, "S"):
             self._bind()
-
-    def _gram(self) -> np.ndarray:
-        """G = W'W for W = [Z2 X y], dense m × m: the [X y] block by BLAS, the blocks of
-        the later terms through Z2 as a sparse matrix."""
-        n, k2, q2, m = len(self._xy), self._k2, self.q2, self.m
-        XY = self._xy
-        G = np.zeros((m, m), order="F")
-        G[q2:, q2:] = XY.T @ XY
-        if k2:
-            Z2 = sp.csr_matrix((self._z_vals.ravel(), self._z_cols.ravel(),
-                                np.arange(0, n * k2 + 1, k2)), shape=(n, q2))
-            ZtXY = np.asarray(Z2.T @ XY)
-            G[:q2, q2:] = ZtXY
-            G[q2:, :q2] = ZtXY.T
-            G[:q2, :q2] = (Z2.T @ Z2).toarray()
-        return G
 
     supports_curvature = True
 
@@ -223,27 +206,23 @@ class BlockedEngine(_EngineBase):
         ``slot_shift`` (n × K) is added to each observation's Z'y contribution
         (the Newton step's right-hand side, see ``set_Z``).
         """
-        y = np.asarray(y, dtype=float)
+        y = np.ascontiguousarray(y, dtype=float)
         q2, p, col = self.q2, self.p, self.m - 1
         self._xy[:, p] = y
         g = np.empty(self.m)  # W'y
         g[q2:] = self._xy.T @ y
-        if self._k2:
-            g[:q2] = np.bincount(self._z_cols.ravel(), (self._z_vals * y[:, None]).ravel(),
-                                 minlength=q2)
-        if slot_shift is not None and self._k2:
-            g[:q2] += np.bincount(self._z_cols.ravel(), slot_shift[:, self.k1:].ravel(),
-                                  minlength=q2)
-        self.G[col, :] = g
-        self.G[:, col] = g
-        y_entries = self._xy_first + p  # the y row of each level of term 1: Σ_{i∈j} y_i z_ia
-        for a in range(self.k1):
-            self.c_vals[y_entries, a] = np.bincount(self._codes1, y * self._first_Z[:, a],
-                                                    minlength=self.nlev)
+        _pls.blocked_response_products(self._codes1, self._first_Z, self._z_cols, self._z_vals,
+                                       y, self._xy_first, p, self.c_vals, g[:q2])
         if slot_shift is not None:
+            if self._k2:
+                g[:q2] += np.bincount(self._z_cols.ravel(), slot_shift[:, self.k1:].ravel(),
+                                      minlength=q2)
+            y_entries = self._xy_first + p
             for a in range(self.k1):
                 self.c_vals[y_entries, a] += np.bincount(self._codes1, slot_shift[:, a],
                                                          minlength=self.nlev)
+        self.G[col, :] = g
+        self.G[:, col] = g
 
     def _bind(self):
         """Hand the current buffers to the compiled factorisation (after any is replaced)."""
