@@ -20,6 +20,7 @@ A θ-template describes the lower-triangular factor T of each term: for term
 
 from libc.math cimport log, sqrt
 from libc.stdint cimport int64_t
+from scipy.linalg.cython_blas cimport dtrsm
 from scipy.linalg.cython_lapack cimport dpotrf
 
 import numpy as np
@@ -34,9 +35,9 @@ cdef inline void _fill_T(const double[::1] theta, const int[::1] tmpl,
         T[a] = theta[idx] if idx >= 0 else 0.0
 
 
-def fill_lambda_blocks(const double[::1] theta, const int[::1] tmpl,
-                       const int[::1] tmpl_off, const int[::1] term_k,
-                       double[::1] out):
+cdef void _fill_lambda_blocks(const double[::1] theta, const int[::1] tmpl,
+                              const int[::1] tmpl_off, const int[::1] term_k,
+                              double[::1] out) noexcept nogil:
     """Write every term's T (row-major, concatenated at ``tmpl_off``) into ``out``."""
     cdef int t
     for t in range(term_k.shape[0]):
@@ -56,7 +57,7 @@ def lambdat_zt_values(const double[::1] theta, const int[::1] tmpl,
     cdef int nterm = term_k.shape[0], t, a, s, k, col0, width = Zcat.shape[1]
     cdef double acc
     cdef double[::1] Tbuf = np.empty(max(1, tmpl.shape[0]))
-    fill_lambda_blocks(theta, tmpl, tmpl_off, term_k, Tbuf)
+    _fill_lambda_blocks(theta, tmpl, tmpl_off, term_k, Tbuf)
     with nogil:
         for i in range(n):
             col0 = 0
@@ -189,7 +190,7 @@ cdef tuple _blocked_factor(const double[::1] theta, const int[::1] tmpl,
     cdef double* A
     cdef char uplo = b'L'
 
-    fill_lambda_blocks(theta, tmpl, tmpl_off, term_k, Tbuf)
+    _fill_lambda_blocks(theta, tmpl, tmpl_off, term_k, Tbuf)
     T1 = &Tbuf[0]
     A = &Abuf[0]
 
@@ -397,3 +398,33 @@ def blocked_modes(const double[:, :, ::1] L11, const double[:, ::1] L21,
                     acc = acc - L11[j, c, a] * u[j * k1 + c]
                 u[j * k1 + a] = acc / L11[j, a, a]
     return u
+
+
+def triangular_solve(const double[:, :] A, double[::1, :] B, bint lower, bint trans):
+    """Overwrite B (n × r, Fortran order) with A⁻¹B, or A⁻ᵀB when ``trans``, for A
+    n × n triangular.  A may be any view whose rows are contiguous in memory or whose
+    columns are (a block of a larger matrix); it is read in place, never copied.
+
+    Returns 0, or the 1-based index of a zero diagonal entry (B is then unchanged).
+    """
+    cdef int n = A.shape[0], r = B.shape[1], lda, ldb = max(1, B.shape[0]), i
+    cdef char side = b'L', uplo, transa, diag = b'N'
+    cdef double one = 1.0
+    for i in range(n):
+        if A[i, i] == 0.0:
+            return i + 1
+    if n == 0 or r == 0:
+        return 0
+    if A.strides[0] == sizeof(double):        # column-major: A as it is
+        lda = A.strides[1] // sizeof(double)
+        uplo = b'L' if lower else b'U'
+        transa = b'T' if trans else b'N'
+    elif A.strides[1] == sizeof(double):      # row-major: BLAS sees A', so flip both
+        lda = A.strides[0] // sizeof(double)
+        uplo = b'U' if lower else b'L'
+        transa = b'N' if trans else b'T'
+    else:
+        raise ValueError("A must have contiguous rows or columns")
+    lda = max(lda, n)
+    dtrsm(&side, &uplo, &transa, &diag, &n, &r, &one, <double*> &A[0, 0], &lda, &B[0, 0], &ldb)
+    return 0

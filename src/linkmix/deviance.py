@@ -36,15 +36,12 @@ class Deviance:
         self.p = engine.design.p
         self.n_evaluations = 0
 
-    def _factor(self, theta) -> bool:
-        self.n_evaluations += 1
-        return self.engine.update(theta)
-
     def __call__(self, theta) -> float:
         """Profiled objective at θ (``inf`` where the system is not positive definite)."""
-        if not self._factor(theta):
-            return math.inf
+        self.n_evaluations += 1
         eng = self.engine
+        if not eng.update(theta):
+            return math.inf
         r2 = eng.prss()
         if r2 <= 0.0:
             return -math.inf
@@ -55,7 +52,8 @@ class Deviance:
 
     def full(self, theta, beta, sigma) -> float:
         """−2 log L at (θ, β, σ), nothing profiled."""
-        if not self._factor(theta):
+        self.n_evaluations += 1
+        if not self.engine.update(theta):
             return math.inf
         eng = self.engine
         r2 = eng.prss(beta)

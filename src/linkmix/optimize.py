@@ -74,7 +74,7 @@ def _run_bobyqa(fun, x0, lower, ftol_abs, xtol_abs, maxeval, initial_step):
 
     opt = nlopt.opt(nlopt.LN_BOBYQA, len(x0))
     opt.set_lower_bounds(np.where(np.isfinite(lower), lower, -float('inf')))
-    opt.set_min_objective(lambda x, grad: fun(x))
+    opt.set_min_objective(fun)  # called as fun(x, grad): ``recorded`` takes both
     opt.set_ftol_abs(ftol_abs)
     opt.set_xtol_abs(xtol_abs)
     opt.set_maxeval(maxeval)
@@ -125,9 +125,9 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
                                      "maxeval": maxeval})
     log = summary.log
 
-    def recorded(x):
+    def recorded(x, grad=None):  # nlopt passes an (empty) gradient too
         value = float(fun(x))
-        log.append((np.array(x, dtype=float), value))
+        log.append((x.copy(), value))
         return value
 
     start = time.perf_counter()
@@ -232,8 +232,10 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4) -> dict:
     x = np.asarray(x, dtype=float)
     d = len(x)
     f0 = float(fun(x))
-    h = rel_step * np.maximum(1.0, np.abs(x))
-    interior = x - h >= lower
+    # plain floats and lists: d is a handful, and numpy's per-call cost would dominate
+    xs, lo = x.tolist(), np.asarray(lower, dtype=float).tolist()
+    h = [rel_step * max(1.0, abs(v)) for v in xs]
+    interior = [xs[k] - h[k] >= lo[k] for k in range(d)]
 
     def at(*moves):
         z = x.copy()
@@ -241,8 +243,8 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4) -> dict:
             z[k] += sign * h[k]
         return float(fun(z))
 
-    grad = np.zeros(d)
-    up, down = np.full(d, np.nan), np.full(d, np.nan)
+    grad = [0.0] * d
+    up, down = [math.nan] * d, [math.nan] * d
     for k in range(d):
         up[k] = at((k, 1))
         if interior[k]:
@@ -250,7 +252,7 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4) -> dict:
             grad[k] = (up[k] - down[k]) / (2 * h[k])
         else:  # second-order forward difference, inward derivative only
             grad[k] = min(0.0, (-3 * f0 + 4 * up[k] - at((k, 2))) / (2 * h[k]))
-    idx = np.flatnonzero(interior)
+    idx = [k for k in range(d) if interior[k]]
     H = np.empty((len(idx), len(idx)))
     for a, i in enumerate(idx):
         H[a, a] = (up[i] - 2 * f0 + down[i]) / h[i] ** 2
@@ -258,24 +260,25 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4) -> dict:
             value = (at((i, 1), (j, 1)) + at((i, -1), (j, -1)) - up[i] - down[i] - up[j]
                      - down[j] + 2 * f0) / (2 * h[i] * h[j])
             H[a, b] = H[b, a] = value
-    if not np.all(np.isfinite(H)) or not np.isfinite(grad).all():
+    idx = np.array(idx, dtype=int)
+    if not (np.isfinite(H).all() and all(map(math.isfinite, grad))):
         return {"max_gradient": math.inf, "eigenvalues": np.full(len(idx), np.nan),
                 "negative": 0, "zero": 0, "hessian": H, "interior": idx}
-    eigenvalues = np.linalg.eigvalsh(H) if len(idx) else np.zeros(0)
+    eigenvalues = H.diagonal().copy() if len(idx) <= 1 else np.linalg.eigvalsh(H)
     top = float(np.max(np.abs(eigenvalues), initial=0.0))
     tau = max(1e-6 * top, 10 * d * np.finfo(float).eps * max(1.0, abs(f0))
-              / float(np.min(h[idx], initial=1.0)) ** 2)
+              / min((h[k] for k in idx), default=1.0) ** 2)
     checks = {"eigenvalues": eigenvalues, "negative": int(np.sum(eigenvalues < -tau)),
-              "zero": int(np.sum(np.abs(eigenvalues) <= tau)) if len(idx) else 0,
+              "zero": int(np.sum(np.abs(eigenvalues) <= tau)),
               "hessian": H, "interior": idx}
-    raw = float(np.max(np.abs(grad), initial=0.0))
+    raw = max(map(abs, grad), default=0.0)
     if raw <= GRADIENT_TOL:
         checks["max_gradient"] = raw
         return checks
-    boundary = float(np.max(np.abs(grad[~interior]), initial=0.0))
+    boundary = max((abs(grad[k]) for k in range(d) if not interior[k]), default=0.0)
     try:
         L = np.linalg.cholesky(H)
-        scaled = float(np.max(np.abs(np.linalg.solve(L, grad[idx])), initial=0.0))
+        scaled = float(np.max(np.abs(np.linalg.solve(L, np.array(grad)[idx])), initial=0.0))
     except np.linalg.LinAlgError:
         scaled = math.inf
     checks["max_gradient"] = max(boundary, scaled)

@@ -25,11 +25,21 @@ def _controller():
     return ThreadpoolController()
 
 
+_limited = [False]  # inside a one-thread block already: nested blocks need not limit again
+
+
 @contextlib.contextmanager
 def one_blas_thread(enabled: bool = True):
-    """Run the block with every BLAS/OpenMP pool limited to one thread (if ``enabled``)."""
-    if not enabled:
+    """Run the block with every BLAS/OpenMP pool limited to one thread (if ``enabled``).
+
+    Nested blocks (a batch chunk's fits) cost nothing: the outer limit holds.
+    """
+    if not enabled or _limited[0]:
         yield
         return
-    with _controller().limit(limits=1):
-        yield
+    _limited[0] = True
+    try:
+        with _controller().limit(limits=1):
+            yield
+    finally:
+        _limited[0] = False
