@@ -148,7 +148,7 @@ class TableDesign:
                  random: list[tuple[object, _Columns, np.ndarray, pd.Index]]):
         self.spec = spec
         self.y = data[spec.response].to_numpy(dtype=float)
-        self.index = data.index
+        self.index = data.index.to_numpy()  # a group's row labels: a slice, not an Index
         self.fixed = fixed
         self.random = random
 
