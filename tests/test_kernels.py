@@ -124,3 +124,57 @@ def test_set_response_equals_a_fresh_engine(design, kind):
     fresh.update(theta)
     np.testing.assert_allclose(engine.Lxy, fresh.Lxy, rtol=1e-10, atol=1e-10)
     assert engine.logdet_L == pytest.approx(fresh.logdet_L, rel=1e-12)
+
+
+# ---- small dense linear algebra (linkmix.linalg) against numpy and scipy ----------------
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 12), p=st.integers(0, 6), seed=st.integers(0, 2**31 - 1),
+       exponent=st.integers(-300, 300), order=st.sampled_from("CF"))
+def test_scaled_qr_matches_numpy(n, p, seed, exponent, order):
+    from linkmix.linalg import pow2_column_scales, scaled_qr
+
+    rng = np.random.default_rng(seed)
+    M = np.array(rng.normal(size=(n, p)) * 10.0 ** exponent, order=order)
+    if p:
+        M[:, rng.integers(p)] = 0.0  # a zero column: scale 2, norm 0
+    top = np.max(np.abs(M), axis=0, initial=0.0)
+    D_ref = np.ldexp(1.0, np.frexp(np.where(top > 0, top, 1.0))[1])
+    np.testing.assert_array_equal(pow2_column_scales(M), D_ref)
+    if n < p:
+        with pytest.raises(ValueError):
+            scaled_qr(M, True)
+        return
+    Q, R, D, norms = scaled_qr(M, True)
+    np.testing.assert_array_equal(D, D_ref)
+    scaled = M / D_ref
+    np.testing.assert_allclose(norms, np.linalg.norm(scaled, axis=0), rtol=1e-14)
+    np.testing.assert_allclose(Q @ R, scaled, atol=1e-14)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(p), atol=1e-13)
+    assert np.all(np.diag(R) >= 0) and np.array_equal(R, np.triu(R))
+    R_ref = np.linalg.qr(scaled, mode="r")
+    np.testing.assert_allclose(np.abs(np.diag(R)), np.abs(np.diag(R_ref)), rtol=1e-12, atol=1e-14)
+    assert scaled_qr(M, False)[0] is None
+
+
+@pytest.mark.parametrize("order", ["C", "F", "block"])
+@pytest.mark.parametrize("lower", [True, False])
+@pytest.mark.parametrize("trans", [True, False])
+def test_solve_triangular_matches_scipy(order, lower, trans):
+    import scipy.linalg
+    from linkmix.linalg import solve_triangular
+
+    rng = np.random.default_rng(1)
+    full = rng.normal(size=(9, 9)) + 6 * np.eye(9)
+    full = np.tril(full) if lower else np.triu(full)
+    A = (np.asfortranarray(np.pad(full, 2))[2:11, 2:11] if order == "block"
+         else np.array(full, order=order))
+    for b in (rng.normal(size=9), rng.normal(size=(9, 3))):
+        np.testing.assert_allclose(solve_triangular(A, b, lower=lower, trans=trans),
+                                   scipy.linalg.solve_triangular(full, b, lower=lower,
+                                                                 trans=int(trans)),
+                                   rtol=1e-12)
+    singular = np.array(A)
+    singular[4, 4] = 0.0
+    with pytest.raises(np.linalg.LinAlgError, match="diagonal entry 5"):
+        solve_triangular(singular, np.ones(9), lower=lower)

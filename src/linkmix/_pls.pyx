@@ -18,10 +18,10 @@ A θ-template describes the lower-triangular factor T of each term: for term
 θ of ``T[a, b]`` (row-major), or -1 where ``T[a, b]`` is structurally zero.
 """
 
-from libc.math cimport log, sqrt
+from libc.math cimport fabs, frexp, ldexp, log, sqrt
 from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dtrsm
-from scipy.linalg.cython_lapack cimport dpotrf
+from scipy.linalg.cython_lapack cimport dgeqrf, dorgqr, dpotrf
 
 import numpy as np
 
@@ -428,3 +428,69 @@ def triangular_solve(const double[:, :] A, double[::1, :] B, bint lower, bint tr
     lda = max(lda, n)
     dtrsm(&side, &uplo, &transa, &diag, &n, &r, &one, <double*> &A[0, 0], &lda, &B[0, 0], &ldb)
     return 0
+
+
+def pow2_column_scales(const double[:, :] M):
+    """Per column j of M, D_j = 2^e with max_i |M_ij| = f·2^e, f in [0.5, 1) (2 for a
+    zero column): the power of two just above the column's largest magnitude."""
+    cdef Py_ssize_t n = M.shape[0], p = M.shape[1], i, j
+    cdef double top
+    cdef int e
+    D = np.empty(p)
+    cdef double[::1] d = D
+    for j in range(p):
+        top = 0.0
+        for i in range(n):
+            if fabs(M[i, j]) > top:
+                top = fabs(M[i, j])
+        frexp(top if top > 0.0 else 1.0, &e)
+        d[j] = ldexp(1.0, e)
+    return D
+
+
+def scaled_qr(const double[:, :] M, bint want_q):
+    """Householder QR of M D⁻¹ (D from ``pow2_column_scales``, so nothing overflows),
+    for n ≥ p, by LAPACK's dgeqrf (and dorgqr for Q).
+
+    Returns (Q or None, R, D, norms): M D⁻¹ = QR with R upper triangular and its
+    diagonal made non-negative (Q's columns flipped to match), and the Euclidean
+    norms of the columns of M D⁻¹.
+    """
+    cdef int n = M.shape[0], p = M.shape[1], i, j, info = 0, lwork
+    if n < p:
+        raise ValueError("scaled_qr needs at least as many rows as columns")
+    D = pow2_column_scales(M)
+    A = np.empty((n, p), order="F")
+    R = np.zeros((p, p))
+    norms = np.empty(p)
+    tau = np.empty(max(1, p))
+    cdef double[::1] d = D, nrm = norms, tu = tau
+    cdef double[::1, :] a = A
+    cdef double[:, ::1] r = R
+    cdef double acc, sign
+    for j in range(p):
+        acc = 0.0
+        for i in range(n):
+            a[i, j] = M[i, j] / d[j]
+            acc = acc + a[i, j] * a[i, j]
+        nrm[j] = sqrt(acc)
+    if p == 0:
+        return (A if want_q else None), R, D, norms
+    lwork = max(1, 64 * p)
+    work = np.empty(lwork)
+    signs = np.empty(p)
+    cdef double[::1] wk = work, sg = signs
+    cdef int lda = max(1, n)
+    dgeqrf(&n, &p, &a[0, 0], &lda, &tu[0], &wk[0], &lwork, &info)
+    for i in range(p):
+        sg[i] = -1.0 if a[i, i] < 0.0 else 1.0
+        for j in range(i, p):
+            r[i, j] = sg[i] * a[i, j]
+    if not want_q:
+        return None, R, D, norms
+    dorgqr(&n, &p, &p, &a[0, 0], &lda, &tu[0], &wk[0], &lwork, &info)
+    for j in range(p):
+        if sg[j] < 0.0:
+            for i in range(n):
+                a[i, j] = -a[i, j]
+    return A, R, D, norms

@@ -35,8 +35,7 @@ import math
 
 import numpy as np
 
-from .design import pow2_column_scales
-from .linalg import solve_triangular
+from .linalg import scaled_qr, solve_triangular
 
 __all__ = ["RandomBases", "Conditioning", "LinkedCoordinates", "pow2_rms"]
 
@@ -90,16 +89,16 @@ def _lower_factor(M: np.ndarray) -> np.ndarray:
 def _scaled_qr(M: np.ndarray):
     """(Q, R, D) with M D⁻¹ = QR, D the powers of two of ``pow2_column_scales`` (so the
     factorisation cannot overflow) and R's diagonal non-negative."""
-    D = pow2_column_scales(M)
-    Q, R = np.linalg.qr(M / D)
-    signs = np.where(np.diag(R) < 0, -1.0, 1.0)
-    return Q * signs, R * signs[:, None], D
+    Q, R, D, _ = scaled_qr(M, True)
+    return Q, R, D
 
 
 def _orthonormal_basis(Z: np.ndarray):
     """(√n·Q, B) with Z B = √n·Q, Q's columns orthonormal; None when Z's columns are
     (numerically) dependent."""
     n = Z.shape[0]
+    if n < Z.shape[1]:
+        return None
     Q, R, D = _scaled_qr(Z)
     diag = np.diag(R)
     if diag.size and not diag.min() > 1e-10 * diag.max():

@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 from formulaic.errors import FormulaicError
 
 from . import arguments
 from .errors import DataError, FormulaError, MissingDataWarning, RankDeficiencyWarning
+from .linalg import pow2_column_scales, scaled_qr
 from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_terms, parse_formula,
                       plain_message)
 
 __all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns",
-           "pow2_column_scales", "without_unused_levels", "require_numeric_response",
+           "without_unused_levels", "require_numeric_response",
            "assemble_design", "INTERCEPT"]
 
 INTERCEPT = "(Intercept)"
@@ -318,17 +318,6 @@ def _build_terms(spec: RandomTermSpec, data: pd.DataFrame) -> list[RandomTerm]:
             for cols in split]
 
 
-def pow2_column_scales(M: np.ndarray) -> np.ndarray:
-    """Per column, the power of two just above its largest magnitude (1 for a zero column).
-
-    Dividing by it is exact and brings every entry into [-1, 1], so sums of squares
-    cannot overflow (columns of size 1e300) or underflow.
-    """
-    top = np.max(np.abs(M), axis=0, initial=0.0)
-    exponents = np.frexp(np.where(top > 0, top, 1.0))[1]
-    return np.ldexp(1.0, exponents)
-
-
 def drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
     """Drop columns of X that are (numerically) combinations of earlier columns.
 
@@ -346,12 +335,12 @@ def drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
     n, p = X.shape
     if p == 0:
         return X, names, []
+    if n >= p:
+        _, R, _, norms = scaled_qr(X, False)
+        if (R.diagonal() > tol * norms).all() and (norms > 0).all():
+            return X, names, []
     scaled = X / pow2_column_scales(X)
     norms = np.linalg.norm(scaled, axis=0)
-    if n >= p:
-        R = scipy.linalg.qr(scaled, mode="r", check_finite=False)[0]
-        if np.all(np.abs(np.diag(R)) > tol * norms) and np.all(norms > 0):
-            return X, names, []
     basis = np.empty((n, min(n, p)))
     keep = []
     for j in range(p):

@@ -1,19 +1,27 @@
-"""Small dense triangular solves on the hot paths, as direct LAPACK calls.
+"""Small dense linear algebra on the hot paths, as direct LAPACK/BLAS calls.
 
-Owns one function: scipy's ``solve_triangular`` (and its f2py ``dtrtrs``) validate
-and convert their arguments on every call, 10–25 μs against under 1 μs for the
-p × p systems of a peptide's fit, called several times per fit; here BLAS's
-``dtrsm`` is called from the compiled kernels on float arrays the caller guarantees
-finite, reading A in place (a block of a larger factor included).
+Owns the scaled QR factorisation that every design's rank check and every working
+parametrisation start from, and triangular solves.  numpy's and scipy's wrappers
+validate and convert their arguments on every call (10–60 μs against a few μs of
+arithmetic for the p × p systems of a peptide's fit, called several times per fit),
+so the compiled kernels call LAPACK and BLAS directly on float arrays the caller
+guarantees finite.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._pls import triangular_solve
+from ._pls import pow2_column_scales, scaled_qr, triangular_solve
 
-__all__ = ["solve_triangular"]
+__all__ = ["solve_triangular", "scaled_qr", "pow2_column_scales"]
+
+# ``pow2_column_scales(M)``: per column, the power of two just above its largest
+# magnitude (2 for a zero column).  Dividing by it is exact and brings every entry
+# into [-1, 1], so sums of squares cannot overflow (columns of size 1e300) or underflow.
+#
+# ``scaled_qr(M, want_q)``: (Q or None, R, D, norms) with M D⁻¹ = QR, D those powers of
+# two, R's diagonal non-negative, and the column norms of M D⁻¹ (n ≥ p), by LAPACK.
 
 
 def solve_triangular(A: np.ndarray, b: np.ndarray, *, lower: bool, trans: bool = False

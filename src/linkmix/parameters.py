@@ -91,11 +91,15 @@ class ParameterSpace:
     def rebind(self, design) -> None:
         """Use ``design`` (same layout, another response): the bounds of log σ follow y."""
         self.design = design
-        self.log_sigma_bounds = self._log_sigma_bounds()
-        self._z_lower = np.concatenate([self.theta_lower, np.full(self.p, -np.inf),
-                                        [self.log_sigma_bounds[0]]])
-        self._z_upper = np.concatenate([np.full(self.n_theta + self.p, np.inf),
-                                        [self.log_sigma_bounds[1]]])
+        self._z_bounds = None  # made when first asked: only linked models' optimisers use them
+
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._z_bounds is None:
+            low, high = self.log_sigma_bounds
+            self._z_bounds = (
+                np.concatenate([self.theta_lower, np.full(self.p, -np.inf), [low]]),
+                np.concatenate([np.full(self.n_theta + self.p, np.inf), [high]]))
+        return self._z_bounds
 
     # ---- z = (θ, β, log σ) --------------------------------------------------
     @property
@@ -131,13 +135,14 @@ class ParameterSpace:
     def z_lower(self) -> np.ndarray:
         """Lower bounds of z: 0 on diagonal θ entries, -inf elsewhere, and for log σ
         ``log_sigma_bounds[0]``."""
-        return self._z_lower
+        return self._bounds()[0]
 
     def z_upper(self) -> np.ndarray:
         """Upper bounds of z: none, but for log σ ``log_sigma_bounds[1]``."""
-        return self._z_upper
+        return self._bounds()[1]
 
-    def _log_sigma_bounds(self) -> tuple[float, float]:
+    @property
+    def log_sigma_bounds(self) -> tuple[float, float]:
         """log σ within [log s − 20, log s + 5], s the response's SD: keeps optimiser
         steps from overflowing without excluding any sensible fit."""
         y = self.design.y
