@@ -349,8 +349,9 @@ def iter_fit_groups(data: pd.DataFrame, by, formula: str, **options):
         A dask.distributed scheduler address (``"tcp://host:8786"``) or client: the
         chunks go to that cluster instead of local processes.
     chunk_size : int, optional
-        Groups per chunk (default: about four chunks per worker, at most
-        ``MAX_CHUNK_GROUPS`` groups and about ``MAX_CHUNK_ROWS`` rows).
+        Groups per chunk (default: ``MAX_CHUNK_GROUPS`` in one process, about four
+        chunks of the table per worker in a pool; never more than
+        ``MAX_CHUNK_GROUPS`` groups or about ``MAX_CHUNK_ROWS`` rows).
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
     level : float
@@ -460,9 +461,14 @@ class _Chunks:
 def _run(spec, by, chunks: _Chunks, workers: int, *, auto: bool, scheduler, chunk_size):
     """Fit every chunk; yield the result columns of each, in order (``__groups__``: how
     many groups it held)."""
+    total = chunks.left
+
     def size_for(n_workers):
-        return chunk_size or min(MAX_CHUNK_GROUPS,
-                                 max(1, math.ceil(chunks.left / (4 * n_workers))))
+        # one process: chunks as large as memory allows (each costs a formulaic call,
+        # ~12 ms); a pool: about four per worker of the whole table, so they balance
+        if n_workers == 1:
+            return chunk_size or MAX_CHUNK_GROUPS
+        return chunk_size or min(MAX_CHUNK_GROUPS, max(1, math.ceil(total / (4 * n_workers))))
 
     if scheduler is not None:
         yield from _run_dask(spec, by, chunks, scheduler, size_for)

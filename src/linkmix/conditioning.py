@@ -58,9 +58,10 @@ def rms(v: np.ndarray) -> float:
     return math.ldexp(math.sqrt(float(unit @ unit) / v.size), exponent)
 
 
-def pow2_rms(v: np.ndarray) -> float:
-    """A power of two within a factor √2 of v's root mean square (1 for a zero vector)."""
-    size = rms(v)
+def pow2_rms(v: np.ndarray, size: float | None = None) -> float:
+    """A power of two within a factor √2 of v's root mean square (1 for a zero vector);
+    ``size`` is ``rms(v)`` where the caller has it."""
+    size = rms(v) if size is None else size
     if not size > 0 or not math.isfinite(size):
         return 1.0
     return math.ldexp(1.0, round(math.log2(size)))
@@ -237,7 +238,7 @@ class Conditioning(_RandomCoordinates):
         else:
             residual, self.beta0 = y, np.zeros(0)
         spread = rms(residual)
-        self.scale = pow2_rms(residual)
+        self.scale = pow2_rms(residual, spread)
         y_w = residual / self.scale
         #: the RMS of y_w (within a factor √2 of 1): σ_w over it is σ relative to the
         #: spread the fixed effects leave in y
