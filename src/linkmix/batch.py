@@ -15,6 +15,7 @@ other levels) get a fresh design.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -188,10 +189,10 @@ class _Columns:
             cols[c].extend([key[c]] * m)
         cols["parameter"].extend(names)
         cols["kind"].extend(kinds)
-        cols["estimate"].extend(est)
-        cols["std_error"].extend(se)
-        cols["ci_lower"].extend(est - z * se)
-        cols["ci_upper"].extend(est + z * se)
+        cols["estimate"].extend(est.tolist())
+        cols["std_error"].extend(se.tolist())
+        cols["ci_lower"].extend((est - z * se).tolist())
+        cols["ci_upper"].extend((est + z * se).tolist())
         for name, value in common.items():
             cols[name].extend([value] * m)
 
@@ -220,6 +221,7 @@ class _Columns:
             cols[name][-1] = value
 
 
+@functools.lru_cache(maxsize=8)
 def _normal_quantile(p: float) -> float:
     from statistics import NormalDist
     return NormalDist().inv_cdf(p)

@@ -35,6 +35,7 @@ BOUNDARY_SNAP = 1e-5
 GRADIENT_TOL = 2e-3
 #: First step of the one restart made when the gradient check fails.
 RESTART_STEP = 1e-2
+_EPS = float(np.finfo(float).eps)
 
 
 @dataclass
@@ -147,7 +148,7 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         if value <= best:
             x, best = snapped, value
 
-    checks = _derivative_checks(fun, x, lower) if check_gradient else None
+    checks = _derivative_checks(fun, x, lower, f0=best) if check_gradient else None
     grad_ok = checks is None or checks["max_gradient"] <= GRADIENT_TOL
     saddle = checks is not None and checks["negative"] > 0
     if ok and (saddle or not grad_ok) and math.isfinite(best):
@@ -165,7 +166,7 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
             value = fun(x_new)
             if value <= best:
                 x, best = x_new, value
-        checks = _derivative_checks(fun, x, lower)
+        checks = _derivative_checks(fun, x, lower, f0=best)
         grad_ok = checks["max_gradient"] <= GRADIENT_TOL
     notes = []
     hessian_ok = True
@@ -209,7 +210,7 @@ def _down_negative_curvature(fun, x, lower, best, checks):
     return found
 
 
-def _derivative_checks(fun, x, lower, rel_step: float = 1e-4) -> dict:
+def _derivative_checks(fun, x, lower, rel_step: float = 1e-4, f0: float | None = None) -> dict:
     """lme4's convergence checks at ``x`` from one set of d(d + 1) evaluations.
 
     Steps h_k = rel_step·max(1, |x_k|).  Coordinates with x_k − h_k below their
@@ -217,6 +218,7 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4) -> dict:
     inward (moving in would decrease ``fun``).  Over the interior ones: central
     gradient, Hessian with diagonal (f₊ − 2f₀ + f₋)/h² and off-diagonal
     (f₊₊ + f₋₋ − f₊₀ − f₋₀ − f₀₊ − f₀₋ + 2f₀)/(2h_ih_j), both second order.
+    ``f0`` is ``fun(x)`` where the caller has it (then it is not evaluated again).
 
     Returns
     -------
@@ -231,7 +233,7 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4) -> dict:
     """
     x = np.asarray(x, dtype=float)
     d = len(x)
-    f0 = float(fun(x))
+    f0 = float(fun(x)) if f0 is None else f0
     # plain floats and lists: d is a handful, and numpy's per-call cost would dominate
     xs, lo = x.tolist(), np.asarray(lower, dtype=float).tolist()
     h = [rel_step * max(1.0, abs(v)) for v in xs]
@@ -265,12 +267,12 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4) -> dict:
         return {"max_gradient": math.inf, "eigenvalues": np.full(len(idx), np.nan),
                 "negative": 0, "zero": 0, "hessian": H, "interior": idx}
     eigenvalues = H.diagonal().copy() if len(idx) <= 1 else np.linalg.eigvalsh(H)
-    top = float(np.max(np.abs(eigenvalues), initial=0.0))
-    tau = max(1e-6 * top, 10 * d * np.finfo(float).eps * max(1.0, abs(f0))
+    values = eigenvalues.tolist()
+    top = max(map(abs, values), default=0.0)
+    tau = max(1e-6 * top, 10 * d * _EPS * max(1.0, abs(f0))
               / min((h[k] for k in idx), default=1.0) ** 2)
-    checks = {"eigenvalues": eigenvalues, "negative": int(np.sum(eigenvalues < -tau)),
-              "zero": int(np.sum(np.abs(eigenvalues) <= tau)),
-              "hessian": H, "interior": idx}
+    checks = {"eigenvalues": eigenvalues, "negative": sum(v < -tau for v in values),
+              "zero": sum(abs(v) <= tau for v in values), "hessian": H, "interior": idx}
     raw = max(map(abs, grad), default=0.0)
     if raw <= GRADIENT_TOL:
         checks["max_gradient"] = raw

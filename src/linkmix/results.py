@@ -57,7 +57,7 @@ class _Report:
         """Rows dropped for missing values before fitting."""
         return self.design.n_dropped
 
-    @property
+    @cached_property
     def singular(self) -> bool:
         """Whether a diagonal entry of some T is (numerically) zero, as lme4's isSingular."""
         _, _, _, lower = self.design.theta_template()
