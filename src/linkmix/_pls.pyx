@@ -13,6 +13,10 @@ them, and returns log-determinants.  Two layouts are served:
 * the *sparse* layout (``lambdat_zt_values``): writes the values of Λ'Z' in
   place into a CSC matrix whose pattern CHOLMOD has analysed once.
 
+Small dense helpers serve the same hot paths without numpy's or scipy's per-call
+wrappers: the column-scaled Householder QR (``scaled_qr``, ``pow2_column_scales``)
+and triangular solves on blocks of a factor (``triangular_solve``).
+
 A θ-template describes the lower-triangular factor T of each term: for term
 ``t`` with ``k`` coefficients, ``tmpl[tmpl_off[t] + a*k + b]`` is the index into
 θ of ``T[a, b]`` (row-major), or -1 where ``T[a, b]`` is structurally zero.

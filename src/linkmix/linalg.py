@@ -16,12 +16,8 @@ from ._pls import pow2_column_scales, scaled_qr, triangular_solve
 
 __all__ = ["solve_triangular", "scaled_qr", "pow2_column_scales"]
 
-# ``pow2_column_scales(M)``: per column, the power of two just above its largest
-# magnitude (2 for a zero column).  Dividing by it is exact and brings every entry
-# into [-1, 1], so sums of squares cannot overflow (columns of size 1e300) or underflow.
-#
-# ``scaled_qr(M, want_q)``: (Q or None, R, D, norms) with M D⁻¹ = QR, D those powers of
-# two, R's diagonal non-negative, and the column norms of M D⁻¹ (n ≥ p), by LAPACK.
+# pow2_column_scales and scaled_qr are the compiled kernels themselves (see their
+# docstrings); solve_triangular adds the checks and shapes a caller expects.
 
 
 def solve_triangular(A: np.ndarray, b: np.ndarray, *, lower: bool, trans: bool = False
