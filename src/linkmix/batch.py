@@ -5,11 +5,11 @@ the structure the groups share reused, turning every fit — or its failure —
 into tidy rows, and handing chunks of groups to an executor: in process, a local
 process pool (the default), or a dask.distributed cluster.
 
-Reuse: the design (formula parse, X, Z, random-effects pattern), the engine's
-symbolic work and a linked model's constraints are built for the first group of
-each layout and reused for every group whose non-response columns are equal;
-only y changes (``set_response``).  Groups with another layout (missing rows,
-other levels) get a fresh design.
+Reuse: the formula is parsed once, and each chunk's columns are built by one
+formulaic call (``groupdesign.TableDesign``), which every group's design is cut
+from.  A small model (engine pattern, a linked model's constraints) is kept per
+layout and refitted with only y changed (``set_response``) for later groups whose
+non-response columns are equal.
 """
 
 from __future__ import annotations
@@ -95,13 +95,13 @@ class _GroupFitter:
         self.response, self.columns = spec.used_columns()
         self.templates: dict[bytes, object] = {}
 
-    def _model(self, design, rows: pd.DataFrame):
+    def _model(self, design, data: pd.DataFrame):
         from .linked import LinkedModel
         from .model import LinearMixedModel
 
         spec = self.spec
         if spec.linked:
-            return LinkedModel.from_design(design, rows, constraints=list(spec.constraints) or None,
+            return LinkedModel.from_design(design, data, constraints=list(spec.constraints) or None,
                                            mean=spec.mean, engine=spec.engine)
         return LinearMixedModel.from_design(design, REML=True if spec.REML is None else spec.REML,
                                             engine=spec.engine)
@@ -149,7 +149,7 @@ class _GroupFitter:
                     if n == 0:
                         raise LinkmixError("no complete rows")
                     y = y_all[rows]
-                    if not np.all(np.isfinite(y)):
+                    if not np.isfinite(y).all():  # a kept layout's model does not check y again
                         raise LinkmixError(f"the response {self.response!r} has infinite values")
                     signature = hashes[rows].tobytes()
                     model = self.templates.get(signature)
