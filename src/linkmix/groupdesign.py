@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import _groupcut
 from .design import (LMMDesign, RandomTerm, _group_codes, _materialize, _rename_intercept,
                      assemble_design)
 from .errors import FormulaError
@@ -48,16 +49,20 @@ _ROW_DEPENDENT = re.compile(r"\b(center|scale|standardize|poly|bs|cr|cs|cc|C|Tre
 class _Columns:
     """A model matrix over all rows of a table, and the factor level of each column.
 
-    ``level[f, j]`` is the level code of categorical factor ``f`` that column ``j``
+    ``factor_codes[f, i]`` is row i's level code of categorical factor ``f`` (of
+    ``factor_sizes[f]``); ``level[f, j]`` is the level of ``f`` that column ``j``
     indicates (-1: the column does not involve ``f``); ``reduced[f, j]`` whether
-    ``f`` is coded without its first level there.
+    ``f`` is coded without its first level there.  The matrix is kept as its CSR
+    arrays, in the index type the compiled cut reads.
     """
 
-    matrix: sp.csr_matrix
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
     names: list[str]
     spec: object
-    factor_codes: list[np.ndarray]
-    factor_sizes: list[int]
+    factor_codes: np.ndarray
+    factor_sizes: np.ndarray
     level: np.ndarray
     reduced: np.ndarray
 
@@ -108,33 +113,23 @@ class _Columns:
         for j, (_, factors) in enumerate(columns):
             for f, (lev, red) in factors.items():
                 level[f, j], reduced[f, j] = lev, red
-        return cls(matrix=sp.csr_matrix(matrix), names=_rename_intercept(names), spec=spec,
-                   factor_codes=codes, factor_sizes=sizes, level=level, reduced=reduced)
+        csr = sp.csr_matrix(matrix)
+        return cls(indptr=csr.indptr.astype(np.int64), indices=csr.indices.astype(np.int64),
+                   values=np.ascontiguousarray(csr.data, dtype=float),
+                   names=_rename_intercept(names), spec=spec,
+                   factor_codes=np.array(codes, dtype=np.int64).reshape(len(codes), len(data)),
+                   factor_sizes=np.array(sizes, dtype=np.int64), level=level,
+                   reduced=reduced.astype(np.uint8))
 
     def present(self, start: int, stop: int) -> np.ndarray:
         """Indices of the columns the model matrix of rows ``start:stop`` alone has."""
-        keep = np.ones(len(self.names), dtype=bool)
-        for f, codes in enumerate(self.factor_codes):
-            present = np.zeros(self.factor_sizes[f] + 1, dtype=bool)
-            present[codes[start:stop]] = True
-            first = int(np.argmax(present[:-1]))
-            present[-1] = True  # level -1: the column does not involve this factor
-            level = self.level[f]
-            keep &= present[level] & ~(self.reduced[f] & (level == first))
-        return np.flatnonzero(keep)
+        return _groupcut.present_columns(self.factor_codes, self.factor_sizes, self.level,
+                                         self.reduced, start, stop)
 
     def dense(self, start: int, stop: int, columns: np.ndarray) -> np.ndarray:
         """Rows ``start:stop`` of the (sorted) ``columns`` as a dense array."""
-        m = self.matrix
-        lo, hi = m.indptr[start], m.indptr[stop]
-        index, values = m.indices[lo:hi], m.data[lo:hi]
-        rows = np.repeat(np.arange(stop - start), np.diff(m.indptr[start:stop + 1]))
-        out = np.zeros((stop - start, len(columns)))
-        if len(columns):
-            pos = np.minimum(np.searchsorted(columns, index), len(columns) - 1)
-            hit = columns[pos] == index
-            out[rows[hit], pos[hit]] = values[hit]
-        return out
+        return _groupcut.rows_dense(self.indptr, self.indices, self.values, start, stop,
+                                    columns, len(self.names))
 
 
 class TableDesign:
@@ -142,10 +137,11 @@ class TableDesign:
 
     Use ``TableDesign.build``; then ``group(start, stop)`` is the design of rows
     ``start:stop`` exactly as ``build_design`` would make it from those rows alone.
+    ``group`` uses scratch buffers of the table design: one thread cuts at a time.
     """
 
     def __init__(self, spec: FormulaSpec, data: pd.DataFrame, fixed: _Columns,
-                 random: list[tuple[object, _Columns, np.ndarray, pd.Index]]):
+                 random: list[tuple[object, _Columns, np.ndarray, pd.Index, np.ndarray]]):
         self.spec = spec
         self.y = data[spec.response].to_numpy(dtype=float)
         self.index = data.index.to_numpy()  # a group's row labels: a slice, not an Index
@@ -169,7 +165,8 @@ class TableDesign:
             if columns is None:
                 return None
             codes, levels = _group_codes(data, term.group)
-            random.append((term, columns, codes, levels))
+            scratch = np.full(len(levels), -1, dtype=np.int64)  # see _groupcut.local_codes
+            random.append((term, columns, codes, levels, scratch))
         return cls(spec, data, fixed, random)
 
     def group(self, start: int, stop: int, *, drop_rank_deficient: bool = True,
@@ -180,13 +177,13 @@ class TableDesign:
         columns = fixed.present(start, stop)
         X = fixed.dense(start, stop, columns)
         terms = []
-        for spec, expr, codes, levels in self.random:
+        for spec, expr, codes, levels, scratch in self.random:
             used = expr.present(start, stop)
             if not used.size:
                 raise FormulaError(f"random-effects term ({spec.expr} | {spec.group_name}) "
                                    f"has no coefficients")
             Z = expr.dense(start, stop, used)
-            present, local = np.unique(codes[start:stop], return_inverse=True)
+            present, local = _groupcut.local_codes(codes, start, stop, scratch)
             group_levels = levels[present]
             names = [expr.names[j] for j in used]
             split = [[j] for j in range(len(used))] if spec.independent else \
@@ -195,7 +192,7 @@ class TableDesign:
                 terms.append(RandomTerm(
                     group=spec.group_name, group_columns=spec.group,
                     coef_names=tuple(names[j] for j in cols), levels=group_levels,
-                    codes=local.astype(np.int32), Z=np.ascontiguousarray(Z[:, cols]),
+                    codes=local, Z=Z if len(split) == 1 else np.ascontiguousarray(Z[:, cols]),
                     expr_spec=expr.spec, expr_columns=tuple(int(used[j]) for j in cols),
                     independent=spec.independent))
         return assemble_design(self.spec, self.y[start:stop], X,
