@@ -178,3 +178,29 @@ def test_solve_triangular_matches_scipy(order, lower, trans):
     singular[4, 4] = 0.0
     with pytest.raises(np.linalg.LinAlgError, match="diagonal entry 5"):
         solve_triangular(singular, np.ones(9), lower=lower)
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(0, 40), seed=st.integers(0, 2**31 - 1), exponent=st.integers(-300, 300),
+       special=st.sampled_from([None, 0.0, np.inf, -np.inf, np.nan]))
+def test_magnitudes_match_numpy(n, seed, exponent, special):
+    from linkmix.linalg import magnitudes
+
+    v = np.random.default_rng(seed).normal(size=n) * 10.0 ** exponent
+    if special is not None and n:
+        v[n // 2] = special
+    size, largest = magnitudes(v)
+    if not n:
+        assert (size, largest) == (0.0, 0.0)
+        return
+    expected_largest = np.max(np.abs(v))
+    if np.isnan(expected_largest):
+        assert np.isnan(largest) and size == np.inf
+        return
+    assert largest == expected_largest
+    if not np.isfinite(largest):
+        assert size == np.inf
+        return
+    top = expected_largest if expected_largest > 0 else 1.0
+    expected = top * np.sqrt(np.mean((v / top) ** 2))  # scaled: cannot overflow
+    assert size == pytest.approx(expected, rel=1e-14, abs=0.0)

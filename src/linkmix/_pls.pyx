@@ -22,7 +22,7 @@ A θ-template describes the lower-triangular factor T of each term: for term
 θ of ``T[a, b]`` (row-major), or -1 where ``T[a, b]`` is structurally zero.
 """
 
-from libc.math cimport fabs, frexp, ldexp, log, sqrt
+from libc.math cimport INFINITY, fabs, frexp, ldexp, log, sqrt
 from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dtrsm
 from scipy.linalg.cython_lapack cimport dgeqrf, dorgqr, dpotrf
@@ -432,6 +432,36 @@ def triangular_solve(const double[:, :] A, double[::1, :] B, bint lower, bint tr
     lda = max(lda, n)
     dtrsm(&side, &uplo, &transa, &diag, &n, &r, &one, <double*> &A[0, 0], &lda, &B[0, 0], &ldb)
     return 0
+
+
+def magnitudes(const double[:] v):
+    """(root mean square, largest magnitude) of v in one pass each, the squares summed
+    unscaled where they neither overflow nor lose digits, else after scaling v by the
+    power of two of its largest magnitude (exact).  (0, 0) for an empty v; with a NaN
+    entry (inf, nan), with an infinite one (inf, inf)."""
+    cdef Py_ssize_t n = v.shape[0], i
+    cdef double top = 0.0, total = 0.0, a, unit
+    cdef int e
+    if n == 0:
+        return 0.0, 0.0
+    for i in range(n):
+        a = fabs(v[i])
+        if a != a:
+            return INFINITY, a
+        if a > top:
+            top = a
+    if top == 0.0 or top == INFINITY:
+        return top, top
+    for i in range(n):
+        total += v[i] * v[i]
+    if 1e-280 < total < 1e280:
+        return sqrt(total / n), top
+    frexp(top, &e)
+    total = 0.0
+    for i in range(n):
+        unit = ldexp(v[i], -e)
+        total += unit * unit
+    return ldexp(sqrt(total / n), e), top
 
 
 def pow2_column_scales(const double[:, :] M):

@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from .linalg import scaled_qr, solve_triangular
+from .linalg import magnitudes, scaled_qr, solve_triangular
 
 __all__ = ["RandomBases", "Conditioning", "LinkedCoordinates", "pow2_rms"]
 
@@ -43,19 +43,7 @@ __all__ = ["RandomBases", "Conditioning", "LinkedCoordinates", "pow2_rms"]
 def rms(v: np.ndarray) -> float:
     """v's root mean square, without overflow or underflow in the squares (0 for an
     empty or zero vector)."""
-    v = np.asarray(v, dtype=float)
-    if not v.size:
-        return 0.0
-    with np.errstate(over="ignore", under="ignore"):
-        total = float(v @ v)
-    if 1e-280 < total < 1e280:  # the squares neither overflow nor lose digits
-        return math.sqrt(total / v.size)
-    top = float(np.max(np.abs(v)))
-    if not top > 0 or not math.isfinite(top):
-        return top if math.isfinite(top) else math.inf
-    exponent = math.frexp(top)[1]  # scale by a power of two first: exact
-    unit = np.ldexp(v, -exponent)
-    return math.ldexp(math.sqrt(float(unit @ unit) / v.size), exponent)
+    return magnitudes(np.ravel(np.asarray(v, dtype=float)))[0]
 
 
 def pow2_rms(v: np.ndarray, size: float | None = None) -> float:
@@ -137,14 +125,16 @@ class RandomBases:
             n_theta = len(term.theta_positions())
             if term.k == 1:
                 c = extreme_scale(term.Z[:, 0])
-                B, Zw = np.array([[1.0 / c]]), term.Z / c
+                B, Zw = np.array([[1.0 / c]]), (term.Z if c == 1.0 else term.Z / c)
             else:
                 found = _orthonormal_basis(term.Z)
                 B, Zw = (np.eye(term.k), term.Z) if found is None else (found[1], found[0])
                 self._vector_terms.append((t, offset, n_theta))
             scalar_factor.extend([B[0, 0]] * n_theta if term.k == 1 else [np.nan] * n_theta)
             self.bases.append(B)
-            self.working_terms.append(dataclasses.replace(term, Z=np.ascontiguousarray(Zw)))
+            # a term left as it is is shared, not copied (most terms of most models)
+            self.working_terms.append(term if Zw is term.Z and Zw.flags.c_contiguous else
+                                      dataclasses.replace(term, Z=np.ascontiguousarray(Zw)))
             offset += n_theta
         self.scalar_factor = np.array(scalar_factor)
         self._scalar = np.isfinite(self.scalar_factor)
@@ -219,8 +209,8 @@ class Conditioning(_RandomCoordinates):
             Q, self._R, self._D = _scaled_qr(design.X)
             X_w = math.sqrt(n) * Q  # Q = X_w/√n is not kept: one n × p copy less
             # log|det A|, A = D⁻¹R⁻¹√n
-            self.log_det_A = float(-np.sum(np.log(self._D)) - np.sum(np.log(np.diag(self._R)))
-                                   + 0.5 * p * math.log(n))
+            self.log_det_A = (0.5 * p * math.log(n) - math.fsum(map(math.log, self._D.tolist()))
+                              - math.fsum(map(math.log, self._R.diagonal().tolist())))
         else:
             X_w, self.log_det_A = design.X, 0.0
         self.working = dataclasses.replace(design, X=np.ascontiguousarray(X_w),
@@ -237,15 +227,14 @@ class Conditioning(_RandomCoordinates):
             self.beta0 = solve_triangular(self._R, qty, lower=False) / self._D
         else:
             residual, self.beta0 = y, np.zeros(0)
-        spread = rms(residual)
+        spread, largest = magnitudes(residual)
         self.scale = pow2_rms(residual, spread)
         y_w = residual / self.scale
         #: the RMS of y_w (within a factor √2 of 1): σ_w over it is σ relative to the
         #: spread the fixed effects leave in y
         self.working_rms = spread / self.scale if spread > 0 else 1.0
         # rounding leaves ~4e-14·max|y| of an exactly fitted y at n = 5,000
-        self.exact_fit = float(np.max(np.abs(residual), initial=0.0)) <= \
-            1e-12 * float(np.max(np.abs(y), initial=0.0))
+        self.exact_fit = largest <= 1e-12 * magnitudes(y)[1]
         self.working = dataclasses.replace(self.working, y=y_w)
         return y_w
 

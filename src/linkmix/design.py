@@ -295,8 +295,8 @@ def _group_codes(data: pd.DataFrame, columns: tuple[str, ...]):
 
 def _lme4_term_order(terms: list[RandomTerm]) -> list[RandomTerm]:
     """lme4 reorders terms by decreasing number of levels, only when not already so."""
-    n_levels = np.array([term.n_levels for term in terms])
-    if np.any(np.diff(n_levels) > 0):
+    n_levels = [term.n_levels for term in terms]
+    if any(later > earlier for earlier, later in zip(n_levels, n_levels[1:])):
         order = np.argsort(n_levels, kind="stable")[::-1]
         return [terms[i] for i in order]
     return terms
@@ -337,7 +337,7 @@ def drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
         return X, names, []
     if n >= p:
         _, R, _, norms = scaled_qr(X, False)
-        if (R.diagonal() > tol * norms).all() and (norms > 0).all():
+        if all(0 < tol * norm < r for r, norm in zip(R.diagonal().tolist(), norms.tolist())):
             return X, names, []
     scaled = X / pow2_column_scales(X)
     norms = np.linalg.norm(scaled, axis=0)

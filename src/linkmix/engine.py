@@ -24,6 +24,8 @@ complement of the rest; fastest while the later terms have few levels) and
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -88,7 +90,7 @@ class BlockedEngine(_EngineBase):
 
         # W = [Z2 X y]: the later terms' slots of each observation (column of W, value),
         # and [X y] dense.  Nothing per observation is p-squared: memory is O(n·m).
-        offsets = np.cumsum([0] + [t.q for t in rest])
+        offsets = list(itertools.accumulate((t.q for t in rest), initial=0))
         k2 = sum(t.k for t in rest)
         z_cols = np.empty((n, k2), dtype=np.int64)
         z_vals = np.empty((n, k2))
@@ -137,8 +139,7 @@ class BlockedEngine(_EngineBase):
             self.c_rows[key_pos] = ukeys % m
         else:
             self._c_pos = np.empty((n, 0), dtype=np.int64)
-        self.c_rows[(self._xy_first[:, None] + np.arange(p + 1)).ravel()] = \
-            np.tile(q2 + np.arange(p + 1, dtype=np.int32), nlev)
+        self.c_rows[self._xy_first[:, None] + np.arange(p + 1)] = q2 + np.arange(p + 1)
         self._fill_values()
 
         self.L11 = np.zeros((nlev, k1, k1))

@@ -1,7 +1,8 @@
 """Small dense linear algebra on the hot paths, as direct LAPACK/BLAS calls.
 
 Owns the scaled QR factorisation that every design's rank check and every working
-parametrisation start from, and triangular solves.  numpy's and scipy's wrappers
+parametrisation start from, triangular solves, and a vector's RMS and largest
+magnitude without overflow.  numpy's and scipy's wrappers
 validate and convert their arguments on every call (10–60 μs against a few μs of
 arithmetic for the p × p systems of a peptide's fit, called several times per fit),
 so the compiled kernels call LAPACK and BLAS directly on float arrays the caller
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._pls import pow2_column_scales, scaled_qr, triangular_solve
+from ._pls import magnitudes, pow2_column_scales, scaled_qr, triangular_solve
 
-__all__ = ["solve_triangular", "scaled_qr", "pow2_column_scales"]
+__all__ = ["solve_triangular", "scaled_qr", "pow2_column_scales", "magnitudes"]
 
-# pow2_column_scales and scaled_qr are the compiled kernels themselves (see their
+# magnitudes, pow2_column_scales and scaled_qr are the compiled kernels themselves (see their
 # docstrings); solve_triangular adds the checks and shapes a caller expects.
 
 
