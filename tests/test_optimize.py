@@ -132,3 +132,28 @@ def test_batch_rows_say_what_single_fits_say(degenerate_data):
             (single.converged, single.singular, single.degenerate, single.message)
     row = results["aliased"][results["aliased"].batch == "aliased"].iloc[0]
     assert row.degenerate and "not uniquely determined" in row.warning
+
+
+def test_a_reused_optimiser_takes_the_path_of_a_new_one():
+    """Batches reuse one nlopt optimiser per shape: its path must not depend on the
+    fits before it (the default first step is recomputed from each start)."""
+    from linkmix import optimize
+
+    def quartic(centre):
+        return lambda x, grad=None: float(np.sum((x - centre) ** 4 + (x - centre) ** 2))
+
+    runs = [(quartic(np.array([0.3, 2.0])), np.array([1.0, 0.0])),
+            (quartic(np.array([5.0, -1.0])), np.array([40.0, 7.0])),
+            (quartic(np.array([0.3, 2.0])), np.array([1.0, 0.0]))]
+    lower = np.array([0.0, -np.inf])
+    fresh = []
+    for fun, start in runs:
+        optimize._BOBYQA.__dict__.pop("by_key", None)
+        fresh.append(optimize.minimize_bounded(fun, start, lower))
+    reused = [optimize.minimize_bounded(fun, start, lower) for fun, start in runs]
+    for a, b in zip(fresh, reused):
+        assert len(a.log) == len(b.log)
+        np.testing.assert_array_equal(np.array([x for x, _ in a.log]),
+                                      np.array([x for x, _ in b.log]))
+        assert a.fun_final == b.fun_final
+    assert reused[0].converged and reused[1].converged

@@ -12,6 +12,7 @@ parameters are not uniquely determined, flagged as ``degenerate``).
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -70,28 +71,55 @@ class OptSummary:
                 "seconds": self.seconds}
 
 
+#: Per thread, nlopt optimisers by (dimension, bounds, settings): setting one up costs
+#: about as much as a small model's whole optimisation, and a batch makes thousands.
+_BOBYQA = threading.local()
+
+
+def _bobyqa(n, lower, ftol_abs, xtol_abs, maxeval, initial_step):
+    import nlopt
+
+    key = (n, lower.tobytes(), ftol_abs, xtol_abs, maxeval,
+           None if initial_step is None else np.asarray(initial_step, dtype=float).tobytes())
+    cache = _BOBYQA.__dict__.setdefault("by_key", {})
+    opt = cache.get(key)
+    if opt is None:
+        opt = nlopt.opt(nlopt.LN_BOBYQA, n)
+        opt.set_lower_bounds(np.where(np.isfinite(lower), lower, -float('inf')))
+        opt.set_ftol_abs(ftol_abs)
+        opt.set_xtol_abs(xtol_abs)
+        opt.set_maxeval(maxeval)
+        if initial_step is not None:
+            opt.set_initial_step(initial_step)
+        if len(cache) >= 16:  # a handful of model shapes per process: keep it bounded
+            cache.clear()
+        cache[key] = opt
+    return opt
+
+
+def _release(x, grad=None):  # what a cached optimiser holds between fits
+    return 0.0
+
+
 def _run_bobyqa(fun, x0, lower, ftol_abs, xtol_abs, maxeval, initial_step):
     import nlopt
 
-    opt = nlopt.opt(nlopt.LN_BOBYQA, len(x0))
-    opt.set_lower_bounds(np.where(np.isfinite(lower), lower, -float('inf')))
+    opt = _bobyqa(len(x0), lower, ftol_abs, xtol_abs, maxeval, initial_step)
     opt.set_min_objective(fun)  # called as fun(x, grad): ``recorded`` takes both
-    opt.set_ftol_abs(ftol_abs)
-    opt.set_xtol_abs(xtol_abs)
-    opt.set_maxeval(maxeval)
-    if initial_step is not None:
-        opt.set_initial_step(initial_step)
     try:
         x = opt.optimize(np.asarray(x0, dtype=float))
-    except nlopt.RoundoffLimited:
-        return opt.last_optimize_result(), "roundoff limited", None
-    code = opt.last_optimize_result()
-    names = {nlopt.SUCCESS: "success", nlopt.STOPVAL_REACHED: "stopval reached",
-             nlopt.FTOL_REACHED: "ftol reached", nlopt.XTOL_REACHED: "xtol reached",
-             nlopt.MAXEVAL_REACHED: "maximum number of evaluations reached",
-             nlopt.MAXTIME_REACHED: "maximum time reached"}
+        code = opt.last_optimize_result()
+    except nlopt.RoundoffLimited:  # no point returned: the best one seen is judged by the checks
+        return True, "roundoff limited", None
+    finally:
+        opt.set_min_objective(_release)  # the model is not kept alive by the cache
     ok = code in (nlopt.SUCCESS, nlopt.FTOL_REACHED, nlopt.XTOL_REACHED)
-    return ok, names.get(code, f"nlopt status {code}"), x
+    return ok, _NLOPT_STATUS.get(code, f"nlopt status {code}"), x
+
+
+#: nlopt's result codes (nlopt.h), named as in the fit's message.
+_NLOPT_STATUS = {1: "success", 2: "stopval reached", 3: "ftol reached", 4: "xtol reached",
+                 5: "maximum number of evaluations reached", 6: "maximum time reached"}
 
 
 def _run_cobyqa(fun, x0, lower, ftol_abs, xtol_abs, maxeval, initial_step):
@@ -139,10 +167,12 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     if x is None:  # take the best point seen
         x = min(log, key=lambda item: item[1])[0]
     x = np.maximum(np.asarray(x, dtype=float), lower)
-    best = fun(x)
+    best = _recorded_value(log, x)
+    if best is None:
+        best = fun(x)
 
-    near = np.isfinite(lower) & (x > lower) & (x - lower < BOUNDARY_SNAP)
-    if near.any():
+    near = [bound < v < bound + BOUNDARY_SNAP for v, bound in zip(x.tolist(), lower.tolist())]
+    if any(near):
         snapped = np.where(near, lower, x)
         value = fun(snapped)
         if value <= best:
@@ -189,6 +219,13 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     summary.fun_final = best
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _recorded_value(log, x) -> float:
+    """The recorded value of x when x is the lowest point evaluated (an optimiser's answer
+    usually is: one evaluation fewer), else None."""
+    point, value = min(log, key=lambda item: item[1]) if log else (None, None)
+    return value if point is not None and np.array_equal(point, x) else None
 
 
 def _down_negative_curvature(fun, x, lower, best, checks):
@@ -262,15 +299,15 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4, f0: float | None =
             value = (at((i, 1), (j, 1)) + at((i, -1), (j, -1)) - up[i] - down[i] - up[j]
                      - down[j] + 2 * f0) / (2 * h[i] * h[j])
             H[a, b] = H[b, a] = value
+    h_min = min((h[k] for k in idx), default=1.0)
     idx = np.array(idx, dtype=int)
-    if not (np.isfinite(H).all() and all(map(math.isfinite, grad))):
+    if not (all(map(math.isfinite, H.ravel().tolist())) and all(map(math.isfinite, grad))):
         return {"max_gradient": math.inf, "eigenvalues": np.full(len(idx), np.nan),
                 "negative": 0, "zero": 0, "hessian": H, "interior": idx}
     eigenvalues = H.diagonal().copy() if len(idx) <= 1 else np.linalg.eigvalsh(H)
     values = eigenvalues.tolist()
     top = max(map(abs, values), default=0.0)
-    tau = max(1e-6 * top, 10 * d * _EPS * max(1.0, abs(f0))
-              / min((h[k] for k in idx), default=1.0) ** 2)
+    tau = max(1e-6 * top, 10 * d * _EPS * max(1.0, abs(f0)) / h_min ** 2)
     checks = {"eigenvalues": eigenvalues, "negative": sum(v < -tau for v in values),
               "zero": sum(abs(v) <= tau for v in values), "hessian": H, "interior": idx}
     raw = max(map(abs, grad), default=0.0)
