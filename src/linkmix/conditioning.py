@@ -141,6 +141,8 @@ class RandomBases:
 
     def _map(self, theta, forward: bool) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)
+        if not self._vector_terms:  # every entry maps by its factor
+            return theta * self.scalar_factor if forward else theta / self.scalar_factor
         out = np.empty_like(theta)
         factor = self.scalar_factor[self._scalar]
         out[self._scalar] = theta[self._scalar] * factor if forward else \
@@ -267,9 +269,9 @@ class Conditioning(_RandomCoordinates):
         """
         if not self.p:
             return np.zeros((0, 0))
-        inv_t = solve_triangular(L_w, np.eye(self.p), lower=True, trans=True)
-        K = solve_triangular(self._R, inv_t, lower=False) * math.sqrt(self.n)
-        return K / self._D[:, None]
+        # R⁻¹L_w⁻ᵀ = (L_w'R)⁻¹, and L_w'R is upper triangular: one solve, not two
+        K = solve_triangular(L_w.T @ self._R, np.eye(self.p), lower=False)
+        return K * (math.sqrt(self.n) / self._D[:, None])
 
     def effects(self, b_w) -> np.ndarray:
         """b in user units from the engine's working b_w = Λ_w ũ_w."""

@@ -61,7 +61,8 @@ class _Report:
     def singular(self) -> bool:
         """Whether a diagonal entry of some T is (numerically) zero, as lme4's isSingular."""
         _, _, _, lower = self.design.theta_template()
-        return bool(np.any(self.theta[np.isfinite(lower)] < SINGULAR_TOL))
+        return any(value < SINGULAR_TOL
+                   for value, bound in zip(self.theta.tolist(), lower.tolist()) if bound == 0.0)
 
     @property
     def message(self) -> str | None:
@@ -156,10 +157,8 @@ class LMMEstimates:
 
 
 def _row_norms(K: np.ndarray) -> np.ndarray:
-    """Euclidean norms of K's rows without under- or overflow in the squares."""
-    top = np.max(np.abs(K), axis=1, initial=0.0)
-    safe = np.where(top > 0, top, 1.0)
-    return top * np.sqrt(np.sum((K / safe[:, None]) ** 2, axis=1))
+    """Euclidean norms of K's rows without under- or overflow in the squares (hypot)."""
+    return np.hypot.reduce(K, axis=1) if K.shape[1] else np.zeros(K.shape[0])
 
 
 def factor_cov_root(L: np.ndarray) -> np.ndarray:
