@@ -157,3 +157,27 @@ def test_a_reused_optimiser_takes_the_path_of_a_new_one():
                                       np.array([x for x, _ in b.log]))
         assert a.fun_final == b.fun_final
     assert reused[0].converged and reused[1].converged
+
+
+def test_newton_polish_reaches_the_minimum_and_respects_bounds():
+    from linkmix.optimize import newton_polish
+
+    centre = np.array([0.7, -1.3, 2.0])
+    A = np.array([[3.0, 0.5, 0.0], [0.5, 2.0, 0.3], [0.0, 0.3, 1.0]])
+
+    def fun(x):  # a smooth, non-quadratic bowl with its minimum at ``centre``
+        d = x - centre
+        return float(d @ A @ d + 0.1 * np.sum(d ** 4) + 7.0)
+
+    lower = np.array([0.0, -np.inf, -np.inf])
+    near = centre + np.array([3e-4, -2e-4, 1e-4])  # where ftol-stopped optimisers leave off
+    x, value = newton_polish(fun, near, lower)
+    assert np.max(np.abs(x - centre)) < 1e-7 and value == fun(x) < fun(near)
+    # a coordinate on its bound stays there; the others still move to their optimum
+    on_bound = np.array([0.0, -1.0, 2.2])
+    x, _ = newton_polish(fun, on_bound, lower)
+    assert x[0] == 0.0 and fun(x) < fun(on_bound)
+    # at a saddle nothing moves
+    saddle = lambda x: float(x[0] ** 2 - x[1] ** 2)  # noqa: E731
+    x, value = newton_polish(saddle, np.array([1e-3, 1e-3]), np.array([-np.inf, -np.inf]))
+    np.testing.assert_array_equal(x, [1e-3, 1e-3])

@@ -395,8 +395,9 @@ class _LinkedBase:
             rows.append(e[None, :])
         return np.vstack(rows) if rows else np.zeros((0, len(z)))
 
-    def lagrangian_hessian(self, z, multipliers, step: float = 1e-4) -> np.ndarray:
-        """∇²(D − λ'c) at ``z`` by finite differences of the gradients."""
+    def lagrangian_hessian(self, z, multipliers, step: float = 1e-4, grad=None) -> np.ndarray:
+        """∇²(D − λ'c) at ``z`` by finite differences of the gradients (``grad``, ∇D at
+        ``z``, is not needed here)."""
         z = np.asarray(z, dtype=float)
 
         def lagrangian_grad(x):
@@ -443,7 +444,7 @@ class _LinkedBase:
         if self._ineq:
             active = np.abs(self.ineq_values(z)) <= FEASIBILITY_TOL
             con_lam[len(self._eq):][active] = lam[len(self._eq):len(self._eq) + active.sum()]
-        H = self.lagrangian_hessian(z, con_lam)
+        H = self.lagrangian_hessian(z, con_lam, grad=kkt["gradient"])
         N = scipy.linalg.null_space(J) if J.shape[0] else np.eye(len(z))
         reduced = 0.5 * N.T @ H @ N                 # Hessian of −log L on the manifold
         if not reduced.size:
@@ -568,8 +569,9 @@ class LinkedModel(_LinkedBase):
                              indices=range(nt))[0]
         return grad
 
-    def lagrangian_hessian(self, z, multipliers, step: float = 1e-4) -> np.ndarray:
-        """∇²(D − λ'c) at ``z``; without a linked mean the (β, log σ) block is exact:
+    def lagrangian_hessian(self, z, multipliers, step: float = 1e-4, grad=None) -> np.ndarray:
+        """∇²(D − λ'c) at ``z`` (``grad``: ∇D at ``z`` where the caller has it, as from
+        ``kkt``); without a linked mean the (β, log σ) block is exact:
 
         ∂²D/∂β∂β' = 2X'V₀⁻¹X/σ² (V₀ = I + ZΛΛ'Z', from one engine solve per column of X),
         ∂²D/∂β∂log σ = −2·∂D/∂β, ∂²D/∂(log σ)² = 4r²/σ²; the θ columns by central
@@ -582,7 +584,10 @@ class LinkedModel(_LinkedBase):
         nt, p = self.space.n_theta, self.space.p
         theta, _, sigma = self.space.split(z)
         lower = self.space.z_lower()
-        grad = self.gradient(z)
+        if grad is None:
+            grad = self.gradient(z)
+        else:
+            self._ensure_state(z)
         r2 = self._state_r2
         H = np.empty((len(z), len(z)))
         H[:, :nt] = jacobian(self.gradient, z, lower=lower, rel_step=step, indices=range(nt))
@@ -680,7 +685,7 @@ class LinkedModel(_LinkedBase):
     def base_start(self) -> np.ndarray:
         """z at the unconstrained ML fit (rank-deficient columns at 0), ignoring any mean."""
         from .model import LinearMixedModel
-        from .optimize import minimize_bounded
+        from .optimize import minimize_bounded, newton_polish
 
         if getattr(self, "_base", None) is None:  # built once; batch fits swap y only
             X, names, _ = drop_dependent_columns(self.design.X, self.space.fixed_names)
@@ -693,7 +698,10 @@ class LinkedModel(_LinkedBase):
         _, _, _, lower = model.design.theta_template()
         opt = minimize_bounded(model.deviance, model.design.theta_start(), lower,
                                check_gradient=False)
-        estimates = model.estimates(opt.x_final)
+        # the start's gradient is what decides whether a projected start is already the
+        # constrained optimum (START_KKT_TOL): polish BOBYQA's answer first
+        theta_w, _ = newton_polish(model.deviance, opt.x_final, lower, f0=opt.fun_final)
+        estimates = model.estimates(theta_w)
         beta = np.zeros(self.space.p)
         beta[kept] = estimates.beta
         theta = estimates.theta.copy()

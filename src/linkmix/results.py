@@ -616,8 +616,7 @@ class LinkedResults(_Report):
         self.z = z = best.x_final
         self.objective = float(model.deviance(z))
         theta, beta, sigma = space.user(z)
-        self.theta, self.sigma = theta.copy(), sigma
-        self.beta = pd.Series(beta, index=space.fixed_names, name="estimate")
+        self.theta, self.sigma, self._beta = theta.copy(), sigma, np.array(beta, dtype=float)
         self.natural = space.natural_from_z(z)
 
         self._kkt = getattr(best, "kkt", None) or model.kkt(z)
@@ -649,7 +648,13 @@ class LinkedResults(_Report):
                                if o["neg2ll"] - self.optima[0]["neg2ll"] <= EQUAL_LIKELIHOOD]
         self.converged = bool(best.success and self.kkt_residual <= 2e-3)
 
+    @cached_property
+    def beta(self) -> pd.Series:
+        """Fixed effects by design column (a batch row reads the array, not this)."""
+        return pd.Series(self._beta, index=self.space.fixed_names, name="estimate")
+
     # ---- second-order analysis (computed on first use: it costs ~2·dim z gradients) ----
+
     @cached_property
     def _hessian(self) -> dict:
         with np.errstate(all="ignore"):
