@@ -6,7 +6,9 @@ boundary values to the boundary when that does not worsen the objective), and
 the convergence checks, lme4's: the optimiser's own status, the finite-difference
 gradient at the optimum, and the finite-difference Hessian over the coordinates
 off their bounds (negative eigenvalues: not a minimum; a zero eigenvalue: the
-parameters are not uniquely determined, flagged as ``degenerate``).
+parameters are not uniquely determined, flagged as ``degenerate``).  Also one Newton
+step from the checks' derivatives (``newton_polish``) for callers that start from an
+optimum and need its gradient smaller than an ``ftol``-stopped optimiser leaves it.
 """
 
 from __future__ import annotations
