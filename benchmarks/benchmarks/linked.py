@@ -37,3 +37,21 @@ class SeedPeptide:
     def track_optima_found_10_starts(self):
         fit = linkmix.lmer(M2_FORMULA, self.three, constraints=M2_CONSTRAINT, n_starts=10)
         return len(fit.equally_likely)
+
+
+class SeedBatch:
+    """200 seed peptides (5% missing) per peptide, one core, as ``benchmarks/batch_lme4.py``
+    (which times lme4's loop in the same run): unconstrained, and M2 with its SEs."""
+
+    timeout = 600
+
+    def setup(self):
+        warnings.simplefilter("ignore")
+        self.data, _ = datasets.simulate_experiment(200, seed=11)
+
+    def time_unconstrained(self):
+        linkmix.fit_groups(self.data, "peptide", M2_FORMULA, REML=False, n_jobs=1)
+
+    def time_constrained_m2_with_ses(self):
+        linkmix.fit_groups(self.data, "peptide", M2_FORMULA, constraints=[M2_CONSTRAINT],
+                           n_jobs=1)

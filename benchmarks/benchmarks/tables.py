@@ -62,3 +62,31 @@ class SkylineTables:
 
     def peakmem_per_protein(self):
         linkmix.fit_groups(self.table, "ProteinName", PEPTIDE_MODEL, REML=False, n_jobs=1)
+
+
+class StreamedRows:
+    """5,000 simulated peptides fitted chunk by chunk and appended to a CSV as they come
+    (the in-process path of ``linkmix batch``; the 100,000-peptide run with its process
+    tree's memory is ``benchmarks/stream_memory.py``)."""
+
+    timeout = 900
+
+    def setup(self):
+        warnings.simplefilter("ignore")
+        self.table = linkmix.datasets.simulate_msstats(5000, seed=11, missing_rate=0.05)
+
+    def _stream(self):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, part in enumerate(linkmix.iter_fit_groups(
+                    self.table, "PeptideSequence", PEPTIDE_MODEL, REML=False, n_jobs=1,
+                    chunk_size=500)):
+                part.to_csv(f"{tmp}/rows.csv", mode="a" if i else "w", header=not i,
+                            index=False)
+
+    def time_stream_to_csv(self):
+        self._stream()
+
+    def peakmem_stream_to_csv(self):
+        self._stream()
