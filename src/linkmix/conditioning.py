@@ -215,15 +215,20 @@ class Conditioning(_RandomCoordinates):
                               - math.fsum(map(math.log, self._R.diagonal().tolist())))
         else:
             X_w, self.log_det_A = design.X, 0.0
-        self.working = dataclasses.replace(design, X=np.ascontiguousarray(X_w),
+        X_w = np.ascontiguousarray(X_w)
+        self.working = dataclasses.replace(design, X=X_w, y=self._working_response(design.y, X_w),
                                            terms=self.random.working_terms)
-        self.set_response(design.y)
 
     def set_response(self, y) -> np.ndarray:
         """Take a new response (same layout); returns y_w, which the engine then needs."""
+        y_w = self._working_response(y, self.working.X)
+        self.working = dataclasses.replace(self.working, y=y_w)
+        return y_w
+
+    def _working_response(self, y, X_w) -> np.ndarray:
+        """y_w = (y − Xβ₀)/s, setting β₀, s and what is read off them."""
         y = np.asarray(y, dtype=float)
         if self.p:
-            X_w = self.working.X
             qty = X_w.T @ y / math.sqrt(self.n)
             residual = y - X_w @ (qty / math.sqrt(self.n))
             self.beta0 = solve_triangular(self._R, qty, lower=False) / self._D
@@ -237,7 +242,6 @@ class Conditioning(_RandomCoordinates):
         self.working_rms = spread / self.scale if spread > 0 else 1.0
         # rounding leaves ~4e-14·max|y| of an exactly fitted y at n = 5,000
         self.exact_fit = largest <= 1e-12 * magnitudes(y)[1]
-        self.working = dataclasses.replace(self.working, y=y_w)
         return y_w
 
     # ---- the maps ------------------------------------------------------------------------
