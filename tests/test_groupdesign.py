@@ -128,3 +128,30 @@ def test_group_dependent_codings_are_built_group_by_group(formula):
     results = linkmix.fit_groups(data, "batch", formula, n_jobs=1)
     single = linkmix.lmer(formula, data[data.batch == 2])
     assert results[results.batch == 2].loglik.iloc[0] == pytest.approx(single.loglik, rel=1e-9)
+
+
+def test_compiled_cut_refuses_indices_outside_the_table():
+    """The cut is compiled without bounds checks: it checks indices itself, and a refused
+    call leaves the caller's scratch array as it was."""
+    from linkmix import _groupcut
+
+    codes = np.array([0, 2, 1, 2], dtype=np.int32)
+    scratch = np.full(3, -1, dtype=np.int64)
+    levels, local = _groupcut.local_codes(codes, 1, 4, scratch)
+    np.testing.assert_array_equal(levels, [1, 2])
+    np.testing.assert_array_equal(local, [1, 0, 1])
+    assert (scratch == -1).all()
+    with pytest.raises(ValueError, match="level code"):
+        _groupcut.local_codes(np.array([0, 5], dtype=np.int32), 0, 2, scratch)
+    assert (scratch == -1).all()
+    with pytest.raises(IndexError):
+        _groupcut.local_codes(codes, 2, 9, scratch)
+    factor = np.array([[0, 1, 7]], dtype=np.int64)
+    with pytest.raises(ValueError, match="level code"):
+        _groupcut.present_columns(factor, np.array([2]), np.zeros((1, 1), dtype=np.int64),
+                                  np.zeros((1, 1), dtype=np.uint8), 0, 3)
+    indptr, indices = np.array([0, 1, 2]), np.array([0, 1])
+    with pytest.raises(ValueError, match="column"):
+        _groupcut.rows_dense(indptr, indices, np.ones(2), 0, 2, np.array([3]), 2)
+    with pytest.raises(IndexError):
+        _groupcut.rows_dense(indptr, indices, np.ones(2), 0, 3, np.array([0]), 2)

@@ -4,7 +4,8 @@
 Owns index arithmetic only (which columns, which rows, which levels); what the
 columns mean, and why these are the group's columns, is ``linkmix.groupdesign``'s.
 Each function costs O(rows of the group + columns of the table), with no numpy
-call per factor or per term: a batch cuts thousands of small groups.
+call per factor or per term: a batch cuts thousands of small groups.  Indices are
+checked before they are used (the module is compiled without bounds checks).
 """
 
 from libc.stdint cimport int32_t, int64_t
@@ -34,8 +35,12 @@ def present_columns(const int64_t[:, ::1] codes, const int64_t[::1] sizes,
     cdef int64_t[::1] first = first_buffer, keep = keep_buffer
     cdef Py_ssize_t n_kept = 0, lev
     cdef bint ok
+    if not 0 <= start <= stop <= codes.shape[1]:
+        raise IndexError(f"rows {start}:{stop} outside the table's {codes.shape[1]}")
     for f in range(n_factors):
         for i in range(start, stop):
+            if not 0 <= codes[f, i] < sizes[f]:
+                raise ValueError(f"level code {codes[f, i]} outside 0..{sizes[f] - 1}")
             seen[offset + codes[f, i]] = 1
         first[f] = -1
         for i in range(sizes[f]):
@@ -64,11 +69,15 @@ def rows_dense(const int64_t[::1] indptr, const int64_t[::1] indices, const doub
     """Rows ``start:stop`` of a CSR matrix (``indptr``, ``indices``, ``values``; its
     ``n_columns`` columns) restricted to ``columns``, as a dense C-order array."""
     cdef Py_ssize_t n = stop - start, k = columns.shape[0], i, e, j
+    if not 0 <= start <= stop < indptr.shape[0]:
+        raise IndexError(f"rows {start}:{stop} outside the matrix's {indptr.shape[0] - 1}")
     position_buffer = np.full(max(n_columns, 1), -1, dtype=np.int64)
     out_buffer = np.zeros((n, k))
     cdef int64_t[::1] position = position_buffer
     cdef double[:, ::1] out = out_buffer
     for j in range(k):
+        if not 0 <= columns[j] < n_columns:
+            raise ValueError(f"column {columns[j]} outside 0..{n_columns - 1}")
         position[columns[j]] = j
     for i in range(n):
         for e in range(indptr[start + i], indptr[start + i + 1]):
@@ -90,6 +99,11 @@ def local_codes(const int32_t[::1] codes, Py_ssize_t start, Py_ssize_t stop,
     cdef int32_t c
     found_buffer = np.empty(max(n, 1), dtype=np.int64)
     cdef int64_t[::1] found = found_buffer
+    if not 0 <= start <= stop <= codes.shape[0]:
+        raise IndexError(f"rows {start}:{stop} outside the table's {codes.shape[0]}")
+    for i in range(start, stop):  # all checked before scratch is touched
+        if not 0 <= codes[i] < scratch.shape[0]:
+            raise ValueError(f"level code {codes[i]} outside 0..{scratch.shape[0] - 1}")
     for i in range(start, stop):
         c = codes[i]
         if scratch[c] < 0:
