@@ -16,7 +16,9 @@ Cases (lme4 and linkmix alternate, medians of ``--repeats`` runs; the machine is
    reads it and fits only the smallest, so both have loaded and used their libraries).
 
 Usage: ``python benchmarks/msstats_lme4.py [--repeats 3] [--peptides 1000]``.
-Needs R with lme4.
+Needs R with lme4.  For whole-command figures run it with the Python of an installed
+linkmix (as ``run.sh`` installs it), not an editable one: an editable install checks
+its build each time it starts (~0.2 s here).
 """
 
 from __future__ import annotations
