@@ -94,6 +94,7 @@ def _same_design(a, b) -> bool:
     "log2Intensity ~ Feature + Condition:Feature + (1 | BioReplicate)",  # nested coding
     "log2Intensity ~ Condition + (0 + Condition || BioReplicate)",      # factor in a random term
     "log2Intensity ~ Condition + log(z) + (1 + z | BioReplicate)",      # numeric and transform
+    "log2Intensity ~ Condition + (1 | BioReplicate) + (1 | Run)",      # two grouping factors
 ])
 def test_cut_design_equals_the_groups_own(formula):
     data = linkmix.datasets.simulate_msstats(60, seed=4, missing_rate=0.1, dropout_rate=0.25)
