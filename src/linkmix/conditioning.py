@@ -75,20 +75,13 @@ def _lower_factor(M: np.ndarray) -> np.ndarray:
     return (signs[:, None] * R).T
 
 
-def _scaled_qr(M: np.ndarray):
-    """(Q, R, D) with M D⁻¹ = QR, D the powers of two of ``pow2_column_scales`` (so the
-    factorisation cannot overflow) and R's diagonal non-negative."""
-    Q, R, D, _ = scaled_qr(M, True)
-    return Q, R, D
-
-
 def _orthonormal_basis(Z: np.ndarray):
     """(√n·Q, B) with Z B = √n·Q, Q's columns orthonormal; None when Z's columns are
     (numerically) dependent."""
     n = Z.shape[0]
     if n < Z.shape[1]:
         return None
-    Q, R, D = _scaled_qr(Z)
+    Q, R, D, _ = scaled_qr(Z, True)
     diag = np.diag(R)
     if diag.size and not diag.min() > 1e-10 * diag.max():
         return None
@@ -208,7 +201,7 @@ class Conditioning(_RandomCoordinates):
         self.n, self.p = n, p
         self.random = RandomBases(design)
         if p:
-            Q, self._R, self._D = _scaled_qr(design.X)
+            Q, self._R, self._D, _ = scaled_qr(design.X, True)
             X_w = math.sqrt(n) * Q  # Q = X_w/√n is not kept: one n × p copy less
             # log|det A|, A = D⁻¹R⁻¹√n
             self.log_det_A = (0.5 * p * math.log(n) - math.fsum(map(math.log, self._D.tolist()))

@@ -336,11 +336,13 @@ def drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
     if p == 0:
         return X, names, []
     if n >= p:
-        _, R, _, norms = scaled_qr(X, False)
+        _, R, D, norms = scaled_qr(X, False)
         if all(0 < tol * norm < r for r, norm in zip(R.diagonal().tolist(), norms.tolist())):
             return X, names, []
-    scaled = X / pow2_column_scales(X)
-    norms = np.linalg.norm(scaled, axis=0)
+        scaled = X / D
+    else:
+        scaled = X / pow2_column_scales(X)
+        norms = np.linalg.norm(scaled, axis=0)
     basis = np.empty((n, min(n, p)))
     keep = []
     for j in range(p):

@@ -238,7 +238,8 @@ def newton_polish(fun, x, lower, f0: float | None = None):
     f0 = float(fun(x)) if f0 is None else f0
     checks = _derivative_checks(fun, x, lower, f0=f0)
     idx = checks["interior"]
-    if not len(idx) or checks["negative"] or checks["zero"] or "gradient" not in checks:
+    if not len(idx) or checks["negative"] or checks["zero"] \
+            or not math.isfinite(checks["max_gradient"]):  # not finite, or H not definite
         return x, f0
     try:
         step = _spd_solve(checks["hessian"], checks["gradient"][idx])
@@ -302,7 +303,8 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4, f0: float | None =
         positive definite); ``eigenvalues`` of the interior Hessian; ``negative`` and
         ``zero``, the counts of eigenvalues below −τ and within ±τ, where τ is the
         larger of 1e-6·max|λ| and the rounding error of the differences,
-        10·d·ε·max(1, |f₀|)/min(h)².
+        10·d·ε·max(1, |f₀|)/min(h)²; ``gradient`` (all coordinates), ``hessian`` and
+        the ``interior`` coordinates it is over.
     """
     x = np.asarray(x, dtype=float)
     d = len(x)
@@ -337,16 +339,17 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4, f0: float | None =
             H[a, b] = H[b, a] = value
     h_min = min((h[k] for k in idx), default=1.0)
     idx = np.array(idx, dtype=int)
+    gradient = np.array(grad)
     if not (all(map(math.isfinite, H.ravel().tolist())) and all(map(math.isfinite, grad))):
         return {"max_gradient": math.inf, "eigenvalues": np.full(len(idx), np.nan),
-                "negative": 0, "zero": 0, "hessian": H, "interior": idx}
+                "negative": 0, "zero": 0, "hessian": H, "interior": idx, "gradient": gradient}
     eigenvalues = H.diagonal().copy() if len(idx) <= 1 else np.linalg.eigvalsh(H)
     values = eigenvalues.tolist()
     top = max(map(abs, values), default=0.0)
     tau = max(1e-6 * top, 10 * d * _EPS * max(1.0, abs(f0)) / h_min ** 2)
     checks = {"eigenvalues": eigenvalues, "negative": sum(v < -tau for v in values),
               "zero": sum(abs(v) <= tau for v in values), "hessian": H, "interior": idx,
-              "gradient": np.array(grad)}
+              "gradient": gradient}
     raw = max(map(abs, grad), default=0.0)
     if raw <= GRADIENT_TOL:
         checks["max_gradient"] = raw
@@ -354,7 +357,7 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4, f0: float | None =
     boundary = max((abs(grad[k]) for k in range(d) if not interior[k]), default=0.0)
     try:
         L = np.linalg.cholesky(H)
-        scaled = float(np.max(np.abs(np.linalg.solve(L, np.array(grad)[idx])), initial=0.0))
+        scaled = float(np.max(np.abs(np.linalg.solve(L, gradient[idx])), initial=0.0))
     except np.linalg.LinAlgError:
         scaled = math.inf
     checks["max_gradient"] = max(boundary, scaled)
