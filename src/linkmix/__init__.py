@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 _OWNERS = {
     "datasets": None, "fit_groups": "batch", "iter_fit_groups": "batch", "Constraint": "constraints",
     "ConstraintError": "constraints", "parse_formula": "formula", "read_table": "io",
-    "LinkedModel": "linked", "LinearMixedModel": "model", "lmer": "model",
-    "NonlinearMixedModel": "nonlinear", "nlmer": "nonlinear", "LinkedResults": "results",
+    "LinkedModel": "linked", "LinearMixedModel": "model", "lmer": "fitting",
+    "NonlinearMixedModel": "nonlinear", "nlmer": "fitting", "LinkedResults": "results",
     "LMMResults": "results", "LRTResult": "results", "NLMMResults": "results", "lrt": "results",
     "ModelFunctionError": "ssmodels", "NonlinearFunction": "ssmodels",
     "SELF_STARTING": "ssmodels", "user_model": "ssmodels"}

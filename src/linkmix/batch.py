@@ -26,10 +26,13 @@ import numpy as np
 import pandas as pd
 
 from . import arguments
+from .constraints import Expression, make_constraint
 from .design import _required_variables, build_design, require_numeric_response
 from .groupdesign import TableDesign
 from .errors import ArgumentError, DataError, LinkmixError
 from .formula import parse_formula
+from .linked import LinkedModel
+from .model import LinearMixedModel
 from .optimize import CONSTRAINED_METHODS
 from .parameters import ParameterSpace
 from .threads import one_blas_thread
@@ -96,9 +99,6 @@ class _GroupFitter:
         self.templates: dict[bytes, object] = {}
 
     def _model(self, design, data: pd.DataFrame):
-        from .linked import LinkedModel
-        from .model import LinearMixedModel
-
         spec = self.spec
         if spec.linked:
             return LinkedModel.from_design(design, data, constraints=list(spec.constraints) or None,
@@ -249,8 +249,6 @@ def _check_links(spec: GroupSpec, data: pd.DataFrame) -> None:
     """
     if not spec.linked:
         return
-    from .constraints import Expression, make_constraint
-
     response, columns = spec.used_columns()
     layout = list(data.columns) if spec.mean is not None else [response, *columns]
     complete = data[layout].dropna(subset=[response, *columns])

@@ -193,7 +193,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _fit(args) -> int:
     from .io import read_table
-    from .model import lmer
+    from .fitting import lmer
     from .results import lrt
 
     if args.json:
@@ -252,7 +252,7 @@ def _numbers(pairs: dict, option: str) -> dict:
 
 def _nlfit(args) -> int:
     from .io import read_table
-    from .nonlinear import nlmer
+    from .fitting import nlmer
 
     if args.json:
         _writable(args.json, "--json")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import warnings
 
 from .errors import RankDeficiencyWarning
+from .fitting import lmer
+from .results import lrt
 
 __all__ = ["SD_1", "SD_2", "LINK", "M2_FORMULA", "M2_CONSTRAINT", "M1_FORMULA", "M1_MEAN",
            "BINDING_FORMULA", "BINDING_CONSTRAINT", "seed_example"]
@@ -34,9 +36,6 @@ BINDING_CONSTRAINT = f"t2 == exp(0.5*log(2)**2*({SD_2}**2 - {SD_1}**2))"
 
 def seed_example(data, *, n_starts: int = 10):
     """Fit M2 and M1 to one peptide; return the printed report and a JSON-ready record."""
-    from .model import lmer
-    from .results import lrt
-
     m2 = lmer(M2_FORMULA, data, constraints=M2_CONSTRAINT, n_starts=n_starts)
     m1 = lmer(M1_FORMULA, data, mean=M1_MEAN, n_starts=n_starts)
     with warnings.catch_warnings():  # X's dependent column is dropped, as intended here

@@ -38,8 +38,12 @@ from .errors import FitError
 from .numdiff import jacobian
 from . import arguments
 from .conditioning import LinkedCoordinates
-from .optimize import CONSTRAINED_METHODS, ConstrainedRun, minimize_constrained
+from .model import LinearMixedModel
+from .nonlinear import NonlinearMixedModel
+from .optimize import (CONSTRAINED_METHODS, ConstrainedRun, minimize_bounded,
+                       minimize_constrained, newton_polish)
 from .parameters import SIGMA, ParameterSpace, sd_name
+from .results import LinkedResults
 
 __all__ = ["LinkedModel", "LinkedNonlinearModel"]
 
@@ -324,7 +328,6 @@ class _LinkedBase:
             return self._fit(n_starts, method, seed, start)
 
     def _fit(self, n_starts, method, seed, start):
-        from .results import LinkedResults
 
         starts = self.starts(n_starts, seed, start)
         # Bad constraints and means fail here, once, with their own message.
@@ -684,9 +687,6 @@ class LinkedModel(_LinkedBase):
 
     def base_start(self) -> np.ndarray:
         """z at the unconstrained ML fit (rank-deficient columns at 0), ignoring any mean."""
-        from .model import LinearMixedModel
-        from .optimize import minimize_bounded, newton_polish
-
         if getattr(self, "_base", None) is None:  # built once; batch fits swap y only
             X, names, _ = drop_dependent_columns(self.design.X, self.space.fixed_names)
             index = {name: i for i, name in enumerate(self.space.fixed_names)}
@@ -745,8 +745,6 @@ class LinkedNonlinearModel(_LinkedBase):
 
     def __init__(self, formula: str, data, random=None, *, fixed=None, model=None,
                  engine: str = "auto", missing: str = "drop", constraints=None):
-        from .nonlinear import NonlinearMixedModel
-
         self.formula = formula
         self.nlmm = NonlinearMixedModel(formula, data, random, fixed=fixed, model=model,
                                         engine=engine, missing=missing)

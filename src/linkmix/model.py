@@ -1,7 +1,7 @@
 """The linear mixed model: formula + data → design → engine → deviance → fit.
 
-Owns the pipeline's order and its public entry points (``lmer`` and
-``LinearMixedModel``).  Each stage is reachable on its own: ``model.design``
+Owns the pipeline's order (``LinearMixedModel``; the entry point ``lmer`` is in
+``linkmix.fitting``).  Each stage is reachable on its own: ``model.design``
 (the numbers, as the user gave them), ``model.conditioning`` (the well-conditioned
 working parametrisation, see ``linkmix.conditioning``), ``model.engine`` (the
 factorisation of the working design), ``model.deviance`` (the working objective
@@ -29,7 +29,7 @@ from .parameters import ParameterSpace
 from .results import LMMEstimates, LMMResults
 from .threads import SMALL_PROBLEM, one_blas_thread
 
-__all__ = ["LinearMixedModel", "lmer"]
+__all__ = ["LinearMixedModel"]
 
 
 class LinearMixedModel:
@@ -176,48 +176,3 @@ class LinearMixedModel:
                           stacklevel=2)
         return LMMResults(self, summary)
 
-
-def lmer(formula: str, data: pd.DataFrame, *, REML: bool | None = None, constraints=None,
-         mean=None, n_starts: int = 1, method: str = "SLSQP", seed: int = 0, start=None,
-         engine: str = "auto", missing: str = "drop", optimizer: str = "bobyqa",
-         **fit_options):
-    """Fit a linear mixed model, as lme4's ``lmer`` does, optionally with links.
-
-    Parameters
-    ----------
-    formula, data, engine, missing
-        See ``LinearMixedModel``.
-    REML : bool, optional
-        REML (the default for plain models) or maximum likelihood (the only
-        choice, and the default, with ``constraints`` or ``mean``).
-    constraints, mean
-        Links between parameters (see ``LinkedModel``); either makes this a
-        maximum-likelihood fit of the full deviance, returning ``LinkedResults``.
-    n_starts, method, seed, start
-        Linked fits: number of starts, ``"SLSQP"`` or ``"trust-constr"``, the
-        seed of the spread starts, and start values (a name → value mapping).
-    optimizer, **fit_options
-        Plain fits: see ``LinearMixedModel.fit``.
-
-    Examples
-    --------
-    >>> import linkmix
-    >>> fit = linkmix.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy)  # doctest: +SKIP
-    >>> fit.summary()  # doctest: +SKIP
-    """
-    REML = arguments.optional_flag(REML, "REML")
-    if constraints is not None or mean is not None:
-        from .linked import LinkedModel
-
-        if REML:
-            raise FitError("models with constraints or a linked mean are fitted by maximum "
-                           "likelihood (the full deviance); drop REML=True")
-        if fit_options or optimizer != "bobyqa":
-            raise ArgumentError(f"options {sorted(fit_options) or ['optimizer']} apply to plain "
-                                f"fits only; linked fits take n_starts, method, seed, start")
-        model = LinkedModel(formula, data, constraints=constraints, mean=mean, engine=engine,
-                            missing=missing)
-        return model.fit(n_starts=n_starts, method=method, seed=seed, start=start)
-    model = LinearMixedModel(formula, data, REML=True if REML is None else REML, engine=engine,
-                             missing=missing)
-    return model.fit(optimizer=optimizer, **fit_options)

@@ -17,6 +17,7 @@ conditional modes, and the Laplace deviance.  Notation (DESIGN.md, NLMM):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -35,9 +36,10 @@ from .errors import ConvergenceWarning, DataError, FitError, FormulaError, Missi
 from .formula import FormulaSpec, _split_top_level, _strip_outer_parens, check_name, check_terms
 from .optimize import minimize_bounded
 from .parameters import ParameterSpace
+from .results import NLMMResults
 from .ssmodels import SELF_STARTING, ModelFunctionError, NonlinearFunction
 
-__all__ = ["NonlinearMixedModel", "nlmer", "NLMMDesign", "PNLS_TOL"]
+__all__ = ["NonlinearMixedModel", "NLMMDesign", "PNLS_TOL"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 #: PNLS stops when the relative decrease of the penalised residual sum of squares is below this.
@@ -77,6 +79,7 @@ class NLMMDesign(RandomEffectsLayout):
     fixed_specs: dict
     terms: list
     term_params: list
+    covariate_names: tuple = ()
     n_dropped: int = 0
     row_index: pd.Index | None = None
     beta_slices: list = field(default_factory=list)
@@ -302,8 +305,8 @@ def build_nlmm_design(formula: str, data: pd.DataFrame, random=None, fixed=None,
     spec = FormulaSpec(text=formula, response=response, fixed="", random=())
     return NLMMDesign(formula=spec, y=y, covariates=covariates, model=model, params=params,
                       fixed_blocks=blocks, fixed_names=names, fixed_specs=fixed_specs,
-                      terms=order, term_params=term_params, n_dropped=n_dropped,
-                      row_index=data.index, beta_slices=slices)
+                      terms=order, term_params=term_params, covariate_names=tuple(cov_cols),
+                      n_dropped=n_dropped, row_index=data.index, beta_slices=slices)
 
 
 # ---- the model --------------------------------------------------------------------
@@ -549,6 +552,51 @@ class NonlinearMixedModel:
                 beta[design.fixed_names.index(k)] = v
         return beta
 
+    # -- what a fit reports --------------------------------------------------------
+    def linearised_factor(self, theta, beta, u) -> np.ndarray:
+        """Lxy of the linear mixed model that approximates this one at (θ, β, ũ): fixed
+        design V = ∂μ/∂β, random design ∂μ/∂b, response y − μ (nlmer's vcov uses its R_X)."""
+        design = self.design
+        mu, grad, _ = self._mean(theta, beta, u)
+        V = np.column_stack([grad[:, [j]] * block for j, block in enumerate(design.fixed_blocks)])
+        terms = [dataclasses.replace(term, Z=np.ascontiguousarray(grad[:, cols]))
+                 for term, cols in zip(design.terms, design.term_params)]
+        linear = LMMDesign(formula=design.formula, y=design.y - mu, X=V,
+                           fixed_names=list(design.fixed_names), terms=terms, fixed_spec=None)
+        engine = make_engine(linear, self.engine.kind)
+        engine.update(theta)
+        return engine.Lxy.copy()
+
+    def predict(self, newdata: pd.DataFrame, beta, b_terms=None) -> np.ndarray:
+        """m(φ) at the rows of ``newdata``: φ = Xβ from each parameter's fixed formula,
+        plus each term's random effects (``b_terms``, one levels × k array per term) where
+        the row's level was seen in the fit (0 elsewhere, and when ``b_terms`` is None)."""
+        design = self.design
+        if not isinstance(newdata, pd.DataFrame):
+            raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}")
+        missing = [c for c in design.covariate_names if c not in newdata.columns]
+        if missing:
+            raise DataError(f"newdata lacks covariate column(s) {missing}")
+        covariates = tuple(newdata[c].to_numpy(dtype=float) for c in design.covariate_names)
+        columns = []
+        for j, sl in zip(design.params, design.beta_slices):
+            rhs = design.fixed_specs[j]
+            if rhs.strip() == "1":
+                columns.append(np.full(len(newdata), beta[sl][0]))
+            else:
+                block = np.asarray(_materialize(rhs, newdata, f"the fixed effects of {j}"), float)
+                columns.append(block @ beta[sl])
+        phi = np.column_stack(columns)
+        if b_terms is not None:
+            for term, cols, b in zip(design.terms, design.term_params, b_terms):
+                absent = [c for c in term.group_columns if c not in newdata.columns]
+                if absent:
+                    raise DataError(f"newdata lacks grouping column(s) {absent}")
+                labels = newdata[list(term.group_columns)].astype(str).agg(":".join, axis=1)
+                idx = term.levels.get_indexer(labels)
+                phi[:, cols] += np.where(idx[:, None] >= 0, b[np.maximum(idx, 0)], 0.0)
+        return design.model.evaluate(phi, covariates, False)[0]
+
     def fit(self, *, start=None, theta_start=None, check_gradient: bool = True, nAGQ: int = 1,
             **optimizer_options):
         """Maximise the Laplace likelihood over (θ, β) with BOBYQA.
@@ -569,8 +617,6 @@ class NonlinearMixedModel:
         if nAGQ > 1:
             return self._fit_agq(int(nAGQ), start=start, theta_start=theta_start,
                                  check_gradient=check_gradient, **optimizer_options)
-        from .results import NLMMResults
-
         design = self.design
         beta0 = self.beta_start(start)
         _, _, _, lower_theta = design.theta_template()
@@ -599,8 +645,6 @@ class NonlinearMixedModel:
         return NLMMResults(self, summary)
 
     def _fit_agq(self, n_agq, *, check_gradient=True, **options):
-        from .results import NLMMResults
-
         if len(self.design.terms) != 1 or self.design.terms[0].k != 1:
             raise FitError("nAGQ > 1 needs a single scalar random-effects term, e.g. "
                            "random='Asym | Tree'")
@@ -620,42 +664,3 @@ class NonlinearMixedModel:
                           stacklevel=3)
         return NLMMResults(self, summary, nAGQ=n_agq)
 
-
-def nlmer(formula: str, data: pd.DataFrame, random=None, *, fixed=None, model=None,
-          start=None, engine: str = "auto", missing: str = "drop", constraints=None,
-          n_starts: int = 1, method: str = "SLSQP", seed: int = 0, **fit_options):
-    """Fit a nonlinear mixed model by the Laplace approximation, as lme4's ``nlmer``.
-
-    Parameters
-    ----------
-    formula : str
-        ``"conc ~ SSfol(Dose, Time, lKe, lKa, lCl)"`` (covariates first, then the
-        names of the model parameters), or with lme4's third part
-        ``"circumference ~ SSlogis(age, Asym, xmid, scal) ~ Asym | Tree"``.
-    data : pandas.DataFrame
-    random : str or list of str
-        ``"Asym | Tree"``, ``"lKa + lCl | Subject"``, ``"lKe + lKa + lCl || Subject"``.
-    fixed : dict, optional
-        Covariates of model parameters: ``{"lCl": "1 + Wt"}``.
-    model : NonlinearFunction, optional
-        A user model (``linkmix.user_model``) named in the formula.
-    start : dict, optional
-        Start values of fixed effects (needed for models without self-start).
-    constraints
-        Links between parameters (names as in ``params``): the fit is then by
-        maximum likelihood on the full Laplace deviance, as for linear models.
-
-    Examples
-    --------
-    >>> fit = linkmix.nlmer("conc ~ SSfol(Dose, Time, lKe, lKa, lCl)", Theoph,
-    ...                     random="lKe + lKa + lCl || Subject")  # doctest: +SKIP
-    """
-    if constraints is not None:
-        from .linked import LinkedNonlinearModel
-
-        linked = LinkedNonlinearModel(formula, data, random, fixed=fixed, model=model,
-                                      engine=engine, missing=missing, constraints=constraints)
-        return linked.fit(n_starts=n_starts, method=method, seed=seed, start=start)
-    model_ = NonlinearMixedModel(formula, data, random, fixed=fixed, model=model, engine=engine,
-                                 missing=missing)
-    return model_.fit(start=start, **fit_options)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LinkmixError
+from .linked import LinkedModel
 
 __all__ = ["volcano", "profile", "caterpillar", "benjamini_hochberg"]
 
@@ -93,8 +94,6 @@ def profile(fit, parameter: str, *, grid=None, points: int = 15, width: float = 
     -------
     (matplotlib.figure.Figure, pandas.DataFrame of value and statistic)
     """
-    from .linked import LinkedModel
-
     if getattr(fit, "REML", False):
         raise LinkmixError("profile likelihoods need a maximum-likelihood fit (REML=False)")
     params = fit.params.set_index("name")

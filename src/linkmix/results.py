@@ -458,24 +458,9 @@ class NLMMResults(LMMResults):
         self.estimates = LMMEstimates(
             theta=self.theta, beta=beta, sigma=self.sigma, objective=self.objective,
             b=design.Lambda_times(self.theta, self._u),
-            beta_cov_root=factor_cov_root(self._linearised_factor()[:p, :p]))
+            beta_cov_root=factor_cov_root(
+                model.linearised_factor(self.theta, beta, self._u)[:p, :p]))
         self.engine_kind = model.engine.kind
-
-    def _linearised_factor(self) -> np.ndarray:
-        """Lxy of the linear mixed model that approximates this one at (θ, β̂, ũ)."""
-        from .engine import make_engine
-        from .design import LMMDesign
-
-        design, model = self.design, self.model
-        mu, grad, _ = model._mean(self.theta, self.beta.to_numpy(), self._u)
-        V = np.column_stack([grad[:, [j]] * block for j, block in enumerate(design.fixed_blocks)])
-        terms = [dataclasses.replace(term, Z=np.ascontiguousarray(grad[:, cols]))
-                 for term, cols in zip(design.terms, design.term_params)]
-        linear = LMMDesign(formula=design.formula, y=design.y - mu, X=V,
-                           fixed_names=list(design.fixed_names), terms=terms, fixed_spec=None)
-        engine = make_engine(linear, model.engine.kind)
-        engine.update(self.theta)
-        return engine.Lxy.copy()
 
     @property
     def deviance(self) -> float:
@@ -497,32 +482,8 @@ class NLMMResults(LMMResults):
                 return self.fitted()
             phi = design.phi(self.beta.to_numpy())
             return design.model.evaluate(phi, design.covariates, False)[0]
-        if not isinstance(newdata, pd.DataFrame):
-            raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}")
-        from .nonlinear import parse_nonlinear_formula
-        _, _, args, _ = parse_nonlinear_formula(design.formula.text)
-        cov_cols = args[:len(design.model.covariates)]
-        missing = [c for c in cov_cols if c not in newdata.columns]
-        if missing:
-            raise DataError(f"newdata lacks covariate column(s) {missing}")
-        covariates = tuple(newdata[c].to_numpy(dtype=float) for c in cov_cols)
-        beta = self.beta.to_numpy()
-        columns = []
-        for j, sl in zip(design.params, design.beta_slices):
-            rhs = design.fixed_specs[j]
-            if rhs.strip() == "1":
-                columns.append(np.full(len(newdata), beta[sl][0]))
-            else:
-                from .design import _materialize
-                block = np.asarray(_materialize(rhs, newdata, f"the fixed effects of {j}"), float)
-                columns.append(block @ beta[sl])
-        phi = np.column_stack(columns)
-        if include_random:
-            for term, cols, b in zip(design.terms, design.term_params, self._b_by_term()):
-                labels = newdata[list(term.group_columns)].astype(str).agg(":".join, axis=1)
-                idx = term.levels.get_indexer(labels)
-                phi[:, cols] += np.where(idx[:, None] >= 0, b[np.maximum(idx, 0)], 0.0)
-        return design.model.evaluate(phi, covariates, False)[0]
+        return self.model.predict(newdata, self.beta.to_numpy(),
+                                  self._b_by_term() if include_random else None)
 
     def to_dict(self) -> dict:
         record = super().to_dict()

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.optimize
 
 from .errors import LinkmixError
 
@@ -290,6 +289,8 @@ def _biexp_start(y, cov):
 
 def _refine(value, gradient, y, cov, start):
     """Pooled nonlinear least squares from a heuristic start (R's self-start does an nls)."""
+    import scipy.optimize  # on first use, as in linkmix.optimize: it takes ~0.2 s to import
+
     start = np.asarray(start, dtype=float)
 
     def resid(p):
