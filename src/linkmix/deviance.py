@@ -1,21 +1,47 @@
-"""Deviance functions of a linear mixed model over a factorisation engine.
+"""The likelihood of a mixed model from its PLS state, and the deviance of a linear one.
 
-Owns the formulas of DESIGN.md (n observations, p fixed effects):
+Owns the formulas of DESIGN.md, written once for every model (n observations, p
+fixed effects; r² the penalised residual sum of squares, log|L|² and log|R_X|² from
+the factorisation; for a nonlinear model r² and L come from PNLS at ũ):
 
-* ML profiled deviance   d(θ)   = log|L_θ|² + n[1 + log(2π r²(θ)/n)]
+* ML profiled deviance   d(θ)   = log|L_θ|² + n[1 + log(2π r²(θ)/n)]   (nlmer's Laplace
+  deviance when r² and L are PNLS's)
 * REML criterion         d_R(θ) = log|L_θ|² + log|R_X|² + (n−p)[1 + log(2π r²(θ)/(n−p))]
 * full deviance          D(θ, β, σ) = n log(2πσ²) + r²(θ, β)/σ² + log|L_θ|²
+* σ̂ = sqrt(r²/n) (ML) or sqrt(r²/(n − p)) (REML)
+
+``Deviance`` evaluates them over a linear model's engine; linked and nonlinear
+models call the functions with their own r² and log|L|².
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
+__all__ = ["Deviance", "LOG_2PI", "profiled_deviance", "full_deviance", "sigma_hat"]
 
-__all__ = ["Deviance"]
+LOG_2PI = math.log(2.0 * math.pi)
 
-_LOG_2PI = math.log(2.0 * math.pi)
+
+def profiled_deviance(logdet_L: float, r2: float, n: int, p: int = 0, logdet_RX: float = 0.0,
+                      REML: bool = False) -> float:
+    """ML deviance log|L|² + n[1 + log(2π r²/n)] with σ profiled, or (``REML``) the REML
+    criterion log|L|² + log|R_X|² + (n−p)[1 + log(2π r²/(n−p))]."""
+    if REML:
+        dof = n - p
+        return logdet_L + logdet_RX + dof * (1.0 + math.log(2.0 * math.pi * r2 / dof))
+    return logdet_L + n * (1.0 + math.log(2.0 * math.pi * r2 / n))
+
+
+def full_deviance(logdet_L: float, r2: float, n: int, sigma: float) -> float:
+    """−2 log L = n log(2πσ²) + r²/σ² + log|L|², nothing profiled."""
+    return n * (LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + logdet_L
+
+
+def sigma_hat(r2: float, n: int, p: int = 0, REML: bool = False) -> float:
+    """The σ that maximises the (restricted) likelihood: sqrt(r²/(n − p)) for REML,
+    sqrt(r²/n) for ML."""
+    return math.sqrt(r2 / (n - p if REML else n))
 
 
 class Deviance:
@@ -46,20 +72,16 @@ class Deviance:
         if r2 <= 0.0:
             return -math.inf
         if self.REML:
-            dof = self.n - self.p
-            return eng.logdet_L + eng.logdet_RX() + dof * (1.0 + math.log(2.0 * math.pi * r2 / dof))
-        return eng.logdet_L + self.n * (1.0 + math.log(2.0 * math.pi * r2 / self.n))
+            return profiled_deviance(eng.logdet_L, r2, self.n, self.p, eng.logdet_RX(), True)
+        return profiled_deviance(eng.logdet_L, r2, self.n)
 
     def full(self, theta, beta, sigma) -> float:
         """−2 log L at (θ, β, σ), nothing profiled."""
         self.n_evaluations += 1
         if not self.engine.update(theta):
             return math.inf
-        eng = self.engine
-        r2 = eng.prss(beta)
-        return self.n * (_LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + eng.logdet_L
+        return full_deviance(self.engine.logdet_L, self.engine.prss(beta), self.n, sigma)
 
     def sigma_hat(self) -> float:
         """σ̂ = sqrt(r²/(n − p)) for REML, sqrt(r²/n) for ML, at the current factor."""
-        dof = self.n - self.p if self.REML else self.n
-        return math.sqrt(self.engine.prss() / dof)
+        return sigma_hat(self.engine.prss(), self.n, self.p, self.REML)

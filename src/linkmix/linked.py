@@ -33,6 +33,7 @@ import scipy.linalg
 
 from .constraints import Constraint, ConstraintError, MeanTerm, Params, make_constraint
 from .design import build_design, drop_dependent_columns
+from .deviance import full_deviance
 from .engine import make_engine
 from .errors import FitError
 from .numdiff import jacobian
@@ -47,7 +48,6 @@ from .results import LinkedResults
 
 __all__ = ["LinkedModel", "LinkedNonlinearModel"]
 
-_LOG_2PI = math.log(2.0 * math.pi)
 #: A start is feasible when no constraint is violated by more than this.
 FEASIBILITY_TOL = 1e-6
 #: A start counts as an optimum when its KKT residual (deviance units) is below this.
@@ -536,7 +536,7 @@ class LinkedModel(_LinkedBase):
             return math.inf
         r2 = self.engine.prss()
         self._state_z, self._state_response, self._state_r2 = z.copy(), response, r2
-        return self.n * (_LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + self.engine.logdet_L
+        return full_deviance(self.engine.logdet_L, r2, self.n, sigma)
 
     def _ensure_state(self, z):
         if self._state_z is None or not np.array_equal(self._state_z, z):
@@ -759,7 +759,7 @@ class LinkedNonlinearModel(_LinkedBase):
         if not math.isfinite(r2) or not math.isfinite(logdet):
             return math.inf
         self._state = (np.array(z, dtype=float), r2, u)
-        return self.n * (_LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + logdet
+        return full_deviance(logdet, r2, self.n, sigma)
 
     def deviance(self, z) -> float:
         """Laplace −2 log L at ``z = (θ, β, log σ)``."""

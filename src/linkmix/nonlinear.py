@@ -31,6 +31,7 @@ from .design import (INTERCEPT, RandomEffectsLayout, RandomTerm, LMMDesign, _gro
                      _lme4_term_order, _materialize, _rename_intercept, _require_columns,
                      without_unused_levels)
 from . import arguments
+from .deviance import LOG_2PI, full_deviance, profiled_deviance
 from .engine import make_engine
 from .errors import ConvergenceWarning, DataError, FitError, FormulaError, MissingDataWarning
 from .formula import FormulaSpec, _split_top_level, _strip_outer_parens, check_name, check_terms
@@ -41,7 +42,6 @@ from .ssmodels import SELF_STARTING, ModelFunctionError, NonlinearFunction
 
 __all__ = ["NonlinearMixedModel", "NLMMDesign", "PNLS_TOL"]
 
-_LOG_2PI = math.log(2.0 * math.pi)
 #: PNLS stops when the relative decrease of the penalised residual sum of squares is below this.
 PNLS_TOL = 1e-11
 #: … and the conditional modes change by less than this (relative to max(1, |ũ|)).
@@ -474,14 +474,14 @@ class NonlinearMixedModel:
         r2, _, logdet, _ = self.pnls(np.asarray(theta, float), np.asarray(beta, float))
         if not math.isfinite(r2) or r2 <= 0:
             return math.inf
-        return logdet + self.n * (1.0 + math.log(2.0 * math.pi * r2 / self.n))
+        return profiled_deviance(logdet, r2, self.n)
 
     def full(self, theta, beta, sigma) -> float:
         """Laplace approximation to −2 log L at (θ, β, σ): n log(2πσ²) + r²/σ² + log|L|²."""
         r2, _, logdet, _ = self.pnls(np.asarray(theta, float), np.asarray(beta, float))
         if not math.isfinite(r2):
             return math.inf
-        return self.n * (_LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + logdet
+        return full_deviance(logdet, r2, self.n, sigma)
 
     def agq(self, theta, beta, sigma, n_agq: int) -> float:
         """−2 log L by adaptive Gauss–Hermite quadrature (one scalar random-effects term).
@@ -518,7 +518,7 @@ class NonlinearMixedModel:
         top = terms.max(axis=0)
         log_integral = top + np.log(np.exp(terms - top).sum(axis=0))
         n_j = np.bincount(codes, minlength=n_levels)
-        log_lik = np.sum(-(n_j + 1) / 2.0 * math.log(2.0 * math.pi * sigma**2)
+        log_lik = np.sum(-(n_j + 1) / 2.0 * (LOG_2PI + 2.0 * math.log(sigma))
                          + np.log(scale) + log_integral)
         return -2.0 * float(log_lik)
 
