@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import linkmix
+from linkmix import FitError
 from linkmix.cli import main as cli_main
 from conftest import load_dataset
 
@@ -118,3 +119,38 @@ def test_read_table_keeps_quoted_codes_as_text():
     data = linkmix.read_table(linkmix.datasets.path("sleepstudy"))
     assert not pd.api.types.is_numeric_dtype(data["Subject"])
     assert pd.api.types.is_numeric_dtype(data["Days"])
+
+
+def test_results_are_snapshots_of_their_response():
+    """A model given another response (as a batch reuses a layout's model) leaves the
+    results already made unchanged: they hold their numbers, not the engine's state."""
+    data = load_dataset("sleepstudy")
+    model = linkmix.LinearMixedModel(FORMULA, data)
+    first = model.fit()
+    before = (first.deviance, first.objective, first.residuals(), first.params.estimate.to_numpy())
+    other = data.Reaction.to_numpy() * 0.5 + np.random.default_rng(1).normal(0, 20, len(data))
+    model.set_response(other)
+    second = model.fit()
+    assert second.objective != pytest.approx(before[1])
+    assert first.deviance == before[0] and first.objective == before[1]
+    np.testing.assert_array_equal(first.residuals(), before[2])
+    np.testing.assert_array_equal(first.params.estimate.to_numpy(), before[3])
+
+
+def test_linked_results_are_snapshots_of_their_response():
+    data = linkmix.datasets.simulate_peptide(seed=3)
+    model = linkmix.LinkedModel("x ~ 1 + t2 + (1 | replicate)", data,
+                                constraints="t2 <= 100")
+    first = model.fit()
+    residuals, b = first.residuals(), first._b()
+    se = first.params.std_error.to_numpy()  # read before refitting: the analysis is lazy
+    model.set_response(data.x.to_numpy() + np.random.default_rng(2).normal(0, 1, len(data)))
+    model.fit()
+    np.testing.assert_array_equal(first.residuals(), residuals)
+    np.testing.assert_array_equal(first._b(), b)
+    np.testing.assert_array_equal(first.params.std_error.to_numpy(), se)
+    fresh = linkmix.LinkedModel("x ~ 1 + t2 + (1 | replicate)", data, constraints="t2 <= 100")
+    unread = fresh.fit()
+    fresh.set_response(data.x.to_numpy() * 2.0)
+    with pytest.raises(FitError, match="another response"):
+        unread.reduced_hessian_eigenvalues

@@ -146,6 +146,8 @@ class LMMEstimates:
         K with cov(β̂) = σ²KK'.
     sigma_relative : float
         σ̂ relative to the spread the fixed effects leave in y (NaN where not defined).
+    ml_deviance : float
+        −2 log L at θ, β̂(θ) and σ at its ML scaling sqrt(r²/n): a REML fit's ``deviance``.
     """
 
     theta: np.ndarray
@@ -155,6 +157,7 @@ class LMMEstimates:
     b: np.ndarray
     beta_cov_root: np.ndarray
     sigma_relative: float = math.nan
+    ml_deviance: float = math.nan
 
 
 def _row_norms(K: np.ndarray) -> np.ndarray:
@@ -188,6 +191,7 @@ class LMMResults(_Report):
     def __init__(self, model, optsummary):
         self.model = model
         self.design = model.design
+        self.parameter_space = model.parameter_space  # names only: shared by a layout's fits
         self.optsummary = optsummary
         self.REML = model.REML
         self.estimates = est = model.estimates(optsummary.x_final)
@@ -248,9 +252,7 @@ class LMMResults(_Report):
     @property
     def deviance(self) -> float:
         """−2 log L at the ML fit; for a REML fit, the ML deviance at the REML estimates."""
-        if not self.REML:
-            return self.objective
-        return self.model.full_deviance(self.theta, self.beta.to_numpy(), self.sigma_ml_at_fit)
+        return self.estimates.ml_deviance if self.REML else self.objective
 
     @property
     def sigma_ml_at_fit(self) -> float:
@@ -319,7 +321,7 @@ class LMMResults(_Report):
     def natural_estimates(self):
         """(names, kinds, estimates, standard errors) of every parameter on its natural
         scale, as arrays (SEs for fixed effects only): what ``params`` and batch rows show."""
-        space = self.model.parameter_space
+        space = self.parameter_space
         estimate = space.natural(self.theta, self.estimates.beta, self.sigma)
         se = np.full(len(estimate), np.nan)
         se[: self.design.p] = self._se()
@@ -332,7 +334,7 @@ class LMMResults(_Report):
         Columns: ``name, kind (fixef|sd|cor|sigma), group, term, estimate,
         std_error, statistic`` (the last two for fixed effects only).
         """
-        space = self.model.parameter_space
+        space = self.parameter_space
         names, kinds, estimate, se = self.natural_estimates()
         with np.errstate(invalid="ignore", divide="ignore"):
             statistic = estimate / se
@@ -444,6 +446,7 @@ class NLMMResults(LMMResults):
     def __init__(self, model, optsummary, nAGQ: int = 1):
         self.model = model
         self.design = design = model.design
+        self.parameter_space = model.parameter_space
         self.optsummary = optsummary
         self.REML = False
         self.nAGQ = nAGQ
@@ -458,7 +461,7 @@ class NLMMResults(LMMResults):
         p = design.p
         self.estimates = LMMEstimates(
             theta=self.theta, beta=beta, sigma=self.sigma, objective=self.objective,
-            b=design.Lambda_times(self.theta, self._u),
+            ml_deviance=self.objective, b=design.Lambda_times(self.theta, self._u),
             beta_cov_root=factor_cov_root(
                 model.linearised_factor(self.theta, beta, self._u)[:p, :p]))
         self.engine_kind = model.engine.kind
@@ -577,6 +580,9 @@ class LinkedResults(_Report):
         self._best = best
         self.z = z = best.x_final
         self.objective = float(model.deviance(z))
+        # read while the model is at z: later calls do not depend on its state
+        self._b_at_z = model.random_effects(z)
+        self._residual_at_z = model.conditional_residual(z)
         theta, beta, sigma = space.user(z)
         self.theta, self.sigma, self._beta = theta.copy(), sigma, np.array(beta, dtype=float)
         self.natural = space.natural_from_z(z)
@@ -619,10 +625,12 @@ class LinkedResults(_Report):
 
     @cached_property
     def _hessian(self) -> dict:
+        if self.model.design is not self.design:
+            raise FitError("the model has been given another response since this fit (as a "
+                           "batch reuses a layout's model): its second-order analysis can no "
+                           "longer be computed; read it before refitting")
         with np.errstate(all="ignore"):
-            out = self.model.reduced_hessian(self.z, self._kkt)
-        self.model.deviance(self.z)
-        return out
+            return self.model.reduced_hessian(self.z, self._kkt)
 
     @property
     def reduced_hessian_eigenvalues(self) -> np.ndarray:
@@ -717,11 +725,11 @@ class LinkedResults(_Report):
                              "std_error": self.se_natural, "statistic": statistic})
 
     def _b(self) -> np.ndarray:
-        return self.model.random_effects(self.z)
+        return self._b_at_z
 
     def residuals(self) -> np.ndarray:
         """Conditional residuals y − Xβ − f(Π) − Zb̃."""
-        return self.model.conditional_residual(self.z)
+        return self._residual_at_z.copy()
 
     def fitted(self) -> np.ndarray:
         return self.design.y - self.residuals()
