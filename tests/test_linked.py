@@ -180,20 +180,51 @@ def test_constraint_that_cannot_identify_is_flagged():
 
 
 def test_gradient_matches_finite_differences():
+    """The exact parts of ∇D (β and log σ by the envelope theorem, the mean's chain rule)
+    against differences of D; its θ part is itself a difference, see the next test."""
     model = linkmix.LinkedModel(M1_FORMULA, peptide(SEED_REFS[1]), mean=M1_MEAN)
     rng = np.random.default_rng(0)
     z0 = model.base_start()
+    nt = model.space.n_theta
     for _ in range(3):
         z = z0 + rng.normal(scale=0.05, size=len(z0))
-        grad = model.gradient(z)
-        fd = np.empty(len(z))
-        for k in range(len(z)):
+        grad = model.gradient(z)[nt:]
+        fd = np.empty(len(z) - nt)
+        for k in range(nt, len(z)):
             h = 1e-6 * max(1, abs(z[k]))
             up, down = z.copy(), z.copy()
             up[k] += h
             down[k] -= h
-            fd[k] = (model.deviance(up) - model.deviance(down)) / (2 * h)
+            fd[k - nt] = (model.deviance(up) - model.deviance(down)) / (2 * h)
         np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5)
+
+
+def test_theta_gradient_matches_dense_closed_form():
+    """∂D/∂θ against dense algebra (scalar terms, Λ = diag(θ_t(j))): with V₀ = I + ZΛ²Z',
+    A = ΛZ'ZΛ + I and r = y − Xβ, ∂D/∂θ_k = −r'V₀⁻¹Z(2ΛE_k)Z'V₀⁻¹r/σ² + 2 tr(A⁻¹E_kZ'ZΛ),
+    E_k the indicator of term k's random effects; z holds θ_w = θ/c_k."""
+    model = linkmix.LinkedModel(M2_FORMULA, peptide(SEED_REFS[2]), constraints=M2_CONSTRAINT)
+    design, space = model.design, model.space
+    Z = design.Z_sparse().toarray()
+    term_of = np.concatenate([np.full(t.q, k) for k, t in enumerate(design.terms)])
+    rng = np.random.default_rng(1)
+    z0 = model.base_start()
+    for _ in range(3):
+        z = z0 + rng.normal(scale=0.05, size=len(z0))
+        theta, beta, sigma = space.user(z)
+        lam = theta[term_of]
+        V0 = np.eye(design.n) + (Z * lam**2) @ Z.T
+        A = np.eye(design.q) + lam[:, None] * (Z.T @ Z) * lam[None, :]
+        w = np.linalg.solve(V0, design.y - design.X @ beta)
+        exact = np.empty(space.n_theta)
+        for k in range(space.n_theta):
+            E = (term_of == k).astype(float)
+            dr2 = -w @ ((Z * (2 * lam * E)) @ (Z.T @ w))
+            dlogdet = 2 * np.trace(np.linalg.solve(A, E[:, None] * (Z.T @ Z) * lam[None, :]))
+            exact[k] = dr2 / sigma**2 + dlogdet
+        scale = theta / z[:space.n_theta]  # θ = c·θ_w for scalar terms
+        np.testing.assert_allclose(model.gradient(z)[:space.n_theta], scale * exact,
+                                   rtol=1e-6, atol=1e-8)
 
 
 def test_full_deviance_matches_dense_likelihood():
@@ -334,7 +365,13 @@ def test_linked_fit_random_effects_and_residuals():
     fit = m2_fit(SEED_REFS[0])
     re = fit.ranef()["replicate"]
     assert list(re.columns) == ["treatment[1]", "treatment[2]"] and re.shape == (4, 2)
-    np.testing.assert_allclose(fit.fitted() + fit.residuals(), fit.design.y)
+    # b̃ = ΛΛ'Z'V₀⁻¹(y − Xβ̂), V₀ = I + ZΛΛ'Z', by dense algebra
+    d = fit.design
+    ZL = d.Z_sparse().toarray() @ d.Lambda_sparse(fit.theta).toarray()
+    r = d.y - d.X @ fit.beta.to_numpy()
+    b = d.Lambda_sparse(fit.theta).toarray() @ (ZL.T @ np.linalg.solve(ZL @ ZL.T + np.eye(d.n), r))
+    np.testing.assert_allclose(fit.fitted(), d.X @ fit.beta.to_numpy() + d.Z_sparse() @ b,
+                               rtol=1e-9)
     # an unconstrained linked fit's modes equal the plain ML fit's
     data = datasets.load("sleepstudy")
     plain = linkmix.lmer("Reaction ~ Days + (Days | Subject)", data, REML=False)

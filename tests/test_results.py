@@ -34,12 +34,28 @@ def test_params_names_are_stable(fit):
                                                                                   abs=1e-3)
 
 
-def test_information_criteria(fit):
-    k = 2 + 3 + 1
-    assert fit.df_model == k
-    assert fit.aic == pytest.approx(fit.objective + 2 * k)
-    assert fit.bic == pytest.approx(fit.objective + math.log(180) * k)
-    assert fit.ngroups == {"Subject": 18}
+def test_information_criteria_match_lme4(fit):
+    """lme4 1.1-31: AIC, BIC, deviance(REML = FALSE) and logLik of the REML fit, and AIC
+    and BIC of the ML fit (tests/data/make_lme4_information_criteria.R)."""
+    assert fit.df_model == 6 and fit.ngroups == {"Subject": 18}
+    assert fit.aic == pytest.approx(1755.6282719600, rel=1e-8)
+    assert fit.bic == pytest.approx(1774.7860130653, rel=1e-8)
+    assert fit.loglik == pytest.approx(-871.8141359800, rel=1e-8)
+    assert fit.deviance == pytest.approx(1751.9858664320, rel=1e-8)
+    ml = linkmix.lmer(FORMULA, load_dataset("sleepstudy"), REML=False)
+    assert ml.aic == pytest.approx(1763.9393444890, rel=1e-8)
+    assert ml.bic == pytest.approx(1783.0970855943, rel=1e-8)
+
+
+def test_lrt_matches_lme4_anova():
+    """anova(m0, m1) of lme4 1.1-31: Chisq 42.1392985162 on 2 df, p = 7.0724126384e-10."""
+    data = load_dataset("sleepstudy")
+    m1 = linkmix.lmer(FORMULA, data, REML=False)
+    m0 = linkmix.lmer("Reaction ~ Days + (1 | Subject)", data, REML=False)
+    test = linkmix.lrt(m0, m1)
+    assert test.df == 2
+    assert test.statistic == pytest.approx(42.1392985162, rel=1e-7)
+    assert test.p_value == pytest.approx(7.0724126384e-10, rel=1e-6)
 
 
 def test_vcov_matches_dense_gls(fit):
@@ -55,8 +71,15 @@ def test_ranef_fitted_residuals_consistent(fit):
     assert re.shape == (18, 2) and list(re.columns) == ["(Intercept)", "Days"]
     # lme4: ranef(fm1)$Subject["308", ] = 2.2585, 9.1990
     assert re.loc["308"].to_numpy() == pytest.approx([2.2585, 9.1990], abs=2e-3)
-    np.testing.assert_allclose(fit.fitted() + fit.residuals(), fit.design.y)
-    np.testing.assert_allclose(re.mean().to_numpy(), 0.0, atol=1e-8)
+    # b̃ = ΛΛ'Z'V₀⁻¹(y − Xβ̂), V₀ = I + ZΛΛ'Z', by dense algebra
+    d = fit.design
+    Lam = d.Lambda_sparse(fit.theta).toarray()
+    ZL = d.Z_sparse().toarray() @ Lam
+    r = d.y - d.X @ fit.beta.to_numpy()
+    b = Lam @ (ZL.T @ np.linalg.solve(ZL @ ZL.T + np.eye(d.n), r))
+    np.testing.assert_allclose(fit.fitted(), d.X @ fit.beta.to_numpy() + d.Z_sparse() @ b,
+                               rtol=1e-9)
+    np.testing.assert_allclose(fit.residuals(), r - d.Z_sparse() @ b, rtol=1e-7, atol=1e-9)
 
 
 def test_predict_new_data(fit):
