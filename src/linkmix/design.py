@@ -109,6 +109,12 @@ class RandomEffectsLayout:
         """
         return _theta_template(tuple(term.k for term in self.terms))
 
+    @property
+    def theta_lower(self) -> np.ndarray:
+        """Lower bounds of θ, the one place they are read from: 0 on diagonal entries of
+        each T, -inf elsewhere (read-only, shared by designs of the same term sizes)."""
+        return self.theta_template()[3]
+
     def theta_start(self) -> np.ndarray:
         """lme4's start: T = I for every term."""
         return np.array([1.0 if i == j else 0.0

@@ -43,7 +43,7 @@ DENSE_SCHUR_LIMIT = 2500
 class _EngineBase:
     def __init__(self, design):
         self.design = design
-        self.tmpl, self.tmpl_off, self.term_k, self.lower = design.theta_template()
+        self.tmpl, self.tmpl_off, self.term_k, _ = design.theta_template()
         self.p = design.p
         self.logdet_L = np.nan
         self.theta = None

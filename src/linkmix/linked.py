@@ -36,7 +36,7 @@ from .design import build_design, drop_dependent_columns
 from .deviance import full_deviance
 from .engine import make_engine
 from .errors import FitError
-from .numdiff import jacobian
+from . import numdiff
 from . import arguments
 from .conditioning import LinkedCoordinates
 from .model import LinearMixedModel
@@ -141,7 +141,7 @@ class _LinkedBase:
                 env = self._env(con, natural)
                 for name in con.parameters_used:
                     centre = env[name]
-                    h = step * max(1.0, abs(centre))
+                    h = numdiff.step(centre, step)
                     env[name] = centre + h
                     up = self._call(con, env)
                     env[name] = centre - h
@@ -149,8 +149,8 @@ class _LinkedBase:
                     env[name] = centre
                     grad_nat[i, space.index[name]] = (up - down) / (2 * h)
             else:
-                grad_nat[i] = jacobian(lambda nat: self._call(con, self._env(con, nat)),
-                                       natural, rel_step=step)[0]
+                grad_nat[i] = numdiff.jacobian(
+                    lambda nat: self._call(con, self._env(con, nat)), natural, rel_step=step)[0]
         return grad_nat @ space.natural_jacobian(z)
 
     def eq_jacobian(self, z) -> np.ndarray:
@@ -203,18 +203,14 @@ class _LinkedBase:
         nt, p = self.space.n_theta, self.space.p
         out = np.empty(len(z))
         out[-1] = 1.0 / math.sqrt(4.0 * self.n)
-        d0 = self.deviance(z)
         beta_scales = self._beta_scales(z)
         second_difference = range(nt) if beta_scales is not None else range(nt + p)
         if beta_scales is not None:
             out[nt:nt + p] = beta_scales
-        for k in second_difference:
-            h = 1e-3 * max(1.0, abs(z[k]))
-            up, up2 = z.copy(), z.copy()
-            up[k] += h
-            up2[k] += 2 * h
-            curvature = (self.deviance(up2) - 2 * self.deviance(up) + d0) / h**2
-            out[k] = 1.0 / math.sqrt(curvature) if curvature > 1e-8 else 1.0
+        curvature = numdiff.curvatures(self.deviance, z, lower=self.space.z_lower(),
+                                       rel_step=1e-3, indices=second_difference)
+        for k, c in zip(second_difference, curvature.tolist()):
+            out[k] = 1.0 / math.sqrt(c) if c > 1e-8 else 1.0
         return np.clip(out, 1e-8, 1e4)
 
     def _beta_scales(self, z):
@@ -410,7 +406,7 @@ class _LinkedBase:
                 g = g - J.T @ multipliers[: J.shape[0]]
             return g
 
-        H = jacobian(lagrangian_grad, z, lower=self.space.z_lower(), rel_step=step)
+        H = numdiff.jacobian(lagrangian_grad, z, lower=self.space.z_lower(), rel_step=step)
         self.deviance(z)
         return 0.5 * (H + H.T)
 
@@ -561,15 +557,10 @@ class LinkedModel(_LinkedBase):
         grad = np.empty(len(z))
         grad[nt:nt + p] = self.working.X.T @ w
         grad[-1] = 2.0 * self.n - 2.0 * r2 / sigma**2
-        if self.mean is not None:
-            for k in range(nt, len(z)):
-                h = 1e-6 * max(1.0, abs(z[k]))
-                up, down = z.copy(), z.copy()
-                up[k] += h
-                down[k] -= h
-                grad[k] += w @ (self._mean_at(up) - self._mean_at(down)) / (2 * h)
-        grad[:nt] = jacobian(self.deviance, z, lower=self.space.z_lower(), rel_step=step,
-                             indices=range(nt))[0]
+        if self.mean is not None:  # the chain rule through f(Π): w'∂f/∂z
+            grad[nt:] += w @ numdiff.jacobian(self._mean_at, z, indices=range(nt, len(z)))
+        grad[:nt] = numdiff.jacobian(self.deviance, z, lower=self.space.z_lower(),
+                                     rel_step=step, indices=range(nt))[0]
         return grad
 
     def lagrangian_hessian(self, z, multipliers, step: float = 1e-4, grad=None) -> np.ndarray:
@@ -593,7 +584,8 @@ class LinkedModel(_LinkedBase):
             self._ensure_state(z)
         r2 = self._state_r2
         H = np.empty((len(z), len(z)))
-        H[:, :nt] = jacobian(self.gradient, z, lower=lower, rel_step=step, indices=range(nt))
+        H[:, :nt] = numdiff.jacobian(self.gradient, z, lower=lower, rel_step=step,
+                                     indices=range(nt))
         H[:nt, nt:] = H[nt:, :nt].T
         H[nt:nt + p, nt:nt + p] = 2.0 * self._xt_vinv_x(theta) / sigma**2
         H[nt:nt + p, -1] = H[-1, nt:nt + p] = -2.0 * grad[nt:nt + p]
@@ -616,7 +608,7 @@ class LinkedModel(_LinkedBase):
             def weighted(x):
                 J = self._constraint_rows(x)
                 return J.T @ lam[: J.shape[0]]
-            return jacobian(weighted, z, lower=self.space.z_lower(), rel_step=step)
+            return numdiff.jacobian(weighted, z, lower=self.space.z_lower(), rel_step=step)
         space = self.space
         natural = space.natural_from_z(z)
         J = space.natural_jacobian(z)
@@ -628,37 +620,19 @@ class LinkedModel(_LinkedBase):
             if weight == 0:
                 continue
             env = self._env(con, natural)
-            idx = [space.index[name] for name in con.parameters_used]
-            f0 = self._call(con, env)
-            hs = [1e-4 * max(1.0, abs(natural[i])) for i in idx]
+            used = list(con.parameters_used)
+            idx = [space.index[name] for name in used]
+
+            def of_used(values):  # c as a function of the parameters it reads
+                env.update(zip(used, values))
+                return self._call(con, env)
+
+            g_used, h_used, _, _ = numdiff.hessian(of_used, natural[idx], rel_step=1e-4)
+            env.update(zip(used, natural[idx]))
             grad = np.zeros(len(natural))
             hess = np.zeros((len(natural), len(natural)))
-
-            def at(shifts):
-                for (i, h), d in zip(zip(idx, hs), shifts):
-                    env[space.names[i]] = natural[i] + d * h
-                value = self._call(con, env)
-                for i in idx:
-                    env[space.names[i]] = natural[i]
-                return value
-
-            m = len(idx)
-            for a in range(m):
-                e = [0] * m
-                e[a] = 1
-                up = at(e)
-                e[a] = -1
-                down = at(e)
-                grad[idx[a]] = (up - down) / (2 * hs[a])
-                hess[idx[a], idx[a]] = (up - 2 * f0 + down) / hs[a] ** 2
-                for b in range(a):
-                    corner = []
-                    for sa, sb in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-                        e = [0] * m
-                        e[a], e[b] = sa, sb
-                        corner.append(at(e))
-                    value = (corner[0] - corner[1] - corner[2] + corner[3]) / (4 * hs[a] * hs[b])
-                    hess[idx[a], idx[b]] = hess[idx[b], idx[a]] = value
+            grad[idx] = g_used
+            hess[np.ix_(idx, idx)] = h_used
             curvature = J.T @ hess @ J
             # ∇²Π: sd_k = σ·b_k|z_k| and σ = e^{log σ} are the only non-linear entries
             # (β = Mγ is linear)
@@ -695,7 +669,7 @@ class LinkedModel(_LinkedBase):
                 [index[name] for name in names])
         model, kept = self._base
         model.set_response(self.design.y)
-        _, _, _, lower = model.design.theta_template()
+        lower = model.design.theta_lower
         opt = minimize_bounded(model.deviance, model.design.theta_start(), lower,
                                check_gradient=False)
         # the start's gradient is what decides whether a projected start is already the
@@ -776,7 +750,7 @@ class LinkedNonlinearModel(_LinkedBase):
         _, r2, u = self._at(z)
         nt, p = self.space.n_theta, self.space.p
         grad = np.empty(len(z))
-        grad[:nt + p] = jacobian(lambda x: self._deviance_from(x, u), z,
+        grad[:nt + p] = numdiff.jacobian(lambda x: self._deviance_from(x, u), z,
                                  lower=self.space.z_lower(), rel_step=step,
                                  indices=range(nt + p))[0]
         sigma = self.space.split(z)[2]

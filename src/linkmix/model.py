@@ -156,7 +156,7 @@ class LinearMixedModel:
             raise ArgumentError(f"unknown option(s) {unknown}; the optimiser takes "
                                 f"{list(OPTIMIZER_OPTIONS)}")
         design = self.design
-        _, _, _, lower = design.theta_template()
+        lower = design.theta_lower
         if theta_start is None:
             start = design.theta_start()
         else:

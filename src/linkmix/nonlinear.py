@@ -33,6 +33,7 @@ from .design import (INTERCEPT, RandomEffectsLayout, RandomTerm, LMMDesign, _gro
 from . import arguments
 from .deviance import LOG_2PI, full_deviance, profiled_deviance
 from .engine import make_engine
+from .numdiff import rowwise_jacobian
 from .errors import ConvergenceWarning, DataError, FitError, FormulaError, MissingDataWarning
 from .formula import FormulaSpec, _split_top_level, _strip_outer_parens, check_name, check_terms
 from .optimize import minimize_bounded
@@ -431,7 +432,7 @@ class NonlinearMixedModel:
         its right-hand side (``set_response(..., slot_shift)``).
         """
         design = self.design
-        H = self._phi_hessian(phi, grad)
+        H = self._phi_hessian(phi)
         slots = np.concatenate(design.term_params)
         r = design.y - mu
         E = -r[:, None, None] * H[:, slots][:, :, slots]
@@ -444,20 +445,13 @@ class NonlinearMixedModel:
             return None
         return self.engine.conditional_modes(np.zeros(0))
 
-    def _phi_hessian(self, phi, grad) -> np.ndarray:
-        """∂²m/∂φ∂φ' per observation (n × s × s): the model's own, or forward differences
-        of its analytic gradient (accurate to ~1e-7: it only steers Newton steps, never
-        the deviance)."""
+    def _phi_hessian(self, phi) -> np.ndarray:
+        """∂²m/∂φ∂φ' per observation (n × s × s): the model's own, or central differences
+        of its gradient (it only steers Newton steps, never the deviance)."""
         model, cov = self.design.model, self.design.covariates
         if model.hessian is not None:
             return model.hessian(phi, cov)
-        n, s = phi.shape
-        H = np.empty((n, s, s))
-        for j in range(s):
-            h = 1e-7 * np.maximum(1.0, np.abs(phi[:, j]))
-            up = phi.copy()
-            up[:, j] += h
-            H[:, :, j] = (model.gradient(up, cov) - grad) / h[:, None]
+        H = rowwise_jacobian(lambda p: model.gradient(p, cov), phi, rel_step=6e-6)
         return 0.5 * (H + H.transpose(0, 2, 1))
 
     def _U_times(self, theta, grad, v) -> np.ndarray:
@@ -619,7 +613,7 @@ class NonlinearMixedModel:
                                  check_gradient=check_gradient, **optimizer_options)
         design = self.design
         beta0 = self.beta_start(start)
-        _, _, _, lower_theta = design.theta_template()
+        lower_theta = design.theta_lower
         theta0 = design.theta_start() if theta_start is None else np.asarray(theta_start, float)
         nt = len(theta0)
         x0 = np.concatenate([theta0, beta0])
@@ -651,7 +645,7 @@ class NonlinearMixedModel:
         laplace = self.fit(check_gradient=False, **options)
         nt = self.design.n_theta
         x0 = np.concatenate([laplace.theta, laplace.beta.to_numpy(), [math.log(laplace.sigma)]])
-        _, _, _, lower_theta = self.design.theta_template()
+        lower_theta = self.design.theta_lower
         lower = np.concatenate([lower_theta, np.full(len(x0) - nt, -np.inf)])
         steps = np.concatenate([np.full(nt, 0.05),
                                 0.02 * np.maximum(np.abs(laplace.beta.to_numpy()), 0.1), [0.05]])

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .linalg import solve_triangular
+from .numdiff import hessian
 
 __all__ = ["OptSummary", "minimize_bounded", "OPTIMIZERS", "OPTIMIZER_OPTIONS",
            "SINGULAR_HESSIAN"]
@@ -287,12 +288,9 @@ def _down_negative_curvature(fun, x, lower, best, checks):
 def _derivative_checks(fun, x, lower, rel_step: float = 1e-4, f0: float | None = None) -> dict:
     """lme4's convergence checks at ``x`` from one set of d(d + 1) evaluations.
 
-    Steps h_k = rel_step·max(1, |x_k|).  Coordinates with x_k − h_k below their
-    bound are on the boundary: their one-sided derivative counts only if it points
-    inward (moving in would decrease ``fun``).  Over the interior ones: central
-    gradient, Hessian with diagonal (f₊ − 2f₀ + f₋)/h² and off-diagonal
-    (f₊₊ + f₋₋ − f₊₀ − f₋₀ − f₀₊ − f₀₋ + 2f₀)/(2h_ih_j), both second order.
-    ``f0`` is ``fun(x)`` where the caller has it (then it is not evaluated again).
+    Gradient and Hessian by ``numdiff.hessian``.  Coordinates whose backward step
+    would cross their bound are on the boundary: their one-sided derivative counts
+    only if it points inward (moving in would decrease ``fun``).  ``f0`` is ``fun(x)`` where the caller has it (then it is not evaluated again).
 
     Returns
     -------
@@ -309,37 +307,14 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4, f0: float | None =
     x = np.asarray(x, dtype=float)
     d = len(x)
     f0 = float(fun(x)) if f0 is None else f0
-    # plain floats and lists: d is a handful, and numpy's per-call cost would dominate
-    xs, lo = x.tolist(), np.asarray(lower, dtype=float).tolist()
-    h = [rel_step * max(1.0, abs(v)) for v in xs]
-    interior = [xs[k] - h[k] >= lo[k] for k in range(d)]
-
-    def at(*moves):
-        z = x.copy()
-        for k, sign in moves:
-            z[k] += sign * h[k]
-        return float(fun(z))
-
-    grad = [0.0] * d
-    up, down = [math.nan] * d, [math.nan] * d
-    for k in range(d):
-        up[k] = at((k, 1))
-        if interior[k]:
-            down[k] = at((k, -1))
-            grad[k] = (up[k] - down[k]) / (2 * h[k])
-        else:  # second-order forward difference, inward derivative only
-            grad[k] = min(0.0, (-3 * f0 + 4 * up[k] - at((k, 2))) / (2 * h[k]))
-    idx = [k for k in range(d) if interior[k]]
-    H = np.empty((len(idx), len(idx)))
-    for a, i in enumerate(idx):
-        H[a, a] = (up[i] - 2 * f0 + down[i]) / h[i] ** 2
-        for b, j in enumerate(idx[:a]):
-            value = (at((i, 1), (j, 1)) + at((i, -1), (j, -1)) - up[i] - down[i] - up[j]
-                     - down[j] + 2 * f0) / (2 * h[i] * h[j])
-            H[a, b] = H[b, a] = value
-    h_min = min((h[k] for k in idx), default=1.0)
-    idx = np.array(idx, dtype=int)
+    gradient, H, idx, h = hessian(fun, x, lower=lower, rel_step=rel_step, f0=f0)
+    interior = [False] * d
+    for k in idx.tolist():
+        interior[k] = True
+    # on the boundary only a derivative pointing inward (moving in decreases fun) counts
+    grad = [g if interior[k] else min(0.0, g) for k, g in enumerate(gradient.tolist())]
     gradient = np.array(grad)
+    h_min = min((h[k] for k in idx.tolist()), default=1.0)
     if not (all(map(math.isfinite, H.ravel().tolist())) and all(map(math.isfinite, grad))):
         return {"max_gradient": math.inf, "eigenvalues": np.full(len(idx), np.nan),
                 "negative": 0, "zero": 0, "hessian": H, "interior": idx, "gradient": gradient}

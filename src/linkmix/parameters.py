@@ -68,7 +68,7 @@ class ParameterSpace:
         self.coordinates = None if coordinates is None or coordinates.identity else coordinates
         self.fixed_names = list(design.fixed_names)
         self.p = design.p
-        _, _, _, self.theta_lower = design.theta_template()
+        self.theta_lower = design.theta_lower
         self.n_theta = len(self.theta_lower)
         names, kinds, groups, terms = [], [], [], []
         for name in self.fixed_names:

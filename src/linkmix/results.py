@@ -61,7 +61,7 @@ class _Report:
     @cached_property
     def singular(self) -> bool:
         """Whether a diagonal entry of some T is (numerically) zero, as lme4's isSingular."""
-        _, _, _, lower = self.design.theta_template()
+        lower = self.design.theta_lower
         return any(value < SINGULAR_TOL
                    for value, bound in zip(self.theta.tolist(), lower.tolist()) if bound == 0.0)
 
