@@ -140,7 +140,7 @@ def test_three_equally_likely_optima_are_all_reported():
     fit = linkmix.lmer(M2_FORMULA, data, constraints=M2_CONSTRAINT, n_starts=15)
     assert not fit.identified and "NOT IDENTIFIED: 3 distinct optima" in fit.verdict
     assert len(fit.equally_likely) == 3
-    found = sorted(o["params"]["t2"] for o in fit.equally_likely)
+    found = sorted(o.params["t2"] for o in fit.equally_likely)
     # independent check: c2 solves c = A(1 + 2^(d2 - c))/(1 + 2^(d1 - c)) at the
     # unconstrained fit's identified quantities (A from the SDs, d_j = c2 + b2j)
     with pytest.warns(linkmix.RankDeficiencyWarning):
@@ -157,7 +157,7 @@ def test_three_equally_likely_optima_are_all_reported():
     roots = [brentq(h, grid[i], grid[i + 1]) for i in crossings]
     assert len(roots) == 3
     np.testing.assert_allclose(found, roots, atol=1e-3)
-    logliks = [o["loglik"] for o in fit.equally_likely]
+    logliks = [o.loglik for o in fit.equally_likely]
     assert max(logliks) - min(logliks) < 1e-5
     assert "NOT IDENTIFIED" in str(fit.summary())
 

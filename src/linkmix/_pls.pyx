@@ -404,6 +404,58 @@ def blocked_modes(const double[:, :, ::1] L11, const double[:, ::1] L21,
     return u
 
 
+def blocked_solve(const double[:, :, ::1] L11, const double[:, ::1] L21,
+                  const double[::1, :] S, const int[::1] c_indptr, const int[::1] c_rows,
+                  int q2, double[::1] x):
+    """Overwrite x with A⁻¹x, A = Λ'Z'ZΛ + I = LL' through the blocked factor (after
+    ``BlockedFactor.factor``); the factor's [X y] rows are not read, so the response
+    stays as it is.
+
+    x is ordered as ``blocked_modes``' u: the first term level by level, then the later
+    terms.  Forward: x1_j ← L11[j]⁻¹x1_j, x2 ← x2 − Σ_j L21_j x1_j, x2 ← L22⁻¹x2; back:
+    x2 ← L22⁻ᵀx2, x1_j ← L11[j]⁻ᵀ(x1_j − L21_j'x2).
+    """
+    cdef int nlev = L11.shape[0], k1 = L11.shape[1], j, a, c, r, pos, i
+    cdef Py_ssize_t q1 = nlev * k1
+    cdef double acc
+    if x.shape[0] != q1 + q2:
+        raise ValueError(f"x has {x.shape[0]} entries; the factor has {q1 + q2} rows")
+    with nogil:
+        for j in range(nlev):
+            for a in range(k1):
+                acc = x[j * k1 + a]
+                for c in range(a):
+                    acc = acc - L11[j, a, c] * x[j * k1 + c]
+                x[j * k1 + a] = acc / L11[j, a, a]
+            for pos in range(c_indptr[j], c_indptr[j + 1]):
+                r = c_rows[pos]
+                if r < q2:
+                    for a in range(k1):
+                        x[q1 + r] = x[q1 + r] - L21[pos, a] * x[j * k1 + a]
+        for r in range(q2):
+            acc = x[q1 + r]
+            for i in range(r):
+                acc = acc - S[r, i] * x[q1 + i]
+            x[q1 + r] = acc / S[r, r]
+        for r in range(q2 - 1, -1, -1):
+            acc = x[q1 + r]
+            for i in range(r + 1, q2):
+                acc = acc - S[i, r] * x[q1 + i]
+            x[q1 + r] = acc / S[r, r]
+        for j in range(nlev):
+            for pos in range(c_indptr[j], c_indptr[j + 1]):
+                r = c_rows[pos]
+                if r < q2:
+                    for a in range(k1):
+                        x[j * k1 + a] = x[j * k1 + a] - L21[pos, a] * x[q1 + r]
+            for a in range(k1 - 1, -1, -1):
+                acc = x[j * k1 + a]
+                for c in range(a + 1, k1):
+                    acc = acc - L11[j, c, a] * x[j * k1 + c]
+                x[j * k1 + a] = acc / L11[j, a, a]
+    return x
+
+
 def triangular_solve(const double[:, :] A, double[::1, :] B, bint lower, bint trans):
     """Overwrite B (n × r, Fortran order) with A⁻¹B, or A⁻ᵀB when ``trans``, for A
     n × n triangular.  A may be any view whose rows are contiguous in memory or whose

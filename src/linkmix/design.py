@@ -146,19 +146,25 @@ class RandomEffectsLayout:
             offset += term.q
         return out
 
-    def Lambda_times(self, theta, u) -> np.ndarray:
-        """b = Λ_θ u, term by term (u in θ's term order, k coefficients per level)."""
-        out, index = [], 0
-        for term, block in zip(self.terms, self.by_term(u)):
+    def Lambda_times(self, theta, u, transpose: bool = False) -> np.ndarray:
+        """b = Λ_θ u (Λ_θ'u with ``transpose``), term by term: u (q, or q × m for m
+        vectors at once) in θ's term order, k coefficients per level."""
+        u = np.asarray(u)
+        out, index, offset = [], 0, 0
+        for term in self.terms:
+            block = u[offset:offset + term.q]
+            offset += term.q
             if term.k == 1:  # T is the scalar θ
-                out.append(block[:, 0] * theta[index])
+                out.append(block * theta[index])
                 index += 1
-            else:
-                T = np.zeros((term.k, term.k))
-                for i, j in term.theta_positions():
-                    T[i, j] = theta[index]
-                    index += 1
-                out.append((block @ T.T).ravel())
+                continue
+            T = np.zeros((term.k, term.k))
+            for i, j in term.theta_positions():
+                T[i, j] = theta[index]
+                index += 1
+            M = T.T if transpose else T  # level l: b_l = M u_l
+            shaped = block.reshape((term.n_levels, term.k) + block.shape[1:])
+            out.append(np.einsum("ab,lb...->la...", M, shaped).reshape(block.shape))
         return np.concatenate(out)
 
     def Z_sparse(self):

@@ -14,6 +14,8 @@ engine offers one interface, so a better factorisation can replace another:
     sum of squares ``r² = r·r``.
 ``conditional_modes(beta)``
     ũ = argmin_u ‖y − Xβ − ZΛu‖² + ‖u‖².
+``solve(b)``
+    (Λ'Z'ZΛ + I)⁻¹b from the current factor; the response is left as it is.
 ``set_response(y)``, ``set_Z(Zs)``
     replace the numbers of y or of the terms' covariates, keeping the pattern.
 
@@ -243,6 +245,16 @@ class BlockedEngine(_EngineBase):
         """log|R_X|², summed by the compiled factorisation."""
         return self._logdet_x
 
+    def solve(self, b) -> np.ndarray:
+        """(Λ'Z'ZΛ + I)⁻¹b (b: q or q × k) through the blocked factor (compiled)."""
+        out = np.array(b, dtype=float, order="F")
+        columns = out.reshape(len(out), -1, order="F")
+        for j in range(columns.shape[1]):
+            column = np.ascontiguousarray(columns[:, j])
+            columns[:, j] = _pls.blocked_solve(self.L11, self.L21, self.S, self.c_indptr,
+                                               self.c_rows, self.q2, column)
+        return out
+
     def conditional_modes(self, beta) -> np.ndarray:
         """ũ(θ, β) by back-substitution through the blocked factor (compiled)."""
         beta = np.ascontiguousarray(beta, dtype=float)
@@ -314,6 +326,10 @@ class CholmodEngine(_EngineBase):
         except np.linalg.LinAlgError:
             return False
         return True
+
+    def solve(self, b) -> np.ndarray:
+        """(Λ'Z'ZΛ + I)⁻¹b (b: q or q × k) by CHOLMOD."""
+        return self.factor.solve_A(np.asarray(b, dtype=float))
 
     def conditional_modes(self, beta) -> np.ndarray:
         resid = self.XY[:, -1] - self.XY[:, :-1] @ np.asarray(beta, dtype=float)

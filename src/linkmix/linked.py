@@ -41,8 +41,8 @@ from . import arguments
 from .conditioning import LinkedCoordinates
 from .model import LinearMixedModel
 from .nonlinear import NonlinearMixedModel
-from .optimize import (CONSTRAINED_METHODS, ConstrainedRun, minimize_bounded,
-                       minimize_constrained, newton_polish)
+from .optimize import (CONSTRAINED_METHODS, KKT, ConstrainedRun, ReducedHessian,
+                       minimize_bounded, minimize_constrained, newton_polish)
 from .parameters import SIGMA, ParameterSpace, sd_name
 from .results import LinkedResults
 
@@ -230,14 +230,14 @@ class _LinkedBase:
         if not violation <= 1e-10:
             return None
         kkt = self.kkt(z)
-        if kkt["kkt_residual"] > self.START_KKT_TOL:
+        if kkt.residual > self.START_KKT_TOL:
             return None
         self._searching = False
         return ConstrainedRun(x_initial=np.asarray(z_start), x_final=np.asarray(z),
                               fun_final=float(self.deviance(z)), success=True,
                               message="the start, moved onto the constraints along X's null "
                                       "space, satisfies the KKT conditions",
-                              max_violation=violation, kkt_residual=kkt["kkt_residual"],
+                              max_violation=violation, kkt_residual=kkt.residual,
                               kkt=kkt)
 
     def _onto_constraints_along_null_space(self, z0, max_iter: int = 20) -> np.ndarray:
@@ -357,7 +357,7 @@ class _LinkedBase:
                 run.x_initial, run.x_final = z_start, run.x_final * s
                 if run.max_violation <= FEASIBILITY_TOL:
                     run.kkt = self.kkt(run.x_final)
-                    run.kkt_residual = run.kkt["kkt_residual"]
+                    run.kkt_residual = run.kkt.residual
             except ConstraintError as exc:
                 run = ConstrainedRun(x_initial=np.asarray(z0), message=f"failed: {exc}")
             finally:
@@ -407,7 +407,6 @@ class _LinkedBase:
             return g
 
         H = numdiff.jacobian(lagrangian_grad, z, lower=self.space.z_lower(), rel_step=step)
-        self.deviance(z)
         return 0.5 * (H + H.T)
 
     def _constraint_rows(self, z) -> np.ndarray:
@@ -418,7 +417,7 @@ class _LinkedBase:
             rows.append(self.ineq_jacobian(z))
         return np.vstack(rows) if rows else np.zeros((0, len(z)))
 
-    def kkt(self, z) -> dict:
+    def kkt(self, z) -> KKT:
         """Gradient, active constraint Jacobian, least-squares multipliers λ and the KKT
         residual ``max |∇D − J'λ|`` at ``z``."""
         z = np.asarray(z, dtype=float)
@@ -429,30 +428,28 @@ class _LinkedBase:
             residual = grad - J.T @ lam
         else:
             lam, residual = np.zeros(0), grad
-        return {"gradient": grad, "active_jacobian": J, "multipliers": lam,
-                "kkt_residual": float(np.max(np.abs(residual), initial=0.0))}
+        return KKT(grad, J, lam, float(np.max(np.abs(residual), initial=0.0)))
 
-    def reduced_hessian(self, z, kkt: dict) -> dict:
+    def reduced_hessian(self, z, kkt: KKT) -> ReducedHessian:
         """Hessian of −log L on the constraint manifold at an optimum, and the covariance
         of z it implies (``None`` when the reduced Hessian is singular)."""
         z = np.asarray(z, dtype=float)
-        lam, J = kkt["multipliers"], kkt["active_jacobian"]
+        lam, J = kkt.multipliers, kkt.active_jacobian
         # multipliers of the user's constraints (eq first, then all ineq), for the Hessian
         con_lam = np.zeros(len(self._eq) + len(self._ineq))
         con_lam[: len(self._eq)] = lam[: len(self._eq)]
         if self._ineq:
             active = np.abs(self.ineq_values(z)) <= FEASIBILITY_TOL
             con_lam[len(self._eq):][active] = lam[len(self._eq):len(self._eq) + active.sum()]
-        H = self.lagrangian_hessian(z, con_lam, grad=kkt["gradient"])
+        H = self.lagrangian_hessian(z, con_lam, grad=kkt.gradient)
         N = scipy.linalg.null_space(J) if J.shape[0] else np.eye(len(z))
         reduced = 0.5 * N.T @ H @ N                 # Hessian of −log L on the manifold
         if not reduced.size:
-            return {"eigenvalues": np.zeros(0), "singular": False,
-                    "cov_z": np.zeros((len(z), len(z)))}
+            return ReducedHessian(np.zeros(0), False, np.zeros((len(z), len(z))))
         eig = np.linalg.eigvalsh(reduced)
         singular = bool(eig.min() <= 1e-8 * max(1.0, float(np.max(np.abs(eig)))))
         cov_z = None if singular else N @ np.linalg.solve(reduced, N.T)
-        return {"eigenvalues": eig, "singular": singular, "cov_z": cov_z}
+        return ReducedHessian(eig, singular, cov_z)
 
     def identification(self, z) -> tuple[bool, int]:
         """Whether X with the equality constraints' β-gradients has full column rank,
@@ -587,6 +584,7 @@ class LinkedModel(_LinkedBase):
         H[:, :nt] = numdiff.jacobian(self.gradient, z, lower=lower, rel_step=step,
                                      indices=range(nt))
         H[:nt, nt:] = H[nt:, :nt].T
+        self._ensure_state(z)  # the factor at z's θ, for X'V₀⁻¹X
         H[nt:nt + p, nt:nt + p] = 2.0 * self._xt_vinv_x(theta) / sigma**2
         H[nt:nt + p, -1] = H[-1, nt:nt + p] = -2.0 * grad[nt:nt + p]
         H[-1, -1] = 4.0 * r2 / sigma**2
@@ -594,7 +592,6 @@ class LinkedModel(_LinkedBase):
         # only identify) the curvature term is rounding noise and is skipped
         if len(multipliers) and self.constraints and np.max(np.abs(grad)) > 1e-4:
             H -= self._constraint_curvature(z, multipliers, step)
-        self.deviance(z)
         return 0.5 * (H + H.T)
 
     def _constraint_curvature(self, z, multipliers, step) -> np.ndarray:
@@ -647,16 +644,11 @@ class LinkedModel(_LinkedBase):
         return out
 
     def _xt_vinv_x(self, theta) -> np.ndarray:
-        """X'V₀⁻¹X = X'X − (ZΛ'ᵀX)'(Λ'Z'ZΛ + I)⁻¹(Λ'Z'X), column by column."""
+        """X'V₀⁻¹X = X'X − B'(Λ'Z'ZΛ + I)⁻¹B with B = Λ'Z'X, from the engine's factor at
+        θ (which the caller has made current; its response is left as it is)."""
         X = self.working.X
-        out = X.T @ X
-        for j in range(X.shape[1]):
-            self.engine.set_response(X[:, j])
-            self.engine.update(theta)
-            u = self.engine.conditional_modes(np.zeros(0))
-            out[:, j] -= X.T @ (self.Z @ self.working.Lambda_times(theta, u))
-        self._engine_response = None
-        self._state_z = None
+        B = self.working.Lambda_times(theta, self.Z.T @ X, transpose=True)
+        out = X.T @ X - B.T @ self.engine.solve(B)
         return 0.5 * (out + out.T)
 
     def base_start(self) -> np.ndarray:
@@ -747,15 +739,16 @@ class LinkedNonlinearModel(_LinkedBase):
 
     def gradient(self, z, step: float = 1e-6) -> np.ndarray:
         z = np.asarray(z, dtype=float)
-        _, r2, u = self._at(z)
+        state = self._at(z)
+        _, r2, u = state
         nt, p = self.space.n_theta, self.space.p
         grad = np.empty(len(z))
         grad[:nt + p] = numdiff.jacobian(lambda x: self._deviance_from(x, u), z,
-                                 lower=self.space.z_lower(), rel_step=step,
-                                 indices=range(nt + p))[0]
+                                         lower=self.space.z_lower(), rel_step=step,
+                                         indices=range(nt + p))[0]
         sigma = self.space.split(z)[2]
         grad[-1] = 2.0 * self.n - 2.0 * r2 / sigma**2
-        self._deviance_from(z, u)
+        self._state = state  # the differences moved it; z's own r² and ũ are known
         return grad
 
     def base_start(self) -> np.ndarray:

@@ -45,6 +45,58 @@ _EPS = float(np.finfo(float).eps)
 
 
 @dataclass
+class DerivativeChecks:
+    """lme4's convergence checks at a point (``_derivative_checks``).
+
+    Attributes
+    ----------
+    max_gradient : float
+        The largest gradient component that could still decrease the function (scaled
+        by the Hessian when above ``GRADIENT_TOL``; ``inf`` where H is not positive
+        definite or the differences are not finite).
+    eigenvalues : ndarray
+        Of the Hessian over the interior coordinates.
+    negative, zero : int
+        Eigenvalues below −τ and within ±τ (τ: see ``_derivative_checks``).
+    gradient : ndarray
+        All coordinates; at a bound, only an inward-pointing derivative (else 0).
+    hessian : ndarray
+        Over the ``interior`` coordinates.
+    interior : ndarray of int
+    """
+
+    max_gradient: float
+    eigenvalues: np.ndarray
+    negative: int
+    zero: int
+    gradient: np.ndarray
+    hessian: np.ndarray
+    interior: np.ndarray
+
+
+@dataclass
+class KKT:
+    """First-order analysis of a constrained optimum: ∇D, the active constraints'
+    Jacobian J, least-squares multipliers λ and the residual max |∇D − J'λ|."""
+
+    gradient: np.ndarray
+    active_jacobian: np.ndarray
+    multipliers: np.ndarray
+    residual: float
+
+
+@dataclass
+class ReducedHessian:
+    """Second-order analysis of a constrained optimum: eigenvalues of the Hessian of
+    −log L on the constraint manifold, whether it is singular, and the covariance of
+    z it implies (None when singular)."""
+
+    eigenvalues: np.ndarray
+    singular: bool
+    cov_z: np.ndarray | None
+
+
+@dataclass
 class OptSummary:
     """What the optimiser did: start, end, evaluations, status and checks."""
 
@@ -184,8 +236,8 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
             x, best = snapped, value
 
     checks = _derivative_checks(fun, x, lower, f0=best) if check_gradient else None
-    grad_ok = checks is None or checks["max_gradient"] <= GRADIENT_TOL
-    saddle = checks is not None and checks["negative"] > 0
+    grad_ok = checks is None or checks.max_gradient <= GRADIENT_TOL
+    saddle = checks is not None and checks.negative > 0
     if ok and (saddle or not grad_ok) and math.isfinite(best):
         # Stopped on a flat ridge or where the curvature is negative: one restart, with a
         # small first step, from there or from the best point down the negative curvature.
@@ -202,20 +254,20 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
             if value <= best:
                 x, best = x_new, value
         checks = _derivative_checks(fun, x, lower, f0=best)
-        grad_ok = checks["max_gradient"] <= GRADIENT_TOL
+        grad_ok = checks.max_gradient <= GRADIENT_TOL
     notes = []
     hessian_ok = True
     if checks is not None:
-        summary.max_gradient = checks["max_gradient"]
-        summary.hessian_eigenvalues = checks["eigenvalues"]
+        summary.max_gradient = checks.max_gradient
+        summary.hessian_eigenvalues = checks.eigenvalues
         if not grad_ok:
-            notes.append(f"scaled finite-difference gradient {checks['max_gradient']:.3g} "
+            notes.append(f"scaled finite-difference gradient {checks.max_gradient:.3g} "
                          f"exceeds {GRADIENT_TOL:g}")
-        if checks["negative"]:
+        if checks.negative:
             hessian_ok = False
-            notes.append(f"degenerate Hessian with {checks['negative']} negative "
+            notes.append(f"degenerate Hessian with {checks.negative} negative "
                          f"eigenvalue(s): not a minimum")
-        elif checks["zero"]:
+        elif checks.zero:
             summary.degenerate = True
             notes.append(SINGULAR_HESSIAN)
     summary.converged = bool(ok and math.isfinite(best) and grad_ok and hessian_ok)
@@ -238,12 +290,12 @@ def newton_polish(fun, x, lower, f0: float | None = None):
     x = np.asarray(x, dtype=float)
     f0 = float(fun(x)) if f0 is None else f0
     checks = _derivative_checks(fun, x, lower, f0=f0)
-    idx = checks["interior"]
-    if not len(idx) or checks["negative"] or checks["zero"] \
-            or not math.isfinite(checks["max_gradient"]):  # not finite, or H not definite
+    idx = checks.interior
+    if not len(idx) or checks.negative or checks.zero \
+            or not math.isfinite(checks.max_gradient):  # not finite, or H not definite
         return x, f0
     try:
-        step = _spd_solve(checks["hessian"], checks["gradient"][idx])
+        step = _spd_solve(checks.hessian, checks.gradient[idx])
     except np.linalg.LinAlgError:
         return x, f0
     trial = x.copy()
@@ -270,7 +322,7 @@ def _down_negative_curvature(fun, x, lower, best, checks):
     """(point, value) of the lowest probe x ± α·v (v the eigenvector of the most negative
     Hessian eigenvalue, α = 10⁻³…10⁻¹·max(1, |x|), clipped to the bounds) if it is
     below ``best``; else None."""
-    H, idx = checks["hessian"], checks["interior"]
+    H, idx = checks.hessian, checks.interior
     eigenvalues, vectors = np.linalg.eigh(H)
     direction = np.zeros(len(x))
     direction[idx] = vectors[:, int(np.argmin(eigenvalues))]
@@ -285,24 +337,18 @@ def _down_negative_curvature(fun, x, lower, best, checks):
     return found
 
 
-def _derivative_checks(fun, x, lower, rel_step: float = 1e-4, f0: float | None = None) -> dict:
+def _derivative_checks(fun, x, lower, rel_step: float = 1e-4,
+                       f0: float | None = None) -> DerivativeChecks:
     """lme4's convergence checks at ``x`` from one set of d(d + 1) evaluations.
 
     Gradient and Hessian by ``numdiff.hessian``.  Coordinates whose backward step
     would cross their bound are on the boundary: their one-sided derivative counts
     only if it points inward (moving in would decrease ``fun``).  ``f0`` is ``fun(x)`` where the caller has it (then it is not evaluated again).
 
-    Returns
-    -------
-    dict
-        ``max_gradient``: the largest gradient component that could still decrease
-        ``fun`` (within ``GRADIENT_TOL`` as is; otherwise scaled by the Hessian,
-        max |L⁻¹g| with H = LL' as lme4's check.conv.grad, ``inf`` if H is not
-        positive definite); ``eigenvalues`` of the interior Hessian; ``negative`` and
-        ``zero``, the counts of eigenvalues below −τ and within ±τ, where τ is the
-        larger of 1e-6·max|λ| and the rounding error of the differences,
-        10·d·ε·max(1, |f₀|)/min(h)²; ``gradient`` (all coordinates), ``hessian`` and
-        the ``interior`` coordinates it is over.
+    ``max_gradient`` is the largest gradient component as is when within
+    ``GRADIENT_TOL``, else max |L⁻¹g| with H = LL' (lme4's check.conv.grad); τ, which
+    separates negative and zero eigenvalues, is the larger of 1e-6·max|λ| and the
+    rounding error of the differences, 10·d·ε·max(1, |f₀|)/min(h)².
     """
     x = np.asarray(x, dtype=float)
     d = len(x)
@@ -316,18 +362,16 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4, f0: float | None =
     gradient = np.array(grad)
     h_min = min((h[k] for k in idx.tolist()), default=1.0)
     if not (all(map(math.isfinite, H.ravel().tolist())) and all(map(math.isfinite, grad))):
-        return {"max_gradient": math.inf, "eigenvalues": np.full(len(idx), np.nan),
-                "negative": 0, "zero": 0, "hessian": H, "interior": idx, "gradient": gradient}
+        return DerivativeChecks(math.inf, np.full(len(idx), np.nan), 0, 0, gradient, H, idx)
     eigenvalues = H.diagonal().copy() if len(idx) <= 1 else np.linalg.eigvalsh(H)
     values = eigenvalues.tolist()
     top = max(map(abs, values), default=0.0)
     tau = max(1e-6 * top, 10 * d * _EPS * max(1.0, abs(f0)) / h_min ** 2)
-    checks = {"eigenvalues": eigenvalues, "negative": sum(v < -tau for v in values),
-              "zero": sum(abs(v) <= tau for v in values), "hessian": H, "interior": idx,
-              "gradient": gradient}
+    checks = DerivativeChecks(math.nan, eigenvalues, sum(v < -tau for v in values),
+                              sum(abs(v) <= tau for v in values), gradient, H, idx)
     raw = max(map(abs, grad), default=0.0)
     if raw <= GRADIENT_TOL:
-        checks["max_gradient"] = raw
+        checks.max_gradient = raw
         return checks
     boundary = max((abs(grad[k]) for k in range(d) if not interior[k]), default=0.0)
     try:
@@ -335,7 +379,7 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4, f0: float | None =
         scaled = float(np.max(np.abs(np.linalg.solve(L, gradient[idx])), initial=0.0))
     except np.linalg.LinAlgError:
         scaled = math.inf
-    checks["max_gradient"] = max(boundary, scaled)
+    checks.max_gradient = max(boundary, scaled)
     return checks
 
 
@@ -355,7 +399,7 @@ class ConstrainedRun:
     n_evaluations: int = 0
     max_violation: float = math.inf
     kkt_residual: float = math.inf
-    kkt: dict = field(default=None, repr=False)
+    kkt: KKT | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return {"x_initial": list(map(float, self.x_initial)),

@@ -24,7 +24,7 @@ from .deviance import sigma_hat
 from .errors import DataError, FitError
 from .formula import EVALUATION_CONTEXT
 from .linalg import solve_triangular
-from .optimize import SINGULAR_HESSIAN
+from .optimize import SINGULAR_HESSIAN, ReducedHessian
 from .parameters import ParameterSpace, variance_components
 
 SAME_OPTIMUM = 1e-3       # two optima are the same when every natural parameter agrees to this
@@ -553,6 +553,17 @@ def _format_table(frame: pd.DataFrame) -> str:
     return frame.to_string(float_format=lambda v: f"{v:.6g}", na_rep="")
 
 
+@dataclass
+class Optimum:
+    """One distinct optimum a linked fit reached: −2 log L, log L, every named
+    parameter on its natural scale, and how many starts reached it."""
+
+    neg2ll: float
+    loglik: float
+    params: dict
+    n_starts: int
+
+
 class LinkedResults(_Report):
     """A maximum-likelihood fit of a ``LinkedModel``: the best optimum and all others.
 
@@ -562,7 +573,7 @@ class LinkedResults(_Report):
         −2 log L at the best optimum.
     theta, beta, sigma
         Estimates at the best optimum (β as a Series by design column).
-    optima : list of dict
+    optima : list of Optimum
         Every distinct optimum reached (best first): ``loglik``, ``neg2ll``,
         ``params`` (name → value) and how many starts reached it.
     runs : list of ConstrainedRun
@@ -588,7 +599,7 @@ class LinkedResults(_Report):
         self.natural = space.natural_from_z(z)
 
         self._kkt = getattr(best, "kkt", None) or model.kkt(z)
-        self.kkt_residual = self._kkt["kkt_residual"]
+        self.kkt_residual = self._kkt.residual
 
         self.constraint_residuals = {}
         if model._eq:
@@ -600,20 +611,19 @@ class LinkedResults(_Report):
         self.constraint_completes_rank, self.n_free = model.identification(z)
 
         self.optima = []
+        naturals = []
         for run in ordered:
             nat = space.natural_from_z(run.x_final)
-            for opt in self.optima:
-                if np.all(np.abs(nat - opt["_natural"]) <= SAME_OPTIMUM * (1 + np.abs(nat))):
-                    opt["n_starts"] += 1
+            for opt, seen in zip(self.optima, naturals):
+                if np.all(np.abs(nat - seen) <= SAME_OPTIMUM * (1 + np.abs(nat))):
+                    opt.n_starts += 1
                     break
             else:
-                self.optima.append({"neg2ll": run.fun_final, "loglik": -0.5 * run.fun_final,
-                                    "params": space.as_dict(nat), "n_starts": 1,
-                                    "_natural": nat})
-        for opt in self.optima:
-            del opt["_natural"]
+                self.optima.append(Optimum(run.fun_final, -0.5 * run.fun_final,
+                                           space.as_dict(nat), 1))
+                naturals.append(nat)
         self.equally_likely = [o for o in self.optima
-                               if o["neg2ll"] - self.optima[0]["neg2ll"] <= EQUAL_LIKELIHOOD]
+                               if o.neg2ll - self.optima[0].neg2ll <= EQUAL_LIKELIHOOD]
         self.converged = bool(best.success and self.kkt_residual <= 2e-3)
 
     @cached_property
@@ -624,7 +634,7 @@ class LinkedResults(_Report):
     # ---- second-order analysis (computed on first use: it costs ~2·dim z gradients) ----
 
     @cached_property
-    def _hessian(self) -> dict:
+    def _hessian(self) -> ReducedHessian:
         if self.model.design is not self.design:
             raise FitError("the model has been given another response since this fit (as a "
                            "batch reuses a layout's model): its second-order analysis can no "
@@ -635,16 +645,16 @@ class LinkedResults(_Report):
     @property
     def reduced_hessian_eigenvalues(self) -> np.ndarray:
         """Eigenvalues of the Hessian of −log L restricted to the constraint manifold."""
-        return self._hessian["eigenvalues"]
+        return self._hessian.eigenvalues
 
     @property
     def reduced_hessian_singular(self) -> bool:
-        return self._hessian["singular"]
+        return self._hessian.singular
 
     @cached_property
     def se_natural(self) -> np.ndarray:
         """Wald SEs of the natural parameters: J (N'HN)⁻¹ J' by the delta method."""
-        cov_z = self._hessian["cov_z"]
+        cov_z = self._hessian.cov_z
         if cov_z is None:
             return np.full(len(self.natural), np.nan)
         J = self.space.natural_jacobian(self.z)
@@ -772,7 +782,7 @@ class LinkedResults(_Report):
             "fixed_rank": self.fixed_rank,
             "n_fixed": self.space.p,
             "constraint_completes_rank": self.constraint_completes_rank,
-            "optima": self.optima,
+            "optima": [dataclasses.asdict(o) for o in self.optima],
             "n_starts": len(self.runs),
             "runs": [r.as_dict() for r in self.runs],
         }
@@ -808,16 +818,16 @@ class LinkedSummary(_Printable):
         lines.append(f"Optima: {len(fit.optima)} distinct from {len(fit.runs)} start(s) "
                      f"({fit.method}); KKT residual {fit.kkt_residual:.2e}")
         if len(fit.optima) > 1:  # show the parameters in which the optima differ
-            frame = pd.DataFrame([o["params"] for o in fit.optima[:10]])
+            frame = pd.DataFrame([o.params for o in fit.optima[:10]])
             spread = (frame.max() - frame.min()) / (1 + frame.abs().max())
             frame = frame.loc[:, spread > SAME_OPTIMUM]
-            frame.insert(0, "starts", [o["n_starts"] for o in fit.optima[:10]])
-            frame.insert(0, "logLik", [o["loglik"] for o in fit.optima[:10]])
+            frame.insert(0, "starts", [o.n_starts for o in fit.optima[:10]])
+            frame.insert(0, "logLik", [o.loglik for o in fit.optima[:10]])
             frame.index = range(1, len(frame) + 1)
             lines.append(frame.to_string(float_format=lambda v: f"{v:.8g}"))
         else:
-            lines.append(f"  1. logLik {fit.optima[0]['loglik']:.6f}  "
-                         f"({fit.optima[0]['n_starts']} start(s))")
+            lines.append(f"  1. logLik {fit.optima[0].loglik:.6f}  "
+                         f"({fit.optima[0].n_starts} start(s))")
         lines.append(f"Uniqueness: {fit.verdict}")
         if not fit.converged:
             lines.append(f"WARNING: did not converge ({fit._best.message}; KKT residual "
