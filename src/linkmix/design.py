@@ -26,7 +26,7 @@ from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_ter
 
 __all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns",
            "without_unused_levels", "require_numeric_response",
-           "assemble_design", "INTERCEPT"]
+           "assemble_design", "design_from_arrays", "INTERCEPT"]
 
 INTERCEPT = "(Intercept)"
 
@@ -482,3 +482,89 @@ def assemble_design(spec: FormulaSpec, y: np.ndarray, X: np.ndarray, names: list
     return LMMDesign(formula=spec, y=y, X=X, fixed_names=names, terms=terms,
                      fixed_spec=fixed_spec, n_dropped=n_dropped, dropped_columns=dropped,
                      row_index=row_index)
+
+
+def _numeric_array(value, name: str, ndim: int) -> np.ndarray:
+    """``value`` as a finite float array of ``ndim`` dimensions, or a DataError naming it."""
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be numeric") from None
+    if ndim == 2 and array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != ndim:
+        raise DataError(f"{name} must have {ndim} dimension(s), not {array.ndim}")
+    if np.isnan(array).any():
+        raise DataError(f"{name} has {int(np.isnan(array).sum())} missing (NaN) value(s); "
+                        f"arrays are taken as they are: drop incomplete rows first")
+    return array
+
+
+def design_from_arrays(y, X, random, *, fixed_names=None, response: str = "y",
+                       drop_rank_deficient: bool = True) -> LMMDesign:
+    """A linear mixed model's design from arrays, without a formula.
+
+    Parameters
+    ----------
+    y : array_like (n,)
+    X : array_like (n, p)
+        Fixed-effects design (include a column of ones for an intercept).
+    random : list of tuples
+        One random-effects term each: ``(group, labels)`` for a random intercept,
+        ``(group, labels, Z)`` or ``(group, labels, Z, coef_names)`` for correlated
+        coefficients on the columns of Z (n × k), as ``(Z | group)``; give
+        independent coefficients as separate terms.  ``labels`` (n,) are any
+        hashable level labels or integer codes.
+    fixed_names : list of str, optional
+        Names of X's columns (default ``x0, x1, …``).
+    response : str
+        The response's name, for reports.
+    drop_rank_deficient : bool
+        Drop aliased columns of X, as ``build_design`` (and lme4) do.
+
+    The same checks as a formula's design apply (finite values, enough observations,
+    at least two levels per grouping factor) and the terms take lme4's order.
+    """
+    y = _numeric_array(y, "y", 1)
+    X = _numeric_array(X, "X", 2)
+    n = len(y)
+    if X.shape[0] != n:
+        raise DataError(f"X has {X.shape[0]} rows; y has {n}")
+    names = [f"x{j}" for j in range(X.shape[1])] if fixed_names is None else \
+        [str(name) for name in fixed_names]
+    if len(names) != X.shape[1] or len(set(names)) != len(names):
+        raise DataError(f"fixed_names must name X's {X.shape[1]} columns, each once")
+    if isinstance(random, tuple) or not len(random):
+        raise DataError("random must be a non-empty list of terms such as "
+                        "[('Subject', subject_labels, Z)]")
+    terms = []
+    for index, spec in enumerate(random):
+        if not isinstance(spec, (tuple, list)) or not 2 <= len(spec) <= 4:
+            raise DataError(f"random term {index} must be (group, labels[, Z[, coef_names]])")
+        group, labels = str(spec[0]), np.asarray(spec[1])
+        if labels.shape != (n,):
+            raise DataError(f"the labels of random term {group!r} must have shape ({n},), "
+                            f"not {labels.shape}")
+        if pd.isna(pd.Series(labels)).any():
+            raise DataError(f"the labels of random term {group!r} have missing values")
+        Z = _numeric_array(spec[2], f"Z of random term {group!r}", 2) if len(spec) > 2 \
+            else np.ones((n, 1))
+        if Z.shape[0] != n:
+            raise DataError(f"Z of random term {group!r} has {Z.shape[0]} rows; y has {n}")
+        coef_names = tuple(str(c) for c in spec[3]) if len(spec) > 3 else \
+            ((INTERCEPT,) if len(spec) == 2 else tuple(f"z{j}" for j in range(Z.shape[1])))
+        if len(coef_names) != Z.shape[1]:
+            raise DataError(f"random term {group!r} names {len(coef_names)} coefficient(s) "
+                            f"for the {Z.shape[1]} column(s) of its Z")
+        codes, levels = _group_codes(pd.DataFrame({group: labels}), (group,))
+        terms.append(RandomTerm(group=group, group_columns=(group,), coef_names=coef_names,
+                                levels=levels, codes=codes, Z=np.ascontiguousarray(Z),
+                                expr_spec=None))
+    def term_text(columns):  # a report's rendering: the intercept column as "1"
+        return " + ".join("1" if c == INTERCEPT else c for c in columns) or "0"
+
+    random_text = " + ".join(f"({term_text(t.coef_names)} | {t.group})" for t in terms)
+    spec = FormulaSpec(text=f"{response} ~ {term_text(names)} + {random_text}",
+                       response=response, fixed=term_text(names), random=())
+    return assemble_design(spec, y, X, names, terms, fixed_spec=None,
+                           drop_rank_deficient=drop_rank_deficient)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import warnings
 
 import numpy as np
@@ -20,7 +21,7 @@ import pandas as pd
 
 from . import arguments
 from .conditioning import Conditioning
-from .design import build_design
+from .design import build_design, design_from_arrays
 from .deviance import Deviance, profiled_deviance
 from .engine import make_engine
 from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
@@ -34,6 +35,14 @@ __all__ = ["LinearMixedModel"]
 
 class LinearMixedModel:
     """A linear mixed model ``y = Xβ + ZΛ_θ u + ε``, ready to evaluate or fit.
+
+    Besides ``fit``, it is a backend for other optimisers and programs (lme4's
+    ``devFunOnly``, MixedModels.jl's ``objective!``): ``objective(theta)`` is the
+    profiled criterion at lme4's θ (bounded below by ``theta_lower``, started at
+    ``theta_start``), ``full_deviance(theta, beta, sigma)`` the −2 log-likelihood with
+    nothing profiled and ``full_deviance_gradient`` its exact β and σ derivatives;
+    ``results_at(theta)`` reports a fit at any θ.  Build one from a formula, or from
+    arrays with ``from_arrays``.
 
     Parameters
     ----------
@@ -75,9 +84,33 @@ class LinearMixedModel:
         model._setup(design, REML, engine)
         return model
 
+    @classmethod
+    def from_arrays(cls, y, X, random, *, fixed_names=None, response: str = "y",
+                    REML: bool = True, engine: str = "auto"):
+        """A model from arrays, without a formula (see ``linkmix.design.design_from_arrays``).
+
+        Examples
+        --------
+        >>> model = LinearMixedModel.from_arrays(
+        ...     reaction, np.column_stack([np.ones(n), days]),
+        ...     [("Subject", subject, np.column_stack([np.ones(n), days]))])  # doctest: +SKIP
+        """
+        return cls.from_design(design_from_arrays(y, X, random, fixed_names=fixed_names,
+                                                  response=response), REML=REML, engine=engine)
+
     @property
     def formula(self) -> str:
         return self.design.formula.text
+
+    @property
+    def theta_lower(self) -> np.ndarray:
+        """Lower bounds of lme4's θ: 0 on the diagonal of each T, -inf elsewhere."""
+        return self.design.theta_lower
+
+    @property
+    def theta_start(self) -> np.ndarray:
+        """lme4's start for θ: T = I for every term."""
+        return self.design.theta_start()
 
     @functools.cached_property
     def parameter_space(self) -> ParameterSpace:
@@ -92,16 +125,53 @@ class LinearMixedModel:
         self.engine.set_response(self.conditioning.set_response(self.design.y))
         self._check_response()
 
+    def _checked(self, theta, beta=None, sigma=None):
+        """θ (and β, σ) as float arrays of this model's sizes, or an ArgumentError."""
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape != self.design.theta_lower.shape:
+            raise ArgumentError(f"theta has shape {theta.shape}; this model's θ has "
+                                f"{self.design.theta_lower.size} entries")
+        if beta is not None:
+            beta = np.asarray(beta, dtype=float)
+            if beta.shape != (self.design.p,):
+                raise ArgumentError(f"beta has shape {beta.shape}; this model has "
+                                    f"{self.design.p} fixed effects {self.design.fixed_names}")
+        if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
+            raise ArgumentError(f"sigma must be a positive number, not {sigma!r}")
+        return theta, beta
+
     def objective(self, theta) -> float:
-        """Profiled deviance (ML) or REML criterion at lme4's θ."""
-        theta_w = self.conditioning.theta_working(np.asarray(theta, dtype=float))
+        """Profiled deviance (ML) or REML criterion at lme4's θ (``inf`` where the
+        system is not positive definite)."""
+        theta, _ = self._checked(theta)
+        theta_w = self.conditioning.theta_working(theta)
         return self.deviance(theta_w) + self.conditioning.offset(self.REML)
 
     def full_deviance(self, theta, beta, sigma) -> float:
         """−2 log L at lme4's θ, β and σ, nothing profiled."""
+        theta, beta = self._checked(theta, beta, sigma)
         c = self.conditioning
         return (self.deviance.full(c.theta_working(theta), c.beta_working(beta), sigma / c.scale)
                 + c.offset(REML=False))
+
+    def full_deviance_gradient(self, theta, beta, sigma) -> tuple[np.ndarray, float]:
+        """(∂D/∂β, ∂D/∂σ) of the full deviance at lme4's θ, β and σ, exact (by the
+        envelope theorem over u): −2X'r̃/σ² and 2n/σ − 2r²/σ³, with r̃ = y − Xβ − Zb̃ the
+        conditional residual and r² the penalised residual sum of squares at (θ, β)."""
+        theta, beta = self._checked(theta, beta, sigma)
+        c, engine, design = self.conditioning, self.engine, self.design
+        theta_w = c.theta_working(theta)
+        beta_w = c.beta_working(beta)
+        if not engine.update(theta_w):
+            raise FitError(f"the model's system is not positive definite at θ = {theta}")
+        r2 = c.scale**2 * engine.prss(beta_w)
+        b = c.effects(c.working.Lambda_times(theta_w, engine.conditional_modes(beta_w)))
+        resid = design.y - design.X @ beta - self._Z @ b
+        return -2.0 * design.X.T @ resid / sigma**2, 2.0 * design.n / sigma - 2.0 * r2 / sigma**3
+
+    @functools.cached_property
+    def _Z(self):
+        return self.design.Z_sparse()
 
     def estimates(self, theta_w) -> LMMEstimates:
         """Everything the fit reports at the working θ_w, in the user's units: θ, β̂(θ),

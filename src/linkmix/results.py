@@ -367,6 +367,9 @@ class LMMResults(_Report):
             return self.fitted() if include_random else self.design.X @ self.beta.to_numpy()
         if not isinstance(newdata, pd.DataFrame):
             raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}")
+        if self.design.fixed_spec is None:
+            raise DataError("this model was built from arrays, not a formula: it predicts its "
+                            "own rows only (predict() without newdata)")
         X = self._new_matrix(self.design.fixed_spec, newdata, "fixed-effects part")
         X = X[[c if c != INTERCEPT else "Intercept" for c in self.design.fixed_names]]
         mu = X.to_numpy(dtype=float) @ self.beta.to_numpy()
