@@ -300,3 +300,24 @@ def test_adaptive_gauss_hermite_quadrature():
     with pytest.raises(linkmix.FitError, match="single scalar random-effects term"):
         linkmix.nlmer("conc ~ SSfol(Dose, Time, lKe, lKa, lCl)", datasets.load("Theoph"),
                       random="lKa + lCl | Subject", nAGQ=5)
+
+
+def test_missing_values_follow_the_linear_models_rule():
+    """One missing-data rule (design.model_frame): the same count, warning and refusal
+    for a nonlinear model as for a linear one."""
+    data = datasets.load("Orange").copy()
+    data.loc[[2, 7], "circumference"] = np.nan
+    formula = "circumference ~ SSlogis(age, Asym, xmid, scal) ~ Asym | Tree"
+    warning = r"dropped 2 of 35 rows .*\['circumference'\]"
+    with pytest.warns(linkmix.MissingDataWarning, match=warning):
+        fit = linkmix.nlmer(formula, data)
+    with pytest.warns(linkmix.MissingDataWarning, match=warning):
+        linear = linkmix.lmer("circumference ~ age + (1 | Tree)", data)
+    assert fit.n_dropped == linear.n_dropped == 2 and fit.nobs == linear.nobs == 33
+    refusal = r"2 row\(s\) have missing values in column\(s\) \['circumference'\]"
+    for fitter, text in ((linkmix.nlmer, formula),
+                         (linkmix.lmer, "circumference ~ age + (1 | Tree)")):
+        with pytest.raises(linkmix.DataError, match=refusal):
+            fitter(text, data, missing="raise")
+        with pytest.raises(linkmix.ArgumentError, match="missing"):
+            fitter(text, data, missing="ignore")

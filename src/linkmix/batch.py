@@ -27,7 +27,7 @@ import pandas as pd
 
 from . import arguments
 from .constraints import Expression, make_constraint
-from .design import _required_variables, build_design, require_numeric_response
+from .design import required_variables, build_design, require_numeric_response
 from .groupdesign import TableDesign
 from .errors import ArgumentError, DataError, LinkmixError
 from .formula import parse_formula
@@ -68,9 +68,9 @@ class GroupSpec:
     def used_columns(self) -> tuple[str, list[str]]:
         """The response and the other columns the formula reads."""
         spec = parse_formula(self.formula)
-        cols = set(_required_variables(spec.fixed, "the fixed-effects part"))
+        cols = set(required_variables(spec.fixed, "the fixed-effects part"))
         for term in spec.random:
-            cols |= _required_variables(term.expr, "a random-effects expression")
+            cols |= required_variables(term.expr, "a random-effects expression")
             cols |= set(term.group)
         cols.discard(spec.response)
         return spec.response, sorted(cols)

@@ -25,13 +25,14 @@ from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_ter
                       plain_message)
 
 __all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns",
-           "without_unused_levels", "require_numeric_response",
-           "assemble_design", "design_from_arrays", "INTERCEPT"]
+           "model_frame", "without_unused_levels", "require_numeric_response", "require_columns",
+           "required_variables", "materialize", "group_codes", "lme4_term_order",
+           "rename_intercept", "assemble_design", "design_from_arrays", "INTERCEPT"]
 
 INTERCEPT = "(Intercept)"
 
 
-def _rename_intercept(names):
+def rename_intercept(names):
     return [INTERCEPT if name == "Intercept" else name for name in names]
 
 
@@ -232,6 +233,27 @@ def without_unused_levels(data: pd.DataFrame, columns) -> pd.DataFrame:
     return data.assign(**unused) if unused else data
 
 
+def model_frame(data: pd.DataFrame, used, missing: str = "drop", stacklevel: int = 4):
+    """(the complete rows of ``data`` in the ``used`` columns, how many were dropped): the
+    one missing-data rule of every model.  ``missing="raise"`` refuses incomplete rows;
+    ``"drop"`` drops them with a ``MissingDataWarning`` naming the columns.  Unused
+    categories are removed, as R's model frames do."""
+    arguments.choice(missing, "missing", ("drop", "raise"))
+    used_cols = [c for c in data.columns if c in set(used)]
+    incomplete = data[used_cols].isna().any(axis=1).to_numpy()
+    n_dropped = int(incomplete.sum())
+    if n_dropped:
+        bad = [c for c in used_cols if data[c].isna().any()]
+        if missing == "raise":
+            raise DataError(f"{n_dropped} row(s) have missing values in column(s) {bad}")
+        warnings.warn(f"dropped {n_dropped} of {len(data)} rows with missing values in "
+                      f"column(s) {bad}", MissingDataWarning, stacklevel=stacklevel)
+        data = data.loc[~incomplete]
+    if len(data) == 0:
+        raise DataError("no complete rows are left to fit")
+    return without_unused_levels(data, used_cols), n_dropped
+
+
 def require_numeric_response(values: pd.Series, name: str) -> None:
     """Refuse a response that is not numbers, showing a value that is not one."""
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
@@ -246,7 +268,7 @@ def require_numeric_response(values: pd.Series, name: str) -> None:
                     f"({example})")
 
 
-def _require_columns(data: pd.DataFrame, names, where: str) -> None:
+def require_columns(data: pd.DataFrame, names, where: str) -> None:
     missing = [name for name in names if name not in data.columns]
     if missing:
         shown = ", ".join(repr(m) for m in missing)
@@ -261,12 +283,12 @@ def _parsed(rhs: str) -> Formula:
     return Formula(rhs)
 
 
-def _required_variables(rhs: str, where: str) -> set[str]:
+def required_variables(rhs: str, where: str) -> set[str]:
     """The data columns ``rhs`` reads (after the whitelist check of ``check_terms``)."""
     return set(check_terms(rhs, where))
 
 
-def _materialize(rhs: str, data: pd.DataFrame, where: str, output: str = "pandas"):
+def materialize(rhs: str, data: pd.DataFrame, where: str, output: str = "pandas"):
     """formulaic's model matrix of a checked ``rhs`` (``output``: "pandas" or "sparse"):
     the only place formula text is evaluated, and only with ``EVALUATION_CONTEXT``
     besides the data."""
@@ -279,7 +301,7 @@ def _materialize(rhs: str, data: pd.DataFrame, where: str, output: str = "pandas
                            f"{plain_message(str(exc))}") from None
 
 
-def _group_codes(data: pd.DataFrame, columns: tuple[str, ...]):
+def group_codes(data: pd.DataFrame, columns: tuple[str, ...]):
     """Integer codes and labels of the (interaction of) grouping columns.
 
     The labels are an object-dtype Index: a batch takes each group's levels from the
@@ -305,7 +327,7 @@ def _group_codes(data: pd.DataFrame, columns: tuple[str, ...]):
                                                     dtype=object)
 
 
-def _lme4_term_order(terms: list[RandomTerm]) -> list[RandomTerm]:
+def lme4_term_order(terms: list[RandomTerm]) -> list[RandomTerm]:
     """lme4 reorders terms by decreasing number of levels, only when not already so."""
     n_levels = [term.n_levels for term in terms]
     if any(later > earlier for earlier, later in zip(n_levels, n_levels[1:])):
@@ -316,12 +338,12 @@ def _lme4_term_order(terms: list[RandomTerm]) -> list[RandomTerm]:
 
 def _build_terms(spec: RandomTermSpec, data: pd.DataFrame) -> list[RandomTerm]:
     where = f"random-effects term ({spec.expr} {'||' if spec.independent else '|'} {spec.group_name})"
-    matrix = _materialize(spec.expr, data, where)
-    names = _rename_intercept(list(matrix.columns))
+    matrix = materialize(spec.expr, data, where)
+    names = rename_intercept(list(matrix.columns))
     Z = np.ascontiguousarray(np.asarray(matrix, dtype=float))
     if Z.shape[1] == 0:
         raise FormulaError(f"{where} has no coefficients")
-    codes, levels = _group_codes(data, spec.group)
+    codes, levels = group_codes(data, spec.group)
     split = [(j,) for j in range(Z.shape[1])] if spec.independent else [tuple(range(Z.shape[1]))]
     return [RandomTerm(group=spec.group_name, group_columns=spec.group,
                        coef_names=tuple(names[j] for j in cols), levels=levels, codes=codes,
@@ -397,41 +419,26 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
     spec = formula if isinstance(formula, FormulaSpec) else parse_formula(formula)
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
-    arguments.choice(missing, "missing", ("drop", "raise"))
     arguments.flag(drop_rank_deficient, "drop_rank_deficient")
 
-    _require_columns(data, [spec.response], f"the response of {spec.text!r}")
-    fixed_vars = _required_variables(spec.fixed, "the fixed-effects part")
-    _require_columns(data, sorted(fixed_vars), f"the fixed-effects part {spec.fixed!r}")
+    require_columns(data, [spec.response], f"the response of {spec.text!r}")
+    fixed_vars = required_variables(spec.fixed, "the fixed-effects part")
+    require_columns(data, sorted(fixed_vars), f"the fixed-effects part {spec.fixed!r}")
     used = {spec.response} | fixed_vars
     for term in spec.random:
-        expr_vars = _required_variables(term.expr, f"random-effects expression")
+        expr_vars = required_variables(term.expr, f"random-effects expression")
         where = f"random-effects term ({term.expr} | {term.group_name})"
-        _require_columns(data, sorted(expr_vars) + list(term.group), where)
+        require_columns(data, sorted(expr_vars) + list(term.group), where)
         used |= expr_vars | set(term.group)
-    used_cols = [c for c in data.columns if c in used]
-
     response = data[spec.response]
     require_numeric_response(response, spec.response)
-
-    incomplete = data[used_cols].isna().any(axis=1).to_numpy()
-    n_dropped = int(incomplete.sum())
-    if n_dropped:
-        bad = [c for c in used_cols if data[c].isna().any()]
-        if missing == "raise":
-            raise DataError(f"{n_dropped} row(s) have missing values in column(s) {bad}")
-        warnings.warn(f"dropped {n_dropped} of {len(data)} rows with missing values in "
-                      f"column(s) {bad}", MissingDataWarning, stacklevel=3)
-        data = data.loc[~incomplete]
-    if len(data) == 0:
-        raise DataError("no complete rows are left to fit")
-    data = without_unused_levels(data, used_cols)
+    data, n_dropped = model_frame(data, used, missing)
 
     y = response.loc[data.index].to_numpy(dtype=float)
-    fixed_matrix = _materialize(spec.fixed, data, "the fixed-effects part")
+    fixed_matrix = materialize(spec.fixed, data, "the fixed-effects part")
     X = np.ascontiguousarray(np.asarray(fixed_matrix, dtype=float))
     terms = [t for term_spec in spec.random for t in _build_terms(term_spec, data)]
-    return assemble_design(spec, y, X, _rename_intercept(list(fixed_matrix.columns)), terms,
+    return assemble_design(spec, y, X, rename_intercept(list(fixed_matrix.columns)), terms,
                            fixed_spec=fixed_matrix.model_spec,
                            drop_rank_deficient=drop_rank_deficient, check_sizes=check_sizes,
                            n_dropped=n_dropped, row_index=data.index)
@@ -468,7 +475,7 @@ def assemble_design(spec: FormulaSpec, y: np.ndarray, X: np.ndarray, names: list
                             f"a variance needs at least 2 levels")
         if not np.isfinite(term.Z).all():
             raise DataError(f"random-effects covariates of {term.coef_names} have infinite values")
-    terms = _lme4_term_order(terms)
+    terms = lme4_term_order(terms)
     n = len(y)
     for term in terms if check_sizes else ():
         if term.n_levels >= n:
@@ -556,7 +563,7 @@ def design_from_arrays(y, X, random, *, fixed_names=None, response: str = "y",
         if len(coef_names) != Z.shape[1]:
             raise DataError(f"random term {group!r} names {len(coef_names)} coefficient(s) "
                             f"for the {Z.shape[1]} column(s) of its Z")
-        codes, levels = _group_codes(pd.DataFrame({group: labels}), (group,))
+        codes, levels = group_codes(pd.DataFrame({group: labels}), (group,))
         terms.append(RandomTerm(group=group, group_columns=(group,), coef_names=coef_names,
                                 levels=levels, codes=codes, Z=np.ascontiguousarray(Z),
                                 expr_spec=None))

@@ -32,7 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import _groupcut
-from .design import (LMMDesign, RandomTerm, _group_codes, _materialize, _rename_intercept,
+from .design import (LMMDesign, RandomTerm, group_codes, materialize, rename_intercept,
                      assemble_design)
 from .errors import FormulaError
 from .formula import FormulaSpec
@@ -70,7 +70,7 @@ class _Columns:
     def build(cls, rhs: str, data: pd.DataFrame, where: str) -> "_Columns | None":
         from formulaic.utils.sentinels import UNSET
 
-        matrix = _materialize(rhs, data, where, output="sparse")
+        matrix = materialize(rhs, data, where, output="sparse")
         spec = matrix.model_spec
         factor_index, codes, sizes = {}, [], []
         columns: list[tuple[str, dict[int, tuple[int, bool]]]] = []
@@ -116,7 +116,7 @@ class _Columns:
         csr = sp.csr_matrix(matrix)
         return cls(indptr=csr.indptr.astype(np.int64), indices=csr.indices.astype(np.int64),
                    values=np.ascontiguousarray(csr.data, dtype=float),
-                   names=_rename_intercept(names), spec=spec,
+                   names=rename_intercept(names), spec=spec,
                    factor_codes=np.array(codes, dtype=np.int64).reshape(len(codes), len(data)),
                    factor_sizes=np.array(sizes, dtype=np.int64), level=level,
                    reduced=reduced.astype(np.uint8))
@@ -164,7 +164,7 @@ class TableDesign:
             columns = _Columns.build(term.expr, data, where)
             if columns is None:
                 return None
-            codes, levels = _group_codes(data, term.group)
+            codes, levels = group_codes(data, term.group)
             scratch = np.full(len(levels), -1, dtype=np.int64)  # see _groupcut.local_codes
             random.append((term, columns, codes, levels, scratch))
         return cls(spec, data, fixed, random)

@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .design import (INTERCEPT, RandomEffectsLayout, RandomTerm, LMMDesign, _group_codes,
-                     _lme4_term_order, _materialize, _rename_intercept, _require_columns,
-                     without_unused_levels)
+from .design import (INTERCEPT, RandomEffectsLayout, RandomTerm, LMMDesign, group_codes,
+                     lme4_term_order, materialize, model_frame, rename_intercept,
+                     require_columns, require_numeric_response)
 from . import arguments
 from .deviance import LOG_2PI, full_deviance, profiled_deviance
 from .engine import make_engine
 from .numdiff import rowwise_jacobian
-from .errors import ConvergenceWarning, DataError, FitError, FormulaError, MissingDataWarning
+from .errors import ConvergenceWarning, DataError, FitError, FormulaError
 from .formula import FormulaSpec, _split_top_level, _strip_outer_parens, check_name, check_terms
 from .optimize import minimize_bounded
 from .parameters import ParameterSpace
@@ -248,29 +248,19 @@ def build_nlmm_design(formula: str, data: pd.DataFrame, random=None, fixed=None,
     fixed_specs = {j: fixed.get(j, "1") for j in params}
 
     used = {response, *cov_cols}
-    _require_columns(data, sorted(used), f"the nonlinear model {formula!r}")
+    require_columns(data, sorted(used), f"the nonlinear model {formula!r}")
     for j, rhs in fixed_specs.items():
         columns = check_terms(rhs, f"the fixed effects of {j}")
-        _require_columns(data, sorted(columns), f"the fixed effects of {j} ({rhs!r})")
+        require_columns(data, sorted(columns), f"the fixed effects of {j} ({rhs!r})")
         used |= columns
     for _, group, _, text in random_specs:
-        _require_columns(data, list(group), f"the random part {text!r}")
+        require_columns(data, list(group), f"the random part {text!r}")
         used |= set(group)
-    for col in [response, *cov_cols]:
+    require_numeric_response(data[response], response)
+    for col in cov_cols:
         if not pd.api.types.is_numeric_dtype(data[col]):
             raise DataError(f"column {col!r} must be numeric; it has dtype {data[col].dtype}")
-    used_cols = [c for c in data.columns if c in used]
-    incomplete = data[used_cols].isna().any(axis=1).to_numpy()
-    n_dropped = int(incomplete.sum())
-    if n_dropped:
-        if missing == "raise":
-            raise DataError(f"{n_dropped} row(s) have missing values")
-        warnings.warn(f"dropped {n_dropped} of {len(data)} rows with missing values",
-                      MissingDataWarning, stacklevel=3)
-        data = data.loc[~incomplete]
-    if len(data) == 0:
-        raise DataError("no complete rows are left to fit")
-    data = without_unused_levels(data, used_cols)
+    data, n_dropped = model_frame(data, used, missing)
     y = data[response].to_numpy(dtype=float)
     covariates = tuple(data[c].to_numpy(dtype=float) for c in cov_cols)
     if not np.all(np.isfinite(y)) or not all(np.all(np.isfinite(c)) for c in covariates):
@@ -281,9 +271,9 @@ def build_nlmm_design(formula: str, data: pd.DataFrame, random=None, fixed=None,
         if fixed_specs[j].strip() == "1":
             block, cols = np.ones((len(y), 1)), [j]
         else:
-            matrix = _materialize(fixed_specs[j], data, f"the fixed effects of {j}")
+            matrix = materialize(fixed_specs[j], data, f"the fixed effects of {j}")
             block = np.asarray(matrix, dtype=float)
-            cols = [f"{j}:{c}" for c in _rename_intercept(list(matrix.columns))]
+            cols = [f"{j}:{c}" for c in rename_intercept(list(matrix.columns))]
         blocks.append(block)
         names.extend(cols)
         slices.append(slice(start, start + block.shape[1]))
@@ -291,7 +281,7 @@ def build_nlmm_design(formula: str, data: pd.DataFrame, random=None, fixed=None,
 
     terms, term_params = [], []
     for names_j, group, independent, _ in random_specs:
-        codes, levels = _group_codes(data, group)
+        codes, levels = group_codes(data, group)
         if len(levels) < 2:
             raise DataError(f"grouping factor {':'.join(group)!r} has only {len(levels)} level")
         split = [(nm,) for nm in names_j] if independent else [names_j]
@@ -301,7 +291,7 @@ def build_nlmm_design(formula: str, data: pd.DataFrame, random=None, fixed=None,
                                     Z=np.ones((len(y), len(coefs))), expr_spec=None,
                                     independent=independent))
             term_params.append([params.index(c) for c in coefs])
-    order = _lme4_term_order(terms)
+    order = lme4_term_order(terms)
     term_params = [term_params[terms.index(t)] for t in order]
     spec = FormulaSpec(text=formula, response=response, fixed="", random=())
     return NLMMDesign(formula=spec, y=y, covariates=covariates, model=model, params=params,
@@ -578,7 +568,7 @@ class NonlinearMixedModel:
             if rhs.strip() == "1":
                 columns.append(np.full(len(newdata), beta[sl][0]))
             else:
-                block = np.asarray(_materialize(rhs, newdata, f"the fixed effects of {j}"), float)
+                block = np.asarray(materialize(rhs, newdata, f"the fixed effects of {j}"), float)
                 columns.append(block @ beta[sl])
         phi = np.column_stack(columns)
         if b_terms is not None:
