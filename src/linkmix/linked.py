@@ -564,7 +564,7 @@ class LinkedModel(_LinkedBase):
         """∇²(D − λ'c) at ``z`` (``grad``: ∇D at ``z`` where the caller has it, as from
         ``kkt``); without a linked mean the (β, log σ) block is exact:
 
-        ∂²D/∂β∂β' = 2X'V₀⁻¹X/σ² (V₀ = I + ZΛΛ'Z', from one engine solve per column of X),
+        ∂²D/∂β∂β' = 2X'V₀⁻¹X/σ² (V₀ = I + ZΛΛ'Z', from one engine solve with B = Λ'Z'X),
         ∂²D/∂β∂log σ = −2·∂D/∂β, ∂²D/∂(log σ)² = 4r²/σ²; the θ columns by central
         differences of the gradient, and λ'∇²c by differences of the constraint
         Jacobian only where λ ≠ 0.
