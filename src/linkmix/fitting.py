@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import arguments
 from .errors import ArgumentError, FitError
-from .linked import LinkedModel, LinkedNonlinearModel
+from .linked import LinkedModel
 from .model import LinearMixedModel
 from .nonlinear import NonlinearMixedModel
 
@@ -93,8 +93,8 @@ def nlmer(formula: str, data: pd.DataFrame, random=None, *, fixed=None, model=No
     ...                     random="lKe + lKa + lCl || Subject")  # doctest: +SKIP
     """
     if constraints is not None:
-        linked = LinkedNonlinearModel(formula, data, random, fixed=fixed, model=model,
-                                      engine=engine, missing=missing, constraints=constraints)
+        linked = LinkedModel.nonlinear(formula, data, random, fixed=fixed, model=model,
+                                       engine=engine, missing=missing, constraints=constraints)
         return linked.fit(n_starts=n_starts, method=method, seed=seed, start=start)
     model_ = NonlinearMixedModel(formula, data, random, fixed=fixed, model=model, engine=engine,
                                  missing=missing)

@@ -1,52 +1,42 @@
-"""Linked linear mixed models: constraints between, and means depending on, all parameters.
+"""Linked mixed models: constraints between, and means depending on, all parameters.
 
-Owns the full deviance as a function of ``z = (θ, β, log σ)`` with its gradient,
-the constraints as functions of ``z``, the multi-start constrained fit, and the
-analysis of its optima (distinct optima, KKT residuals, the reduced Hessian on
-the constraint manifold).
+Owns the constraints as functions of ``z = (θ, β, log σ)`` and their derivatives,
+the starts, the multi-start constrained fit, and the analysis of its optima
+(distinct optima, KKT residuals, the reduced Hessian on the constraint manifold,
+identification).
 
 The model is ``y = Xβ + f(Π) + ZΛ_θu + ε`` (``f`` the optional linked mean, Π the
-named parameters of ``linkmix.parameters``) and its exact −2 log-likelihood is
+named parameters of ``linkmix.parameters``), or a nonlinear mixed model, and its
+−2 log-likelihood, exact or by the Laplace approximation, is
 
     D(θ, β, σ) = n log(2πσ²) + r²(θ, β)/σ² + log|L_θ|²,
-    r²(θ, β) = min_u ‖y − Xβ − f(Π) − ZΛu‖² + ‖u‖²,
 
-computed by a factorisation engine without fixed-effects columns whose response
-is ``y − Xβ − f(Π)``; a rank-deficient X is therefore harmless and is kept.  The
-optimiser's z is in working coordinates (``linkmix.conditioning.LinkedCoordinates``:
-θ_w of well-conditioned random-effects columns, β = Mγ with far-off columns centred),
-so that covariates far from zero cost neither digits nor convergence; constraints
-and means see the natural parameters.
-By the envelope theorem ``∂D/∂β = −2X'r̃/σ²`` and ``∂D/∂log σ = 2n − 2r²/σ²``
-(r̃ the conditional residual), plus the chain rule through ``f``; ``∂D/∂θ`` is
-by central differences (second order, one-sided at a bound).
+with r² and L from the model's response side (``linkmix.responses``): a linear
+response y − Xβ − f(Π) over an engine without fixed-effects columns, or PNLS.
+Constraints and means see the natural parameters; the optimiser's z may be in
+working coordinates (``linkmix.conditioning.LinkedCoordinates``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 
 import numpy as np
 import scipy.linalg
 
-from .constraints import Constraint, ConstraintError, MeanTerm, Params, make_constraint
-from .design import build_design, drop_dependent_columns
-from .deviance import full_deviance
-from .engine import make_engine
+from . import arguments, numdiff
+from .constraints import ConstraintError, MeanTerm, Params, make_constraint
+from .design import build_design
 from .errors import FitError
-from . import numdiff
-from . import arguments
-from .conditioning import LinkedCoordinates
-from .model import LinearMixedModel
 from .nonlinear import NonlinearMixedModel
 from .optimize import (CONSTRAINED_METHODS, KKT, ConstrainedRun, ReducedHessian,
-                       minimize_bounded, minimize_constrained, newton_polish)
+                       minimize_constrained)
 from .parameters import SIGMA, ParameterSpace, sd_name
+from .responses import LinearResponse, NonlinearResponse
 from .results import LinkedResults
 
-__all__ = ["LinkedModel", "LinkedNonlinearModel"]
+__all__ = ["LinkedModel"]
 
 #: A start is feasible when no constraint is violated by more than this.
 FEASIBILITY_TOL = 1e-6
@@ -63,25 +53,111 @@ def _as_list(constraints):
     return [constraints]
 
 
-class _LinkedBase:
-    """What every linked model shares: constraints as functions of ``z = (θ, β, log σ)``,
-    starts, the multi-start constrained fit and the analysis of its optima.
+class LinkedModel:
+    """A mixed model with constraints on, and/or a mean depending on, its parameters,
+    fitted by maximum likelihood of the full deviance over z = (θ, β, log σ).
 
-    Subclasses set ``design`` (the user's numbers), ``working`` (the numbers z's
-    coordinates refer to), ``formula`` and ``mean`` and provide ``deviance(z)``,
-    ``gradient(z)``, ``base_start()``, ``random_effects(z)`` (b̃ in user units) and
-    ``conditional_residual(z)``.
+    Linear models are built from a formula (``LinkedModel(formula, data, …)``) or a
+    design (``from_design``); nonlinear ones by ``LinkedModel.nonlinear`` (``nlmer``'s
+    arguments).  The response side (``linkmix.responses``) gives D and its gradient;
+    this class owns the constraints as functions of z, the starts, the multi-start
+    constrained fit and the analysis of its optima.
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula; a rank-deficient fixed part is kept.
+    data : pandas.DataFrame
+    constraints : str, callable, dict, Constraint, or a list of them
+        Equalities ``"lhs == rhs"`` / inequalities ``"lhs >= rhs"`` over the
+        parameter names, or callables of a name → value mapping returning the
+        residual (``== 0``, or ``>= 0`` with ``{"type": "ineq", "fun": f}``).
+    mean : str or callable, optional
+        A term ``f(Π, data)`` added to Xβ: an expression over parameter names and
+        data columns, or ``callable(params, data)`` returning n values.
+    engine : {"auto", "blocked", "cholmod"}
+    missing : {"drop", "raise"}
     """
 
-    def _setup_links(self, constraints, coordinates=None):
-        design = self.design
-        self.space = space = ParameterSpace(design, coordinates)
+    def __init__(self, formula: str, data, *, constraints=None, mean=None,
+                 engine: str = "auto", missing: str = "drop"):
+        design = build_design(formula, data, missing=missing, drop_rank_deficient=False)
+        self._setup(LinearResponse(design, engine), data, constraints, mean)
+
+    @classmethod
+    def from_design(cls, design, data, *, constraints=None, mean=None, engine: str = "auto"):
+        """A linked model over an already built ``LMMDesign`` (its fixed-effects columns
+        all kept) of the rows ``design.row_index`` of ``data`` (no formula parsing)."""
+        model = cls.__new__(cls)
+        model._setup(LinearResponse(design, engine), data, constraints, mean)
+        return model
+
+    @classmethod
+    def nonlinear(cls, formula: str, data, random=None, *, fixed=None, model=None,
+                  engine: str = "auto", missing: str = "drop", constraints=None):
+        """A nonlinear mixed model with constraints between its named parameters
+        (arguments as ``linkmix.nlmer``), by the Laplace approximation."""
+        linked = cls.__new__(cls)
+        nlmm = NonlinearMixedModel(formula, data, random, fixed=fixed, model=model,
+                                   engine=engine, missing=missing)
+        linked._setup(NonlinearResponse(nlmm), data, constraints, None)
+        return linked
+
+    def _setup(self, response, data, constraints, mean):
+        self.response = response
+        design = response.design
+        self.formula = design.formula.text
+        self.data = data
+        self.title = response.title
+        self.space = space = ParameterSpace(design, response.coordinates)
         self.constraints = [make_constraint(c, space.names) for c in _as_list(constraints)]
+        self.mean = MeanTerm(mean, space.names, data.loc[design.row_index]) \
+            if mean is not None else None
+        response.bind(space, self._mean_at, self.mean is not None)
         self.n = design.n
         self.fixed_rank = int(np.linalg.matrix_rank(design.X)) if design.p else 0
         self._eq = [c for c in self.constraints if c.kind == "eq"]
         self._ineq = [c for c in self.constraints if c.kind == "ineq"]
         self._searching = False
+
+    # ---- the response side ----------------------------------------------------------
+    @property
+    def design(self):
+        """The user's numbers (a new object after ``set_response``)."""
+        return self.response.design
+
+    @property
+    def working(self):
+        """The numbers z's coordinates refer to."""
+        return self.response.working
+
+    @property
+    def engine(self):
+        return self.response.engine
+
+    def deviance(self, z) -> float:
+        """D(θ, β, σ) = −2 log L at ``z = (θ, β, log σ)``."""
+        return self.response.deviance(z)
+
+    def gradient(self, z) -> np.ndarray:
+        """∇D at ``z`` (see ``linkmix.responses`` for which parts are exact)."""
+        return self.response.gradient(z)
+
+    def base_start(self) -> np.ndarray:
+        """z at the unconstrained maximum-likelihood fit."""
+        return self.response.base_start()
+
+    def random_effects(self, z) -> np.ndarray:
+        """b̃ at ``z`` (user units, flat in θ's term order)."""
+        return self.response.random_effects(z)
+
+    def conditional_residual(self, z) -> np.ndarray:
+        """r̃ = y − E[y | ũ] at ``z``."""
+        return self.response.conditional_residual(z)
+
+    def set_response(self, y, row_index=None) -> None:
+        """Refit-ready for another response of the same layout (batch fits)."""
+        self.response.set_response(y, row_index)
 
     # ---- parameters and user functions -------------------------------------
     def params_at(self, z) -> Params:
@@ -197,13 +273,14 @@ class _LinkedBase:
 
         SLSQP's first step and line search assume unit curvature; without scaling a
         start far from the optimum sends it to absurd points.  log σ: 1/sqrt(4n)
-        (∂²D/∂(log σ)² = 4n at the optimum); β: ``_beta_scales`` (linear models:
-        σ/sqrt(2·(X'X)_jj)) or, where that is None, like θ from a second difference of D.
+        (∂²D/∂(log σ)² = 4n at the optimum); β: the response's ``beta_scales`` (linear
+        models: σ/sqrt(2·(X'X)_jj)) or, where that is None, like θ from a second
+        difference of D.
         """
         nt, p = self.space.n_theta, self.space.p
         out = np.empty(len(z))
         out[-1] = 1.0 / math.sqrt(4.0 * self.n)
-        beta_scales = self._beta_scales(z)
+        beta_scales = self.response.beta_scales(z)
         second_difference = range(nt) if beta_scales is not None else range(nt + p)
         if beta_scales is not None:
             out[nt:nt + p] = beta_scales
@@ -212,9 +289,6 @@ class _LinkedBase:
         for k, c in zip(second_difference, curvature.tolist()):
             out[k] = 1.0 / math.sqrt(c) if c > 1e-8 else 1.0
         return np.clip(out, 1e-8, 1e4)
-
-    def _beta_scales(self, z):
-        return None
 
     #: Move each start onto the equality constraints along X's null space first.
     project_starts = True
@@ -395,199 +469,23 @@ class _LinkedBase:
         return np.vstack(rows) if rows else np.zeros((0, len(z)))
 
     def lagrangian_hessian(self, z, multipliers, step: float = 1e-4, grad=None) -> np.ndarray:
-        """∇²(D − λ'c) at ``z`` by finite differences of the gradients (``grad``, ∇D at
-        ``z``, is not needed here)."""
-        z = np.asarray(z, dtype=float)
-
-        def lagrangian_grad(x):
-            g = self.gradient(x)
-            if len(multipliers) and self.constraints:
-                J = self._constraint_rows(x)
-                g = g - J.T @ multipliers[: J.shape[0]]
-            return g
-
-        H = numdiff.jacobian(lagrangian_grad, z, lower=self.space.z_lower(), rel_step=step)
-        return 0.5 * (H + H.T)
-
-    def _constraint_rows(self, z) -> np.ndarray:
-        rows = []
-        if self._eq:
-            rows.append(self.eq_jacobian(z))
-        if self._ineq:
-            rows.append(self.ineq_jacobian(z))
-        return np.vstack(rows) if rows else np.zeros((0, len(z)))
-
-    def kkt(self, z) -> KKT:
-        """Gradient, active constraint Jacobian, least-squares multipliers λ and the KKT
-        residual ``max |∇D − J'λ|`` at ``z``."""
-        z = np.asarray(z, dtype=float)
-        grad = self.gradient(z)
-        J = self.active_jacobian(z, grad)
-        if J.shape[0]:
-            lam, *_ = np.linalg.lstsq(J.T, grad, rcond=None)
-            residual = grad - J.T @ lam
-        else:
-            lam, residual = np.zeros(0), grad
-        return KKT(grad, J, lam, float(np.max(np.abs(residual), initial=0.0)))
-
-    def reduced_hessian(self, z, kkt: KKT) -> ReducedHessian:
-        """Hessian of −log L on the constraint manifold at an optimum, and the covariance
-        of z it implies (``None`` when the reduced Hessian is singular)."""
-        z = np.asarray(z, dtype=float)
-        lam, J = kkt.multipliers, kkt.active_jacobian
-        # multipliers of the user's constraints (eq first, then all ineq), for the Hessian
-        con_lam = np.zeros(len(self._eq) + len(self._ineq))
-        con_lam[: len(self._eq)] = lam[: len(self._eq)]
-        if self._ineq:
-            active = np.abs(self.ineq_values(z)) <= FEASIBILITY_TOL
-            con_lam[len(self._eq):][active] = lam[len(self._eq):len(self._eq) + active.sum()]
-        H = self.lagrangian_hessian(z, con_lam, grad=kkt.gradient)
-        N = scipy.linalg.null_space(J) if J.shape[0] else np.eye(len(z))
-        reduced = 0.5 * N.T @ H @ N                 # Hessian of −log L on the manifold
-        if not reduced.size:
-            return ReducedHessian(np.zeros(0), False, np.zeros((len(z), len(z))))
-        eig = np.linalg.eigvalsh(reduced)
-        singular = bool(eig.min() <= 1e-8 * max(1.0, float(np.max(np.abs(eig)))))
-        cov_z = None if singular else N @ np.linalg.solve(reduced, N.T)
-        return ReducedHessian(eig, singular, cov_z)
-
-    def identification(self, z) -> tuple[bool, int]:
-        """Whether X with the equality constraints' β-gradients has full column rank,
-        and the number of free parameters: dim z − rank(∂c/∂z) − the directions of β
-        that neither X nor the constraints pin down."""
-        p, nt = self.space.p, self.space.n_theta
-        J = self.eq_jacobian(z) if self._eq else np.zeros((0, len(z)))
-        eq_rank = int(np.linalg.matrix_rank(J)) if len(J) else 0
-        rank = int(np.linalg.matrix_rank(np.vstack([self.working.X, J[:, nt:nt + p]]))) if p else 0
-        return rank == p, self.space.dim_z - eq_rank - (p - rank)
-
-
-class LinkedModel(_LinkedBase):
-    """A linear mixed model with constraints on, and/or a mean depending on, its parameters.
-
-    Parameters
-    ----------
-    formula : str
-        lme4-style formula; a rank-deficient fixed part is kept.
-    data : pandas.DataFrame
-    constraints : str, callable, dict, Constraint, or a list of them
-        Equalities ``"lhs == rhs"`` / inequalities ``"lhs >= rhs"`` over the
-        parameter names, or callables of a name → value mapping returning the
-        residual (``== 0``, or ``>= 0`` with ``{"type": "ineq", "fun": f}``).
-    mean : str or callable, optional
-        A term ``f(Π, data)`` added to Xβ: an expression over parameter names and
-        data columns, or ``callable(params, data)`` returning n values.
-    engine : {"auto", "blocked", "cholmod"}
-    missing : {"drop", "raise"}
-    """
-
-    title = "Linked linear mixed model fit by maximum likelihood"
-
-    def __init__(self, formula: str, data, *, constraints=None, mean=None,
-                 engine: str = "auto", missing: str = "drop"):
-        self._setup(build_design(formula, data, missing=missing, drop_rank_deficient=False),
-                    data, constraints, mean, engine)
-
-    @classmethod
-    def from_design(cls, design, data, *, constraints=None, mean=None, engine: str = "auto"):
-        """A linked model over an already built ``LMMDesign`` (its fixed-effects columns
-        all kept) of the rows ``design.row_index`` of ``data`` (no formula parsing)."""
-        model = cls.__new__(cls)
-        model._setup(design, data, constraints, mean, engine)
-        return model
-
-    def _setup(self, design, data, constraints, mean, engine):
-        self.formula = design.formula.text
-        self.data = data
-        self.design = design
-        self.coordinates = coordinates = LinkedCoordinates(design)
-        self.working = coordinates.working
-        self._setup_links(constraints, coordinates)
-        self.rows = data.loc[design.row_index]
-        self.mean = MeanTerm(mean, self.space.names, self.rows) if mean is not None else None
-        random_only = dataclasses.replace(self.working, X=np.zeros((design.n, 0)),
-                                          fixed_names=[])
-        self.engine = make_engine(random_only, engine)
-        self.Z = self.working.Z_sparse()
-        self._state_z = None
-        self._engine_response = None
-
-    # ---- the full deviance and its gradient ----------------------------------
-    def deviance(self, z) -> float:
-        """D(θ, β, σ) = −2 log L at ``z = (θ, β, log σ)``."""
-        z = np.asarray(z, dtype=float)
-        theta, beta, sigma = self.space.split(z)
-        response = self.design.y - self.working.X @ beta - self._mean_at(z)
-        if not np.all(np.isfinite(response)):
-            self._state_z = None
-            return math.inf
-        if self._engine_response is None or not np.array_equal(response, self._engine_response):
-            self.engine.set_response(response)
-            self._engine_response = response
-        if not self.engine.update(theta):
-            self._state_z = None
-            return math.inf
-        r2 = self.engine.prss()
-        self._state_z, self._state_response, self._state_r2 = z.copy(), response, r2
-        return full_deviance(self.engine.logdet_L, r2, self.n, sigma)
-
-    def _ensure_state(self, z):
-        if self._state_z is None or not np.array_equal(self._state_z, z):
-            self.deviance(z)
-
-    def conditional_residual(self, z) -> np.ndarray:
-        """r̃ = y − Xβ − f(Π) − ZΛũ at ``z``."""
-        z = np.asarray(z, dtype=float)
-        self._ensure_state(z)
-        theta = self.space.split(z)[0]
-        u = self.engine.conditional_modes(np.zeros(0))
-        return self._state_response - self.Z @ self.working.Lambda_times(theta, u)
-
-    def gradient(self, z, step: float = 1e-5) -> np.ndarray:
-        """∇D at ``z``: exact in β and log σ, central differences in θ."""
-        z = np.asarray(z, dtype=float)
-        self._ensure_state(z)
-        nt, p = self.space.n_theta, self.space.p
-        sigma = self.space.split(z)[2]
-        r2 = self._state_r2
-        w = -2.0 * self.conditional_residual(z) / sigma**2      # ∂D/∂(mean_i)
-        grad = np.empty(len(z))
-        grad[nt:nt + p] = self.working.X.T @ w
-        grad[-1] = 2.0 * self.n - 2.0 * r2 / sigma**2
-        if self.mean is not None:  # the chain rule through f(Π): w'∂f/∂z
-            grad[nt:] += w @ numdiff.jacobian(self._mean_at, z, indices=range(nt, len(z)))
-        grad[:nt] = numdiff.jacobian(self.deviance, z, lower=self.space.z_lower(),
-                                     rel_step=step, indices=range(nt))[0]
-        return grad
-
-    def lagrangian_hessian(self, z, multipliers, step: float = 1e-4, grad=None) -> np.ndarray:
         """∇²(D − λ'c) at ``z`` (``grad``: ∇D at ``z`` where the caller has it, as from
-        ``kkt``); without a linked mean the (β, log σ) block is exact:
-
-        ∂²D/∂β∂β' = 2X'V₀⁻¹X/σ² (V₀ = I + ZΛΛ'Z', from one engine solve with B = Λ'Z'X),
-        ∂²D/∂β∂log σ = −2·∂D/∂β, ∂²D/∂(log σ)² = 4r²/σ²; the θ columns by central
-        differences of the gradient, and λ'∇²c by differences of the constraint
-        Jacobian only where λ ≠ 0.
-        """
-        if self.mean is not None:
-            return super().lagrangian_hessian(z, multipliers, step)
+        ``kkt``).  Where the response has an exact Hessian block (linear, no linked
+        mean), that, less λ'∇²c (only where ∇D does not vanish); otherwise central
+        differences of the Lagrangian's gradient."""
         z = np.asarray(z, dtype=float)
-        nt, p = self.space.n_theta, self.space.p
-        theta, _, sigma = self.space.split(z)
-        lower = self.space.z_lower()
-        if grad is None:
-            grad = self.gradient(z)
-        else:
-            self._ensure_state(z)
-        r2 = self._state_r2
-        H = np.empty((len(z), len(z)))
-        H[:, :nt] = numdiff.jacobian(self.gradient, z, lower=lower, rel_step=step,
-                                     indices=range(nt))
-        H[:nt, nt:] = H[nt:, :nt].T
-        self._ensure_state(z)  # the factor at z's θ, for X'V₀⁻¹X
-        H[nt:nt + p, nt:nt + p] = 2.0 * self._xt_vinv_x(theta) / sigma**2
-        H[nt:nt + p, -1] = H[-1, nt:nt + p] = -2.0 * grad[nt:nt + p]
-        H[-1, -1] = 4.0 * r2 / sigma**2
+        exact = self.response.hessian(z, grad, step)
+        if exact is None:
+            def lagrangian_grad(x):
+                g = self.gradient(x)
+                if len(multipliers) and self.constraints:
+                    J = self._constraint_rows(x)
+                    g = g - J.T @ multipliers[: J.shape[0]]
+                return g
+
+            H = numdiff.jacobian(lagrangian_grad, z, lower=self.space.z_lower(), rel_step=step)
+            return 0.5 * (H + H.T)
+        H, grad = exact
         # λ is ∇D in constraint coordinates: where ∇D itself vanishes (constraints that
         # only identify) the curvature term is rounding noise and is skipped
         if len(multipliers) and self.constraints and np.max(np.abs(grad)) > 1e-4:
@@ -643,130 +541,54 @@ class LinkedModel(_LinkedBase):
             out += weight * curvature
         return out
 
-    def _xt_vinv_x(self, theta) -> np.ndarray:
-        """X'V₀⁻¹X = X'X − B'(Λ'Z'ZΛ + I)⁻¹B with B = Λ'Z'X, from the engine's factor at
-        θ (which the caller has made current; its response is left as it is)."""
-        X = self.working.X
-        B = self.working.Lambda_times(theta, self.Z.T @ X, transpose=True)
-        out = X.T @ X - B.T @ self.engine.solve(B)
-        return 0.5 * (out + out.T)
+    def _constraint_rows(self, z) -> np.ndarray:
+        rows = []
+        if self._eq:
+            rows.append(self.eq_jacobian(z))
+        if self._ineq:
+            rows.append(self.ineq_jacobian(z))
+        return np.vstack(rows) if rows else np.zeros((0, len(z)))
 
-    def base_start(self) -> np.ndarray:
-        """z at the unconstrained ML fit (rank-deficient columns at 0), ignoring any mean."""
-        if getattr(self, "_base", None) is None:  # built once; batch fits swap y only
-            X, names, _ = drop_dependent_columns(self.design.X, self.space.fixed_names)
-            index = {name: i for i, name in enumerate(self.space.fixed_names)}
-            self._base = (LinearMixedModel.from_design(
-                dataclasses.replace(self.design, X=X, fixed_names=names), REML=False),
-                [index[name] for name in names])
-        model, kept = self._base
-        model.set_response(self.design.y)
-        lower = model.design.theta_lower
-        opt = minimize_bounded(model.deviance, model.design.theta_start(), lower,
-                               check_gradient=False)
-        # the start's gradient is what decides whether a projected start is already the
-        # constrained optimum (START_KKT_TOL): polish BOBYQA's answer first
-        theta_w, _ = newton_polish(model.deviance, opt.x_final, lower, f0=opt.fun_final)
-        estimates = model.estimates(theta_w)
-        beta = np.zeros(self.space.p)
-        beta[kept] = estimates.beta
-        theta = estimates.theta.copy()
-        diag = np.isfinite(self.space.theta_lower)
-        theta[diag & (theta < 1e-3)] = 0.1  # start off the boundary
-        return self.space.from_user(theta, beta, estimates.sigma)
-
-    def set_response(self, y, row_index=None) -> None:
-        """Refit-ready for another response of the same layout (batch fits)."""
-        self.design = dataclasses.replace(self.design, y=np.asarray(y, dtype=float),
-                                          row_index=row_index)
-        self.working = dataclasses.replace(self.working, y=self.design.y,
-                                           row_index=row_index)
-        self.space.rebind(self.design)
-        self._state_z = self._engine_response = None
-
-    def random_effects(self, z) -> np.ndarray:
-        """b̃ at ``z`` (user units, flat in θ's term order)."""
+    def kkt(self, z) -> KKT:
+        """Gradient, active constraint Jacobian, least-squares multipliers λ and the KKT
+        residual ``max |∇D − J'λ|`` at ``z``."""
         z = np.asarray(z, dtype=float)
-        self._ensure_state(z)
-        u = self.engine.conditional_modes(np.zeros(0))
-        b_w = self.working.Lambda_times(self.space.split(z)[0], u)
-        return self.coordinates.effects(b_w)
+        grad = self.gradient(z)
+        J = self.active_jacobian(z, grad)
+        if J.shape[0]:
+            lam, *_ = np.linalg.lstsq(J.T, grad, rcond=None)
+            residual = grad - J.T @ lam
+        else:
+            lam, residual = np.zeros(0), grad
+        return KKT(grad, J, lam, float(np.max(np.abs(residual), initial=0.0)))
 
-    def _beta_scales(self, z) -> np.ndarray:
-        sigma = self.space.split(z)[2]
-        return sigma / np.sqrt(np.maximum(2.0 * np.sum(self.working.X**2, axis=0), 1e-12))
-
-
-class LinkedNonlinearModel(_LinkedBase):
-    """A nonlinear mixed model with constraints between its named parameters.
-
-    The likelihood is the Laplace approximation with nothing profiled,
-    ``D = n log(2πσ²) + r²(θ, β)/σ² + log|L|²`` (r² and L from PNLS at (θ, β));
-    ``∂D/∂log σ = 2n − 2r²/σ²`` exactly, θ and β by central differences (each
-    perturbed PNLS starts from the same ũ, so the differences are smooth).
-    Parameters as ``linkmix.nlmer``.
-    """
-
-    title = "Linked nonlinear mixed model fit by maximum likelihood (Laplace approximation)"
-
-    def __init__(self, formula: str, data, random=None, *, fixed=None, model=None,
-                 engine: str = "auto", missing: str = "drop", constraints=None):
-        self.formula = formula
-        self.nlmm = NonlinearMixedModel(formula, data, random, fixed=fixed, model=model,
-                                        engine=engine, missing=missing)
-        self.design = self.working = self.nlmm.design
-        self.mean = None
-        self._setup_links(constraints)
-        self._state = None
-
-    def _deviance_from(self, z, u_start) -> float:
-        theta, beta, sigma = self.space.split(np.asarray(z, dtype=float))
-        r2, u, logdet, _ = self.nlmm.pnls(theta, beta, u_start)
-        if not math.isfinite(r2) or not math.isfinite(logdet):
-            return math.inf
-        self._state = (np.array(z, dtype=float), r2, u)
-        return full_deviance(logdet, r2, self.n, sigma)
-
-    def deviance(self, z) -> float:
-        """Laplace −2 log L at ``z = (θ, β, log σ)``."""
-        return self._deviance_from(z, None)
-
-    def _at(self, z):
+    def reduced_hessian(self, z, kkt: KKT) -> ReducedHessian:
+        """Hessian of −log L on the constraint manifold at an optimum, and the covariance
+        of z it implies (``None`` when the reduced Hessian is singular)."""
         z = np.asarray(z, dtype=float)
-        if self._state is None or not np.array_equal(self._state[0], z):
-            self.deviance(z)
-        return self._state
+        lam, J = kkt.multipliers, kkt.active_jacobian
+        # multipliers of the user's constraints (eq first, then all ineq), for the Hessian
+        con_lam = np.zeros(len(self._eq) + len(self._ineq))
+        con_lam[: len(self._eq)] = lam[: len(self._eq)]
+        if self._ineq:
+            active = np.abs(self.ineq_values(z)) <= FEASIBILITY_TOL
+            con_lam[len(self._eq):][active] = lam[len(self._eq):len(self._eq) + active.sum()]
+        H = self.lagrangian_hessian(z, con_lam, grad=kkt.gradient)
+        N = scipy.linalg.null_space(J) if J.shape[0] else np.eye(len(z))
+        reduced = 0.5 * N.T @ H @ N                 # Hessian of −log L on the manifold
+        if not reduced.size:
+            return ReducedHessian(np.zeros(0), False, np.zeros((len(z), len(z))))
+        eig = np.linalg.eigvalsh(reduced)
+        singular = bool(eig.min() <= 1e-8 * max(1.0, float(np.max(np.abs(eig)))))
+        cov_z = None if singular else N @ np.linalg.solve(reduced, N.T)
+        return ReducedHessian(eig, singular, cov_z)
 
-    def gradient(self, z, step: float = 1e-6) -> np.ndarray:
-        z = np.asarray(z, dtype=float)
-        state = self._at(z)
-        _, r2, u = state
-        nt, p = self.space.n_theta, self.space.p
-        grad = np.empty(len(z))
-        grad[:nt + p] = numdiff.jacobian(lambda x: self._deviance_from(x, u), z,
-                                         lower=self.space.z_lower(), rel_step=step,
-                                         indices=range(nt + p))[0]
-        sigma = self.space.split(z)[2]
-        grad[-1] = 2.0 * self.n - 2.0 * r2 / sigma**2
-        self._state = state  # the differences moved it; z's own r² and ũ are known
-        return grad
-
-    def base_start(self) -> np.ndarray:
-        """z at the unconstrained Laplace fit."""
-        fit = self.nlmm.fit(check_gradient=False)
-        theta = fit.theta.copy()
-        diag = np.isfinite(self.space.theta_lower)
-        theta[diag & (theta < 1e-3)] = 0.1  # start off the boundary
-        return self.space.join(theta, fit.beta.to_numpy(), fit.sigma)
-
-    def modes(self, z) -> np.ndarray:
-        return self._at(z)[2]
-
-    def random_effects(self, z) -> np.ndarray:
-        """b̃ = Λũ at ``z`` (flat in θ's term order)."""
-        return self.design.Lambda_times(self.space.split(z)[0], self.modes(z))
-
-    def conditional_residual(self, z) -> np.ndarray:
-        theta, beta, _ = self.space.split(np.asarray(z, dtype=float))
-        mu, _, _ = self.nlmm._mean(theta, beta, self.modes(z), with_gradient=False)
-        return self.design.y - mu
+    def identification(self, z) -> tuple[bool, int]:
+        """Whether X with the equality constraints' β-gradients has full column rank,
+        and the number of free parameters: dim z − rank(∂c/∂z) − the directions of β
+        that neither X nor the constraints pin down."""
+        p, nt = self.space.p, self.space.n_theta
+        J = self.eq_jacobian(z) if self._eq else np.zeros((0, len(z)))
+        eq_rank = int(np.linalg.matrix_rank(J)) if len(J) else 0
+        rank = int(np.linalg.matrix_rank(np.vstack([self.working.X, J[:, nt:nt + p]]))) if p else 0
+        return rank == p, self.space.dim_z - eq_rank - (p - rank)
