@@ -17,8 +17,9 @@ _OWNERS = {
     "datasets": None, "fit_groups": "batch", "iter_fit_groups": "batch", "Constraint": "constraints",
     "ConstraintError": "constraints", "parse_formula": "formula", "read_table": "io",
     "LinkedModel": "linked", "LinearMixedModel": "model", "lmer": "fitting",
-    "NonlinearMixedModel": "nonlinear", "nlmer": "fitting", "LinkedResults": "results",
-    "LMMResults": "results", "LRTResult": "results", "NLMMResults": "results", "lrt": "results",
+    "NonlinearMixedModel": "nonlinear", "nlmer": "fitting", "LinkedResults": "linked_results",
+    "LMMResults": "results", "LRTResult": "comparison", "NLMMResults": "results",
+    "lrt": "comparison",
     "ModelFunctionError": "ssmodels", "NonlinearFunction": "ssmodels",
     "SELF_STARTING": "ssmodels", "user_model": "ssmodels"}
 

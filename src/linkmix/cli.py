@@ -194,7 +194,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def _fit(args) -> int:
     from .io import read_table
     from .fitting import lmer
-    from .results import lrt
+    from .comparison import lrt
 
     if args.json:
         _writable(args.json, "--json")

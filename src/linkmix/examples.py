@@ -16,7 +16,7 @@ import warnings
 
 from .errors import RankDeficiencyWarning
 from .fitting import lmer
-from .results import lrt
+from .comparison import lrt
 
 __all__ = ["SD_1", "SD_2", "LINK", "M2_FORMULA", "M2_CONSTRAINT", "M1_FORMULA", "M1_MEAN",
            "BINDING_FORMULA", "BINDING_CONSTRAINT", "seed_example"]

@@ -34,7 +34,7 @@ from .optimize import (CONSTRAINED_METHODS, KKT, ConstrainedRun, ReducedHessian,
                        minimize_constrained)
 from .parameters import SIGMA, ParameterSpace, sd_name
 from .responses import LinearResponse, NonlinearResponse
-from .results import LinkedResults
+from .linked_results import LinkedResults
 
 __all__ = ["LinkedModel"]
 

@@ -1,15 +1,14 @@
-"""Results of a linear mixed-model fit: estimates, inference, summaries, tables.
+"""Results of a linear or nonlinear mixed-model fit: estimates, inference, summaries.
 
-Owns meaning at the optimum: parameter names (the namespace later stages use),
-fixed effects with standard errors, variance components, conditional modes,
-fitted values, prediction, information criteria, the printed summary, JSON.
-
-Parameter names are owned by ``linkmix.parameters``.
+Owns meaning at the optimum: fixed effects with standard errors, variance
+components, conditional modes, fitted values, prediction, information criteria,
+the printed summary, JSON; and what every report shares (``Report``, ``Printable``,
+``json_text``).  Linked fits report in ``linkmix.linked_results``, comparisons of
+fits in ``linkmix.comparison``; parameter names are owned by ``linkmix.parameters``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -21,17 +20,14 @@ from formulaic.errors import FormulaicError
 
 from .design import INTERCEPT
 from .deviance import sigma_hat
-from .errors import DataError, FitError
+from .errors import DataError
 from .formula import EVALUATION_CONTEXT
 from .linalg import solve_triangular
-from .optimize import SINGULAR_HESSIAN, ReducedHessian
-from .parameters import ParameterSpace, variance_components
+from .optimize import SINGULAR_HESSIAN
+from .parameters import variance_components
 
-SAME_OPTIMUM = 1e-3       # two optima are the same when every natural parameter agrees to this
-EQUAL_LIKELIHOOD = 1e-5   # optima whose -2 log L differ by less are equally likely
-
-__all__ = ["LMMEstimates", "LMMResults", "NLMMResults", "json_text", "Summary", "LinkedResults",
-           "LRTResult", "lrt"]
+__all__ = ["Report", "Printable", "LMMEstimates", "LMMResults", "NLMMResults", "json_text",
+           "Summary", "format_table", "BOUNDARY_FIT"]
 
 #: lme4's isSingular tolerance on diagonal entries of T.
 SINGULAR_TOL = 1e-4
@@ -42,7 +38,7 @@ SIGMA_VANISHES = 1e-4
 BOUNDARY_FIT = "boundary (singular) fit: a variance component is estimated as zero"
 
 
-class _Report:
+class Report:
     """What every fit offers: sizes, conditional modes, ``summary()`` printing, JSON.
 
     Subclasses provide ``design``, ``theta``, ``summary()``, ``to_dict()`` and ``_b()``
@@ -115,7 +111,7 @@ def json_text(record: dict) -> str:
     return json.dumps(_json_ready(record), indent=2, allow_nan=False)
 
 
-class _Printable:
+class Printable:
     """A summary: ``str`` is the report; notebooks show it preformatted."""
 
     def __init__(self, fit):
@@ -171,7 +167,7 @@ def factor_cov_root(L: np.ndarray) -> np.ndarray:
     return solve_triangular(L, np.eye(p), lower=True, trans=True)
 
 
-class LMMResults(_Report):
+class LMMResults(Report):
     """A fitted linear mixed model.
 
     Attributes
@@ -500,7 +496,7 @@ class NLMMResults(LMMResults):
         return record
 
 
-class Summary(_Printable):
+class Summary(Printable):
     """Printable summary of a fit, laid out as lme4's ``summary(merMod)``."""
 
     def _random_table(self) -> list[str]:
@@ -552,340 +548,5 @@ class Summary(_Printable):
         return "\n".join(lines)
 
 
-def _format_table(frame: pd.DataFrame) -> str:
+def format_table(frame: pd.DataFrame) -> str:
     return frame.to_string(float_format=lambda v: f"{v:.6g}", na_rep="")
-
-
-@dataclass
-class Optimum:
-    """One distinct optimum a linked fit reached: −2 log L, log L, every named
-    parameter on its natural scale, and how many starts reached it."""
-
-    neg2ll: float
-    loglik: float
-    params: dict
-    n_starts: int
-
-
-class LinkedResults(_Report):
-    """A maximum-likelihood fit of a ``LinkedModel``: the best optimum and all others.
-
-    Attributes
-    ----------
-    objective : float
-        −2 log L at the best optimum.
-    theta, beta, sigma
-        Estimates at the best optimum (β as a Series by design column).
-    optima : list of Optimum
-        Every distinct optimum reached (best first): ``loglik``, ``neg2ll``,
-        ``params`` (name → value) and how many starts reached it.
-    runs : list of ConstrainedRun
-        One record per start.
-    """
-
-    def __init__(self, model, runs, feasible, method):
-        self.model = model
-        self.design = model.design
-        self.space = space = model.space
-        self.runs = runs
-        self.method = method
-        ordered = sorted(feasible, key=lambda r: r.fun_final)
-        best = ordered[0]
-        self._best = best
-        self.z = z = best.x_final
-        self.objective = float(model.deviance(z))
-        # read while the model is at z: later calls do not depend on its state
-        self._b_at_z = model.random_effects(z)
-        self._residual_at_z = model.conditional_residual(z)
-        theta, beta, sigma = space.user(z)
-        self.theta, self.sigma, self._beta = theta.copy(), sigma, np.array(beta, dtype=float)
-        self.natural = space.natural_from_z(z)
-
-        self._kkt = getattr(best, "kkt", None) or model.kkt(z)
-        self.kkt_residual = self._kkt.residual
-
-        self.constraint_residuals = {}
-        if model._eq:
-            self.constraint_residuals.update(zip((c.label for c in model._eq), model.eq_values(z)))
-        if model._ineq:
-            self.constraint_residuals.update(
-                zip((c.label for c in model._ineq), model.ineq_values(z)))
-        self.fixed_rank = model.fixed_rank
-        self.constraint_completes_rank, self.n_free = model.identification(z)
-
-        self.optima = []
-        naturals = []
-        for run in ordered:
-            nat = space.natural_from_z(run.x_final)
-            for opt, seen in zip(self.optima, naturals):
-                if np.all(np.abs(nat - seen) <= SAME_OPTIMUM * (1 + np.abs(nat))):
-                    opt.n_starts += 1
-                    break
-            else:
-                self.optima.append(Optimum(run.fun_final, -0.5 * run.fun_final,
-                                           space.as_dict(nat), 1))
-                naturals.append(nat)
-        self.equally_likely = [o for o in self.optima
-                               if o.neg2ll - self.optima[0].neg2ll <= EQUAL_LIKELIHOOD]
-        self.converged = bool(best.success and self.kkt_residual <= 2e-3)
-
-    @cached_property
-    def beta(self) -> pd.Series:
-        """Fixed effects by design column (a batch row reads the array, not this)."""
-        return pd.Series(self._beta, index=self.space.fixed_names, name="estimate")
-
-    # ---- second-order analysis (computed on first use: it costs ~2·dim z gradients) ----
-
-    @cached_property
-    def _hessian(self) -> ReducedHessian:
-        if self.model.design is not self.design:
-            raise FitError("the model has been given another response since this fit (as a "
-                           "batch reuses a layout's model): its second-order analysis can no "
-                           "longer be computed; read it before refitting")
-        with np.errstate(all="ignore"):
-            return self.model.reduced_hessian(self.z, self._kkt)
-
-    @property
-    def reduced_hessian_eigenvalues(self) -> np.ndarray:
-        """Eigenvalues of the Hessian of −log L restricted to the constraint manifold."""
-        return self._hessian.eigenvalues
-
-    @property
-    def reduced_hessian_singular(self) -> bool:
-        return self._hessian.singular
-
-    @cached_property
-    def se_natural(self) -> np.ndarray:
-        """Wald SEs of the natural parameters: J (N'HN)⁻¹ J' by the delta method."""
-        cov_z = self._hessian.cov_z
-        if cov_z is None:
-            return np.full(len(self.natural), np.nan)
-        J = self.space.natural_jacobian(self.z)
-        return np.sqrt(np.clip(np.diag(J @ cov_z @ J.T), 0.0, None))
-
-    # ---- verdicts -------------------------------------------------------------
-    @property
-    def identified(self) -> bool:
-        """One best optimum among all starts, with a non-singular reduced Hessian."""
-        return len(self.equally_likely) == 1 and not self.reduced_hessian_singular
-
-    @property
-    def verdict(self) -> str:
-        k, n_starts = len(self.equally_likely), len(self.runs)
-        if k > 1:
-            return (f"NOT IDENTIFIED: {k} distinct optima have equal likelihood "
-                    f"(-2 log L within {EQUAL_LIKELIHOOD:g}); the constraints do not single "
-                    f"out one solution")
-        if self.reduced_hessian_singular:
-            return ("NOT IDENTIFIED locally: the Hessian of -log L on the constraint manifold is "
-                    "singular, so the estimates can move without changing the likelihood")
-        others = len(self.optima) - 1
-        if n_starts == 1:
-            return "locally identified (one start; fit with n_starts > 1 to look for other optima)"
-        if others:
-            return (f"identified: a unique best optimum over {n_starts} starts "
-                    f"({others} other local optima have lower likelihood)")
-        return f"identified: all converged starts of {n_starts} reached the same optimum"
-
-    @property
-    def degenerate(self) -> bool:
-        """The estimates are not uniquely determined (``identified`` is False)."""
-        return not self.identified
-
-    @property
-    def warnings(self) -> list[str]:
-        """Everything a user should know about this fit's reliability, one sentence each."""
-        out = []
-        if not self.converged:
-            out.append(f"did not converge ({self._best.message}; KKT residual "
-                       f"{self.kkt_residual:.2e})")
-        if not self.identified:
-            out.append(self.verdict)
-        if self.singular:
-            out.append(BOUNDARY_FIT)
-        return out
-
-    # ---- quantities -------------------------------------------------------------
-    @property
-    def loglik(self) -> float:
-        return -0.5 * self.objective
-
-    @property
-    def aic(self) -> float:
-        return self.objective + 2.0 * self.n_free
-
-    @property
-    def bic(self) -> float:
-        return self.objective + math.log(self.nobs) * self.n_free
-
-    @property
-    def max_constraint_violation(self) -> float:
-        return self._best.max_violation
-
-    def natural_estimates(self):
-        """(names, kinds, estimates, standard errors) of every parameter, as arrays."""
-        return self.space.names, self.space.kinds, self.natural, self.se_natural
-
-    @cached_property
-    def params(self) -> pd.DataFrame:
-        """Every parameter by name with Wald SEs from the reduced Hessian (delta method)."""
-        space = self.space
-        with np.errstate(invalid="ignore", divide="ignore"):
-            statistic = np.where(np.array(space.kinds) == "fixef",
-                                 self.natural / self.se_natural, np.nan)
-        return pd.DataFrame({"name": space.names, "kind": space.kinds, "group": space.groups,
-                             "term": space.terms, "estimate": self.natural,
-                             "std_error": self.se_natural, "statistic": statistic})
-
-    def _b(self) -> np.ndarray:
-        return self._b_at_z
-
-    def residuals(self) -> np.ndarray:
-        """Conditional residuals y − Xβ − f(Π) − Zb̃."""
-        return self._residual_at_z.copy()
-
-    def fitted(self) -> np.ndarray:
-        return self.design.y - self.residuals()
-
-    # ---- reporting ----------------------------------------------------------------
-    def summary(self) -> "LinkedSummary":
-        return LinkedSummary(self)
-
-    def to_dict(self) -> dict:
-        """A JSON-ready record of the fit."""
-        params = self.params
-        return {
-            "formula": self.design.formula.text,
-            "REML": False,
-            "method": self.method,
-            "constraints": [c.label for c in self.model.constraints],
-            "mean": self.model.mean.label if self.model.mean is not None else None,
-            "objective": self.objective,
-            "neg2ll": self.objective,
-            "loglik": self.loglik,
-            "aic": self.aic,
-            "bic": self.bic,
-            "n_free": self.n_free,
-            "nobs": self.nobs,
-            "n_dropped": self.n_dropped,
-            "theta": self.theta.tolist(),
-            "fixef": {k: float(v) for k, v in self.beta.items()},
-            "sigma": self.sigma,
-            "params": {r.name: float(r.estimate) for r in params.itertuples(index=False)},
-            "std_errors": {r.name: (None if np.isnan(r.std_error) else float(r.std_error))
-                           for r in params.itertuples(index=False)},
-            "constraint_residuals": {k: float(v) for k, v in self.constraint_residuals.items()},
-            "kkt_residual": self.kkt_residual,
-            "converged": self.converged,
-            "identified": self.identified,
-            "degenerate": self.degenerate,
-            "warnings": self.warnings,
-            "verdict": self.verdict,
-            "reduced_hessian_eigenvalues": list(map(float, self.reduced_hessian_eigenvalues)),
-            "fixed_rank": self.fixed_rank,
-            "n_fixed": self.space.p,
-            "constraint_completes_rank": self.constraint_completes_rank,
-            "optima": [dataclasses.asdict(o) for o in self.optima],
-            "n_starts": len(self.runs),
-            "runs": [r.as_dict() for r in self.runs],
-        }
-
-
-
-class LinkedSummary(_Printable):
-    """Printable summary of a linked fit."""
-
-    def __str__(self) -> str:
-        fit, model = self.fit, self.fit.model
-        lines = [f"{model.title} [linkmix]",
-                 f"Formula: {fit.design.formula.text}"]
-        if model.mean is not None:
-            lines.append(f"Linked mean: + {model.mean.label}")
-        for label, value in fit.constraint_residuals.items():
-            lines.append(f"Constraint: {label}    (residual {value:.2e})")
-        if fit.n_dropped:
-            lines.append(f"Rows dropped for missing values: {fit.n_dropped}")
-        lines.append(f"Fixed-effects design: rank {fit.fixed_rank} of {fit.space.p} columns"
-                     + ("" if fit.fixed_rank == fit.space.p else
-                        f"; constraints {'complete' if fit.constraint_completes_rank else 'do NOT complete'} the rank"))
-        lines.append("")
-        lines.append(f"     AIC      BIC   logLik  -2logLik  free parameters")
-        lines.append(f"{fit.aic:8.2f} {fit.bic:8.2f} {fit.loglik:8.3f} {fit.objective:9.4f}  "
-                     f"{fit.n_free}")
-        lines.append("")
-        table = fit.params.set_index("name")[["estimate", "std_error", "statistic"]]
-        table.columns = ["Estimate", "Std. Error", "z value"]
-        table.index.name = None
-        lines.append(_format_table(table))
-        lines.append("")
-        lines.append(f"Optima: {len(fit.optima)} distinct from {len(fit.runs)} start(s) "
-                     f"({fit.method}); KKT residual {fit.kkt_residual:.2e}")
-        if len(fit.optima) > 1:  # show the parameters in which the optima differ
-            frame = pd.DataFrame([o.params for o in fit.optima[:10]])
-            spread = (frame.max() - frame.min()) / (1 + frame.abs().max())
-            frame = frame.loc[:, spread > SAME_OPTIMUM]
-            frame.insert(0, "starts", [o.n_starts for o in fit.optima[:10]])
-            frame.insert(0, "logLik", [o.loglik for o in fit.optima[:10]])
-            frame.index = range(1, len(frame) + 1)
-            lines.append(frame.to_string(float_format=lambda v: f"{v:.8g}"))
-        else:
-            lines.append(f"  1. logLik {fit.optima[0].loglik:.6f}  "
-                         f"({fit.optima[0].n_starts} start(s))")
-        lines.append(f"Uniqueness: {fit.verdict}")
-        if not fit.converged:
-            lines.append(f"WARNING: did not converge ({fit._best.message}; KKT residual "
-                         f"{fit.kkt_residual:.2e})")
-        return "\n".join(lines)
-
-
-@dataclass
-class LRTResult:
-    """Likelihood-ratio test of a restricted model against a more general one."""
-
-    statistic: float
-    df: int
-    p_value: float
-    loglik_restricted: float
-    loglik_general: float
-    note: str = ""
-
-    def __str__(self) -> str:
-        text = (f"Likelihood-ratio test: chi2 = {self.statistic:.4f}, df = {self.df}, "
-                f"p = {self.p_value:.4g}  (logLik {self.loglik_restricted:.4f} vs "
-                f"{self.loglik_general:.4f})")
-        return text + (f"\n{self.note}" if self.note else "")
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def lrt(restricted, general) -> LRTResult:
-    """Likelihood-ratio test of ``restricted`` (e.g. a constrained fit) within ``general``.
-
-    Both must be maximum-likelihood fits of the same observations.  The degrees
-    of freedom are the difference in free parameters (parameters less the rank
-    of the equality constraints and any unidentified fixed-effects directions);
-    the order of the two fits does not matter.  With df = 0 the restriction does
-    not reduce the model (it only identifies it) and no p-value is given.
-    """
-    for fit in (restricted, general):
-        if getattr(fit, "REML", False):
-            raise FitError("likelihood-ratio tests need maximum-likelihood fits; refit with "
-                           "REML=False")
-    if restricted.nobs != general.nobs or not np.allclose(restricted.design.y, general.design.y):
-        raise FitError("likelihood-ratio tests need fits of the same observations")
-    if restricted.n_free > general.n_free:
-        restricted, general = general, restricted
-    df = general.n_free - restricted.n_free
-    statistic = max(0.0, 2.0 * (general.loglik - restricted.loglik))
-    note = ""
-    if df == 0:
-        p_value = math.nan
-        note = ("df = 0: the restriction does not reduce the number of free parameters (it "
-                "only identifies the model); the likelihoods should be equal")
-    else:
-        import scipy.stats  # here, not at import: scipy.stats costs 0.3 s to import
-        p_value = float(scipy.stats.chi2.sf(statistic, df))
-        if any(fit.singular for fit in (restricted, general)):
-            note = "a variance parameter is on its boundary: the chi-squared p-value is conservative"
-    return LRTResult(statistic, int(df), p_value, restricted.loglik, general.loglik, note)
