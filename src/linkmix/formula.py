@@ -261,7 +261,7 @@ class FormulaSpec:
         return f"{self.response} ~ {self.fixed}"
 
 
-def _split_top_level(text: str, sep: str) -> list[str]:
+def split_top_level(text: str, sep: str) -> list[str]:
     """Split ``text`` at occurrences of ``sep`` outside parentheses and backticks."""
     parts, depth, start, i, quoted = [], 0, 0, 0, False
     while i < len(text):
@@ -288,7 +288,7 @@ def _split_top_level(text: str, sep: str) -> list[str]:
     return parts
 
 
-def _strip_outer_parens(chunk: str) -> str | None:
+def strip_outer_parens(chunk: str) -> str | None:
     """The inside of ``( … )`` when the parentheses enclose the whole chunk."""
     chunk = chunk.strip()
     if not (chunk.startswith("(") and chunk.endswith(")")):
@@ -340,7 +340,7 @@ def parse_formula(text: str) -> FormulaSpec:
     """
     if not isinstance(text, str) or not text.strip():
         raise FormulaError("the formula must be a non-empty string such as 'y ~ x + (1 | g)'")
-    sides = _split_top_level(text, "~")
+    sides = split_top_level(text, "~")
     if len(sides) != 2:
         raise FormulaError(f"the formula {text!r} must have exactly one '~' with the response on its left")
     if not sides[0].strip():
@@ -351,16 +351,16 @@ def parse_formula(text: str) -> FormulaSpec:
 
     fixed_parts: list[str] = []
     random: list[RandomTermSpec] = []
-    for chunk in _split_top_level(rhs, "+"):
+    for chunk in split_top_level(rhs, "+"):
         if not chunk.strip():
             raise FormulaError(f"empty term (a stray '+') in {text!r}")
-        inner = _strip_outer_parens(chunk)
-        if inner is not None and len(_split_top_level(inner, "|")) > 1:
-            double = _split_top_level(inner, "||")
+        inner = strip_outer_parens(chunk)
+        if inner is not None and len(split_top_level(inner, "|")) > 1:
+            double = split_top_level(inner, "||")
             if len(double) == 2:
                 lhs, grp, independent = double[0], double[1], True
             else:
-                single = _split_top_level(inner, "|")
+                single = split_top_level(inner, "|")
                 if len(single) != 2:
                     raise FormulaError(f"random-effects term {chunk.strip()!r} must read '(expr | group)'")
                 lhs, grp, independent = single[0], single[1], False
