@@ -361,27 +361,49 @@ cdef class BlockedFactor:
                                self.S, self.Tbuf, self.Abuf, self.lam)
 
 
+cdef void _blocked_back_solve(const double[:, :, ::1] L11, const double[:, ::1] L21,
+                              const double[::1, :] S, const int[::1] c_indptr,
+                              const int[::1] c_rows, int q2, double[::1] x) noexcept nogil:
+    """x ← L⁻ᵀx through the blocked factor, x ordered as ``blocked_modes``' u:
+    x2 ← L22⁻ᵀx2, then per level j, x1_j ← L11[j]⁻ᵀ(x1_j − L21_j'x2)."""
+    cdef int nlev = L11.shape[0], k1 = L11.shape[1], j, a, c, r, pos, i
+    cdef Py_ssize_t q1 = nlev * k1
+    cdef double acc
+    for r in range(q2 - 1, -1, -1):
+        acc = x[q1 + r]
+        for i in range(r + 1, q2):
+            acc = acc - S[i, r] * x[q1 + i]
+        x[q1 + r] = acc / S[r, r]
+    for j in range(nlev):
+        for pos in range(c_indptr[j], c_indptr[j + 1]):
+            r = c_rows[pos]
+            if r < q2:
+                for a in range(k1):
+                    x[j * k1 + a] = x[j * k1 + a] - L21[pos, a] * x[q1 + r]
+        for a in range(k1 - 1, -1, -1):
+            acc = x[j * k1 + a]
+            for c in range(a + 1, k1):
+                acc = acc - L11[j, c, a] * x[j * k1 + c]
+            x[j * k1 + a] = acc / L11[j, a, a]
+
+
 def blocked_modes(const double[:, :, ::1] L11, const double[:, ::1] L21,
                   const double[::1, :] S, const int[::1] c_indptr, const int[::1] c_rows,
                   int q2, int p, const double[::1] beta, double[::1] u):
     """ũ = L_uu⁻ᵀ(l_y − L_X'β) through the blocked factor (after ``BlockedFactor.factor``).
 
     ``u`` (q1 + q2) receives the first term's modes level by level, then the later
-    terms'.  w = (y row) − (X rows)'β of the factor; u2 = L22⁻ᵀw2; then per level j,
-    u1_j = L11[j]⁻ᵀ(w1_j − L21u_j'u2).
+    terms'.  w = (y row) − (X rows)'β of the factor, then ``_blocked_back_solve``.
     """
-    cdef int nlev = L11.shape[0], k1 = L11.shape[1], j, a, c, r, pos, i
+    cdef int nlev = L11.shape[0], k1 = L11.shape[1], j, a, r, pos, i
     cdef Py_ssize_t q1 = nlev * k1
     cdef double acc
     with nogil:
-        # u2: back-substitution with the transpose of the dense factor's leading block
-        for r in range(q2 - 1, -1, -1):
+        for r in range(q2):
             acc = S[q2 + p, r]
             for i in range(p):
                 acc = acc - S[q2 + i, r] * beta[i]
-            for i in range(r + 1, q2):
-                acc = acc - S[i, r] * u[q1 + i]
-            u[q1 + r] = acc / S[r, r]
+            u[q1 + r] = acc
         for j in range(nlev):
             for a in range(k1):
                 u[j * k1 + a] = 0.0
@@ -393,14 +415,7 @@ def blocked_modes(const double[:, :, ::1] L11, const double[:, ::1] L21,
                 elif r >= q2:
                     for a in range(k1):
                         u[j * k1 + a] = u[j * k1 + a] - L21[pos, a] * beta[r - q2]
-                else:
-                    for a in range(k1):
-                        u[j * k1 + a] = u[j * k1 + a] - L21[pos, a] * u[q1 + r]
-            for a in range(k1 - 1, -1, -1):
-                acc = u[j * k1 + a]
-                for c in range(a + 1, k1):
-                    acc = acc - L11[j, c, a] * u[j * k1 + c]
-                u[j * k1 + a] = acc / L11[j, a, a]
+        _blocked_back_solve(L11, L21, S, c_indptr, c_rows, q2, u)
     return u
 
 
@@ -411,9 +426,8 @@ def blocked_solve(const double[:, :, ::1] L11, const double[:, ::1] L21,
     ``BlockedFactor.factor``); the factor's [X y] rows are not read, so the response
     stays as it is.
 
-    x is ordered as ``blocked_modes``' u: the first term level by level, then the later
-    terms.  Forward: x1_j ← L11[j]⁻¹x1_j, x2 ← x2 − Σ_j L21_j x1_j, x2 ← L22⁻¹x2; back:
-    x2 ← L22⁻ᵀx2, x1_j ← L11[j]⁻ᵀ(x1_j − L21_j'x2).
+    x is ordered as ``blocked_modes``' u.  Forward: x1_j ← L11[j]⁻¹x1_j,
+    x2 ← x2 − Σ_j L21_j x1_j, x2 ← L22⁻¹x2; then ``_blocked_back_solve``.
     """
     cdef int nlev = L11.shape[0], k1 = L11.shape[1], j, a, c, r, pos, i
     cdef Py_ssize_t q1 = nlev * k1
@@ -437,22 +451,7 @@ def blocked_solve(const double[:, :, ::1] L11, const double[:, ::1] L21,
             for i in range(r):
                 acc = acc - S[r, i] * x[q1 + i]
             x[q1 + r] = acc / S[r, r]
-        for r in range(q2 - 1, -1, -1):
-            acc = x[q1 + r]
-            for i in range(r + 1, q2):
-                acc = acc - S[i, r] * x[q1 + i]
-            x[q1 + r] = acc / S[r, r]
-        for j in range(nlev):
-            for pos in range(c_indptr[j], c_indptr[j + 1]):
-                r = c_rows[pos]
-                if r < q2:
-                    for a in range(k1):
-                        x[j * k1 + a] = x[j * k1 + a] - L21[pos, a] * x[q1 + r]
-            for a in range(k1 - 1, -1, -1):
-                acc = x[j * k1 + a]
-                for c in range(a + 1, k1):
-                    acc = acc - L11[j, c, a] * x[j * k1 + c]
-                x[j * k1 + a] = acc / L11[j, a, a]
+        _blocked_back_solve(L11, L21, S, c_indptr, c_rows, q2, x)
     return x
 
 

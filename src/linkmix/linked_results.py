@@ -178,10 +178,6 @@ class LinkedResults(Report):
 
     # ---- quantities -------------------------------------------------------------
     @property
-    def loglik(self) -> float:
-        return -0.5 * self.objective
-
-    @property
     def aic(self) -> float:
         return self.objective + 2.0 * self.n_free
 

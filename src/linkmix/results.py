@@ -41,9 +41,14 @@ BOUNDARY_FIT = "boundary (singular) fit: a variance component is estimated as ze
 class Report:
     """What every fit offers: sizes, conditional modes, ``summary()`` printing, JSON.
 
-    Subclasses provide ``design``, ``theta``, ``summary()``, ``to_dict()`` and ``_b()``
+    Subclasses provide ``design``, ``theta``, ``objective``, ``summary()``, ``to_dict()`` and ``_b()``
     (b̃ = Λũ, flat, in θ's term order).
     """
+
+    @property
+    def loglik(self) -> float:
+        """log-likelihood (ML fits) or the REML log-likelihood (REML fits), as lme4's logLik."""
+        return -0.5 * self.objective
 
     @property
     def nobs(self) -> int:
@@ -239,11 +244,6 @@ class LMMResults(Report):
         if self.singular:
             out.append(BOUNDARY_FIT)
         return out
-
-    @property
-    def loglik(self) -> float:
-        """log-likelihood (ML fits) or the REML log-likelihood (REML fits), as lme4's logLik."""
-        return -0.5 * self.objective
 
     @property
     def deviance(self) -> float:
