@@ -41,8 +41,8 @@ BOUNDARY_FIT = "boundary (singular) fit: a variance component is estimated as ze
 class Report:
     """What every fit offers: sizes, conditional modes, ``summary()`` printing, JSON.
 
-    Subclasses provide ``design``, ``theta``, ``objective``, ``summary()``, ``to_dict()`` and ``_b()``
-    (b̃ = Λũ, flat, in θ's term order).
+    Subclasses provide ``design``, ``theta``, ``objective``, ``summary()``, ``to_dict()``
+    and ``_b()`` (b̃ = Λũ, flat, in θ's term order).
     """
 
     @property
