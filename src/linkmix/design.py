@@ -79,6 +79,14 @@ class RandomTerm:
     def q(self) -> int:
         return self.k * self.n_levels
 
+    def level_index(self, newdata: pd.DataFrame) -> np.ndarray:
+        """Each row's level of this term in ``newdata`` (-1 for a level not seen in the fit)."""
+        absent = [c for c in self.group_columns if c not in newdata.columns]
+        if absent:
+            raise DataError(f"newdata lacks grouping column(s) {absent}")
+        labels = newdata[list(self.group_columns)].astype(str).agg(":".join, axis=1)
+        return self.levels.get_indexer(labels)
+
     def theta_positions(self) -> list[tuple[int, int]]:
         """(row, column) of T's free entries in lme4's θ order (lower triangle by columns)."""
         return [(i, j) for j in range(self.k) for i in range(j, self.k)]
@@ -541,7 +549,7 @@ def design_from_arrays(y, X, random, *, fixed_names=None, response: str = "y",
         [str(name) for name in fixed_names]
     if len(names) != X.shape[1] or len(set(names)) != len(names):
         raise DataError(f"fixed_names must name X's {X.shape[1]} columns, each once")
-    if isinstance(random, tuple) or not len(random):
+    if not len(random) or isinstance(random[0], str):  # empty, or one term not in a list
         raise DataError("random must be a non-empty list of terms such as "
                         "[('Subject', subject_labels, Z)]")
     terms = []
@@ -567,6 +575,7 @@ def design_from_arrays(y, X, random, *, fixed_names=None, response: str = "y",
         terms.append(RandomTerm(group=group, group_columns=(group,), coef_names=coef_names,
                                 levels=levels, codes=codes, Z=np.ascontiguousarray(Z),
                                 expr_spec=None))
+
     def term_text(columns):  # a report's rendering: the intercept column as "1"
         return " + ".join("1" if c == INTERCEPT else c for c in columns) or "0"
 

@@ -248,11 +248,9 @@ class BlockedEngine(_EngineBase):
     def solve(self, b) -> np.ndarray:
         """(Λ'Z'ZΛ + I)⁻¹b (b: q or q × k) through the blocked factor (compiled)."""
         out = np.array(b, dtype=float, order="F")
-        columns = out.reshape(len(out), -1, order="F")
-        for j in range(columns.shape[1]):
-            column = np.ascontiguousarray(columns[:, j])
-            columns[:, j] = _pls.blocked_solve(self.L11, self.L21, self.S, self.c_indptr,
-                                               self.c_rows, self.q2, column)
+        for column in out.reshape(len(out), -1, order="F").T:  # contiguous views of out
+            _pls.blocked_solve(self.L11, self.L21, self.S, self.c_indptr, self.c_rows, self.q2,
+                               column)
         return out
 
     def conditional_modes(self, beta) -> np.ndarray:

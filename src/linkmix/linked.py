@@ -131,10 +131,6 @@ class LinkedModel:
         """The numbers z's coordinates refer to."""
         return self.response.working
 
-    @property
-    def engine(self):
-        return self.response.engine
-
     def deviance(self, z) -> float:
         """D(θ, β, σ) = −2 log L at ``z = (θ, β, log σ)``."""
         return self.response.deviance(z)

@@ -125,11 +125,11 @@ class LinearMixedModel:
         self.engine.set_response(self.conditioning.set_response(self.design.y))
         self._check_response()
 
-    def _checked(self, theta, beta=None, sigma=None):
+    def _checked(self, theta, beta=None, sigma=None, name: str = "theta"):
         """θ (and β, σ) as float arrays of this model's sizes, or an ArgumentError."""
         theta = np.asarray(theta, dtype=float)
         if theta.shape != self.design.theta_lower.shape:
-            raise ArgumentError(f"theta has shape {theta.shape}; this model's θ has "
+            raise ArgumentError(f"{name} has {theta.size} entries; this model's θ has "
                                 f"{self.design.theta_lower.size} entries")
         if beta is not None:
             beta = np.asarray(beta, dtype=float)
@@ -193,7 +193,7 @@ class LinearMixedModel:
     def results_at(self, theta) -> LMMResults:
         """The fit's report at a given lme4 θ (no optimisation), e.g. at another
         program's estimate."""
-        theta_w = self.conditioning.theta_working(np.asarray(theta, dtype=float))
+        theta_w = self.conditioning.theta_working(self._checked(theta)[0])
         summary = OptSummary("none (θ given)", theta_w, x_final=theta_w,
                              fun_final=self.deviance(theta_w), converged=True)
         return LMMResults(self, summary)
@@ -230,11 +230,8 @@ class LinearMixedModel:
         if theta_start is None:
             start = design.theta_start()
         else:
-            start = np.asarray(theta_start, float)
-            if start.shape != lower.shape:
-                raise ArgumentError(f"theta_start has {start.size} entries; this model has "
-                                    f"{lower.size}")
-            start = self.conditioning.theta_working(start)
+            start = self.conditioning.theta_working(self._checked(theta_start,
+                                                                  name="theta_start")[0])
         small = design.n * (design.p + 1) + getattr(self.engine, "m", 0) ** 2 <= SMALL_PROBLEM
         with one_blas_thread(small):
             summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,

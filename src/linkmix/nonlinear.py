@@ -318,11 +318,7 @@ class NonlinearMixedModel:
         phi = np.column_stack(columns)
         if b_terms is not None:
             for term, cols, b in zip(design.terms, design.term_params, b_terms):
-                absent = [c for c in term.group_columns if c not in newdata.columns]
-                if absent:
-                    raise DataError(f"newdata lacks grouping column(s) {absent}")
-                labels = newdata[list(term.group_columns)].astype(str).agg(":".join, axis=1)
-                idx = term.levels.get_indexer(labels)
+                idx = term.level_index(newdata)
                 phi[:, cols] += np.where(idx[:, None] >= 0, b[np.maximum(idx, 0)], 0.0)
         return design.model.evaluate(phi, covariates, False)[0]
 

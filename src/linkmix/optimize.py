@@ -343,7 +343,8 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4,
 
     Gradient and Hessian by ``numdiff.hessian``.  Coordinates whose backward step
     would cross their bound are on the boundary: their one-sided derivative counts
-    only if it points inward (moving in would decrease ``fun``).  ``f0`` is ``fun(x)`` where the caller has it (then it is not evaluated again).
+    only if it points inward (moving in would decrease ``fun``).  ``f0`` is ``fun(x)``
+    where the caller has it (then it is not evaluated again).
 
     ``max_gradient`` is the largest gradient component as is when within
     ``GRADIENT_TOL``, else max |L⁻¹g| with H = LL' (lme4's check.conv.grad); τ, which

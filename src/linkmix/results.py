@@ -373,11 +373,7 @@ class LMMResults(Report):
             for term, b in zip(self.design.terms, self._b_by_term()):
                 Z = self._new_matrix(term.expr_spec, newdata, "random-effects expression")
                 Z = Z.to_numpy(dtype=float)[:, list(term.expr_columns)]
-                missing = [c for c in term.group_columns if c not in newdata.columns]
-                if missing:
-                    raise DataError(f"newdata lacks grouping column(s) {missing}")
-                labels = newdata[list(term.group_columns)].astype(str).agg(":".join, axis=1)
-                idx = term.levels.get_indexer(labels)
+                idx = term.level_index(newdata)
                 contrib = np.einsum("ik,ik->i", Z, b[np.maximum(idx, 0)])
                 mu = mu + np.where(idx >= 0, contrib, 0.0)
         return mu
