@@ -1,47 +1,67 @@
-"""The likelihood of a mixed model from its PLS state, and the deviance of a linear one.
+"""The likelihood of a mixed model: one PLS state, and the criteria it gives.
 
-Owns the formulas of DESIGN.md, written once for every model (n observations, p
-fixed effects; r² the penalised residual sum of squares, log|L|² and log|R_X|² from
-the factorisation; for a nonlinear model r² and L come from PNLS at ũ):
+Owns the formulas of DESIGN.md, written once for every model.  A factorisation at θ
+(and, for a nonlinear model, PNLS at ũ) leaves a ``PLSState``: n observations, p
+profiled fixed effects, r² the penalised residual sum of squares, log|L|² and
+log|R_X|².  From it:
 
 * ML profiled deviance   d(θ)   = log|L_θ|² + n[1 + log(2π r²(θ)/n)]   (nlmer's Laplace
   deviance when r² and L are PNLS's)
 * REML criterion         d_R(θ) = log|L_θ|² + log|R_X|² + (n−p)[1 + log(2π r²(θ)/(n−p))]
-* full deviance          D(θ, β, σ) = n log(2πσ²) + r²(θ, β)/σ² + log|L_θ|²
+* full deviance          D(θ, β, σ) = n log(2πσ²) + r²(θ, β)/σ² + log|L_θ|²  (Laplace
+  when r² and L are PNLS's)
 * σ̂ = sqrt(r²/n) (ML) or sqrt(r²/(n − p)) (REML)
 
-``Deviance`` evaluates them over a linear model's engine; linked and nonlinear
-models call the functions with their own r² and log|L|².
+``Deviance`` evaluates them over a linear model's engine; linked responses and the
+nonlinear model make their own states (``PLSState.of`` an engine, or PNLS's r²).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
-__all__ = ["Deviance", "LOG_2PI", "profiled_deviance", "full_deviance", "sigma_hat"]
+__all__ = ["Deviance", "LOG_2PI", "PLSState"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def profiled_deviance(logdet_L: float, r2: float, n: int, p: int = 0, logdet_RX: float = 0.0,
-                      REML: bool = False) -> float:
-    """ML deviance log|L|² + n[1 + log(2π r²/n)] with σ profiled, or (``REML``) the REML
-    criterion log|L|² + log|R_X|² + (n−p)[1 + log(2π r²/(n−p))]."""
-    if REML:
-        dof = n - p
-        return logdet_L + logdet_RX + dof * (1.0 + math.log(2.0 * math.pi * r2 / dof))
-    return logdet_L + n * (1.0 + math.log(2.0 * math.pi * r2 / n))
+class PLSState(NamedTuple):
+    """What one penalised least-squares solution leaves, and every criterion of it.
 
+    A tuple (cheap to make once per evaluation) of r², log|L|², n, p and log|R_X|²
+    (p = 0 and log|R_X|² = 0 where no fixed effect is profiled).
+    """
 
-def full_deviance(logdet_L: float, r2: float, n: int, sigma: float) -> float:
-    """−2 log L = n log(2πσ²) + r²/σ² + log|L|², nothing profiled."""
-    return n * (LOG_2PI + 2.0 * math.log(sigma)) + r2 / sigma**2 + logdet_L
+    r2: float
+    logdet_L: float
+    n: int
+    p: int = 0
+    logdet_RX: float = 0.0
 
+    @classmethod
+    def of(cls, engine, beta=None) -> "PLSState":
+        """The state of ``engine``'s current factor; r² at ``beta`` (β̂ when omitted)."""
+        return cls(engine.prss(beta), engine.logdet_L, engine.design.n, engine.p,
+                   engine.logdet_RX() if engine.p else 0.0)
 
-def sigma_hat(r2: float, n: int, p: int = 0, REML: bool = False) -> float:
-    """The σ that maximises the (restricted) likelihood: sqrt(r²/(n − p)) for REML,
-    sqrt(r²/n) for ML."""
-    return math.sqrt(r2 / (n - p if REML else n))
+    def profiled(self, REML: bool = False) -> float:
+        """ML deviance log|L|² + n[1 + log(2π r²/n)] with σ profiled (the Laplace deviance
+        of a PNLS state), or (``REML``) log|L|² + log|R_X|² + (n−p)[1 + log(2π r²/(n−p))]."""
+        if REML:
+            dof = self.n - self.p
+            return self.logdet_L + self.logdet_RX + dof * (1.0 + math.log(2.0 * math.pi
+                                                                          * self.r2 / dof))
+        return self.logdet_L + self.n * (1.0 + math.log(2.0 * math.pi * self.r2 / self.n))
+
+    def full(self, sigma: float) -> float:
+        """−2 log L = n log(2πσ²) + r²/σ² + log|L|², nothing profiled."""
+        return self.n * (LOG_2PI + 2.0 * math.log(sigma)) + self.r2 / sigma**2 + self.logdet_L
+
+    def sigma_hat(self, REML: bool = False) -> float:
+        """The σ that maximises the (restricted) likelihood: sqrt(r²/(n − p)) for REML,
+        sqrt(r²/n) for ML."""
+        return math.sqrt(self.r2 / (self.n - self.p if REML else self.n))
 
 
 class Deviance:
@@ -58,30 +78,25 @@ class Deviance:
     def __init__(self, engine, REML: bool):
         self.engine = engine
         self.REML = bool(REML)
-        self.n = engine.design.n
-        self.p = engine.design.p
         self.n_evaluations = 0
 
     def __call__(self, theta) -> float:
         """Profiled objective at θ (``inf`` where the system is not positive definite)."""
         self.n_evaluations += 1
-        eng = self.engine
-        if not eng.update(theta):
+        if not self.engine.update(theta):
             return math.inf
-        r2 = eng.prss()
-        if r2 <= 0.0:
+        state = PLSState.of(self.engine)
+        if state.r2 <= 0.0:
             return -math.inf
-        if self.REML:
-            return profiled_deviance(eng.logdet_L, r2, self.n, self.p, eng.logdet_RX(), True)
-        return profiled_deviance(eng.logdet_L, r2, self.n)
+        return state.profiled(self.REML)
 
     def full(self, theta, beta, sigma) -> float:
         """−2 log L at (θ, β, σ), nothing profiled."""
         self.n_evaluations += 1
         if not self.engine.update(theta):
             return math.inf
-        return full_deviance(self.engine.logdet_L, self.engine.prss(beta), self.n, sigma)
+        return PLSState.of(self.engine, beta).full(sigma)
 
-    def sigma_hat(self) -> float:
-        """σ̂ = sqrt(r²/(n − p)) for REML, sqrt(r²/n) for ML, at the current factor."""
-        return sigma_hat(self.engine.prss(), self.n, self.p, self.REML)
+    def state(self) -> PLSState:
+        """The PLS state at the current factor (β = β̂)."""
+        return PLSState.of(self.engine)

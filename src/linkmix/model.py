@@ -22,7 +22,7 @@ import pandas as pd
 from . import arguments
 from .conditioning import Conditioning
 from .design import build_design, design_from_arrays
-from .deviance import Deviance, profiled_deviance
+from .deviance import Deviance
 from .engine import make_engine
 from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
 from .optimize import OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded
@@ -182,9 +182,9 @@ class LinearMixedModel:
         p = self.design.p
         beta_w = engine.beta_hat()
         b_w = c.working.Lambda_times(theta_w, engine.conditional_modes(beta_w))
-        sigma_w = self.deviance.sigma_hat()
-        ml_deviance = (profiled_deviance(engine.logdet_L, engine.prss(), self.design.n)
-                       + c.offset(REML=False)) if self.REML else objective
+        state = self.deviance.state()
+        sigma_w = state.sigma_hat(self.REML)
+        ml_deviance = state.profiled() + c.offset(REML=False) if self.REML else objective
         return LMMEstimates(theta=c.theta(theta_w), beta=c.beta(beta_w), sigma=c.scale * sigma_w,
                             objective=objective, b=c.effects(b_w),
                             beta_cov_root=c.beta_cov_root(engine.Lxy[:p, :p]),

@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import arguments
 from .design import INTERCEPT, LMMDesign, materialize
-from .deviance import LOG_2PI, full_deviance, profiled_deviance
+from .deviance import LOG_2PI, PLSState
 from .engine import make_engine
 from .errors import ConvergenceWarning, DataError, FitError
 from .nonlinear_design import build_nlmm_design
@@ -94,11 +94,10 @@ class NonlinearMixedModel:
 
         Returns
         -------
-        r2 : float
-            ‖y − μ(ũ)‖² + ‖ũ‖² (``inf`` if the model cannot be evaluated).
-        u : ndarray
-        logdet : float
+        state : PLSState
+            r² = ‖y − μ(ũ)‖² + ‖ũ‖² (``inf`` if the model cannot be evaluated) and
             log|L|², LL' = U'U + I at ũ.
+        u : ndarray
         converged : bool
         """
         y = self.design.y
@@ -108,7 +107,7 @@ class NonlinearMixedModel:
             u = np.zeros_like(u)
             mu, grad, phi = self._mean(theta, beta, u)
             if mu is None:
-                return math.inf, u, math.nan, False
+                return self._failed, u, False
         r2 = float(np.sum((y - mu) ** 2) + u @ u)
         newton = self.newton and self.engine.supports_curvature \
             and self.design.model.gradient is not None
@@ -123,7 +122,7 @@ class NonlinearMixedModel:
                 self._set_linearisation(grad)
                 self.engine.set_response(working)
                 if not self.engine.update(theta):
-                    return math.inf, u, math.nan, False
+                    return self._failed, u, False
                 target = self.engine.conditional_modes(np.zeros(0))
             step, accepted = 1.0, False
             while step > 1e-10:
@@ -153,9 +152,14 @@ class NonlinearMixedModel:
         # the factor at ũ itself, for the Laplace log-determinant
         self._set_linearisation(grad)
         if not self.engine.update(theta):
-            return math.inf, u, math.nan, False
+            return self._failed, u, False
         self._u = u
-        return r2, u, self.engine.logdet_L, converged
+        return PLSState(r2, self.engine.logdet_L, self.n), u, converged
+
+    @property
+    def _failed(self) -> PLSState:
+        """The state where PNLS cannot evaluate the model or factor the system."""
+        return PLSState(math.inf, math.nan, self.n)
 
     def _newton_target(self, theta, beta, u, mu, grad, phi, working):
         """The Newton point for ‖y − μ(u)‖² + ‖u‖², or None when its Hessian is not
@@ -200,17 +204,17 @@ class NonlinearMixedModel:
     # -- deviances ---------------------------------------------------------------
     def laplace(self, theta, beta) -> float:
         """Laplace deviance with σ profiled: log|L|² + n[1 + log(2π r²/n)]."""
-        r2, _, logdet, _ = self.pnls(np.asarray(theta, float), np.asarray(beta, float))
-        if not math.isfinite(r2) or r2 <= 0:
+        state = self.pnls(np.asarray(theta, float), np.asarray(beta, float))[0]
+        if not math.isfinite(state.r2) or state.r2 <= 0:
             return math.inf
-        return profiled_deviance(logdet, r2, self.n)
+        return state.profiled()
 
     def full(self, theta, beta, sigma) -> float:
         """Laplace approximation to −2 log L at (θ, β, σ): n log(2πσ²) + r²/σ² + log|L|²."""
-        r2, _, logdet, _ = self.pnls(np.asarray(theta, float), np.asarray(beta, float))
-        if not math.isfinite(r2):
+        state = self.pnls(np.asarray(theta, float), np.asarray(beta, float))[0]
+        if not math.isfinite(state.r2):
             return math.inf
-        return full_deviance(logdet, r2, self.n, sigma)
+        return state.full(sigma)
 
     def agq(self, theta, beta, sigma, n_agq: int) -> float:
         """−2 log L by adaptive Gauss–Hermite quadrature (one scalar random-effects term).
@@ -226,8 +230,8 @@ class NonlinearMixedModel:
             raise FitError("nAGQ > 1 needs a single scalar random-effects term, e.g. "
                            "random='Asym | Tree'")
         theta, beta = np.asarray(theta, float), np.asarray(beta, float)
-        r2, u, _, _ = self.pnls(theta, beta)
-        if not math.isfinite(r2):
+        state, u, _ = self.pnls(theta, beta)
+        if not math.isfinite(state.r2):
             return math.inf
         term, col = design.terms[0], design.term_params[0][0]
         mu, grad, _ = self._mean(theta, beta, u)

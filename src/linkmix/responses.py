@@ -12,7 +12,7 @@ either kind of model (``linkmix.linked.LinkedModel`` works over both):
   approximation with nothing profiled; ∂D/∂log σ exactly, θ and β by central
   differences (each perturbed PNLS starts from the same ũ, so they are smooth).
 
-Both give D = n log(2πσ²) + r²/σ² + log|L|² through ``deviance.full_deviance``.
+Both give D = n log(2πσ²) + r²/σ² + log|L|² from their ``deviance.PLSState``.
 A response is bound to its model's parameter space and mean (``bind``) before use.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from . import numdiff
 from .conditioning import LinkedCoordinates
 from .design import drop_dependent_columns
-from .deviance import full_deviance
+from .deviance import PLSState
 from .engine import make_engine
 from .errors import FitError
 from .model import LinearMixedModel
@@ -87,9 +87,9 @@ class LinearResponse:
         if not self.engine.update(theta):
             self._state_z = None
             return math.inf
-        r2 = self.engine.prss()
-        self._state_z, self._state_response, self._state_r2 = z.copy(), response, r2
-        return full_deviance(self.engine.logdet_L, r2, self.n, sigma)
+        state = PLSState.of(self.engine)
+        self._state_z, self._state_response, self._state_r2 = z.copy(), response, state.r2
+        return state.full(sigma)
 
     def _ensure_state(self, z):
         if self._state_z is None or not np.array_equal(self._state_z, z):
@@ -222,11 +222,11 @@ class NonlinearResponse:
 
     def _deviance_from(self, z, u_start) -> float:
         theta, beta, sigma = self.space.split(np.asarray(z, dtype=float))
-        r2, u, logdet, _ = self.nlmm.pnls(theta, beta, u_start)
-        if not math.isfinite(r2) or not math.isfinite(logdet):
+        state, u, _ = self.nlmm.pnls(theta, beta, u_start)
+        if not math.isfinite(state.r2) or not math.isfinite(state.logdet_L):
             return math.inf
-        self._state = (np.array(z, dtype=float), r2, u)
-        return full_deviance(logdet, r2, self.n, sigma)
+        self._state = (np.array(z, dtype=float), state.r2, u)
+        return state.full(sigma)
 
     def deviance(self, z) -> float:
         """Laplace −2 log L at ``z = (θ, β, log σ)``."""

@@ -19,7 +19,6 @@ import pandas as pd
 from formulaic.errors import FormulaicError
 
 from .design import INTERCEPT
-from .deviance import sigma_hat
 from .errors import DataError
 from .formula import EVALUATION_CONTEXT
 from .linalg import solve_triangular
@@ -450,9 +449,9 @@ class NLMMResults(LMMResults):
         self.theta, beta = x[:nt].copy(), x[nt:nt + p].copy()
         self.objective = float(optsummary.fun_final)
         self.beta = pd.Series(beta, index=design.fixed_names, name="estimate")
-        r2, self._u, _, self.pnls_converged = model.pnls(self.theta, beta)
+        state, self._u, self.pnls_converged = model.pnls(self.theta, beta)
         # Laplace: σ profiled, σ² = r²/n; quadrature: σ is the optimiser's last coordinate
-        self.sigma = sigma_hat(r2, design.n) if nAGQ == 1 else math.exp(x[-1])
+        self.sigma = state.sigma_hat() if nAGQ == 1 else math.exp(x[-1])
         p = design.p
         self.estimates = LMMEstimates(
             theta=self.theta, beta=beta, sigma=self.sigma, objective=self.objective,
