@@ -12,6 +12,8 @@ import linkmix
 from linkmix import ModelFunctionError, datasets
 from linkmix.cli import main as cli_main
 from linkmix.nonlinear import NonlinearMixedModel
+from linkmix.optimize import OptSummary
+from linkmix.results import NLMMResults
 from linkmix.ssmodels import SELF_STARTING
 
 REFS = {r["name"]: r for r in
@@ -70,6 +72,27 @@ def test_laplace_deviance_at_nlmers_estimates(name):
     assert model.laplace(theta, beta) == pytest.approx(ref["objective"], rel=1e-6)
     r2 = model.pnls(theta, beta)[0].r2
     assert math.sqrt(r2 / model.n) == pytest.approx(ref["sigma"], rel=1e-9)
+
+
+VCOV_REFS = json.loads((pathlib.Path(__file__).parent / "data" /
+                        "lme4_nlmer_vcov.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_vcov_at_nlmers_estimates(name):
+    """No optimiser: σ²(R_X'R_X)⁻¹ of the model linearised at nlmer's own θ and β against
+    nlmer's vcov (make_lme4_nlmer_vcov.R); at linkmix's own optimum the SEs within 5e-3."""
+    ref = VCOV_REFS[name]
+    stem, formula, random = CASES[name]
+    model = NonlinearMixedModel(formula, datasets.load(stem), random)
+    theta = np.atleast_1d(ref["theta"]).astype(float)
+    beta = np.array([ref["beta"][k] for k in model.design.fixed_names])
+    x = np.concatenate([theta, beta])
+    at = NLMMResults(model, OptSummary("none (nlmer's estimates)", x, x_final=x,
+                                       fun_final=model.laplace(theta, beta), converged=True))
+    np.testing.assert_allclose(at.vcov.to_numpy(), np.array(ref["vcov"]), rtol=3e-6)
+    se = np.array([ref["se"][k] for k in model.design.fixed_names])
+    np.testing.assert_allclose(fitted(name).se.to_numpy(), se, rtol=5e-3)
 
 
 def test_three_part_formula_equals_random_argument():

@@ -176,13 +176,16 @@ class RandomEffectsLayout:
             out.append(np.einsum("ab,lb...->la...", M, shaped).reshape(block.shape))
         return np.concatenate(out)
 
-    def Z_sparse(self):
-        """Z (n × q) as a CSR matrix, terms side by side in θ order."""
+    def Z_sparse(self, Zs=None):
+        """Z (n × q) as a CSR matrix, terms side by side in θ order; ``Zs`` (one n × k
+        array per term) replaces the terms' covariate values, as a nonlinear model's
+        ∂μ/∂φ does."""
         blocks = []
-        for term in self.terms:
+        for t, term in enumerate(self.terms):
+            values = term.Z if Zs is None else np.asarray(Zs[t], dtype=float)
             cols = term.codes[:, None] * term.k + np.arange(term.k)[None, :]
             rows = np.repeat(np.arange(self.n), term.k)
-            blocks.append(sp.csr_matrix((term.Z.ravel(), (rows, cols.ravel())),
+            blocks.append(sp.csr_matrix((values.ravel(), (rows, cols.ravel())),
                                         shape=(self.n, term.q)))
         return sp.hstack(blocks, format="csr")
 

@@ -14,8 +14,9 @@ engine offers one interface, so a better factorisation can replace another:
     sum of squares ``r² = r·r``.
 ``conditional_modes(beta)``
     ũ = argmin_u ‖y − Xβ − ZΛu‖² + ‖u‖².
-``solve(b)``
-    (Λ'Z'ZΛ + I)⁻¹b from the current factor; the response is left as it is.
+``solve(b)``, ``marginal_gram(V, B)``
+    (Λ'Z'ZΛ + I)⁻¹b, and V'V₀⁻¹V, from the current factor; the response is left as
+    it is.
 ``set_response(y)``, ``set_Z(Zs)``
     replace the numbers of y or of the terms' covariates, keeping the pattern.
 
@@ -69,6 +70,13 @@ class _EngineBase:
     def logdet_RX(self) -> float:
         """log|R_X|²."""
         return 2.0 * float(np.sum(np.log(np.diagonal(self.Lxy)[: self.p])))
+
+    def marginal_gram(self, V, B) -> np.ndarray:
+        """V'V₀⁻¹V = V'V − B'(Λ'Z'ZΛ + I)⁻¹B for columns V (n × m) and B = Λ'Z'V, from the
+        current factor (V₀ = I + ZΛΛ'Z'); the response is left as it is.  The precision
+        of β̂ per σ⁻² for a fixed-effects design V."""
+        out = V.T @ V - B.T @ self.solve(B)
+        return 0.5 * (out + out.T)
 
 
 class BlockedEngine(_EngineBase):

@@ -18,7 +18,6 @@ factor for vcov, predictions).  Notation (DESIGN.md, NLMM):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import warnings
@@ -286,19 +285,20 @@ class NonlinearMixedModel:
         return beta
 
     # -- what a fit reports --------------------------------------------------------
-    def linearised_factor(self, theta, beta, u) -> np.ndarray:
-        """Lxy of the linear mixed model that approximates this one at (θ, β, ũ): fixed
-        design V = ∂μ/∂β, random design ∂μ/∂b, response y − μ (nlmer's vcov uses its R_X)."""
+    def linearised_precision(self, theta, beta, u) -> np.ndarray:
+        """R_X'R_X = V'V₀⁻¹V of the linear mixed model that approximates this one at
+        (θ, β, ũ): fixed design V = ∂μ/∂β, random design Z̃ = ∂μ/∂b, V₀ = I + Z̃ΛΛ'Z̃'
+        (nlmer's vcov is σ² times its inverse).  Leaves the engine factored at ũ, as
+        PNLS does."""
         design = self.design
-        mu, grad, _ = self._mean(theta, beta, u)
+        _, grad, _ = self._mean(theta, beta, u)
         V = np.column_stack([grad[:, [j]] * block for j, block in enumerate(design.fixed_blocks)])
-        terms = [dataclasses.replace(term, Z=np.ascontiguousarray(grad[:, cols]))
-                 for term, cols in zip(design.terms, design.term_params)]
-        linear = LMMDesign(formula=design.formula, y=design.y - mu, X=V,
-                           fixed_names=list(design.fixed_names), terms=terms, fixed_spec=None)
-        engine = make_engine(linear, self.engine.kind)
-        engine.update(theta)
-        return engine.Lxy.copy()
+        Zs = [grad[:, cols] for cols in design.term_params]
+        self._set_linearisation(grad)
+        if not self.engine.update(theta):
+            raise FitError(f"the linearised system is not positive definite at θ = {theta}")
+        B = design.Lambda_times(theta, design.Z_sparse(Zs).T @ V, transpose=True)
+        return self.engine.marginal_gram(V, B)
 
     def predict(self, newdata: pd.DataFrame, beta, b_terms=None) -> np.ndarray:
         """m(φ) at the rows of ``newdata``: φ = Xβ from each parameter's fixed formula,

@@ -147,18 +147,12 @@ class LinearResponse:
                                      rel_step=step, indices=range(nt))
         H[:nt, nt:] = H[nt:, :nt].T
         self._ensure_state(z)  # the factor at z's θ, for X'V₀⁻¹X
-        H[nt:nt + p, nt:nt + p] = 2.0 * self._xt_vinv_x(theta) / sigma**2
+        X = self.working.X
+        B = self.working.Lambda_times(theta, self.Z.T @ X, transpose=True)
+        H[nt:nt + p, nt:nt + p] = 2.0 * self.engine.marginal_gram(X, B) / sigma**2
         H[nt:nt + p, -1] = H[-1, nt:nt + p] = -2.0 * grad[nt:nt + p]
         H[-1, -1] = 4.0 * r2 / sigma**2
         return H, grad
-
-    def _xt_vinv_x(self, theta) -> np.ndarray:
-        """X'V₀⁻¹X = X'X − B'(Λ'Z'ZΛ + I)⁻¹B with B = Λ'Z'X, from the engine's factor at
-        θ (which the caller has made current; its response is left as it is)."""
-        X = self.working.X
-        B = self.working.Lambda_times(theta, self.Z.T @ X, transpose=True)
-        out = X.T @ X - B.T @ self.engine.solve(B)
-        return 0.5 * (out + out.T)
 
     # ---- starts and scales ------------------------------------------------------
     def base_start(self) -> np.ndarray:

@@ -452,12 +452,11 @@ class NLMMResults(LMMResults):
         state, self._u, self.pnls_converged = model.pnls(self.theta, beta)
         # Laplace: σ profiled, σ² = r²/n; quadrature: σ is the optimiser's last coordinate
         self.sigma = state.sigma_hat() if nAGQ == 1 else math.exp(x[-1])
-        p = design.p
         self.estimates = LMMEstimates(
             theta=self.theta, beta=beta, sigma=self.sigma, objective=self.objective,
             ml_deviance=self.objective, b=design.Lambda_times(self.theta, self._u),
-            beta_cov_root=factor_cov_root(
-                model.linearised_factor(self.theta, beta, self._u)[:p, :p]))
+            beta_cov_root=factor_cov_root(np.linalg.cholesky(
+                model.linearised_precision(self.theta, beta, self._u))))
         self.engine_kind = model.engine.kind
 
     @property
