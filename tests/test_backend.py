@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-import linkmix
 from linkmix import ArgumentError, DataError, LinearMixedModel
 from conftest import load_dataset
 

@@ -1,6 +1,5 @@
 """Batch fitting (one model per peptide): truth recovery, executors, broken groups, CLI, plots."""
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -173,6 +172,20 @@ def test_plots():
                                sorted(zip(rows.estimate, -np.log10(p))), rtol=1e-9)
     np.testing.assert_allclose(benjamini_hochberg([0.01, 0.04, 0.03, 0.5]),
                                [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
+
+
+def test_profile_of_a_nonlinear_fit():
+    """Refits through LinkedModel.from_model: the nonlinear model itself, no formula re-parsed;
+    the statistic is 0 at the estimate and about 1 one SE away."""
+    pytest.importorskip("matplotlib")
+    from linkmix.plots import profile
+
+    fit = linkmix.nlmer("circumference ~ SSlogis(age, Asym, xmid, scal)", datasets.load("Orange"),
+                        random="Asym | Tree")
+    xmid, se = fit.beta["xmid"], fit.se["xmid"]
+    _, table = profile(fit, "xmid", grid=[xmid - se, xmid, xmid + se])
+    assert table.statistic[1] == pytest.approx(0.0, abs=1e-5)
+    assert 0.6 < table.statistic[0] < 1.6 and 0.6 < table.statistic[2] < 1.6
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])

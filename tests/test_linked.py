@@ -16,7 +16,7 @@ from scipy.optimize import brentq
 import linkmix
 from linkmix import ConstraintError, FitError, datasets
 from linkmix.cli import main as cli_main
-from linkmix.examples import (BINDING_CONSTRAINT, BINDING_FORMULA, LINK, M1_FORMULA, M1_MEAN,
+from linkmix.examples import (BINDING_CONSTRAINT, BINDING_FORMULA, M1_FORMULA, M1_MEAN,
                               M2_CONSTRAINT, M2_FORMULA)
 
 SEED = json.loads((pathlib.Path(__file__).parent / "data" / "seed_model.json").read_text())

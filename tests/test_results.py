@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 import linkmix
-from linkmix import FitError
 from linkmix.cli import main as cli_main
 from conftest import load_dataset
 
@@ -161,19 +160,30 @@ def test_results_are_snapshots_of_their_response():
 
 
 def test_linked_results_are_snapshots_of_their_response():
+    """Everything a linked fit reports, SEs and verdict included, is fixed when it is made."""
     data = linkmix.datasets.simulate_peptide(seed=3)
     model = linkmix.LinkedModel("x ~ 1 + t2 + (1 | replicate)", data,
                                 constraints="t2 <= 100")
     first = model.fit()
-    residuals, b = first.residuals(), first._b()
-    se = first.params.std_error.to_numpy()  # read before refitting: the analysis is lazy
+    before = (first.residuals(), first._b(), first.reduced_hessian_eigenvalues.copy())
     model.set_response(data.x.to_numpy() + np.random.default_rng(2).normal(0, 1, len(data)))
-    model.fit()
-    np.testing.assert_array_equal(first.residuals(), residuals)
-    np.testing.assert_array_equal(first._b(), b)
-    np.testing.assert_array_equal(first.params.std_error.to_numpy(), se)
+    second = model.fit()
+    assert second.objective != pytest.approx(first.objective)
+    np.testing.assert_array_equal(first.residuals(), before[0])
+    np.testing.assert_array_equal(first._b(), before[1])
+    np.testing.assert_array_equal(first.reduced_hessian_eigenvalues, before[2])
     fresh = linkmix.LinkedModel("x ~ 1 + t2 + (1 | replicate)", data, constraints="t2 <= 100")
-    unread = fresh.fit()
-    fresh.set_response(data.x.to_numpy() * 2.0)
-    with pytest.raises(FitError, match="another response"):
-        unread.reduced_hessian_eigenvalues
+    np.testing.assert_array_equal(fresh.fit().params.std_error, first.params.std_error)
+
+
+def test_linked_fit_without_derivatives():
+    data = linkmix.datasets.simulate_peptide(seed=3)
+    model = linkmix.LinkedModel("x ~ 1 + t2 + (1 | replicate)", data, constraints="t2 <= 100")
+    full, bare = model.fit(), model.fit(derivatives=False)
+    assert bare.objective == full.objective
+    assert bare.reduced_hessian_eigenvalues is None and bare.reduced_hessian_singular is None
+    assert np.isnan(bare.params.std_error).all() and np.isfinite(full.params.std_error).all()
+    assert "not checked" in bare.verdict and "not checked" in str(bare.summary())
+    assert bare.to_dict()["reduced_hessian_eigenvalues"] is None
+    with pytest.raises(linkmix.ArgumentError, match="derivatives"):
+        model.fit(derivatives="no")

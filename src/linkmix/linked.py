@@ -29,6 +29,7 @@ from . import arguments, numdiff
 from .constraints import ConstraintError, MeanTerm, Params, make_constraint
 from .design import build_design
 from .errors import FitError
+from .model import LinearMixedModel
 from .nonlinear import NonlinearMixedModel
 from .optimize import (CONSTRAINED_METHODS, KKT, ConstrainedRun, ReducedHessian,
                        minimize_constrained)
@@ -103,6 +104,33 @@ class LinkedModel:
         linked._setup(NonlinearResponse(nlmm), data, constraints, None)
         return linked
 
+    @classmethod
+    def from_model(cls, model, *, constraints=None):
+        """A linked model over the design and data of a fitted model, with ``constraints``
+        (added to a linked model's own, whose mean it keeps): what a profile likelihood
+        or a test of a constraint refits.
+
+        Parameters
+        ----------
+        model : LinearMixedModel, NonlinearMixedModel or LinkedModel
+        """
+        linked = cls.__new__(cls)
+        extra = _as_list(constraints)
+        if isinstance(model, LinkedModel):
+            base = model.response
+            response = (NonlinearResponse(base.nlmm) if isinstance(base, NonlinearResponse)
+                        else LinearResponse(base.design, base.engine.kind))
+            linked._setup(response, model.data, model.constraints + extra, model.mean)
+        elif isinstance(model, NonlinearMixedModel):
+            linked._setup(NonlinearResponse(model), model.data, extra, None)
+        elif isinstance(model, LinearMixedModel):
+            linked._setup(LinearResponse(model.design, model.engine.kind), model.data, extra,
+                          None)
+        else:
+            raise FitError(f"a linked model is made from a LinearMixedModel, "
+                           f"NonlinearMixedModel or LinkedModel, not {type(model).__name__}")
+        return linked
+
     def _setup(self, response, data, constraints, mean):
         self.response = response
         design = response.design
@@ -111,8 +139,10 @@ class LinkedModel:
         self.title = response.title
         self.space = space = ParameterSpace(design, response.coordinates)
         self.constraints = [make_constraint(c, space.names) for c in _as_list(constraints)]
-        self.mean = MeanTerm(mean, space.names, data.loc[design.row_index]) \
-            if mean is not None else None
+        if mean is None or isinstance(mean, MeanTerm):  # a MeanTerm: another model's, same rows
+            self.mean = mean
+        else:
+            self.mean = MeanTerm(mean, space.names, data.loc[design.row_index])
         response.bind(space, self._mean_at, self.mean is not None)
         self.n = design.n
         self.fixed_rank = int(np.linalg.matrix_rank(design.X)) if design.p else 0
@@ -379,8 +409,19 @@ class LinkedModel:
         return self.space.from_user(theta, beta, sigma)
 
     # ---- fitting ------------------------------------------------------------------
-    def fit(self, *, n_starts: int = 1, method: str = "SLSQP", seed: int = 0, start=None):
+    def fit(self, *, n_starts: int = 1, method: str = "SLSQP", seed: int = 0, start=None,
+            derivatives: bool = True):
         """Maximise the likelihood under the constraints from ``n_starts`` starts.
+
+        Parameters
+        ----------
+        n_starts, method, seed, start
+            Number of starts, ``"SLSQP"`` or ``"trust-constr"``, the seed of the spread
+            starts, and start values (a name → value mapping).
+        derivatives : bool
+            Compute the reduced Hessian at the optimum (SEs, local identification), as
+            lme4's ``calc.derivs``; about 2·dim z gradients.  False skips it for callers
+            that only need the optimum (a profile's refits): SEs are then NaN.
 
         Returns
         -------
@@ -390,10 +431,11 @@ class LinkedModel:
         arguments.choice(method, "method", CONSTRAINED_METHODS)
         n_starts = arguments.count(n_starts, "n_starts")
         seed = arguments.count(seed, "seed", minimum=0)
+        derivatives = arguments.flag(derivatives, "derivatives")
         with np.errstate(all="ignore"):  # trial points may overflow; results are checked
-            return self._fit(n_starts, method, seed, start)
+            return self._fit(n_starts, method, seed, start, derivatives)
 
-    def _fit(self, n_starts, method, seed, start):
+    def _fit(self, n_starts, method, seed, start, derivatives):
 
         starts = self.starts(n_starts, seed, start)
         # Bad constraints and means fail here, once, with their own message.
@@ -444,7 +486,7 @@ class LinkedModel:
                 f"the constraints could not be satisfied from {len(runs)} start(s): the "
                 f"smallest violation reached is {closest.max_violation:.3g} "
                 f"({closest.message}); they may be infeasible")
-        return LinkedResults(self, runs, feasible, method)
+        return LinkedResults(self, runs, feasible, method, derivatives)
 
     # ---- analysis at an optimum ---------------------------------------------------
     def active_jacobian(self, z, grad) -> np.ndarray:

@@ -3,8 +3,9 @@
 Owns what a ``LinkedModel`` fit reports: estimates at the best optimum, Wald SEs on
 the constraint manifold (from the reduced Hessian), the distinct optima the starts
 reached and which are equally likely, the identifiability verdict, the summary and
-JSON.  The result is read off the model when it is made; only the second-order
-analysis is computed on first use.
+JSON.  The result is read off the model when it is made, the second-order analysis
+included (unless the fit skipped it, ``derivatives=False``): later changes to the
+model do not change it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .errors import FitError
 from .optimize import ReducedHessian
 from .results import BOUNDARY_FIT, Printable, Report, format_table
 
@@ -54,7 +54,7 @@ class LinkedResults(Report):
         One record per start.
     """
 
-    def __init__(self, model, runs, feasible, method):
+    def __init__(self, model, runs, feasible, method, derivatives: bool = True):
         self.model = model
         self.design = model.design
         self.space = space = model.space
@@ -74,6 +74,11 @@ class LinkedResults(Report):
 
         self._kkt = getattr(best, "kkt", None) or model.kkt(z)
         self.kkt_residual = self._kkt.residual
+        #: the reduced Hessian at z (None when the fit skipped its derivatives)
+        self.second_order: ReducedHessian | None = None
+        if derivatives:
+            with np.errstate(all="ignore"):
+                self.second_order = model.reduced_hessian(z, self._kkt)
 
         self.constraint_residuals = {}
         if model._eq:
@@ -105,30 +110,23 @@ class LinkedResults(Report):
         """Fixed effects by design column (a batch row reads the array, not this)."""
         return pd.Series(self._beta, index=self.space.fixed_names, name="estimate")
 
-    # ---- second-order analysis (computed on first use: it costs ~2·dim z gradients) ----
-
-    @cached_property
-    def _hessian(self) -> ReducedHessian:
-        if self.model.design is not self.design:
-            raise FitError("the model has been given another response since this fit (as a "
-                           "batch reuses a layout's model): its second-order analysis can no "
-                           "longer be computed; read it before refitting")
-        with np.errstate(all="ignore"):
-            return self.model.reduced_hessian(self.z, self._kkt)
+    # ---- second-order analysis ---------------------------------------------------
+    @property
+    def reduced_hessian_eigenvalues(self) -> np.ndarray | None:
+        """Eigenvalues of the Hessian of −log L restricted to the constraint manifold
+        (None when the fit skipped its derivatives)."""
+        return None if self.second_order is None else self.second_order.eigenvalues
 
     @property
-    def reduced_hessian_eigenvalues(self) -> np.ndarray:
-        """Eigenvalues of the Hessian of −log L restricted to the constraint manifold."""
-        return self._hessian.eigenvalues
-
-    @property
-    def reduced_hessian_singular(self) -> bool:
-        return self._hessian.singular
+    def reduced_hessian_singular(self) -> bool | None:
+        """Whether that Hessian is singular (None when not computed)."""
+        return None if self.second_order is None else self.second_order.singular
 
     @cached_property
     def se_natural(self) -> np.ndarray:
-        """Wald SEs of the natural parameters: J (N'HN)⁻¹ J' by the delta method."""
-        cov_z = self._hessian.cov_z
+        """Wald SEs of the natural parameters: J (N'HN)⁻¹ J' by the delta method (NaN
+        where the reduced Hessian is singular or was not computed)."""
+        cov_z = None if self.second_order is None else self.second_order.cov_z
         if cov_z is None:
             return np.full(len(self.natural), np.nan)
         J = self.space.natural_jacobian(self.z)
@@ -137,7 +135,8 @@ class LinkedResults(Report):
     # ---- verdicts -------------------------------------------------------------
     @property
     def identified(self) -> bool:
-        """One best optimum among all starts, with a non-singular reduced Hessian."""
+        """One best optimum among all starts, with a non-singular reduced Hessian (where
+        it was computed)."""
         return len(self.equally_likely) == 1 and not self.reduced_hessian_singular
 
     @property
@@ -150,6 +149,9 @@ class LinkedResults(Report):
         if self.reduced_hessian_singular:
             return ("NOT IDENTIFIED locally: the Hessian of -log L on the constraint manifold is "
                     "singular, so the estimates can move without changing the likelihood")
+        if self.second_order is None:
+            return ("identified among the starts' optima; local identification not checked "
+                    "(fitted with derivatives=False)")
         others = len(self.optima) - 1
         if n_starts == 1:
             return "locally identified (one start; fit with n_starts > 1 to look for other optima)"
@@ -248,7 +250,8 @@ class LinkedResults(Report):
             "degenerate": self.degenerate,
             "warnings": self.warnings,
             "verdict": self.verdict,
-            "reduced_hessian_eigenvalues": list(map(float, self.reduced_hessian_eigenvalues)),
+            "reduced_hessian_eigenvalues": (None if self.second_order is None else
+                                            list(map(float, self.second_order.eigenvalues))),
             "fixed_rank": self.fixed_rank,
             "n_fixed": self.space.p,
             "constraint_completes_rank": self.constraint_completes_rank,

@@ -87,7 +87,8 @@ def profile(fit, parameter: str, *, grid=None, points: int = 15, width: float = 
     """Profile likelihood of one named parameter of a maximum-likelihood fit.
 
     Each point refits the model with the constraint ``parameter == value`` (the
-    linked-model machinery), so it works for plain, constrained and linked fits.
+    linked-model machinery), so it works for plain, constrained and linked fits,
+    linear or nonlinear.
     The dashed line is the χ²₁ 95% cut-off of the likelihood-ratio statistic.
 
     Returns
@@ -100,24 +101,16 @@ def profile(fit, parameter: str, *, grid=None, points: int = 15, width: float = 
     if parameter not in params.index:
         raise LinkmixError(f"unknown parameter {parameter!r}; parameters: {list(params.index)}")
     estimate, se = params.loc[parameter, ["estimate", "std_error"]]
-    model = fit.model
-    constraints = [c.label for c in getattr(model, "constraints", [])]
-    mean = getattr(model, "mean", None)
     if grid is None:
         spread = se if np.isfinite(se) and se > 0 else max(abs(estimate) * 0.2, 0.1)
         grid = np.linspace(estimate - width * spread, estimate + width * spread, points)
         if params.loc[parameter, "kind"] == "sd":
             grid = grid[grid > 0]
     quoted = parameter if parameter.isidentifier() else f"`{parameter}`"
-    data = model.data if hasattr(model, "data") else None
-    if data is None:
-        raise LinkmixError("profile needs the fit's data (fit through linkmix.lmer)")
     values = []
     for value in grid:
-        con = constraints + [f"{quoted} == {float(value)!r}"]
-        refit = LinkedModel(fit.design.formula.text, data, constraints=con,
-                            mean=mean.label if mean is not None else None).fit()
-        values.append(refit.objective - fit.objective)
+        refit = LinkedModel.from_model(fit.model, constraints=f"{quoted} == {float(value)!r}")
+        values.append(refit.fit(derivatives=False).objective - fit.objective)
     table = pd.DataFrame({"value": grid, "statistic": np.maximum(values, 0.0)})
     fig, ax = _figure()
     ax.plot(table["value"], table["statistic"], "o-", ms=3)
