@@ -198,3 +198,20 @@ def test_non_numeric_response_shows_a_bad_value():
         linkmix.lmer("y ~ 1 + (1|g)", frame)
     with pytest.raises(DataError, match=r"e\.g\. 'n/a\?'"):
         linkmix.fit_groups(frame.assign(p="x"), "p", "y ~ 1 + (1|g)")
+
+
+def test_help_and_bad_options_do_not_load_the_numerical_stack(tmp_path):
+    """``linkmix --help`` and an option refused before any data is read load neither numpy
+    nor the subcommands (linkmix.commands), so they answer at once."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom linkmix.cli import main\n"
+             "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
+             "print(code, 'numpy' in sys.modules, 'linkmix.commands' in sys.modules)")
+    missing = str(tmp_path / "no-such-folder" / "fit.json")
+    for args, code in ((["--help"], "0"), (["fit", "data.csv", "-f", "y ~ 1", "--json", missing],
+                                           "2")):
+        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert out[-3:] == [code, "False", "False"], out

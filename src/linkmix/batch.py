@@ -21,6 +21,9 @@ import os
 import sys
 import time
 import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
+from concurrent.futures import wait as futures_wait
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -223,7 +226,6 @@ class _Columns:
 
 @functools.lru_cache(maxsize=8)
 def _normal_quantile(p: float) -> float:
-    from statistics import NormalDist
     return NormalDist().inv_cdf(p)
 
 
@@ -505,12 +507,10 @@ def _ordered(submit, chunks: _Chunks, size_for, n_workers, wait_first):
 
 
 def _run_pool(spec, by, chunks, workers, size_for):
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     with ProcessPoolExecutor(max_workers=workers) as pool:
         yield from _ordered(lambda chunk: pool.submit(fit_chunk, spec, by, *chunk), chunks,
                             size_for, workers,
-                            lambda fs: wait(fs, return_when=FIRST_COMPLETED).done)
+                            lambda fs: futures_wait(fs, return_when=FIRST_COMPLETED).done)
 
 
 def _run_dask(spec, by, chunks, scheduler, size_for):

@@ -1,7 +1,7 @@
 """The ``linkmix`` command: fit models from data files on the command line.
 
-Owns argument parsing, checking and presentation only; fitting is ``linkmix.lmer``,
-the seed example is ``linkmix.examples.seed_example``.  Every bad input ends in one
+Owns the arguments: parsing, and every check that needs no data; what each
+subcommand then does is ``linkmix.commands``.  Every bad input ends in one
 ``linkmix: error: …`` line and exit status 2, and options and output paths are
 checked before any data is read or fitted; a batch in which no group could be
 fitted exits with status 1 after writing its table.
@@ -10,13 +10,11 @@ fitted exits with status 1 after writing its table.
 from __future__ import annotations
 
 import argparse
-import collections
 import importlib.util
 import os
 import sys
-import warnings
 
-from .errors import ArgumentError, DataError, LinkmixError
+from .errors import ArgumentError, LinkmixError
 
 __all__ = ["main"]
 
@@ -75,12 +73,6 @@ def _require_module(module: str | None, purpose: str) -> None:
     if module is not None and importlib.util.find_spec(module) is None:
         raise ArgumentError(f"{purpose} needs the Python package {module!r}, which is not "
                             f"installed (pip install {module})")
-
-
-def _write_json(record: dict, path: str) -> None:
-    from .results import json_text
-    with open(path, "w") as fh:
-        fh.write(json_text(record) + "\n")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -191,43 +183,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fit(args) -> int:
-    from .io import read_table
-    from .fitting import lmer
-    from .comparison import lrt
-
-    if args.json:
-        _writable(args.json, "--json")
-    data = read_table(args.data, factors=args.factor)
-    linked = bool(args.constraint) or args.mean is not None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if linked:
-            fit = lmer(args.formula, data, constraints=args.constraint or None, mean=args.mean,
-                       n_starts=args.starts, method=args.method, seed=args.seed,
-                       engine=args.engine, missing=args.missing)
-        else:
-            fit = lmer(args.formula, data, REML=not args.ml and args.lrt is None,
-                       engine=args.engine, missing=args.missing, optimizer=args.optimizer)
-        test = None
-        if args.lrt is not None:
-            general = lmer(args.lrt or args.formula, data, REML=False, engine=args.engine,
-                           missing=args.missing)
-            test = lrt(fit, general)
-    print(fit.summary())
-    if test is not None:
-        print()
-        print(test)
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    if args.json:
-        record = fit.to_dict()
-        if test is not None:
-            record["lrt"] = test.as_dict()
-        _write_json(record, args.json)
-    return 0
-
-
 def _pairs(items, option, form):
     """``NAME=VALUE`` items of a repeatable option as a dict (``form`` is how the help
     spells them)."""
@@ -250,222 +205,36 @@ def _numbers(pairs: dict, option: str) -> dict:
     return out
 
 
-def _nlfit(args) -> int:
-    from .io import read_table
-    from .fitting import nlmer
-
-    if args.json:
+def _check(args) -> None:
+    """Every check that needs no data, before any is read: output paths, optional
+    packages, and ``NAME=VALUE`` options (replaced by their parsed values)."""
+    if getattr(args, "json", None):
         _writable(args.json, "--json")
-    start = _numbers(_pairs(args.start, "--start", "NAME=VALUE"), "--start") or None
-    fixed = _pairs(args.fixed, "--fixed", "PARAM=RHS")
-    data = read_table(args.data, factors=args.factor)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        options = {"nAGQ": args.nagq} if args.nagq > 1 else {}
-        fit = nlmer(args.formula, data, random=args.random, fixed=fixed, start=start,
-                    constraints=args.constraint or None, n_starts=args.starts, **options)
-    print(fit.summary())
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    if args.json:
-        fit.to_json(args.json)
-    return 0
-
-
-def _batch(args) -> int:
-    import numpy as np
-    import pandas as pd
-
-    from .batch import iter_fit_groups
-    from .io import read_table
-
-    _writable(args.output, "--output", TABLE_FORMATS)
-    if args.plots:
-        _require_module("matplotlib", "--plots")
-        if os.path.exists(args.plots) and not os.path.isdir(args.plots):
-            raise ArgumentError(f"--plots {args.plots!r} is a file, not a folder")
-    if args.dask:
-        _require_module("distributed", "--dask")
-    data = read_table(args.data, factors=args.factor)
-    for col in args.log2:
-        if col not in data.columns:
-            raise DataError(f"--log2: unknown column {col!r}; the data has columns "
-                            f"{list(map(str, data.columns))}")
-        values = pd.to_numeric(data[col], errors="coerce")
-        bad = data[col][values.isna() & data[col].notna()]
-        if len(bad):
-            raise DataError(f"--log2 {col}: the column must hold numbers; row "
-                            f"{bad.index[0]} has {bad.iloc[0]!r}")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            data[f"log2{col}"] = np.where(values > 0, np.log2(values), np.nan)
-    parts = iter_fit_groups(data, args.by, args.formula, constraints=args.constraint or None,
-                            mean=args.mean, REML=False if args.ml else None,
-                            n_starts=args.starts, n_jobs=args.jobs, scheduler=args.dask,
-                            chunk_size=args.chunk_size,
-                            progress=False if args.no_progress else None)
-    out = args.output
-    tally = _BatchTally(args.by)
-    kept = []  # the plots need the whole table; otherwise each chunk is written and let go
-    with _TableWriter(out, data[args.by]) as writer:
-        for part in parts:
-            writer.write(part)
-            tally.add(part)
-            if args.plots:
-                kept.append(part)
-    print(tally.report())
-    print(f"wrote {out}")
-    if tally.groups and not tally.fitted:
-        print(f"linkmix: error: no group could be fitted (first error: {tally.first_error})",
-              file=sys.stderr)
-        return 1
-    if args.plots:
-        from .plots import volcano
-        results = pd.concat(kept, ignore_index=True)
-        os.makedirs(args.plots, exist_ok=True)
-        known = set(results["parameter"].dropna())
-        unknown = [e for e in args.effect if e not in known]
-        if unknown:
-            raise ArgumentError(f"--effect {unknown[0]!r} is not a parameter of the fits; "
-                                f"they have {sorted(known)}")
-        effects = args.effect or list(results.loc[results["kind"] == "fixef",
-                                                  "parameter"].drop_duplicates().tail(1))
-        for effect in effects:
-            path = os.path.join(args.plots, f"volcano_{_safe(effect)}.png")
-            volcano(results, effect).savefig(path, dpi=120)
-            print(f"wrote {path}")
-    return 0
-
-
-class _BatchTally:
-    """The batch's summary, counted chunk by chunk (a group's rows are in one chunk)."""
-
-    def __init__(self, by):
-        self.by = by
-        self.groups = self.fitted = self.dropped = self.not_converged = self.degenerate = 0
-        self.errors = collections.Counter()
-        self.first_error = None
-
-    def add(self, part) -> None:
-        per_group = part.drop_duplicates(self.by)
-        failed = per_group["error"].notna()
-        fitted = ~failed
-        self.groups += len(per_group)
-        self.fitted += int(fitted.sum())
-        self.dropped += int(per_group["n_dropped"].fillna(0).sum())
-        self.not_converged += int((~per_group["converged"].astype(bool) & fitted).sum())
-        self.degenerate += int((per_group["degenerate"].astype(bool) & fitted).sum())
-        self.errors.update(per_group.loc[failed, "error"])
-        if self.first_error is None and failed.any():
-            self.first_error = per_group.loc[failed, "error"].iloc[0]
-
-    def report(self) -> str:
-        lines = [f"{self.groups} groups: {self.fitted} fitted, {self.groups - self.fitted} "
-                 f"failed; {self.dropped} rows with missing values dropped; "
-                 f"{self.not_converged} not converged, {self.degenerate} degenerate"]
-        lines += [f"  {count} × {message}" for message, count in self.errors.most_common(5)]
-        return "\n".join(lines)
-
-
-class _TableWriter:
-    """Writes a result table chunk by chunk: CSV/TSV appended, Parquet as row groups of
-    one schema (fixed here, since a chunk may hold no warning or error at all)."""
-
-    def __init__(self, path: str, keys):
-        self.path = path
-        self.parquet = path.lower().endswith((".parquet", ".pq"))
-        self.sep = "\t" if path.lower().endswith(".tsv") else ","
-        self.keys = keys
-        self.writer = None
-        self.started = False
-
-    def __enter__(self):
-        return self
-
-    def _parquet_writer(self):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from .batch import ROW_TYPES
-
-        arrow = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(),
-                 "bool": pa.bool_()}
-        self.schema = pa.Schema.from_pandas(self.keys.head(0), preserve_index=False)
-        for name, kind in ROW_TYPES.items():
-            self.schema = self.schema.append(pa.field(name, arrow[kind]))
-        return pq.ParquetWriter(self.path, self.schema)
-
-    def write(self, part) -> None:
-        if self.parquet:
-            import pyarrow as pa
-
-            if self.writer is None:
-                self.writer = self._parquet_writer()
-            self.writer.write_table(pa.Table.from_pandas(part, schema=self.schema,
-                                                         preserve_index=False))
-        else:
-            part.to_csv(self.path, mode="a" if self.started else "w", header=not self.started,
-                        index=False, sep=self.sep)
-        self.started = True
-
-    def __exit__(self, *exc) -> None:
-        if not self.started:  # no group at all: the columns alone
-            if self.parquet:
-                self.writer = self._parquet_writer()
-            else:
-                import pandas as pd
-
-                from .batch import ROW_COLUMNS
-                pd.DataFrame(columns=[*self.keys.columns, *ROW_COLUMNS]).to_csv(
-                    self.path, index=False, sep=self.sep)
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-
-
-def _example(args) -> int:
-    from . import datasets
-    from .examples import seed_example
-
-    if args.json:
-        _writable(args.json, "--json")
-    if args.data:
-        from .io import read_table
-        data = datasets.add_seed_columns(read_table(args.data))
-        source = args.data
-    elif args.three_optima:
-        data = datasets.simulate_peptide(**datasets.THREE_OPTIMA)
-        source = f"simulated peptide with three optima ({datasets.THREE_OPTIMA})"
-    else:
-        data = datasets.simulate_peptide(args.seed)
-        source = f"simulated peptide (seed {args.seed})"
-    report, record = seed_example(data, n_starts=args.starts)
-    print(f"Data: {source}, {len(data)} observations\n")
-    print(report)
-    if args.json:
-        _write_json(record, args.json)
-    return 0
+    if args.command == "nlfit":
+        args.start = _numbers(_pairs(args.start, "--start", "NAME=VALUE"), "--start") or None
+        args.fixed = _pairs(args.fixed, "--fixed", "PARAM=RHS")
+    if args.command == "batch":
+        _writable(args.output, "--output", TABLE_FORMATS)
+        if args.plots:
+            _require_module("matplotlib", "--plots")
+            if os.path.exists(args.plots) and not os.path.isdir(args.plots):
+                raise ArgumentError(f"--plots {args.plots!r} is a file, not a folder")
+        if args.dask:
+            _require_module("distributed", "--dask")
 
 
 def main(argv=None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "fit":
-            return _fit(args)
-        if args.command == "example":
-            return _example(args)
-        if args.command == "nlfit":
-            return _nlfit(args)
-        if args.command == "batch":
-            return _batch(args)
+        _check(args)
+        # The one deferred import of linkmix's own code: the subcommands load numpy,
+        # pandas, scipy and formulaic (about 1 s), which --help and a bad option do not need.
+        from . import commands
+        return commands.run(args)
     except LinkmixError as exc:
         print(f"linkmix: error: {exc}", file=sys.stderr)
         return 2
-    parser.error(f"unknown command {args.command!r}")
-    return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,244 @@
+"""What each ``linkmix`` subcommand does, once its arguments are checked.
+
+Owns reading the data, fitting, printing and writing for ``fit``, ``nlfit``,
+``batch`` and ``example``.  ``linkmix.cli`` owns the arguments and their checks and
+hands over here, so ``linkmix --help`` and a bad option never load the numerical
+stack.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from . import datasets
+from .batch import ROW_COLUMNS, ROW_TYPES, iter_fit_groups
+from .comparison import lrt
+from .errors import ArgumentError, DataError
+from .examples import seed_example
+from .fitting import lmer, nlmer
+from .io import read_table
+from .plots import volcano
+from .results import json_text
+
+__all__ = ["run"]
+
+
+def write_json(record: dict, path: str) -> None:
+    """``record`` as strict JSON (RFC 8259: null, never NaN) in ``path``."""
+    with open(path, "w") as fh:
+        fh.write(json_text(record) + "\n")
+
+
+def fit_command(args) -> int:
+    """``linkmix fit``."""
+    data = read_table(args.data, factors=args.factor)
+    linked = bool(args.constraint) or args.mean is not None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if linked:
+            fit = lmer(args.formula, data, constraints=args.constraint or None, mean=args.mean,
+                       n_starts=args.starts, method=args.method, seed=args.seed,
+                       engine=args.engine, missing=args.missing)
+        else:
+            fit = lmer(args.formula, data, REML=not args.ml and args.lrt is None,
+                       engine=args.engine, missing=args.missing, optimizer=args.optimizer)
+        test = None
+        if args.lrt is not None:
+            general = lmer(args.lrt or args.formula, data, REML=False, engine=args.engine,
+                           missing=args.missing)
+            test = lrt(fit, general)
+    print(fit.summary())
+    if test is not None:
+        print()
+        print(test)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    if args.json:
+        record = fit.to_dict()
+        if test is not None:
+            record["lrt"] = test.as_dict()
+        write_json(record, args.json)
+    return 0
+
+
+def nlfit_command(args) -> int:
+    """``linkmix nlfit``."""
+    data = read_table(args.data, factors=args.factor)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        options = {"nAGQ": args.nagq} if args.nagq > 1 else {}
+        fit = nlmer(args.formula, data, random=args.random, fixed=args.fixed,
+                    start=args.start,
+                    constraints=args.constraint or None, n_starts=args.starts, **options)
+    print(fit.summary())
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    if args.json:
+        fit.to_json(args.json)
+    return 0
+
+
+def batch_command(args) -> int:
+    """``linkmix batch``."""
+    data = read_table(args.data, factors=args.factor)
+    for col in args.log2:
+        if col not in data.columns:
+            raise DataError(f"--log2: unknown column {col!r}; the data has columns "
+                            f"{list(map(str, data.columns))}")
+        values = pd.to_numeric(data[col], errors="coerce")
+        bad = data[col][values.isna() & data[col].notna()]
+        if len(bad):
+            raise DataError(f"--log2 {col}: the column must hold numbers; row "
+                            f"{bad.index[0]} has {bad.iloc[0]!r}")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            data[f"log2{col}"] = np.where(values > 0, np.log2(values), np.nan)
+    parts = iter_fit_groups(data, args.by, args.formula, constraints=args.constraint or None,
+                            mean=args.mean, REML=False if args.ml else None,
+                            n_starts=args.starts, n_jobs=args.jobs, scheduler=args.dask,
+                            chunk_size=args.chunk_size,
+                            progress=False if args.no_progress else None)
+    out = args.output
+    tally = _BatchTally(args.by)
+    kept = []  # the plots need the whole table; otherwise each chunk is written and let go
+    with _TableWriter(out, data[args.by]) as writer:
+        for part in parts:
+            writer.write(part)
+            tally.add(part)
+            if args.plots:
+                kept.append(part)
+    print(tally.report())
+    print(f"wrote {out}")
+    if tally.groups and not tally.fitted:
+        print(f"linkmix: error: no group could be fitted (first error: {tally.first_error})",
+              file=sys.stderr)
+        return 1
+    if args.plots:
+        results = pd.concat(kept, ignore_index=True)
+        os.makedirs(args.plots, exist_ok=True)
+        known = set(results["parameter"].dropna())
+        unknown = [e for e in args.effect if e not in known]
+        if unknown:
+            raise ArgumentError(f"--effect {unknown[0]!r} is not a parameter of the fits; "
+                                f"they have {sorted(known)}")
+        effects = args.effect or list(results.loc[results["kind"] == "fixef",
+                                                  "parameter"].drop_duplicates().tail(1))
+        for effect in effects:
+            path = os.path.join(args.plots, f"volcano_{_safe(effect)}.png")
+            volcano(results, effect).savefig(path, dpi=120)
+            print(f"wrote {path}")
+    return 0
+
+
+class _BatchTally:
+    """The batch's summary, counted chunk by chunk (a group's rows are in one chunk)."""
+
+    def __init__(self, by):
+        self.by = by
+        self.groups = self.fitted = self.dropped = self.not_converged = self.degenerate = 0
+        self.errors = collections.Counter()
+        self.first_error = None
+
+    def add(self, part) -> None:
+        per_group = part.drop_duplicates(self.by)
+        failed = per_group["error"].notna()
+        fitted = ~failed
+        self.groups += len(per_group)
+        self.fitted += int(fitted.sum())
+        self.dropped += int(per_group["n_dropped"].fillna(0).sum())
+        self.not_converged += int((~per_group["converged"].astype(bool) & fitted).sum())
+        self.degenerate += int((per_group["degenerate"].astype(bool) & fitted).sum())
+        self.errors.update(per_group.loc[failed, "error"])
+        if self.first_error is None and failed.any():
+            self.first_error = per_group.loc[failed, "error"].iloc[0]
+
+    def report(self) -> str:
+        lines = [f"{self.groups} groups: {self.fitted} fitted, {self.groups - self.fitted} "
+                 f"failed; {self.dropped} rows with missing values dropped; "
+                 f"{self.not_converged} not converged, {self.degenerate} degenerate"]
+        lines += [f"  {count} × {message}" for message, count in self.errors.most_common(5)]
+        return "\n".join(lines)
+
+
+class _TableWriter:
+    """Writes a result table chunk by chunk: CSV/TSV appended, Parquet as row groups of
+    one schema (fixed here, since a chunk may hold no warning or error at all)."""
+
+    def __init__(self, path: str, keys):
+        self.path = path
+        self.parquet = path.lower().endswith((".parquet", ".pq"))
+        self.sep = "\t" if path.lower().endswith(".tsv") else ","
+        self.keys = keys
+        self.writer = None
+        self.started = False
+
+    def __enter__(self):
+        return self
+
+    def _parquet_writer(self):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        arrow = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(),
+                 "bool": pa.bool_()}
+        self.schema = pa.Schema.from_pandas(self.keys.head(0), preserve_index=False)
+        for name, kind in ROW_TYPES.items():
+            self.schema = self.schema.append(pa.field(name, arrow[kind]))
+        return pq.ParquetWriter(self.path, self.schema)
+
+    def write(self, part) -> None:
+        if self.parquet:
+            import pyarrow as pa
+
+            if self.writer is None:
+                self.writer = self._parquet_writer()
+            self.writer.write_table(pa.Table.from_pandas(part, schema=self.schema,
+                                                         preserve_index=False))
+        else:
+            part.to_csv(self.path, mode="a" if self.started else "w", header=not self.started,
+                        index=False, sep=self.sep)
+        self.started = True
+
+    def __exit__(self, *exc) -> None:
+        if not self.started:  # no group at all: the columns alone
+            if self.parquet:
+                self.writer = self._parquet_writer()
+            else:
+                pd.DataFrame(columns=[*self.keys.columns, *ROW_COLUMNS]).to_csv(
+                    self.path, index=False, sep=self.sep)
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def example_command(args) -> int:
+    """``linkmix example``."""
+    if args.data:
+        data = datasets.add_seed_columns(read_table(args.data))
+        source = args.data
+    elif args.three_optima:
+        data = datasets.simulate_peptide(**datasets.THREE_OPTIMA)
+        source = f"simulated peptide with three optima ({datasets.THREE_OPTIMA})"
+    else:
+        data = datasets.simulate_peptide(args.seed)
+        source = f"simulated peptide (seed {args.seed})"
+    report, record = seed_example(data, n_starts=args.starts)
+    print(f"Data: {source}, {len(data)} observations\n")
+    print(report)
+    if args.json:
+        write_json(record, args.json)
+    return 0
+
+
+def run(args) -> int:
+    """Run the subcommand ``args.command`` with checked arguments; its exit status."""
+    return {"fit": fit_command, "nlfit": nlfit_command, "batch": batch_command,
+            "example": example_command}[args.command](args)
