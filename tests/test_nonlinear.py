@@ -115,7 +115,7 @@ def test_laplace_deviance_matches_dense_pnls():
     y = model.design.y
 
     def prss(v):
-        mu, _, _ = model._mean(theta, beta, v, with_gradient=False)
+        mu = model.conditional_mean(theta, beta, v)
         return np.sum((y - mu) ** 2) + v @ v
 
     ref = scipy.optimize.minimize(prss, np.zeros_like(u), method="BFGS", options={"gtol": 1e-10})

@@ -77,6 +77,11 @@ class NonlinearMixedModel:
     def _b_terms(self, theta, u) -> list[np.ndarray]:
         return self.design.by_term(self.design.Lambda_times(theta, u))
 
+    def conditional_mean(self, theta, beta, u) -> np.ndarray | None:
+        """E[y | u] = m(Xβ + Λ_θu; covariates), or None where the model cannot be
+        evaluated (a pure function of the design: no engine state is read)."""
+        return self._mean(theta, beta, u, with_gradient=False)[0]
+
     def _mean(self, theta, beta, u, with_gradient=True):
         phi = self.design.phi(beta, self._b_terms(theta, u))
         mu, grad = self.design.model.evaluate(phi, self.design.covariates, with_gradient)

@@ -268,5 +268,5 @@ class NonlinearResponse:
 
     def conditional_residual(self, z) -> np.ndarray:
         theta, beta, _ = self.space.split(np.asarray(z, dtype=float))
-        mu, _, _ = self.nlmm._mean(theta, beta, self._at(z)[2], with_gradient=False)
+        mu = self.nlmm.conditional_mean(theta, beta, self._at(z)[2])
         return self.design.y - mu

@@ -465,9 +465,7 @@ class NLMMResults(LMMResults):
 
     def fitted(self) -> np.ndarray:
         """μ(φ̂) with the conditional modes: m(Xβ̂ + b̃)."""
-        mu, _, _ = self.model._mean(self.theta, self.beta.to_numpy(), self._u,
-                                    with_gradient=False)
-        return mu
+        return self.model.conditional_mean(self.theta, self.beta.to_numpy(), self._u)
 
     def predict(self, newdata: pd.DataFrame | None = None, *, include_random: bool = True
                 ) -> np.ndarray:
