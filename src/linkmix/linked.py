@@ -31,8 +31,8 @@ from .design import build_design
 from .errors import FitError
 from .model import LinearMixedModel
 from .nonlinear import NonlinearMixedModel
-from .optimize import (CONSTRAINED_METHODS, KKT, ConstrainedRun, ReducedHessian,
-                       minimize_constrained)
+from .optimize import (CONSTRAINED_METHODS, KKT, ConstrainedRun, Identification,
+                       ReducedHessian, minimize_constrained)
 from .parameters import SIGMA, ParameterSpace, sd_name
 from .responses import LinearResponse, NonlinearResponse
 from .linked_results import LinkedResults
@@ -621,12 +621,12 @@ class LinkedModel:
         cov_z = None if singular else N @ np.linalg.solve(reduced, N.T)
         return ReducedHessian(eig, singular, cov_z)
 
-    def identification(self, z) -> tuple[bool, int]:
-        """Whether X with the equality constraints' β-gradients has full column rank,
-        and the number of free parameters: dim z − rank(∂c/∂z) − the directions of β
-        that neither X nor the constraints pin down."""
+    def identification(self, z) -> Identification:
+        """The rank of X with the equality constraints' β-gradients appended, whether it
+        is full, and the number of free parameters: dim z − rank(∂c/∂z) − the directions
+        of β that neither X nor the constraints pin down."""
         p, nt = self.space.p, self.space.n_theta
         J = self.eq_jacobian(z) if self._eq else np.zeros((0, len(z)))
         eq_rank = int(np.linalg.matrix_rank(J)) if len(J) else 0
         rank = int(np.linalg.matrix_rank(np.vstack([self.working.X, J[:, nt:nt + p]]))) if p else 0
-        return rank == p, self.space.dim_z - eq_rank - (p - rank)
+        return Identification(rank, rank == p, self.space.dim_z - eq_rank - (p - rank))

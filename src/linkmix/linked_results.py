@@ -52,6 +52,10 @@ class LinkedResults(Report):
         ``params`` (name → value) and how many starts reached it.
     runs : list of ConstrainedRun
         One record per start.
+    identification : Identification
+        Rank of X with the constraints' β-gradients, and the free parameters.
+    second_order : ReducedHessian or None
+        The reduced Hessian at the best optimum (None with ``derivatives=False``).
     """
 
     def __init__(self, model, runs, feasible, method, derivatives: bool = True):
@@ -74,7 +78,6 @@ class LinkedResults(Report):
 
         self._kkt = getattr(best, "kkt", None) or model.kkt(z)
         self.kkt_residual = self._kkt.residual
-        #: the reduced Hessian at z (None when the fit skipped its derivatives)
         self.second_order: ReducedHessian | None = None
         if derivatives:
             with np.errstate(all="ignore"):
@@ -87,7 +90,9 @@ class LinkedResults(Report):
             self.constraint_residuals.update(
                 zip((c.label for c in model._ineq), model.ineq_values(z)))
         self.fixed_rank = model.fixed_rank
-        self.constraint_completes_rank, self.n_free = model.identification(z)
+        self.identification = model.identification(z)
+        self.constraint_completes_rank = self.identification.completes_rank
+        self.n_free = self.identification.n_free
 
         self.optima = []
         naturals = []

@@ -97,6 +97,17 @@ class ReducedHessian:
 
 
 @dataclass
+class Identification:
+    """Whether a constrained model's fixed effects are pinned down: the rank of X with
+    the equality constraints' β-gradients appended, whether that completes X's column
+    rank, and the number of free parameters the likelihood sees."""
+
+    rank: int
+    completes_rank: bool
+    n_free: int
+
+
+@dataclass
 class OptSummary:
     """What the optimiser did: start, end, evaluations, status and checks."""
 
