@@ -12,8 +12,6 @@ import linkmix
 from linkmix import ModelFunctionError, datasets
 from linkmix.cli import main as cli_main
 from linkmix.nonlinear import NonlinearMixedModel
-from linkmix.optimize import OptSummary
-from linkmix.results import NLMMResults
 from linkmix.ssmodels import SELF_STARTING
 
 REFS = {r["name"]: r for r in
@@ -87,9 +85,7 @@ def test_vcov_at_nlmers_estimates(name):
     model = NonlinearMixedModel(formula, datasets.load(stem), random)
     theta = np.atleast_1d(ref["theta"]).astype(float)
     beta = np.array([ref["beta"][k] for k in model.design.fixed_names])
-    x = np.concatenate([theta, beta])
-    at = NLMMResults(model, OptSummary("none (nlmer's estimates)", x, x_final=x,
-                                       fun_final=model.laplace(theta, beta), converged=True))
+    at = model.results_at(theta, beta)
     np.testing.assert_allclose(at.vcov.to_numpy(), np.array(ref["vcov"]), rtol=3e-6)
     se = np.array([ref["se"][k] for k in model.design.fixed_names])
     np.testing.assert_allclose(fitted(name).se.to_numpy(), se, rtol=5e-3)

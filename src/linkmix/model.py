@@ -196,7 +196,7 @@ class LinearMixedModel:
         theta_w = self.conditioning.theta_working(self._checked(theta)[0])
         summary = OptSummary("none (θ given)", theta_w, x_final=theta_w,
                              fun_final=self.deviance(theta_w), converged=True)
-        return LMMResults(self, summary)
+        return LMMResults(self, summary, self.estimates(summary.x_final))
 
     def fit(self, *, optimizer: str = "bobyqa", theta_start=None, check_gradient: bool = True,
             **optimizer_options) -> LMMResults:
@@ -243,5 +243,5 @@ class LinearMixedModel:
         if not summary.converged:
             warnings.warn(f"the fit did not converge: {summary.message}", ConvergenceWarning,
                           stacklevel=2)
-        return LMMResults(self, summary)
+        return LMMResults(self, summary, self.estimates(summary.x_final))
 

@@ -29,12 +29,12 @@ from . import arguments
 from .design import INTERCEPT, LMMDesign, materialize
 from .deviance import LOG_2PI, PLSState
 from .engine import make_engine
-from .errors import ConvergenceWarning, DataError, FitError
+from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
 from .nonlinear_design import build_nlmm_design
 from .numdiff import rowwise_jacobian
-from .optimize import minimize_bounded
+from .optimize import OptSummary, minimize_bounded
 from .parameters import ParameterSpace
-from .results import NLMMResults
+from .results import NLMMEstimates, NLMMResults, factor_cov_root
 from .ssmodels import NonlinearFunction
 
 __all__ = ["NonlinearMixedModel", "PNLS_TOL"]
@@ -305,6 +305,34 @@ class NonlinearMixedModel:
         B = design.Lambda_times(theta, design.Z_sparse(Zs).T @ V, transpose=True)
         return self.engine.marginal_gram(V, B)
 
+    def estimates(self, x, objective: float, nAGQ: int = 1) -> NLMMEstimates:
+        """What a fit reports at the optimiser's x = (θ, β[, log σ]): ũ by PNLS, σ̂ (profiled,
+        sqrt(r²/n), for the Laplace fit; x's last coordinate for quadrature), b̃ = Λũ and
+        the factor of vcov from the model linearised at ũ."""
+        design = self.design
+        nt, p = design.n_theta, design.p
+        x = np.asarray(x, dtype=float)
+        theta, beta = x[:nt].copy(), x[nt:nt + p].copy()
+        state, u, converged = self.pnls(theta, beta)
+        sigma = state.sigma_hat() if nAGQ == 1 else math.exp(x[-1])
+        root = factor_cov_root(np.linalg.cholesky(self.linearised_precision(theta, beta, u)))
+        return NLMMEstimates(theta=theta, beta=beta, sigma=sigma, objective=float(objective),
+                             ml_deviance=float(objective), b=design.Lambda_times(theta, u),
+                             beta_cov_root=root, u=u, pnls_converged=converged)
+
+    def results_at(self, theta, beta) -> NLMMResults:
+        """The Laplace fit's report at given θ and β (no optimisation), e.g. at another
+        program's estimates."""
+        theta, beta = np.asarray(theta, dtype=float), np.asarray(beta, dtype=float)
+        if theta.shape != self.design.theta_lower.shape or beta.shape != (self.design.p,):
+            raise ArgumentError(f"θ needs {self.design.n_theta} and β {self.design.p} entries "
+                                f"({self.design.fixed_names}), not {theta.size} and {beta.size}")
+        x = np.concatenate([theta, beta])
+        objective = self.laplace(theta, beta)
+        summary = OptSummary("none (θ and β given)", x, x_final=x, fun_final=objective,
+                             converged=True)
+        return NLMMResults(self, summary, self.estimates(x, objective))
+
     def predict(self, newdata: pd.DataFrame, beta, b_terms=None) -> np.ndarray:
         """m(φ) at the rows of ``newdata``: φ = Xβ from each parameter's fixed formula,
         plus each term's random effects (``b_terms``, one levels × k array per term) where
@@ -376,7 +404,7 @@ class NonlinearMixedModel:
         if not summary.converged:
             warnings.warn(f"the fit did not converge: {summary.message}", ConvergenceWarning,
                           stacklevel=2)
-        return NLMMResults(self, summary)
+        return NLMMResults(self, summary, self.estimates(summary.x_final, summary.fun_final))
 
     def _fit_agq(self, n_agq, *, check_gradient=True, **options):
         if len(self.design.terms) != 1 or self.design.terms[0].k != 1:
@@ -396,5 +424,6 @@ class NonlinearMixedModel:
         if not summary.converged:
             warnings.warn(f"the fit did not converge: {summary.message}", ConvergenceWarning,
                           stacklevel=3)
-        return NLMMResults(self, summary, nAGQ=n_agq)
+        return NLMMResults(self, summary,
+                           self.estimates(summary.x_final, summary.fun_final, n_agq), n_agq)
 

@@ -160,6 +160,15 @@ class LMMEstimates:
     ml_deviance: float = math.nan
 
 
+@dataclass(frozen=True)
+class NLMMEstimates(LMMEstimates):
+    """``LMMEstimates`` of a nonlinear fit, with the conditional modes ũ (spherical) at
+    which PNLS stopped and whether it converged there."""
+
+    u: np.ndarray | None = None
+    pnls_converged: bool = True
+
+
 def _row_norms(K: np.ndarray) -> np.ndarray:
     """Euclidean norms of K's rows without under- or overflow in the squares (hypot)."""
     return np.hypot.reduce(K, axis=1) if K.shape[1] else np.zeros(K.shape[0])
@@ -188,13 +197,13 @@ class LMMResults(Report):
         How the optimiser got here (in its own, well-conditioned coordinates θ_w).
     """
 
-    def __init__(self, model, optsummary):
+    def __init__(self, model, optsummary, estimates: LMMEstimates):
         self.model = model
         self.design = model.design
         self.parameter_space = model.parameter_space  # names only: shared by a layout's fits
         self.optsummary = optsummary
         self.REML = model.REML
-        self.estimates = est = model.estimates(optsummary.x_final)
+        self.estimates = est = estimates
         self.theta = est.theta
         self.objective = float(est.objective)
         self.sigma = float(est.sigma)
@@ -437,26 +446,18 @@ class NLMMResults(LMMResults):
     def df_model(self) -> int:
         return self.design.p + len(self.theta) + 1
 
-    def __init__(self, model, optsummary, nAGQ: int = 1):
+    def __init__(self, model, optsummary, estimates: NLMMEstimates, nAGQ: int = 1):
         self.model = model
         self.design = design = model.design
         self.parameter_space = model.parameter_space
         self.optsummary = optsummary
         self.REML = False
         self.nAGQ = nAGQ
-        nt, p = design.n_theta, design.p
-        x = np.asarray(optsummary.x_final, dtype=float)
-        self.theta, beta = x[:nt].copy(), x[nt:nt + p].copy()
-        self.objective = float(optsummary.fun_final)
-        self.beta = pd.Series(beta, index=design.fixed_names, name="estimate")
-        state, self._u, self.pnls_converged = model.pnls(self.theta, beta)
-        # Laplace: σ profiled, σ² = r²/n; quadrature: σ is the optimiser's last coordinate
-        self.sigma = state.sigma_hat() if nAGQ == 1 else math.exp(x[-1])
-        self.estimates = LMMEstimates(
-            theta=self.theta, beta=beta, sigma=self.sigma, objective=self.objective,
-            ml_deviance=self.objective, b=design.Lambda_times(self.theta, self._u),
-            beta_cov_root=factor_cov_root(np.linalg.cholesky(
-                model.linearised_precision(self.theta, beta, self._u))))
+        self.estimates = estimates
+        self.theta, self.sigma = estimates.theta, estimates.sigma
+        self.objective = float(estimates.objective)
+        self.beta = pd.Series(estimates.beta, index=design.fixed_names, name="estimate")
+        self._u, self.pnls_converged = estimates.u, estimates.pnls_converged
         self.engine_kind = model.engine.kind
 
     @property
