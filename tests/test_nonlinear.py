@@ -142,12 +142,23 @@ def test_newton_and_gauss_newton_pnls_agree():
     assert model.laplace(theta, beta) == pytest.approx(newton, rel=1e-9)
 
 
+#: Typical parameters of each self-starting model, on covariates in (0.05, 24] (SSlogis:
+#: up to 1,500).
+TYPICAL = {"SSlogis": [200, 700, 300], "SSfol": [-2.5, 0.5, -3.2], "SSasymp": [10, 2, -1],
+           "SSmicmen": [200, 0.1], "SSbiexp": [3, 1, 0.6, -1.5], "SSasympOff": [30, -1.5, 0.5],
+           "SSasympOrig": [40, -1.5], "SSgompertz": [50, 3, 0.7],
+           "SSweibull": [100, 80, -3, 1.8], "SSfpl": [5, 60, 8, 1.5]}
+
+
+def test_every_self_starting_model_has_typical_values():
+    assert sorted(TYPICAL) == sorted(SELF_STARTING)
+
+
 @pytest.mark.parametrize("name", sorted(SELF_STARTING))
 def test_self_starting_gradients_match_finite_differences(name):
     model = SELF_STARTING[name]
     rng = np.random.default_rng(1)
-    centre = {"SSlogis": [200, 700, 300], "SSfol": [-2.5, 0.5, -3.2], "SSasymp": [10, 2, -1],
-              "SSmicmen": [200, 0.1], "SSbiexp": [3, 1, 0.6, -1.5]}[name]
+    centre = TYPICAL[name]
     phi = np.array(centre) + 0.2 * rng.normal(size=(20, len(centre)))
     cov = tuple(rng.uniform(0.1, 1000 if name == "SSlogis" else 10, 20)
                 for _ in model.covariates)
@@ -160,8 +171,7 @@ def test_self_starting_gradients_match_finite_differences(name):
 def test_self_start_recovers_pooled_parameters(name):
     """Data simulated from the model itself: the self-start finds the parameters."""
     model = SELF_STARTING[name]
-    truth = {"SSlogis": [200, 700, 300], "SSfol": [-2.5, 0.5, -3.2], "SSasymp": [10, 2, -1],
-             "SSmicmen": [200, 0.1], "SSbiexp": [3, 1, 0.6, -1.5]}[name]
+    truth = TYPICAL[name]
     t = np.linspace(0.05, 1500 if name == "SSlogis" else 24, 40)
     cov = (np.full(40, 4.0), t) if name == "SSfol" else (t,)
     y = model.value(np.tile(truth, (40, 1)).astype(float), cov)

@@ -103,8 +103,8 @@ _MODEL_CALL = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_.]*)\s*\((?P<args>.*
 def parse_nonlinear_formula(text: str):
     """``"y ~ SSlogis(age, Asym, xmid, scal) [~ random part]"`` → (response, name, args, third).
 
-    The optional third part is lme4's: model parameters and random terms such as
-    ``Asym | Tree`` or ``(0 + lKe | Subject)``.  The response, the model's name and its
+    The optional third part is lme4's: model parameters, their covariates
+    (``Asym:Type``) and random terms such as ``Asym | Tree`` or ``(0 + lKe | Subject)``.  The response, the model's name and its
     arguments must be names: they are looked up, never evaluated.
     """
     if not isinstance(text, str) or "~" not in text:
@@ -125,19 +125,29 @@ def parse_nonlinear_formula(text: str):
     return response, match["name"], args, (parts[2] if len(parts) == 3 else None)
 
 
-def _random_from_third_part(third: str, params) -> list[str]:
-    """lme4's third part: keep the random terms, check the fixed names."""
-    out = []
+def _third_part(third: str, params) -> tuple[list[str], dict[str, list[str]]]:
+    """lme4's third part: its random terms, and the covariates of model parameters that
+    terms such as ``Asym:Type`` add (as ``fixed={"Asym": "1 + Type"}`` would)."""
+    random, covariates = [], {}
     chunks = [third] if "(" not in third and "|" in third else split_top_level(third, "+")
     for chunk in chunks:
         inner = strip_outer_parens(chunk)
-        text = inner if inner is not None else chunk
+        text = (inner if inner is not None else chunk).strip()
         if "|" in text:
-            out.append(text.strip())
-        elif chunk.strip() not in ("0", "1", "") and chunk.strip() not in params:
-            raise FormulaError(f"{chunk.strip()!r} in the third part of the formula is neither a "
-                               f"model parameter {list(params)} nor a random term")
-    return out
+            random.append(text)
+            continue
+        if text in ("0", "1", "") or text in params:
+            continue
+        sides = [side.strip() for side in text.split(":")]
+        if len(sides) == 2 and (sides[0] in params) != (sides[1] in params):
+            param, covariate = sides if sides[0] in params else sides[::-1]
+            covariates.setdefault(param, []).append(
+                check_name(covariate, f"the covariate of {param} in {text!r}"))
+            continue
+        raise FormulaError(f"{text!r} in the third part of the formula is neither a model "
+                           f"parameter {list(params)}, a parameter's covariate such as "
+                           f"'{params[0]}:x', nor a random term")
+    return random, covariates
 
 
 def _parse_random(spec, params) -> list[tuple[tuple[str, ...], tuple[str, ...], bool, str]]:
@@ -208,12 +218,19 @@ def build_nlmm_design(formula: str, data: pd.DataFrame, random=None, fixed=None,
         if random is not None:
             raise FormulaError("give the random part either in the formula or as random=, "
                                "not both")
-        random = _random_from_third_part(third, params)
+        random, third_covariates = _third_part(third, params)
+    else:
+        third_covariates = {}
     random_specs = _parse_random(random, params)
     if fixed is not None and not isinstance(fixed, dict):
         raise FormulaError(f"fixed= must map model parameters to formulas, e.g. "
                            f"{{'lCl': '1 + Wt'}}, not {type(fixed).__name__}")
     fixed = dict(fixed or {})
+    both = sorted(set(fixed) & set(third_covariates))
+    if both:
+        raise FormulaError(f"the covariates of {both} are given both in the formula and in "
+                           f"fixed=; give them once")
+    fixed.update({j: " + ".join(["1", *cols]) for j, cols in third_covariates.items()})
     bad = [k for k, v in fixed.items() if not isinstance(v, str)]
     if bad:
         raise FormulaError(f"fixed= formulas must be text such as '1 + Wt'; got "

@@ -14,6 +14,14 @@ models, with R's argument order (covariates first, then parameters):
 * ``SSasymp(input, Asym, R0, lrc)``: Asym + (R0 − Asym)·exp(−e^{lrc}·t)
 * ``SSmicmen(input, Vm, K)``: Vm·t / (K + t)
 * ``SSbiexp(input, A1, lrc1, A2, lrc2)``: A1·e^{−e^{lrc1}t} + A2·e^{−e^{lrc2}t}
+* ``SSasympOff(input, Asym, lrc, c0)``: Asym·(1 − exp(−e^{lrc}·(t − c0)))
+* ``SSasympOrig(input, Asym, lrc)``: Asym·(1 − exp(−e^{lrc}·t))
+* ``SSgompertz(x, Asym, b2, b3)``: Asym·exp(−b2·b3^x)
+* ``SSweibull(x, Asym, Drop, lrc, pwr)``: Asym − Drop·exp(−e^{lrc}·x^pwr)
+* ``SSfpl(input, A, B, xmid, scal)``: A + (B − A)/(1 + exp((xmid − t)/scal))
+
+Self-starts follow R's idea: a linearising transform of the pooled data gives rough
+values, which pooled nonlinear least squares then refines.
 """
 
 from __future__ import annotations
@@ -280,6 +288,126 @@ def _biexp_start(y, cov):
     return _refine(_biexp, _biexp_grad, y, cov, start)
 
 
+def _asympoff(phi, cov):
+    asym, lrc, c0 = phi.T
+    (t,) = cov
+    return asym * (1.0 - np.exp(-np.exp(lrc) * (t - c0)))
+
+
+def _asympoff_grad(phi, cov):
+    asym, lrc, c0 = phi.T
+    (t,) = cov
+    rate = np.exp(lrc)
+    e = np.exp(-rate * (t - c0))
+    return np.column_stack([1.0 - e, asym * e * rate * (t - c0), -asym * e * rate])
+
+
+def _asympoff_start(y, cov):
+    # SSasymp's start, re-expressed: Asym + (R0 − Asym)e^{−rt} = Asym(1 − e^{−r(t − c0)})
+    # with c0 = log((Asym − R0)/Asym)/r
+    asym, r0, lrc = _asymp_start(y, cov)
+    ratio = (asym - r0) / asym if asym != 0 else 1.0
+    c0 = np.log(ratio) / np.exp(lrc) if ratio > 0 else 0.0
+    return _refine(_asympoff, _asympoff_grad, y, cov, [asym, lrc, c0])
+
+
+def _asymporig(phi, cov):
+    asym, lrc = phi.T
+    (t,) = cov
+    return asym * (1.0 - np.exp(-np.exp(lrc) * t))
+
+
+def _asymporig_grad(phi, cov):
+    asym, lrc = phi.T
+    (t,) = cov
+    rate = np.exp(lrc)
+    e = np.exp(-rate * t)
+    return np.column_stack([1.0 - e, asym * e * rate * t])
+
+
+def _asymporig_start(y, cov):
+    (t,) = cov
+    asym = np.max(y) + 0.05 * np.ptp(y) if np.max(y) > 0 else np.min(y) - 0.05 * np.ptp(y)
+    z = np.clip(1.0 - y / asym, 1e-3, None)       # log(1 − y/Asym) = −r t
+    keep = t > 0
+    slope = np.sum(t[keep] * np.log(z[keep])) / max(np.sum(t[keep] ** 2), 1e-300)
+    return _refine(_asymporig, _asymporig_grad, y, cov, [asym, np.log(max(-slope, 1e-6))])
+
+
+def _gompertz(phi, cov):
+    asym, b2, b3 = phi.T
+    (x,) = cov
+    return asym * np.exp(-b2 * b3**x)
+
+
+def _gompertz_grad(phi, cov):
+    asym, b2, b3 = phi.T
+    (x,) = cov
+    power = b3**x
+    g = np.exp(-b2 * power)
+    return np.column_stack([g, -asym * g * power, -asym * g * b2 * x * power / b3])
+
+
+def _gompertz_start(y, cov):
+    (x,) = cov
+    asym = 1.05 * np.max(y)
+    z = np.clip(y / asym, 1e-6, 1 - 1e-6)         # log(−log(y/Asym)) = log b2 + x log b3
+    slope, intercept = np.polyfit(x, np.log(-np.log(z)), 1)
+    return _refine(_gompertz, _gompertz_grad, y, cov, [asym, np.exp(intercept), np.exp(slope)])
+
+
+def _weibull(phi, cov):
+    asym, drop, lrc, pwr = phi.T
+    (x,) = cov
+    return asym - drop * np.exp(-np.exp(lrc) * x**pwr)
+
+
+def _weibull_grad(phi, cov):
+    asym, drop, lrc, pwr = phi.T
+    (x,) = cov
+    rate = np.exp(lrc)
+    w = x**pwr
+    e = np.exp(-rate * w)
+    # x^pwr·log x → 0 as x → 0
+    w_log = np.where(x > 0, w * np.log(np.where(x > 0, x, 1.0)), 0.0)
+    return np.column_stack([np.ones_like(x), -e, drop * e * rate * w, drop * e * rate * w_log])
+
+
+def _weibull_start(y, cov):
+    (x,) = cov
+    asym = np.max(y) + 0.05 * np.ptp(y)
+    drop = asym - np.min(y) + 0.05 * np.ptp(y)
+    z = np.clip((asym - y) / drop, 1e-6, 1 - 1e-6)  # log(−log z) = lrc + pwr·log x
+    keep = x > 0
+    pwr, lrc = np.polyfit(np.log(x[keep]), np.log(-np.log(z[keep])), 1)
+    return _refine(_weibull, _weibull_grad, y, cov, [asym, drop, lrc, pwr])
+
+
+def _fpl(phi, cov):
+    a, b, xmid, scal = phi.T
+    (t,) = cov
+    return a + (b - a) / (1.0 + np.exp((xmid - t) / scal))
+
+
+def _fpl_grad(phi, cov):
+    a, b, xmid, scal = phi.T
+    (t,) = cov
+    e = np.exp((xmid - t) / scal)
+    d = 1.0 / (1.0 + e)
+    g = (b - a) * e * d**2 / scal
+    return np.column_stack([1.0 - d, d, -g, g * (xmid - t) / scal])
+
+
+def _fpl_start(y, cov):
+    (t,) = cov
+    pad = 0.05 * np.ptp(y)
+    a, b = np.min(y) - pad, np.max(y) + pad
+    z = np.clip((y - a) / (b - a), 1e-3, 1 - 1e-3)  # logit z = (t − xmid)/scal
+    slope, intercept = np.polyfit(t, np.log(z / (1 - z)), 1)
+    scal = 1.0 / slope if slope != 0 else np.ptp(t) / 4
+    return _refine(_fpl, _fpl_grad, y, cov, [a, b, -intercept * scal, scal])
+
+
 def _refine(value, gradient, y, cov, start):
     """Pooled nonlinear least squares from a heuristic start (R's self-start does an nls)."""
     import scipy.optimize  # on first use, as in linkmix.optimize: it takes ~0.2 s to import
@@ -312,6 +440,16 @@ SELF_STARTING = {
                                   _micmen_start),
     "SSbiexp": NonlinearFunction("SSbiexp", ("input",), ("A1", "lrc1", "A2", "lrc2"), _biexp,
                                  _biexp_grad, _biexp_start),
+    "SSasympOff": NonlinearFunction("SSasympOff", ("input",), ("Asym", "lrc", "c0"), _asympoff,
+                                    _asympoff_grad, _asympoff_start),
+    "SSasympOrig": NonlinearFunction("SSasympOrig", ("input",), ("Asym", "lrc"), _asymporig,
+                                     _asymporig_grad, _asymporig_start),
+    "SSgompertz": NonlinearFunction("SSgompertz", ("x",), ("Asym", "b2", "b3"), _gompertz,
+                                    _gompertz_grad, _gompertz_start),
+    "SSweibull": NonlinearFunction("SSweibull", ("x",), ("Asym", "Drop", "lrc", "pwr"), _weibull,
+                                   _weibull_grad, _weibull_start),
+    "SSfpl": NonlinearFunction("SSfpl", ("input",), ("A", "B", "xmid", "scal"), _fpl, _fpl_grad,
+                               _fpl_start),
 }
 
 
