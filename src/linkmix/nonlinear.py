@@ -18,6 +18,7 @@ factor for vcov, predictions).  Notation (DESIGN.md, NLMM):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import warnings
@@ -29,12 +30,13 @@ from . import arguments
 from .design import INTERCEPT, LMMDesign, materialize
 from .deviance import LOG_2PI, PLSState
 from .engine import make_engine
-from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
+from .errors import ArgumentError, ConvergenceWarning, DataError, FitError, LinkmixError
 from .nonlinear_design import build_nlmm_design
 from .numdiff import rowwise_jacobian
 from .optimize import OptSummary, minimize_bounded
 from .parameters import ParameterSpace
-from .results import NLMMEstimates, NLMMResults, factor_cov_root
+from .model import LinearMixedModel
+from .results import LMMResults, NLMMEstimates, NLMMResults, factor_cov_root
 from .ssmodels import NonlinearFunction
 
 __all__ = ["NonlinearMixedModel", "PNLS_TOL"]
@@ -289,21 +291,82 @@ class NonlinearMixedModel:
                 beta[design.fixed_names.index(k)] = v
         return beta
 
-    # -- what a fit reports --------------------------------------------------------
+    # -- the linear mixed model that approximates this one ----------------------------
+    def _linearisation(self, theta, beta, u):
+        """μ, the fixed design V = ∂μ/∂β and each term's random design Z̃ = ∂μ/∂φ at
+        (θ, β, u)."""
+        design = self.design
+        mu, grad, _ = self._mean(theta, beta, u)
+        if mu is None:
+            raise FitError(f"the model cannot be evaluated at β = "
+                           f"{dict(zip(design.fixed_names, beta))}")
+        V = np.column_stack([grad[:, [j]] * block for j, block in enumerate(design.fixed_blocks)])
+        Zs = [np.ascontiguousarray(grad[:, cols]) for cols in design.term_params]
+        return mu, V, Zs
+
     def linearised_precision(self, theta, beta, u) -> np.ndarray:
         """R_X'R_X = V'V₀⁻¹V of the linear mixed model that approximates this one at
         (θ, β, ũ): fixed design V = ∂μ/∂β, random design Z̃ = ∂μ/∂b, V₀ = I + Z̃ΛΛ'Z̃'
         (nlmer's vcov is σ² times its inverse).  Leaves the engine factored at ũ, as
         PNLS does."""
         design = self.design
-        _, grad, _ = self._mean(theta, beta, u)
-        V = np.column_stack([grad[:, [j]] * block for j, block in enumerate(design.fixed_blocks)])
-        Zs = [grad[:, cols] for cols in design.term_params]
-        self._set_linearisation(grad)
+        _, V, Zs = self._linearisation(theta, beta, u)
+        self.engine.set_Z(Zs)
         if not self.engine.update(theta):
             raise FitError(f"the linearised system is not positive definite at θ = {theta}")
         B = design.Lambda_times(theta, design.Z_sparse(Zs).T @ V, transpose=True)
         return self.engine.marginal_gram(V, B)
+
+    def lme_step(self, theta, beta, u) -> LMMResults:
+        """One linear-mixed-model step of Lindstrom and Bates: the ML fit of the model
+        linearised at (θ, β, u), ``w = Vβ + Z̃b + ε`` with working response
+        w = y − μ + Vβ + Z̃b (b = Λ_θu).  Its θ̂, β̂ and SEs are on this model's scale."""
+        design = self.design
+        mu, V, Zs = self._linearisation(theta, beta, u)
+        w = design.y - mu + V @ beta + design.Z_sparse(Zs) @ design.Lambda_times(theta, u)
+        linear = LMMDesign(formula=design.formula, y=w, X=V, fixed_names=list(design.fixed_names),
+                           terms=[dataclasses.replace(term, Z=Z)
+                                  for term, Z in zip(design.terms, Zs)], fixed_spec=None)
+        return LinearMixedModel.from_design(linear, REML=False,
+                                            engine=self.engine.kind).fit(check_gradient=False)
+
+    def start(self, start=None, theta_start=None) -> tuple[np.ndarray, np.ndarray]:
+        """The optimiser's start x₀ = (θ, β) and first steps, from the problem's own scale.
+
+        β starts at the pooled self-start (or ``start``), θ at ``theta_start`` or, by
+        default, where two Lindstrom–Bates steps take it (the ML fit of the model
+        linearised at u = 0, then at the conditional modes there).  First steps: a
+        quarter of each θ (at least 0.05: 5% of σ) and β's standard errors in the last
+        linearised fit; where that fit fails, β's SEs at the start.
+        """
+        design = self.design
+        plain_theta = design.theta_start() if theta_start is None else \
+            np.asarray(theta_start, dtype=float)
+        plain_beta = self.beta_start(start)
+        theta, beta, se = plain_theta, plain_beta, None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if theta_start is None:
+                    u = np.zeros(design.q)
+                    for _ in range(2):
+                        step = self.lme_step(theta, beta, u)
+                        theta, beta = step.theta.copy(), step.beta.to_numpy().copy()
+                        se = step.se.to_numpy()
+                        u = self.pnls(theta, beta)[1]
+                else:
+                    state, u, _ = self.pnls(theta, beta)
+                    cov = np.linalg.inv(self.linearised_precision(theta, beta, u))
+                    se = state.sigma_hat() * np.sqrt(np.diag(cov))
+        except (LinkmixError, np.linalg.LinAlgError, FloatingPointError):
+            se = None
+        if se is None or not np.all(np.isfinite(se) & (se > 0)) or \
+                not math.isfinite(self.laplace(theta, beta)):
+            # no usable linearisation: the plain start, a tenth of each β as its scale
+            theta, beta = plain_theta, plain_beta
+            se = 0.1 * np.maximum(np.abs(beta), 1e-3)
+        steps = np.concatenate([np.maximum(0.25 * np.abs(theta), 0.05), se])
+        return np.concatenate([theta, beta]), steps
 
     def estimates(self, x, objective: float, nAGQ: int = 1) -> NLMMEstimates:
         """What a fit reports at the optimiser's x = (θ, β[, log σ]): ũ by PNLS, σ̂ (profiled,
@@ -368,7 +431,7 @@ class NonlinearMixedModel:
         start : dict, optional
             Start values of fixed effects by name (needed for models without self-start).
         theta_start : array_like, optional
-            Start for θ (default 1 on the diagonal of each T).
+            Start for θ (default: where two Lindstrom–Bates steps take it, see ``start``).
         nAGQ : int
             1: the Laplace approximation (σ profiled).  More: adaptive Gauss–Hermite
             quadrature with that many nodes (one scalar random-effects term), maximised
@@ -380,15 +443,9 @@ class NonlinearMixedModel:
             return self._fit_agq(int(nAGQ), start=start, theta_start=theta_start,
                                  check_gradient=check_gradient, **optimizer_options)
         design = self.design
-        beta0 = self.beta_start(start)
-        lower_theta = design.theta_lower
-        theta0 = design.theta_start() if theta_start is None else np.asarray(theta_start, float)
-        nt = len(theta0)
-        x0 = np.concatenate([theta0, beta0])
-        lower = np.concatenate([lower_theta, np.full(len(beta0), -np.inf)])
-        # BOBYQA rescales by these first steps; on Orange and Theoph θ: 0.25, β: 10% took
-        # 340 evaluations in all against 480 for θ: 0.5 (and up to 1,300 for others tried)
-        steps = np.concatenate([np.full(nt, 0.25), 0.1 * np.maximum(np.abs(beta0), 0.1)])
+        x0, steps = self.start(start, theta_start)
+        nt = design.n_theta
+        lower = np.concatenate([design.theta_lower, np.full(design.p, -np.inf)])
 
         def objective(x):
             return self.laplace(x[:nt], x[nt:])
@@ -396,7 +453,7 @@ class NonlinearMixedModel:
         with np.errstate(all="ignore"):
             if not math.isfinite(objective(x0)):
                 raise FitError(f"the model cannot be evaluated at the start β = "
-                               f"{dict(zip(design.fixed_names, beta0))}; give start values")
+                               f"{dict(zip(design.fixed_names, x0[nt:]))}; give start values")
             summary = minimize_bounded(objective, x0, lower, initial_step=steps,
                                        check_gradient=check_gradient, **optimizer_options)
         if not math.isfinite(summary.fun_final):
