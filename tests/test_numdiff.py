@@ -73,3 +73,5 @@ def test_rowwise_jacobian_of_a_model_function():
     np.testing.assert_allclose(J, exact, rtol=1e-8, atol=1e-8)
     scalar = numdiff.rowwise_jacobian(lambda P: P[:, 0] ** 2, X)
     np.testing.assert_allclose(scalar[:, 0], 2 * X[:, 0], rtol=1e-7, atol=1e-8)
+    second = numdiff.rowwise_jacobian(model, X, rel_step=6e-6, indices=[1])
+    np.testing.assert_allclose(second[:, :, 0], exact[:, :, 1], rtol=1e-8, atol=1e-8)

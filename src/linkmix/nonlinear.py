@@ -177,10 +177,9 @@ class NonlinearMixedModel:
         its right-hand side (``set_response(..., slot_shift)``).
         """
         design = self.design
-        H = self._phi_hessian(phi)
         slots = np.concatenate(design.term_params)
         r = design.y - mu
-        E = -r[:, None, None] * H[:, slots][:, :, slots]
+        E = -r[:, None, None] * self._phi_hessian(phi, slots)
         b_slots = np.column_stack([b[term.codes] for term, b in
                                    zip(design.terms, self._b_terms(theta, u))])
         shift = np.einsum("iab,ib->ia", E, b_slots)
@@ -190,13 +189,16 @@ class NonlinearMixedModel:
             return None
         return self.engine.conditional_modes(np.zeros(0))
 
-    def _phi_hessian(self, phi) -> np.ndarray:
-        """∂²m/∂φ∂φ' per observation (n × s × s): the model's own, or central differences
-        of its gradient (it only steers Newton steps, never the deviance)."""
+    def _phi_hessian(self, phi, slots) -> np.ndarray:
+        """∂²m/∂φ_a∂φ_b per observation for the model parameters a, b in ``slots`` (those
+        with random effects; n × K × K): the model's own, or central differences of its
+        gradient in those directions only (it only steers Newton steps, never the
+        deviance)."""
         model, cov = self.design.model, self.design.covariates
         if model.hessian is not None:
-            return model.hessian(phi, cov)
-        H = rowwise_jacobian(lambda p: model.gradient(p, cov), phi, rel_step=6e-6)
+            return model.hessian(phi, cov)[:, slots][:, :, slots]
+        H = rowwise_jacobian(lambda p: model.gradient(p, cov), phi, rel_step=6e-6,
+                             indices=slots)[:, slots, :]
         return 0.5 * (H + H.transpose(0, 2, 1))
 
     def _U_times(self, theta, grad, v) -> np.ndarray:

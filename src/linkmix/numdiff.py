@@ -141,12 +141,13 @@ def curvatures(fun, x, *, lower=None, rel_step: float = 1e-4, f0: float | None =
     return out
 
 
-def rowwise_jacobian(fun, X, *, rel_step: float = 1e-6) -> np.ndarray:
+def rowwise_jacobian(fun, X, *, rel_step: float = 1e-6, indices=None) -> np.ndarray:
     """∂fun(X)_i/∂X_i per row i, where row i of ``fun(X)`` (n × m) depends only on row i
-    of ``X`` (n × s): central differences of all rows at once, shape (n, m, s)."""
+    of ``X`` (n × s): central differences of all rows at once, shape (n, m, s), or
+    (n, m, len(indices)) for the columns ``indices`` of X only."""
     X = np.asarray(X, dtype=float)
     columns = []
-    for j in range(X.shape[1]):
+    for j in (range(X.shape[1]) if indices is None else indices):
         h = rel_step * np.maximum(1.0, np.abs(X[:, j]))
         up, down = X.copy(), X.copy()
         up[:, j] += h

@@ -166,13 +166,14 @@ for (case in cases) {
   record <- list(
     name = case$name, data = file.path(out_dir, paste0(case$name, ".csv")), formula = paste(deparse(case$model, width.cutoff = 500L), collapse = " "),
     n = nrow(d), start = as.list(start),
+    start_fixef = if (is.list(start_arg)) as.list(start_arg$fixef) else NULL,
     objective = deviance(fit), devfun_at_estimates = at_estimates,
     devfun_tight = tight, devfun_tight_tol = tol,
     theta = unname(getME(fit, "theta")), beta = as.list(fixef(fit)), sigma = sigma(fit),
     se = as.list(sqrt(diag(as.matrix(vcov(fit))))),
     feval = fit@optinfo$feval, seconds = median(times),
-    converged = is.null(fit@optinfo$conv$lme4$messages),
-    messages = as.list(fit@optinfo$conv$lme4$messages))
+    converged = is.null(fit@optinfo$conv$lme4$messages) && fit@optinfo$conv$opt == 0,
+    messages = as.list(c(fit@optinfo$conv$lme4$messages, unlist(fit@optinfo$warnings))))
   if (!is.null(case$truth)) record$truth <- case$truth
   spec <- nlme_spec[[case$name]]
   if (!is.null(spec)) {
