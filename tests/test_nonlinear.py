@@ -7,6 +7,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.integrate
 
 import linkmix
 from linkmix import ModelFunctionError, datasets
@@ -260,6 +261,30 @@ def test_cli_nlfit(tmp_path, capsys):
     assert "Nonlinear mixed model" in capsys.readouterr().out
     record = json.loads(out.read_text())
     assert record["objective"] == pytest.approx(REFS["Orange_logis_Asym"]["objective"], rel=1e-4)
+    # every field of `linkmix fit --json`, and the model's own
+    linear = tmp_path / "lm.json"
+    assert cli_main(["fit", datasets.path("sleepstudy"), "-f", "Reaction ~ Days + (Days | Subject)",
+                     "--ml", "--json", str(linear)]) == 0
+    assert set(json.loads(linear.read_text())) <= set(record)
+    assert {"model", "nAGQ", "pnls_converged"} <= set(record)
+
+
+def test_prediction_with_a_covariate_on_a_parameter():
+    """CO2 with Asym depending on Type (lme4's 'Asym:Mississippi'): new rows by hand."""
+    data = pd.read_csv(pathlib.Path(__file__).parent / "data" / "nlmer_suite" /
+                       "CO2_asympOff_Type.csv")
+    fit = linkmix.nlmer("uptake ~ SSasympOff(conc, Asym, lrc, c0) ~ 0 + Asym + lrc + c0 + "
+                        "Asym:Mississippi + (0 + Asym | Plant)", data)
+    assert fit.design.fixed_names == ["Asym:(Intercept)", "Asym:Mississippi", "lrc", "c0"]
+    new = pd.DataFrame({"conc": [500.0, 500.0, 500.0], "Mississippi": [0.0, 1.0, 1.0],
+                        "Plant": ["Qn1", "Mn1", "unseen"]})
+    b = fit.ranef()["Plant"]["Asym"]
+    beta = fit.beta
+    asym = beta["Asym:(Intercept)"] + beta["Asym:Mississippi"] * new.Mississippi.to_numpy()
+    shape = 1 - np.exp(-np.exp(beta["lrc"]) * (500.0 - beta["c0"]))
+    np.testing.assert_allclose(fit.predict(new, include_random=False), asym * shape, rtol=1e-12)
+    with_b = asym + np.array([b["Qn1"], b["Mn1"], 0.0])
+    np.testing.assert_allclose(fit.predict(new), with_b * shape, rtol=1e-12)
 
 
 def test_links_work_for_nonlinear_models():
@@ -323,6 +348,23 @@ def test_adaptive_gauss_hermite_quadrature():
     assert values[0] == pytest.approx(lap.objective, rel=1e-11)
     assert values[0] - values[2] > 1e-3
     assert abs(values[2] - values[3]) < 1e-8
+    # against integration with nothing shared: per tree, ∫ p(y_j | b) p(b) db by quadpack
+    theta, beta, sigma = at
+    y, age, tree = data.circumference.to_numpy(), data.age.to_numpy(), data.Tree.astype(str)
+    neg2ll = 0.0
+    for level in np.unique(tree):
+        rows = (tree == level).to_numpy()
+        sd_b = theta[0] * sigma
+
+        def integrand(b):
+            mu = beta[0] / (1 + np.exp((beta[1] + b - age[rows]) / beta[2]))
+            return np.exp(-np.sum((y[rows] - mu) ** 2) / (2 * sigma**2) - b**2 / (2 * sd_b**2))
+
+        integral = scipy.integrate.quad(integrand, -10 * sd_b, 10 * sd_b, epsabs=0,
+                                        epsrel=1e-12, limit=200)[0]
+        neg2ll -= 2 * (np.log(integral) - rows.sum() * np.log(np.sqrt(2 * np.pi) * sigma)
+                       - np.log(np.sqrt(2 * np.pi) * sd_b))
+    assert model.agq(*at, 21) == pytest.approx(neg2ll, rel=1e-9)
     agq = linkmix.nlmer(formula, data, random="xmid | Tree", nAGQ=11)
     assert agq.converged and agq.nAGQ == 11
     assert agq.objective <= model.agq(*at, 11) + 1e-9
