@@ -228,6 +228,18 @@ def _asymp_grad(phi, cov):
     return np.column_stack([1 - e, e, -(r0 - asym) * e * rate * t])
 
 
+def _asymp_hessian(phi, cov):
+    asym, r0, lrc = phi.T
+    (t,) = cov
+    rate = np.exp(lrc)
+    e = np.exp(-rate * t)
+    H = np.zeros((len(t), 3, 3))
+    H[:, 0, 2] = H[:, 2, 0] = e * rate * t
+    H[:, 1, 2] = H[:, 2, 1] = -e * rate * t
+    H[:, 2, 2] = -(r0 - asym) * e * rate * t * (1 - rate * t)
+    return H
+
+
 def _asymp_start(y, cov):
     (t,) = cov
     order = np.argsort(t)
@@ -250,6 +262,15 @@ def _micmen_grad(phi, cov):
     return np.column_stack([t / (k + t), -vm * t / (k + t) ** 2])
 
 
+def _micmen_hessian(phi, cov):
+    vm, k = phi.T
+    (t,) = cov
+    H = np.zeros((len(t), 2, 2))
+    H[:, 0, 1] = H[:, 1, 0] = -t / (k + t) ** 2
+    H[:, 1, 1] = 2 * vm * t / (k + t) ** 3
+    return H
+
+
 def _micmen_start(y, cov):
     (t,) = cov
     pos = (t > 0) & (y > 0)
@@ -270,6 +291,18 @@ def _biexp_grad(phi, cov):
     r1, r2 = np.exp(lrc1), np.exp(lrc2)
     e1, e2 = np.exp(-r1 * t), np.exp(-r2 * t)
     return np.column_stack([e1, -a1 * e1 * r1 * t, e2, -a2 * e2 * r2 * t])
+
+
+def _biexp_hessian(phi, cov):
+    a1, lrc1, a2, lrc2 = phi.T
+    (t,) = cov
+    H = np.zeros((len(t), 4, 4))
+    for a, lrc, i in ((a1, lrc1, 0), (a2, lrc2, 2)):
+        rate = np.exp(lrc)
+        e = np.exp(-rate * t)
+        H[:, i, i + 1] = H[:, i + 1, i] = -e * rate * t
+        H[:, i + 1, i + 1] = -a * e * rate * t * (1 - rate * t)
+    return H
 
 
 def _biexp_start(y, cov):
@@ -302,6 +335,20 @@ def _asympoff_grad(phi, cov):
     return np.column_stack([1.0 - e, asym * e * rate * (t - c0), -asym * e * rate])
 
 
+def _asympoff_hessian(phi, cov):
+    asym, lrc, c0 = phi.T
+    (t,) = cov
+    rate, s = np.exp(lrc), t - c0
+    e = np.exp(-rate * s)
+    H = np.zeros((len(t), 3, 3))
+    H[:, 0, 1] = H[:, 1, 0] = e * rate * s
+    H[:, 0, 2] = H[:, 2, 0] = -e * rate
+    H[:, 1, 1] = asym * e * rate * s * (1 - rate * s)
+    H[:, 1, 2] = H[:, 2, 1] = asym * e * rate * (rate * s - 1)
+    H[:, 2, 2] = -asym * e * rate**2
+    return H
+
+
 def _asympoff_start(y, cov):
     # SSasymp's start, re-expressed: Asym + (R0 − Asym)e^{−rt} = Asym(1 − e^{−r(t − c0)})
     # with c0 = log((Asym − R0)/Asym)/r
@@ -325,6 +372,17 @@ def _asymporig_grad(phi, cov):
     return np.column_stack([1.0 - e, asym * e * rate * t])
 
 
+def _asymporig_hessian(phi, cov):
+    asym, lrc = phi.T
+    (t,) = cov
+    rate = np.exp(lrc)
+    e = np.exp(-rate * t)
+    H = np.zeros((len(t), 2, 2))
+    H[:, 0, 1] = H[:, 1, 0] = e * rate * t
+    H[:, 1, 1] = asym * e * rate * t * (1 - rate * t)
+    return H
+
+
 def _asymporig_start(y, cov):
     (t,) = cov
     asym = np.max(y) + 0.05 * np.ptp(y) if np.max(y) > 0 else np.min(y) - 0.05 * np.ptp(y)
@@ -346,6 +404,21 @@ def _gompertz_grad(phi, cov):
     power = b3**x
     g = np.exp(-b2 * power)
     return np.column_stack([g, -asym * g * power, -asym * g * b2 * x * power / b3])
+
+
+def _gompertz_hessian(phi, cov):
+    asym, b2, b3 = phi.T
+    (x,) = cov
+    power = b3**x
+    g = np.exp(-b2 * power)
+    q = x * power / b3                  # ∂(b3^x)/∂b3
+    H = np.zeros((len(x), 3, 3))
+    H[:, 0, 1] = H[:, 1, 0] = -g * power
+    H[:, 0, 2] = H[:, 2, 0] = -g * b2 * q
+    H[:, 1, 1] = asym * g * power**2
+    H[:, 1, 2] = H[:, 2, 1] = asym * g * q * (b2 * power - 1)
+    H[:, 2, 2] = asym * b2 * g * (b2 * q**2 - x * (x - 1) * power / b3**2)
+    return H
 
 
 def _gompertz_start(y, cov):
@@ -373,6 +446,23 @@ def _weibull_grad(phi, cov):
     return np.column_stack([np.ones_like(x), -e, drop * e * rate * w, drop * e * rate * w_log])
 
 
+def _weibull_hessian(phi, cov):
+    asym, drop, lrc, pwr = phi.T
+    (x,) = cov
+    rate = np.exp(lrc)
+    w = x**pwr
+    e = np.exp(-rate * w)
+    log_x = np.log(np.where(x > 0, x, 1.0))  # w·log x and w·log² x → 0 as x → 0
+    core = e * rate * w
+    H = np.zeros((len(x), 4, 4))
+    H[:, 1, 2] = H[:, 2, 1] = core
+    H[:, 1, 3] = H[:, 3, 1] = core * log_x
+    H[:, 2, 2] = drop * core * (1 - rate * w)
+    H[:, 2, 3] = H[:, 3, 2] = drop * core * log_x * (1 - rate * w)
+    H[:, 3, 3] = drop * core * log_x**2 * (1 - rate * w)
+    return H
+
+
 def _weibull_start(y, cov):
     (x,) = cov
     asym = np.max(y) + 0.05 * np.ptp(y)
@@ -396,6 +486,17 @@ def _fpl_grad(phi, cov):
     d = 1.0 / (1.0 + e)
     g = (b - a) * e * d**2 / scal
     return np.column_stack([1.0 - d, d, -g, g * (xmid - t) / scal])
+
+
+def _fpl_hessian(phi, cov):
+    # μ = A + (B − A)·logistic(t; 1, xmid, scal): the logistic's Hessian with Asym = B − A
+    a, b, xmid, scal = phi.T
+    logistic = _logis_hessian(np.column_stack([b - a, xmid, scal]), cov)
+    H = np.zeros((len(a), 4, 4))
+    H[:, 2:, 2:] = logistic[:, 1:, 1:]
+    H[:, 1, 2:] = H[:, 2:, 1] = logistic[:, 0, 1:]
+    H[:, 0, 2:] = H[:, 2:, 0] = -logistic[:, 0, 1:]
+    return H
 
 
 def _fpl_start(y, cov):
@@ -435,21 +536,21 @@ SELF_STARTING = {
     "SSfol": NonlinearFunction("SSfol", ("Dose", "input"), ("lKe", "lKa", "lCl"), _fol,
                                _fol_grad, _fol_start, _fol_hessian),
     "SSasymp": NonlinearFunction("SSasymp", ("input",), ("Asym", "R0", "lrc"), _asymp,
-                                 _asymp_grad, _asymp_start),
+                                 _asymp_grad, _asymp_start, _asymp_hessian),
     "SSmicmen": NonlinearFunction("SSmicmen", ("input",), ("Vm", "K"), _micmen, _micmen_grad,
-                                  _micmen_start),
+                                  _micmen_start, _micmen_hessian),
     "SSbiexp": NonlinearFunction("SSbiexp", ("input",), ("A1", "lrc1", "A2", "lrc2"), _biexp,
-                                 _biexp_grad, _biexp_start),
+                                 _biexp_grad, _biexp_start, _biexp_hessian),
     "SSasympOff": NonlinearFunction("SSasympOff", ("input",), ("Asym", "lrc", "c0"), _asympoff,
-                                    _asympoff_grad, _asympoff_start),
+                                    _asympoff_grad, _asympoff_start, _asympoff_hessian),
     "SSasympOrig": NonlinearFunction("SSasympOrig", ("input",), ("Asym", "lrc"), _asymporig,
-                                     _asymporig_grad, _asymporig_start),
+                                     _asymporig_grad, _asymporig_start, _asymporig_hessian),
     "SSgompertz": NonlinearFunction("SSgompertz", ("x",), ("Asym", "b2", "b3"), _gompertz,
-                                    _gompertz_grad, _gompertz_start),
+                                    _gompertz_grad, _gompertz_start, _gompertz_hessian),
     "SSweibull": NonlinearFunction("SSweibull", ("x",), ("Asym", "Drop", "lrc", "pwr"), _weibull,
-                                   _weibull_grad, _weibull_start),
+                                   _weibull_grad, _weibull_start, _weibull_hessian),
     "SSfpl": NonlinearFunction("SSfpl", ("input",), ("A", "B", "xmid", "scal"), _fpl, _fpl_grad,
-                               _fpl_start),
+                               _fpl_start, _fpl_hessian),
 }
 
 
