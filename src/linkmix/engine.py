@@ -161,10 +161,16 @@ class BlockedEngine(_EngineBase):
     def _fill_values(self):
         """The numbers that depend on Z and y, not on θ (compiled, one pass):
         D1[j] = Σ_{i∈j} z_i z_i', C = W'Z1 by level of term 1, and G = W'W (dense;
-        its [X y] block by BLAS)."""
-        self.D1 = np.zeros((self.nlev, self.k1, self.k1))
-        self.c_vals = np.zeros((self._nnz_c, self.k1))
-        self.G = np.zeros((self.m, self.m), order="F")
+        its [X y] block by BLAS).  Refilled in place: the compiled factor keeps its
+        buffers, so a nonlinear model's every ``set_Z`` allocates nothing."""
+        if not hasattr(self, "D1"):
+            self.D1 = np.zeros((self.nlev, self.k1, self.k1))
+            self.c_vals = np.zeros((self._nnz_c, self.k1))
+            self.G = np.zeros((self.m, self.m), order="F")
+        else:
+            self.D1.fill(0.0)
+            self.c_vals.fill(0.0)
+            self.G.fill(0.0)
         _pls.blocked_products(self._codes1, self._first_Z, self._z_cols, self._z_vals,
                               self._c_pos, self._xy, self._xy_first, self.q2, self.D1,
                               self.c_vals, self.G)
@@ -173,8 +179,6 @@ class BlockedEngine(_EngineBase):
         # y's row and column as set_response computes them, so that a model refitted
         # with another response is bit for bit the model built with it
         self.set_response(self._xy[:, self.p].copy())
-        if hasattr(self, "S"):
-            self._bind()
 
     supports_curvature = True
 
