@@ -108,22 +108,26 @@ class NonlinearMixedModel:
         """
         y = self.design.y
         u = (self._u if u_start is None else u_start).copy()
-        mu, grad, phi = self._mean(theta, beta, u)
-        if mu is None:
+        phi_fixed = self.design.phi(beta)  # Xβ: fixed while PNLS moves u
+        point = self._point(theta, phi_fixed, u)
+        if point is None:
             u = np.zeros_like(u)
-            mu, grad, phi = self._mean(theta, beta, u)
-            if mu is None:
+            point = self._point(theta, phi_fixed, u)
+            if point is None:
                 return self._failed, u, False
+        mu, grad, phi, b_slots = point
         r2 = float(np.sum((y - mu) ** 2) + u @ u)
         newton = self.newton and self.engine.supports_curvature \
             and self.design.model.gradient is not None
+        slots = self._slots
         converged, previous = False, 0.0
         for _ in range(PNLS_MAXITER):
             self.pnls_iterations += 1
-            working = y - mu + self._U_times(theta, grad, u)
+            # y − μ + Uu, with Uu = Z̃Λu = Σ over slots of ∂μ/∂φ times b
+            working = y - mu + np.einsum("ik,ik->i", grad[:, slots], b_slots)
             target = None
             if newton:
-                target = self._newton_target(theta, beta, u, mu, grad, phi, working)
+                target = self._newton_target(theta, mu, grad, phi, b_slots, working)
             if target is None:  # Gauss–Newton
                 self._set_linearisation(grad)
                 self.engine.set_response(working)
@@ -133,9 +137,9 @@ class NonlinearMixedModel:
             step, accepted = 1.0, False
             while step > 1e-10:
                 u_try = u + step * (target - u)
-                mu_try, grad_try, phi_try = self._mean(theta, beta, u_try)
-                if mu_try is not None:
-                    r2_try = float(np.sum((y - mu_try) ** 2) + u_try @ u_try)
+                point = self._point(theta, phi_fixed, u_try)
+                if point is not None:
+                    r2_try = float(np.sum((y - point[0]) ** 2) + u_try @ u_try)
                     if r2_try <= r2:
                         accepted = True
                         break
@@ -144,7 +148,8 @@ class NonlinearMixedModel:
                 converged = True  # no decrease possible: at the minimum to rounding
                 break
             decrease, moved = r2 - r2_try, float(np.max(np.abs(u_try - u), initial=0.0))
-            u, mu, grad, phi, r2 = u_try, mu_try, grad_try, phi_try, r2_try
+            u, r2 = u_try, r2_try
+            mu, grad, phi, b_slots = point
             # Stop when what is left is below tolerance, in r² and in ũ (the log-det
             # depends on ũ even where r² is flat): after a linear rate ρ (Gauss–Newton)
             # about (last change)·ρ/(1 − ρ) remains; after Newton steps ρ ≈ 0.
@@ -167,7 +172,30 @@ class NonlinearMixedModel:
         """The state where PNLS cannot evaluate the model or factor the system."""
         return PLSState(math.inf, math.nan, self.n)
 
-    def _newton_target(self, theta, beta, u, mu, grad, phi, working):
+    @functools.cached_property
+    def _slots(self) -> np.ndarray:
+        """The model parameter of each random-effect slot of an observation (terms in
+        order, k per term)."""
+        return np.concatenate(self.design.term_params)
+
+    def _point(self, theta, phi_fixed, u):
+        """μ, ∂μ/∂φ, φ and b on each observation's slots (n × K) at u, for PNLS (Xβ given
+        as ``phi_fixed``); None where the model cannot be evaluated there."""
+        design = self.design
+        b_slots = np.empty((self.n, len(self._slots)))
+        phi = phi_fixed.copy()
+        start = 0
+        for term, cols, b in zip(design.terms, design.term_params, self._b_terms(theta, u)):
+            block = b[term.codes]
+            b_slots[:, start:start + term.k] = block
+            phi[:, cols] += block
+            start += term.k
+        mu, grad = design.model.evaluate(phi, design.covariates, True)
+        if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(grad))):
+            return None
+        return mu, grad, phi, b_slots
+
+    def _newton_target(self, theta, mu, grad, phi, b_slots, working):
         """The Newton point for ‖y − μ(u)‖² + ‖u‖², or None when its Hessian is not
         positive definite (then Gauss–Newton is used).
 
@@ -177,11 +205,8 @@ class NonlinearMixedModel:
         its right-hand side (``set_response(..., slot_shift)``).
         """
         design = self.design
-        slots = np.concatenate(design.term_params)
         r = design.y - mu
-        E = -r[:, None, None] * self._phi_hessian(phi, slots)
-        b_slots = np.column_stack([b[term.codes] for term, b in
-                                   zip(design.terms, self._b_terms(theta, u))])
+        E = -r[:, None, None] * self._phi_hessian(phi, self._slots)
         shift = np.einsum("iab,ib->ia", E, b_slots)
         self.engine.set_Z([grad[:, cols] for cols in design.term_params], curvature=E)
         self.engine.set_response(working, slot_shift=shift)
@@ -200,14 +225,6 @@ class NonlinearMixedModel:
         H = rowwise_jacobian(lambda p: model.gradient(p, cov), phi, rel_step=6e-6,
                              indices=slots)[:, slots, :]
         return 0.5 * (H + H.transpose(0, 2, 1))
-
-    def _U_times(self, theta, grad, v) -> np.ndarray:
-        """U v = Z̃ Λ v, with Z̃ from ∂μ/∂φ (``grad``)."""
-        out = np.zeros(self.n)
-        for term, cols, bt in zip(self.design.terms, self.design.term_params,
-                                  self._b_terms(theta, v)):
-            out += np.einsum("ik,ik->i", grad[:, cols], bt[term.codes])
-        return out
 
     # -- deviances ---------------------------------------------------------------
     def laplace(self, theta, beta) -> float:
