@@ -17,7 +17,7 @@ engine offers one interface, so a better factorisation can replace another:
 ``solve(b)``, ``marginal_gram(V, B)``
     (Λ'Z'ZΛ + I)⁻¹b, and V'V₀⁻¹V, from the current factor; the response is left as
     it is.
-``set_response(y)``, ``set_Z(Zs)``
+``set_response(y)``, ``set_Z(Zs[, response=y])``
     replace the numbers of y or of the terms' covariates, keeping the pattern.
 
 Two engines: ``BlockedEngine`` (block-diagonal first term, dense LAPACK Schur
@@ -158,11 +158,13 @@ class BlockedEngine(_EngineBase):
         self.Lxy = self.S[q2:, q2:]
         self._bind()
 
-    def _fill_values(self):
+    def _fill_values(self, refresh_response: bool = True):
         """The numbers that depend on Z and y, not on θ (compiled, one pass):
         D1[j] = Σ_{i∈j} z_i z_i', C = W'Z1 by level of term 1, and G = W'W (dense;
         its [X y] block by BLAS).  Refilled in place: the compiled factor keeps its
-        buffers, so a nonlinear model's every ``set_Z`` allocates nothing."""
+        buffers, so a nonlinear model's every ``set_Z`` allocates nothing.  y's entries
+        are recomputed as ``set_response`` computes them unless the caller sets a new
+        response next (``refresh_response=False``)."""
         if not hasattr(self, "D1"):
             self.D1 = np.zeros((self.nlev, self.k1, self.k1))
             self.c_vals = np.zeros((self._nnz_c, self.k1))
@@ -178,26 +180,30 @@ class BlockedEngine(_EngineBase):
         self.G[q2:, q2:] = self._xy.T @ self._xy
         # y's row and column as set_response computes them, so that a model refitted
         # with another response is bit for bit the model built with it
-        self.set_response(self._xy[:, self.p].copy())
+        if refresh_response:
+            self.set_response(self._xy[:, self.p].copy())
 
     supports_curvature = True
 
-    def set_Z(self, Zs, curvature=None) -> None:
+    def set_Z(self, Zs, curvature=None, response=None, slot_shift=None) -> None:
         """Replace every term's covariate values (n × k each; nonlinear models' ∂μ/∂φ).
 
         ``curvature`` (n × K × K over all K = Σk random-effect slots of an observation,
         terms in order) is added to each observation's Z'Z contribution, so the engine
         factors Λ'(Z'Z + Σ_i E_i)Λ + I: a Newton step for penalised nonlinear least
-        squares.  The pattern (levels, terms) is unchanged.
+        squares.  ``response`` (and ``slot_shift``) replace y at the same time, as
+        ``set_response`` would next.  The pattern (levels, terms) is unchanged.
         """
         self._first_Z[:] = Zs[0]
         col = 0
         for Z in Zs[1:]:
             self._z_vals[:, col:col + Z.shape[1]] = Z
             col += Z.shape[1]
-        self._fill_values()
+        self._fill_values(refresh_response=response is None)
         if curvature is not None:
             self._add_slot_products(curvature)
+        if response is not None:
+            self.set_response(response, slot_shift)
 
     def _add_slot_products(self, E) -> None:
         """Add per-observation matrices over the random-effect slots to D1, C and G."""
@@ -316,11 +322,14 @@ class CholmodEngine(_EngineBase):
 
     supports_curvature = False  # CHOLMOD factors AA' + I: no indefinite corrections
 
-    def set_Z(self, Zs, curvature=None) -> None:
-        """Replace every term's covariate values (n × k each); the pattern is unchanged."""
-        if curvature is not None:
+    def set_Z(self, Zs, curvature=None, response=None, slot_shift=None) -> None:
+        """Replace every term's covariate values (n × k each), and y with ``response``;
+        the pattern is unchanged."""
+        if curvature is not None or slot_shift is not None:
             raise ValueError("the CHOLMOD engine cannot take curvature corrections")
         self.Zcat[:] = np.hstack(Zs)
+        if response is not None:
+            self.set_response(response)
 
     def update(self, theta) -> bool:
         theta = np.ascontiguousarray(theta, dtype=float)

@@ -129,8 +129,8 @@ class NonlinearMixedModel:
             if newton:
                 target = self._newton_target(theta, mu, grad, phi, b_slots, working)
             if target is None:  # Gauss–Newton
-                self._set_linearisation(grad)
-                self.engine.set_response(working)
+                self.engine.set_Z([grad[:, cols] for cols in self.design.term_params],
+                                  response=working)
                 if not self.engine.update(theta):
                     return self._failed, u, False
                 target = self.engine.conditional_modes(np.zeros(0))
@@ -208,8 +208,8 @@ class NonlinearMixedModel:
         r = design.y - mu
         E = -r[:, None, None] * self._phi_hessian(phi, self._slots)
         shift = np.einsum("iab,ib->ia", E, b_slots)
-        self.engine.set_Z([grad[:, cols] for cols in design.term_params], curvature=E)
-        self.engine.set_response(working, slot_shift=shift)
+        self.engine.set_Z([grad[:, cols] for cols in design.term_params], curvature=E,
+                          response=working, slot_shift=shift)
         if not self.engine.update(theta):
             return None
         return self.engine.conditional_modes(np.zeros(0))
