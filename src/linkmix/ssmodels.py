@@ -435,24 +435,24 @@ def _weibull(phi, cov):
     return asym - drop * np.exp(-np.exp(lrc) * x**pwr)
 
 
-def _weibull_grad(phi, cov):
-    asym, drop, lrc, pwr = phi.T
+def _weibull_parts(phi, cov):
+    """x, Drop, the rate e^{lrc}, w = x^pwr, e^{−rate·w} and log x (0 at x = 0, where
+    w·log x and w·log² x vanish)."""
+    _, drop, lrc, pwr = phi.T
     (x,) = cov
     rate = np.exp(lrc)
     w = x**pwr
-    e = np.exp(-rate * w)
-    # x^pwr·log x → 0 as x → 0
-    w_log = np.where(x > 0, w * np.log(np.where(x > 0, x, 1.0)), 0.0)
-    return np.column_stack([np.ones_like(x), -e, drop * e * rate * w, drop * e * rate * w_log])
+    return x, drop, rate, w, np.exp(-rate * w), np.log(np.where(x > 0, x, 1.0))
+
+
+def _weibull_grad(phi, cov):
+    x, drop, rate, w, e, log_x = _weibull_parts(phi, cov)
+    core = drop * e * rate * w
+    return np.column_stack([np.ones_like(x), -e, core, core * log_x])
 
 
 def _weibull_hessian(phi, cov):
-    asym, drop, lrc, pwr = phi.T
-    (x,) = cov
-    rate = np.exp(lrc)
-    w = x**pwr
-    e = np.exp(-rate * w)
-    log_x = np.log(np.where(x > 0, x, 1.0))  # w·log x and w·log² x → 0 as x → 0
+    x, drop, rate, w, e, log_x = _weibull_parts(phi, cov)
     core = e * rate * w
     H = np.zeros((len(x), 4, 4))
     H[:, 1, 2] = H[:, 2, 1] = core
