@@ -146,6 +146,54 @@ def blocked_response_products(const int64_t[::1] codes1, const double[:, ::1] Z1
                 zty[z_cols[i, c]] += z_vals[i, c] * y[i]
 
 
+def blocked_slot_products(const int64_t[::1] codes1, const int64_t[:, ::1] z_cols,
+                          const int64_t[:, ::1] c_pos, const int64_t[::1] xy_first, int p,
+                          int q2, const double[:, :, ::1] E, const double[:, ::1] shift,
+                          double[:, :, ::1] D1, double[:, ::1] c_vals, double[::1, :] G):
+    """Add per-observation matrices and vectors over the random-effect slots (a Newton
+    step of penalised nonlinear least squares), in one pass over the observations.
+
+    Observation i has k1 slots of term 1 (level j = ``codes1[i]``) and k2 later-term
+    slots ``z_cols[i, c]``; with ``E`` (n × K × K, K = k1 + k2; or None) and ``shift``
+    (n × K; or None), adds::
+
+        D1[j][a, b]                      += E[i, a, b]
+        C[c_pos[i, c]][a]                += E[i, k1 + c, a]
+        G[z_cols[i, c], z_cols[i, d]]    += E[i, k1 + c, k1 + d]
+        C[xy_first[j] + p][a]            += shift[i, a]            (y's row of C)
+        G[z_cols[i, c], q2 + p]          += shift[i, k1 + c]       (y's column, mirrored)
+    """
+    cdef Py_ssize_t n = codes1.shape[0], i
+    cdef int k2 = z_cols.shape[1], k1 = D1.shape[1]
+    cdef int j, a, b, c, d
+    cdef int64_t row, ycol = q2 + p
+    cdef bint has_E = E is not None, has_shift = shift is not None
+    if has_E and (E.shape[0] != n or E.shape[1] != k1 + k2 or E.shape[2] != k1 + k2):
+        raise ValueError("curvature must be n × K × K over each observation's slots")
+    if has_shift and (shift.shape[0] != n or shift.shape[1] != k1 + k2):
+        raise ValueError("slot shift must be n × K over each observation's slots")
+    with nogil:
+        for i in range(n):
+            j = codes1[i]
+            if has_E:
+                for a in range(k1):
+                    for b in range(k1):
+                        D1[j, a, b] += E[i, a, b]
+                    for c in range(k2):
+                        c_vals[c_pos[i, c], a] += E[i, k1 + c, a]
+                for c in range(k2):
+                    row = z_cols[i, c]
+                    for d in range(k2):
+                        G[row, z_cols[i, d]] += E[i, k1 + c, k1 + d]
+            if has_shift:
+                for a in range(k1):
+                    c_vals[xy_first[j] + p, a] += shift[i, a]
+                for c in range(k2):
+                    row = z_cols[i, c]
+                    G[row, ycol] += shift[i, k1 + c]
+                    G[ycol, row] += shift[i, k1 + c]
+
+
 cdef tuple _blocked_factor(const double[::1] theta, const int[::1] tmpl,
                    const int[::1] tmpl_off, const int[::1] term_k,
                    # first term: per-level k1 × k1 Gram blocks Σ z z'

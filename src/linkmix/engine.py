@@ -199,27 +199,22 @@ class BlockedEngine(_EngineBase):
         for Z in Zs[1:]:
             self._z_vals[:, col:col + Z.shape[1]] = Z
             col += Z.shape[1]
+        if slot_shift is not None and response is None:
+            raise ValueError("a slot shift comes with the response it shifts")
         self._fill_values(refresh_response=response is None)
-        if curvature is not None:
-            self._add_slot_products(curvature)
         if response is not None:
-            self.set_response(response, slot_shift)
+            self._set_y(response)
+        if curvature is not None or slot_shift is not None:
+            self._add_slot_products(curvature, slot_shift)
 
-    def _add_slot_products(self, E) -> None:
-        """Add per-observation matrices over the random-effect slots to D1, C and G."""
-        k1, nlev, k2 = self.k1, self.nlev, self._k2
-        for a in range(k1):
-            for b in range(k1):
-                self.D1[:, a, b] += np.bincount(self._codes1, E[:, a, b], minlength=nlev)
-        for c in range(k2):
-            for a in range(k1):
-                self.c_vals[:, a] += np.bincount(self._c_pos[:, c], E[:, k1 + c, a],
-                                                 minlength=self._nnz_c)
-        if k2:
-            cols = self._z_cols
-            index = (cols[:, :, None] * self.m + cols[:, None, :]).ravel()
-            self.G += np.bincount(index, E[:, k1:, k1:].ravel(),
-                                  minlength=self.m * self.m).reshape(self.m, self.m, order="F")
+    def _add_slot_products(self, E=None, shift=None) -> None:
+        """Add per-observation matrices (E) and vectors (shift, to y's entries) over the
+        random-effect slots to D1, C and G (compiled, one pass)."""
+        _pls.blocked_slot_products(
+            self._codes1, self._z_cols, self._c_pos, self._xy_first, self.p, self.q2,
+            None if E is None else np.ascontiguousarray(E, dtype=float),
+            None if shift is None else np.ascontiguousarray(shift, dtype=float),
+            self.D1, self.c_vals, self.G)
 
     def set_response(self, y, slot_shift=None) -> None:
         """Replace y (e.g. y − f(Π) for a linked mean); the pattern is unchanged.
@@ -227,6 +222,12 @@ class BlockedEngine(_EngineBase):
         ``slot_shift`` (n × K) is added to each observation's Z'y contribution
         (the Newton step's right-hand side, see ``set_Z``).
         """
+        self._set_y(y)
+        if slot_shift is not None:
+            self._add_slot_products(None, slot_shift)
+
+    def _set_y(self, y) -> None:
+        """y's entries of C and G: Σ_{i∈j} y_i z1_i', W'y."""
         y = np.ascontiguousarray(y, dtype=float)
         q2, p, col = self.q2, self.p, self.m - 1
         self._xy[:, p] = y
@@ -234,14 +235,6 @@ class BlockedEngine(_EngineBase):
         g[q2:] = self._xy.T @ y
         _pls.blocked_response_products(self._codes1, self._first_Z, self._z_cols, self._z_vals,
                                        y, self._xy_first, p, self.c_vals, g[:q2])
-        if slot_shift is not None:
-            if self._k2:
-                g[:q2] += np.bincount(self._z_cols.ravel(), slot_shift[:, self.k1:].ravel(),
-                                      minlength=q2)
-            y_entries = self._xy_first + p
-            for a in range(self.k1):
-                self.c_vals[y_entries, a] += np.bincount(self._codes1, slot_shift[:, a],
-                                                         minlength=self.nlev)
         self.G[col, :] = g
         self.G[:, col] = g
 
