@@ -92,6 +92,21 @@ def test_vcov_at_nlmers_estimates(name):
     np.testing.assert_allclose(fitted(name).se.to_numpy(), se, rtol=5e-3)
 
 
+def test_two_terms_on_one_parameter_add():
+    """Asym varying by tree and by a crossed factor: PNLS's φ adds both terms' effects, as
+    the model's own mean does."""
+    data = datasets.load("Orange")
+    data["season"] = (data.age.rank(method="dense").astype(int) % 3).astype(str)
+    model = NonlinearMixedModel("circumference ~ SSlogis(age, Asym, xmid, scal)", data,
+                                ["Asym | Tree", "Asym | season"])
+    theta, beta = np.array([2.0, 0.5]), np.array([190.0, 720.0, 350.0])
+    u = np.random.default_rng(4).normal(size=model.design.q)
+    mu = model._point(theta, model.design.phi(beta), u)[0]
+    np.testing.assert_allclose(mu, model.conditional_mean(theta, beta, u), rtol=1e-14)
+    fit = model.fit()
+    assert fit.converged and np.isfinite(fit.objective)
+
+
 def test_three_part_formula_equals_random_argument():
     data = datasets.load("Orange")
     a = fitted("Orange_logis_Asym")

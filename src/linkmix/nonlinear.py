@@ -178,18 +178,30 @@ class NonlinearMixedModel:
         order, k per term)."""
         return np.concatenate(self.design.term_params)
 
+    @functools.cached_property
+    def _slot_index(self) -> np.ndarray:
+        """Where each observation's random-effect slots are in b (n × K): term t's
+        coefficient c of level l is b[offset_t + l·k_t + c]."""
+        columns, offset = [], 0
+        for term in self.design.terms:
+            columns.append(offset + term.codes[:, None] * term.k + np.arange(term.k))
+            offset += term.q
+        return np.hstack(columns)
+
+    @functools.cached_property
+    def _slots_distinct(self) -> bool:
+        return len(set(self._slots.tolist())) == len(self._slots)
+
     def _point(self, theta, phi_fixed, u):
         """μ, ∂μ/∂φ, φ and b on each observation's slots (n × K) at u, for PNLS (Xβ given
         as ``phi_fixed``); None where the model cannot be evaluated there."""
         design = self.design
-        b_slots = np.empty((self.n, len(self._slots)))
+        b_slots = design.Lambda_times(theta, u)[self._slot_index]
         phi = phi_fixed.copy()
-        start = 0
-        for term, cols, b in zip(design.terms, design.term_params, self._b_terms(theta, u)):
-            block = b[term.codes]
-            b_slots[:, start:start + term.k] = block
-            phi[:, cols] += block
-            start += term.k
+        if self._slots_distinct:
+            phi[:, self._slots] += b_slots
+        else:  # two terms on one parameter (nested groups): their effects add
+            np.add.at(phi, (slice(None), self._slots), b_slots)
         mu, grad = design.model.evaluate(phi, design.covariates, True)
         if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(grad))):
             return None
