@@ -2,8 +2,9 @@
 
 Owns the model over its design (``linkmix.nonlinear_design``): penalised nonlinear
 least squares (PNLS) for the conditional modes, the Laplace deviance, adaptive
-Gauss–Hermite quadrature, the fit, and what its results ask of it (the linearised
-factor for vcov, predictions).  Notation (DESIGN.md, NLMM):
+Gauss–Hermite quadrature, the linear mixed model that approximates it (the
+Lindstrom–Bates start, the vcov of the estimates), the fit and its estimates, and
+predictions.  Notation (DESIGN.md, NLMM):
 
 * per-observation model parameters ``φ_i = (X_j β_j)_i + b_ij`` for each model
   parameter j, with ``b = Λ_θ u`` (random effects are per-group shifts of φ);
@@ -368,7 +369,9 @@ class NonlinearMixedModel:
         default, where two Lindstrom–Bates steps take it (the ML fit of the model
         linearised at u = 0, then at the conditional modes there).  First steps: a
         quarter of each θ (at least 0.05: 5% of σ) and β's standard errors in the last
-        linearised fit; where that fit fails, β's SEs at the start.
+        linearised fit (with ``theta_start``: in the model linearised at the start).
+        Where no linearisation can be fitted, the plain start, with a tenth of each β
+        as its step.
         """
         design = self.design
         plain_theta = design.theta_start() if theta_start is None else \
