@@ -92,6 +92,22 @@ def test_vcov_at_nlmers_estimates(name):
     np.testing.assert_allclose(fitted(name).se.to_numpy(), se, rtol=5e-3)
 
 
+def test_start_is_on_the_problems_scale():
+    """Two Lindstrom–Bates steps put θ and β near the optimum and size the first steps;
+    a user's θ start (here lme4's, far off) reaches the same optimum."""
+    fit = fitted("Orange_logis_Asym")
+    model = fit.model
+    x0, steps = model.start()
+    nt = model.design.n_theta
+    assert np.all(np.isfinite(steps)) and np.all(steps > 0)
+    assert 0.5 < x0[0] / fit.theta[0] < 2.0
+    np.testing.assert_allclose(x0[nt:], fit.beta.to_numpy(), rtol=0.05)
+    # β's steps are its SEs in the linearised fit: about the fit's own SEs
+    np.testing.assert_allclose(steps[nt:], fit.se.to_numpy(), rtol=0.5)
+    other = model.fit(theta_start=[1.0])
+    assert other.objective == pytest.approx(fit.objective, rel=1e-8)
+
+
 def test_two_terms_on_one_parameter_add():
     """Asym varying by tree and by a crossed factor: PNLS's φ adds both terms' effects, as
     the model's own mean does."""
