@@ -188,6 +188,21 @@ def test_every_self_starting_model_has_typical_values():
 
 
 @pytest.mark.parametrize("name", sorted(SELF_STARTING))
+def test_compiled_models_check_their_shapes(name):
+    """The compiled kernels read φ and the covariates unchecked: wrong shapes are refused
+    before they run."""
+    model = SELF_STARTING[name]
+    s, k = len(model.params), len(model.covariates)
+    cov = tuple(np.ones(5) for _ in range(k))
+    with pytest.raises(ModelFunctionError, match="columns"):
+        model.evaluate(np.ones((5, s - 1)), cov)
+    with pytest.raises(ModelFunctionError, match="one value per row"):
+        model.evaluate(np.ones((5, s)), tuple(np.ones(4) for _ in range(k)))
+    with pytest.raises(ValueError, match="covariate"):
+        model.gradient(np.ones((5, s)), cov + (np.ones(5),))
+
+
+@pytest.mark.parametrize("name", sorted(SELF_STARTING))
 def test_self_starting_gradients_match_finite_differences(name):
     model = SELF_STARTING[name]
     rng = np.random.default_rng(1)
