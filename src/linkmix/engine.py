@@ -109,7 +109,7 @@ class BlockedEngine(_EngineBase):
             z_cols[:, col:col + term.k] = offsets[t] + term.codes[:, None] * term.k + np.arange(term.k)
             z_vals[:, col:col + term.k] = term.Z
             col += term.k
-        self._k2, self._z_cols, self._z_vals = k2, z_cols, z_vals
+        self._z_cols, self._z_vals = z_cols, z_vals
         self._xy = np.empty((n, p + 1))
         self._xy[:, :p] = design.X
         self._xy[:, p] = design.y

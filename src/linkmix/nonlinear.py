@@ -77,27 +77,24 @@ class NonlinearMixedModel:
         return ParameterSpace(self.design)
 
     # -- PNLS -------------------------------------------------------------------
-    def _b_terms(self, theta, u) -> list[np.ndarray]:
-        return self.design.by_term(self.design.Lambda_times(theta, u))
-
     def conditional_mean(self, theta, beta, u) -> np.ndarray | None:
         """E[y | u] = m(Xβ + Λ_θu; covariates), or None where the model cannot be
         evaluated (a pure function of the design: no engine state is read)."""
         return self._mean(theta, beta, u, with_gradient=False)[0]
 
     def _mean(self, theta, beta, u, with_gradient=True):
-        phi = self.design.phi(beta, self._b_terms(theta, u))
-        mu, grad = self.design.model.evaluate(phi, self.design.covariates, with_gradient)
-        if not np.all(np.isfinite(mu)) or (grad is not None and not np.all(np.isfinite(grad))):
-            return None, None, phi
-        return mu, grad, phi
+        """μ, ∂μ/∂φ (None without ``with_gradient``) and φ at (θ, β, u); (None, None,
+        None) where the model cannot be evaluated."""
+        point = self._point(theta, self.design.phi(beta), u, with_gradient)
+        return (None, None, None) if point is None else point[:3]
 
-    def _set_linearisation(self, grad):
+    def _term_Zs(self, grad) -> list[np.ndarray]:
         """Z̃ of each term from ∂μ/∂φ: coefficient c of term t takes column j(t, c)."""
-        self.engine.set_Z([grad[:, cols] for cols in self.design.term_params])
+        return [grad[:, cols] for cols in self.design.term_params]
 
     def pnls(self, theta, beta, u_start=None):
-        """Conditional modes ũ(θ, β) by Gauss–Newton with step halving.
+        """Conditional modes ũ(θ, β) by Newton steps (Gauss–Newton where the curvature
+        is not available or not positive definite) with step halving.
 
         Returns
         -------
@@ -130,8 +127,7 @@ class NonlinearMixedModel:
             if newton:
                 target = self._newton_target(theta, mu, grad, phi, b_slots, working)
             if target is None:  # Gauss–Newton
-                self.engine.set_Z([grad[:, cols] for cols in self.design.term_params],
-                                  response=working)
+                self.engine.set_Z(self._term_Zs(grad), response=working)
                 if not self.engine.update(theta):
                     return self._failed, u, False
                 target = self.engine.conditional_modes(np.zeros(0))
@@ -162,7 +158,7 @@ class NonlinearMixedModel:
                 break
             previous = moved
         # the factor at ũ itself, for the Laplace log-determinant
-        self._set_linearisation(grad)
+        self.engine.set_Z(self._term_Zs(grad))
         if not self.engine.update(theta):
             return self._failed, u, False
         self._u = u
@@ -193,9 +189,10 @@ class NonlinearMixedModel:
     def _slots_distinct(self) -> bool:
         return len(set(self._slots.tolist())) == len(self._slots)
 
-    def _point(self, theta, phi_fixed, u):
-        """μ, ∂μ/∂φ, φ and b on each observation's slots (n × K) at u, for PNLS (Xβ given
-        as ``phi_fixed``); None where the model cannot be evaluated there."""
+    def _point(self, theta, phi_fixed, u, with_gradient=True):
+        """μ, ∂μ/∂φ, φ = Xβ + b and b on each observation's slots (n × K) at u (Xβ given as
+        ``phi_fixed``, which PNLS computes once); None where the model cannot be
+        evaluated there."""
         design = self.design
         b_slots = design.Lambda_times(theta, u)[self._slot_index]
         phi = phi_fixed.copy()
@@ -203,8 +200,8 @@ class NonlinearMixedModel:
             phi[:, self._slots] += b_slots
         else:  # two terms on one parameter (nested groups): their effects add
             np.add.at(phi, (slice(None), self._slots), b_slots)
-        mu, grad = design.model.evaluate(phi, design.covariates, True)
-        if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(grad))):
+        mu, grad = design.model.evaluate(phi, design.covariates, with_gradient)
+        if not (np.all(np.isfinite(mu)) and (grad is None or np.all(np.isfinite(grad)))):
             return None
         return mu, grad, phi, b_slots
 
@@ -221,8 +218,8 @@ class NonlinearMixedModel:
         r = design.y - mu
         E = -r[:, None, None] * self._phi_hessian(phi, self._slots)
         shift = np.einsum("iab,ib->ia", E, b_slots)
-        self.engine.set_Z([grad[:, cols] for cols in design.term_params], curvature=E,
-                          response=working, slot_shift=shift)
+        self.engine.set_Z(self._term_Zs(grad), curvature=E, response=working,
+                          slot_shift=shift)
         if not self.engine.update(theta):
             return None
         return self.engine.conditional_modes(np.zeros(0))
@@ -333,8 +330,7 @@ class NonlinearMixedModel:
             raise FitError(f"the model cannot be evaluated at β = "
                            f"{dict(zip(design.fixed_names, beta))}")
         V = np.column_stack([grad[:, [j]] * block for j, block in enumerate(design.fixed_blocks)])
-        Zs = [np.ascontiguousarray(grad[:, cols]) for cols in design.term_params]
-        return mu, V, Zs
+        return mu, V, [np.ascontiguousarray(Z) for Z in self._term_Zs(grad)]
 
     def linearised_precision(self, theta, beta, u) -> np.ndarray:
         """R_X'R_X = V'V₀⁻¹V of the linear mixed model that approximates this one at
@@ -371,7 +367,7 @@ class NonlinearMixedModel:
         quarter of each θ (at least 0.05: 5% of σ) and β's standard errors in the last
         linearised fit (with ``theta_start``: in the model linearised at the start).
         Where no linearisation can be fitted, the plain start, with a tenth of each β
-        as its step.
+        as its step; a ``FitError`` where the model cannot be evaluated there either.
         """
         design = self.design
         plain_theta = design.theta_start() if theta_start is None else \
@@ -394,11 +390,15 @@ class NonlinearMixedModel:
                     se = state.sigma_hat() * np.sqrt(np.diag(cov))
         except (LinkmixError, np.linalg.LinAlgError, FloatingPointError):
             se = None
-        if se is None or not np.all(np.isfinite(se) & (se > 0)) or \
-                not math.isfinite(self.laplace(theta, beta)):
-            # no usable linearisation: the plain start, a tenth of each β as its scale
-            theta, beta = plain_theta, plain_beta
-            se = 0.1 * np.maximum(np.abs(beta), 1e-3)
+        with np.errstate(all="ignore"):
+            if se is None or not np.all(np.isfinite(se) & (se > 0)) or \
+                    not math.isfinite(self.laplace(theta, beta)):
+                # no usable linearisation: the plain start, a tenth of each β as its scale
+                theta, beta = plain_theta, plain_beta
+                se = 0.1 * np.maximum(np.abs(beta), 1e-3)
+                if not math.isfinite(self.laplace(theta, beta)):
+                    raise FitError(f"the model cannot be evaluated at the start β = "
+                                   f"{dict(zip(design.fixed_names, beta))}; give start values")
         steps = np.concatenate([np.maximum(0.25 * np.abs(theta), 0.05), se])
         return np.concatenate([theta, beta]), steps
 
@@ -485,9 +485,6 @@ class NonlinearMixedModel:
             return self.laplace(x[:nt], x[nt:])
 
         with np.errstate(all="ignore"):
-            if not math.isfinite(objective(x0)):
-                raise FitError(f"the model cannot be evaluated at the start β = "
-                               f"{dict(zip(design.fixed_names, x0[nt:]))}; give start values")
             summary = minimize_bounded(objective, x0, lower, initial_step=steps,
                                        check_gradient=check_gradient, **optimizer_options)
         if not math.isfinite(summary.fun_final):

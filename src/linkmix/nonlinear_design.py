@@ -83,15 +83,13 @@ class NLMMDesign(RandomEffectsLayout):
             out[j * self.n:(j + 1) * self.n, sl] = block
         return out
 
-    def phi(self, beta, b_terms=None) -> np.ndarray:
-        """φ (n × s) at β and, optionally, random effects b (one (levels × k) array per term)."""
+    def phi(self, beta) -> np.ndarray:
+        """φ = Xβ (n × s), each model parameter from its own fixed-effects block (the
+        model adds the random effects)."""
         phi = np.empty((self.n, len(self.params)))
         for j, (block, sl) in enumerate(zip(self.fixed_blocks, self.beta_slices)):
             # an intercept-only parameter is one number for every observation
             phi[:, j] = beta[sl.start] if self._constant[j] else block @ beta[sl]
-        if b_terms is not None:
-            for term, cols, b in zip(self.terms, self.term_params, b_terms):
-                phi[:, cols] += b[term.codes]
         return phi
 
 
