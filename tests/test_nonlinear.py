@@ -13,6 +13,7 @@ import linkmix
 from linkmix import ModelFunctionError, datasets
 from linkmix.cli import main as cli_main
 from linkmix.nonlinear import NonlinearMixedModel
+from linkmix.numdiff import rowwise_jacobian
 from linkmix.ssmodels import SELF_STARTING
 
 REFS = {r["name"]: r for r in
@@ -24,6 +25,20 @@ CASES = {
                          "lKe + lKa + lCl || Subject"),
 }
 _FITS = {}
+ORANGE = "circumference ~ SSlogis(age, Asym, xmid, scal)"
+
+
+def _logistic_jacobian(phi, cov):
+    e = np.exp((phi["xmid"] - cov["age"]) / phi["scal"])
+    d = 1 / (1 + e)
+    g = phi["Asym"] * e * d * d / phi["scal"]
+    return np.column_stack([d, -g, g * (phi["xmid"] - cov["age"]) / phi["scal"]])
+
+
+#: SSlogis as a user model with its Jacobian (PNLS differences it for Newton steps).
+LOGISTIC = linkmix.user_model(
+    lambda phi, cov: phi["Asym"] / (1 + np.exp((phi["xmid"] - cov["age"]) / phi["scal"])),
+    ["Asym", "xmid", "scal"], ["age"], jacobian=_logistic_jacobian, name="logistic")
 
 
 def fitted(name):
@@ -97,13 +112,13 @@ def test_start_is_on_the_problems_scale():
     a user's θ start (here lme4's, far off) reaches the same optimum."""
     fit = fitted("Orange_logis_Asym")
     model = fit.model
-    x0, steps = model.start()
-    nt = model.design.n_theta
-    assert np.all(np.isfinite(steps)) and np.all(steps > 0)
-    assert 0.5 < x0[0] / fit.theta[0] < 2.0
-    np.testing.assert_allclose(x0[nt:], fit.beta.to_numpy(), rtol=0.05)
-    # β's steps are its SEs in the linearised fit: about the fit's own SEs
-    np.testing.assert_allclose(steps[nt:], fit.se.to_numpy(), rtol=0.5)
+    begin = model.start()
+    assert np.all(np.isfinite(begin.theta_steps)) and np.all(begin.theta_steps > 0)
+    assert 0.5 < begin.theta[0] / fit.theta[0] < 2.0
+    np.testing.assert_allclose(begin.beta, fit.beta.to_numpy(), rtol=0.05)
+    # β's scale is its covariance in the linearised fit: about the fit's own
+    cov = begin.beta_root @ begin.beta_root.T
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), fit.se.to_numpy(), rtol=0.5)
     other = model.fit(theta_start=[1.0])
     assert other.objective == pytest.approx(fit.objective, rel=1e-8)
 
@@ -117,7 +132,7 @@ def test_two_terms_on_one_parameter_add():
                                 ["Asym | Tree", "Asym | season"])
     theta, beta = np.array([2.0, 0.5]), np.array([190.0, 720.0, 350.0])
     u = np.random.default_rng(4).normal(size=model.design.q)
-    mu = model._point(theta, model.design.phi(beta), u)[0]
+    mu = model.conditional_mean(theta, beta, u)
     b = model.design.Lambda_times(theta, u)
     asym = beta[0].copy()
     for term, b_t in zip(model.design.terms, model.design.by_term(b)):
@@ -135,16 +150,91 @@ def test_three_part_formula_equals_random_argument():
     assert a.objective == pytest.approx(b.objective, rel=1e-10)
 
 
-def test_laplace_deviance_matches_dense_pnls():
-    """At fixed (θ, β): PNLS minimum by a general optimiser, log-det by dense algebra."""
+def _orange_with_season():
+    data = datasets.load("Orange")
+    data["season"] = (data.age.rank(method="dense").astype(int) % 3).astype(str)
+    return data
+
+
+#: PNLS layouts: (data, formula, random, model options, θ, β).  Scalar terms on three
+#: parameters; a correlated term; a second, crossed term on the same or another
+#: parameter (later terms of the blocked engine); a user model (differenced Hessian).
+PNLS_LAYOUTS = {
+    "three scalar terms": (lambda: datasets.load("Theoph"), CASES["Theoph_fol_diag3"][1],
+                           CASES["Theoph_fol_diag3"][2], {}, [0.1, 0.9, 0.25],
+                           [-2.45, 0.45, -3.2]),
+    "correlated": (lambda: datasets.load("Orange"), ORANGE, "Asym + xmid | Tree", {},
+                   [4.6, 3.9, 3.3], [191.0, 717.0, 347.0]),
+    "crossed, same parameter": (_orange_with_season, ORANGE, ["Asym | Tree", "Asym | season"],
+                                {}, [6.2, 2.1], [188.0, 710.0, 339.0]),
+    "crossed, other parameter": (_orange_with_season, ORANGE, ["Asym | Tree", "xmid | season"],
+                                 {}, [5.9, 10.1], [195.0, 744.0, 363.0]),
+    "user model": (lambda: datasets.load("Orange"), "circumference ~ logistic(age, Asym, xmid, scal)",
+                   "Asym + xmid | Tree", {"model": LOGISTIC}, [4.6, 3.9, 3.3],
+                   [191.0, 717.0, 347.0]),
+}
+
+
+@pytest.mark.parametrize("engine", ["blocked", "cholmod"])
+@pytest.mark.parametrize("newton", [True, False])
+@pytest.mark.parametrize("layout", sorted(PNLS_LAYOUTS))
+def test_pnls_matches_dense_algebra(layout, newton, engine):
+    """At fixed (θ, β), the compiled PNLS's ũ, r² and log|L|² against dense numpy: ũ is
+    stationary, U'(y − μ(ũ)) = ũ with U = ∂μ/∂u = Z̃Λ (to PNLS's tolerance on ũ); r² = ‖y − μ(ũ)‖² + ‖ũ‖²;
+    log|L|² = log det(U'U + I); and the Laplace deviance is made of them."""
+    data, formula, random, options, theta, beta = PNLS_LAYOUTS[layout]
+    model = NonlinearMixedModel(formula, data(), random, engine=engine, **options)
+    model.newton = newton
+    theta, beta = np.array(theta), np.array(beta)
+    state, u, converged = model.pnls(theta, beta)
+    assert converged
+    y, n, q = model.design.y, model.n, model.design.q
+    mu, grad, _ = model._mean(theta, beta, u)
+    Z = np.zeros((n, q))
+    offset = 0
+    for term, cols in zip(model.design.terms, model.design.term_params):
+        for c in range(term.k):
+            Z[np.arange(n), offset + term.codes * term.k + c] = grad[:, cols[c]]
+        offset += term.q
+    U = Z @ model.design.Lambda_sparse(theta).toarray()
+    # stationary: the Gauss–Newton step from ũ, (U'U + I)⁻¹(U'(y − μ) − ũ), is negligible
+    step = np.linalg.solve(U.T @ U + np.eye(q), U.T @ (y - mu) - u)
+    assert np.abs(step).max() <= 1e-7 * max(1.0, np.abs(u).max())
+    assert state.r2 == pytest.approx(np.sum((y - mu) ** 2) + u @ u, rel=1e-13)
+    assert state.logdet_L == pytest.approx(np.linalg.slogdet(U.T @ U + np.eye(q))[1], rel=1e-10)
+    model._u = np.zeros_like(u)  # the same PNLS path as above: the formula, not restart noise
+    assert model.laplace(theta, beta) == pytest.approx(
+        state.logdet_L + n * (1 + math.log(2 * math.pi * state.r2 / n)), rel=1e-14)
+
+
+def test_model_errors_inside_pnls_reach_the_caller():
+    """A user function that raises part-way through PNLS's compiled loop: the error
+    comes out as a ModelFunctionError naming it."""
+    calls = {"n": 0}
+
+    def flaky(phi, cov):
+        calls["n"] += 1
+        if calls["n"] == 3:  # PNLS's second trial point
+            raise RuntimeError("out of memory in the solver")
+        return LOGISTIC.value(np.column_stack([phi["Asym"], phi["xmid"], phi["scal"]]),
+                              (cov["age"],))
+
+    model = NonlinearMixedModel("circumference ~ flaky(age, Asym, xmid, scal)",
+                                datasets.load("Orange"), "Asym | Tree",
+                                model=linkmix.user_model(flaky, ["Asym", "xmid", "scal"],
+                                                         ["age"], jacobian=_logistic_jacobian))
+    with pytest.raises(ModelFunctionError, match="flaky.*RuntimeError: out of memory"):
+        model.pnls(np.array([5.0]), np.array([191.0, 717.0, 347.0]))
+
+
+def test_pnls_minimum_by_a_general_optimiser():
+    """ũ's r² is the minimum a general optimiser finds (no Newton system involved)."""
     import scipy.optimize
 
     model = NonlinearMixedModel(*CASES["Theoph_fol_diag3"][1:2], datasets.load("Theoph"),
                                 CASES["Theoph_fol_diag3"][2])
     theta, beta = np.array([0.1, 0.9, 0.25]), np.array([-2.45, 0.45, -3.2])
-    state, u, converged = model.pnls(theta, beta)
-    r2, logdet = state.r2, state.logdet_L
-    assert converged
+    state, u, _ = model.pnls(theta, beta)
     y = model.design.y
 
     def prss(v):
@@ -152,22 +242,8 @@ def test_laplace_deviance_matches_dense_pnls():
         return np.sum((y - mu) ** 2) + v @ v
 
     ref = scipy.optimize.minimize(prss, np.zeros_like(u), method="BFGS", options={"gtol": 1e-10})
-    assert r2 == pytest.approx(ref.fun, rel=1e-9)
+    assert state.r2 == pytest.approx(ref.fun, rel=1e-9)
     np.testing.assert_allclose(u, ref.x, atol=1e-5)
-    _, grad, _ = model._mean(theta, beta, u)
-    Z = np.zeros((model.n, model.design.q))
-    offset = 0
-    for term, cols in zip(model.design.terms, model.design.term_params):
-        for c in range(term.k):
-            Z[np.arange(model.n), offset + term.codes * term.k + c] = grad[:, cols[c]]
-        offset += term.q
-    U = Z @ model.design.Lambda_sparse(theta).toarray()
-    assert logdet == pytest.approx(np.linalg.slogdet(U.T @ U + np.eye(model.design.q))[1],
-                                   rel=1e-10)
-    n = model.n
-    model._u = np.zeros_like(u)  # the same PNLS path as above: the formula, not restart noise
-    assert model.laplace(theta, beta) == pytest.approx(
-        logdet + n * (1 + math.log(2 * math.pi * r2 / n)), rel=1e-14)
 
 
 def test_newton_and_gauss_newton_pnls_agree():
@@ -216,7 +292,8 @@ def test_self_starting_gradients_match_finite_differences(name):
     cov = tuple(rng.uniform(0.1, 1000 if name == "SSlogis" else 10, 20)
                 for _ in model.covariates)
     np.testing.assert_allclose(model.gradient(phi, cov),
-                               model._finite_difference_gradient(phi, cov, None),
+                               rowwise_jacobian(lambda p: model.value(p, cov), phi,
+                                                rel_step=6e-6),
                                rtol=1e-5, atol=1e-7)
 
 
@@ -250,6 +327,13 @@ def test_covariate_on_a_model_parameter():
                         random="lKa + lCl || Subject", fixed={"lCl": "1 + Wt"})
     assert list(fit.beta.index) == ["lKe", "lKa", "lCl:(Intercept)", "lCl:Wt"]
     assert fit.converged and np.isfinite(fit.se).all()
+    # Wt far from zero makes lCl's intercept and slope almost collinear; the optimiser
+    # works on β decorrelated by the start's covariance, which has the fit's correlation
+    begin = fit.model.start()
+    cov = begin.beta_root @ begin.beta_root.T
+    corr = cov[2, 3] / np.sqrt(cov[2, 2] * cov[3, 3])
+    assert corr < -0.9
+    assert corr == pytest.approx(fit.vcov.iloc[2, 3] / fit.se.iloc[2] / fit.se.iloc[3], abs=0.02)
 
 
 def test_results_prediction_and_summary():

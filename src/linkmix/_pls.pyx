@@ -24,6 +24,7 @@ A θ-template describes the lower-triangular factor T of each term: for term
 
 from libc.math cimport INFINITY, fabs, frexp, ldexp, log, sqrt
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dtrsm
 from scipy.linalg.cython_lapack cimport dgeqrf, dorgqr, dpotrf
 
@@ -75,52 +76,64 @@ def lambdat_zt_values(const double[::1] theta, const int[::1] tmpl,
                 col0 = col0 + k
 
 
-def blocked_products(const int64_t[::1] codes1, const double[:, ::1] Z1,
-                     const int64_t[:, ::1] z_cols, const double[:, ::1] z_vals,
-                     const int64_t[:, ::1] c_pos, const double[:, ::1] xy,
-                     const int64_t[::1] xy_first, int q2,
-                     double[:, :, ::1] D1, double[:, ::1] c_vals, double[::1, :] G):
+cdef void _products(const int64_t[::1] codes1, const double[:, ::1] Z1,
+                    const int64_t[:, ::1] z_cols, const double[:, ::1] z_vals,
+                    const int64_t[:, ::1] c_pos, const double[:, ::1] xy,
+                    const int64_t[::1] xy_first, int q2, bint xy_block,
+                    double[:, :, ::1] D1, double[:, ::1] c_vals, double[::1, :] G) noexcept nogil:
     """The θ-free sums of the blocked layout, in one pass over the observations.
 
     With observation i at level j = ``codes1[i]`` of the first term (covariates
     z1_i = ``Z1[i]``), later-term slots ``z_cols[i, c]`` holding ``z_vals[i, c]``
-    and row w_i = ``xy[i]`` of [X y], adds (outputs must start at zero)::
+    and row w_i = ``xy[i]`` of [X y], sets (from zero)::
 
-        D1[j]                      += z1_i z1_i'
-        C[c_pos[i, c]]             += z_vals[i, c] z1_i'       (later terms × term 1)
-        C[xy_first[j] + r]         += w_ir z1_i'               ([X y] × term 1)
-        G[z_cols[i, c], z_cols[i, d]] += z_vals[i, c] z_vals[i, d]
-        G[z_cols[i, c], q2 + r]    += z_vals[i, c] w_ir        (and its mirror)
+        D1[j]                      = Σ z1_i z1_i'
+        C[c_pos[i, c]]             = Σ z_vals[i, c] z1_i'       (later terms × term 1)
+        C[xy_first[j] + r]         = Σ w_ir z1_i'               ([X y] × term 1)
+        G[z_cols[i, c], z_cols[i, d]] = Σ z_vals[i, c] z_vals[i, d]
+        G[z_cols[i, c], q2 + r]    = Σ z_vals[i, c] w_ir        (and its mirror)
 
-    G's [X y] block is left to BLAS (``xy.T @ xy``), which is faster for wide X.
+    and G's [X y] block Σ w_i w_i' only with ``xy_block`` (it is left to BLAS, which
+    is faster for wide X, otherwise).
     """
     cdef Py_ssize_t n = codes1.shape[0], i
-    cdef int k1 = Z1.shape[1], k2 = z_cols.shape[1], w = xy.shape[1]
+    cdef int k1 = Z1.shape[1], k2 = z_cols.shape[1], w = xy.shape[1], m = G.shape[0]
     cdef int j, a, b, c, d, r
     cdef int64_t pos, row
     cdef double za, zc
-    with nogil:
-        for i in range(n):
-            j = codes1[i]
-            for a in range(k1):
-                za = Z1[i, a]
-                for b in range(k1):
-                    D1[j, a, b] += za * Z1[i, b]
-                for c in range(k2):
-                    c_vals[c_pos[i, c], a] += z_vals[i, c] * za
-                pos = xy_first[j]
-                for r in range(w):
-                    c_vals[pos + r, a] += xy[i, r] * za
+    memset(&D1[0, 0, 0], 0, D1.shape[0] * k1 * k1 * sizeof(double))
+    memset(&c_vals[0, 0], 0, c_vals.shape[0] * k1 * sizeof(double))
+    for c in range(m):
+        memset(&G[0, c], 0, m * sizeof(double))
+    for i in range(n):
+        j = codes1[i]
+        for a in range(k1):
+            za = Z1[i, a]
+            for b in range(k1):
+                D1[j, a, b] += za * Z1[i, b]
             for c in range(k2):
-                row = z_cols[i, c]
-                zc = z_vals[i, c]
-                for d in range(k2):
-                    G[row, z_cols[i, d]] += zc * z_vals[i, d]
-                for r in range(w):
-                    G[row, q2 + r] += zc * xy[i, r]
-        for c in range(q2):
+                c_vals[c_pos[i, c], a] += z_vals[i, c] * za
+            pos = xy_first[j]
             for r in range(w):
-                G[q2 + r, c] = G[c, q2 + r]
+                c_vals[pos + r, a] += xy[i, r] * za
+        for c in range(k2):
+            row = z_cols[i, c]
+            zc = z_vals[i, c]
+            for d in range(k2):
+                G[row, z_cols[i, d]] += zc * z_vals[i, d]
+            for r in range(w):
+                G[row, q2 + r] += zc * xy[i, r]
+        if xy_block:
+            for r in range(w):
+                for c in range(r + 1):
+                    G[q2 + r, q2 + c] += xy[i, r] * xy[i, c]
+    for c in range(q2):
+        for r in range(w):
+            G[q2 + r, c] = G[c, q2 + r]
+    if xy_block:
+        for r in range(w):
+            for c in range(r):
+                G[q2 + c, q2 + r] = G[q2 + r, q2 + c]
 
 
 def blocked_response_products(const int64_t[::1] codes1, const double[:, ::1] Z1,
@@ -146,16 +159,17 @@ def blocked_response_products(const int64_t[::1] codes1, const double[:, ::1] Z1
                 zty[z_cols[i, c]] += z_vals[i, c] * y[i]
 
 
-def blocked_slot_products(const int64_t[::1] codes1, const int64_t[:, ::1] z_cols,
-                          const int64_t[:, ::1] c_pos, const int64_t[::1] xy_first, int p,
-                          int q2, const double[:, :, ::1] E, const double[:, ::1] shift,
-                          double[:, :, ::1] D1, double[:, ::1] c_vals, double[::1, :] G):
+cdef void _slot_products(const int64_t[::1] codes1, const int64_t[:, ::1] z_cols,
+                         const int64_t[:, ::1] c_pos, const int64_t[::1] xy_first, int p,
+                         int q2, const double[:, :, ::1] E, const double[:, ::1] shift,
+                         bint has_E, bint has_shift, double[:, :, ::1] D1,
+                         double[:, ::1] c_vals, double[::1, :] G) noexcept nogil:
     """Add per-observation matrices and vectors over the random-effect slots (a Newton
     step of penalised nonlinear least squares), in one pass over the observations.
 
     Observation i has k1 slots of term 1 (level j = ``codes1[i]``) and k2 later-term
-    slots ``z_cols[i, c]``; with ``E`` (n × K × K, K = k1 + k2; or None) and ``shift``
-    (n × K; or None), adds::
+    slots ``z_cols[i, c]``; with ``E`` (n × K × K, K = k1 + k2; read if ``has_E``) and
+    ``shift`` (n × K; read if ``has_shift``), adds::
 
         D1[j][a, b]                      += E[i, a, b]
         C[c_pos[i, c]][a]                += E[i, k1 + c, a]
@@ -167,31 +181,25 @@ def blocked_slot_products(const int64_t[::1] codes1, const int64_t[:, ::1] z_col
     cdef int k2 = z_cols.shape[1], k1 = D1.shape[1]
     cdef int j, a, b, c, d
     cdef int64_t row, ycol = q2 + p
-    cdef bint has_E = E is not None, has_shift = shift is not None
-    if has_E and (E.shape[0] != n or E.shape[1] != k1 + k2 or E.shape[2] != k1 + k2):
-        raise ValueError("curvature must be n × K × K over each observation's slots")
-    if has_shift and (shift.shape[0] != n or shift.shape[1] != k1 + k2):
-        raise ValueError("slot shift must be n × K over each observation's slots")
-    with nogil:
-        for i in range(n):
-            j = codes1[i]
-            if has_E:
-                for a in range(k1):
-                    for b in range(k1):
-                        D1[j, a, b] += E[i, a, b]
-                    for c in range(k2):
-                        c_vals[c_pos[i, c], a] += E[i, k1 + c, a]
+    for i in range(n):
+        j = codes1[i]
+        if has_E:
+            for a in range(k1):
+                for b in range(k1):
+                    D1[j, a, b] += E[i, a, b]
                 for c in range(k2):
-                    row = z_cols[i, c]
-                    for d in range(k2):
-                        G[row, z_cols[i, d]] += E[i, k1 + c, k1 + d]
-            if has_shift:
-                for a in range(k1):
-                    c_vals[xy_first[j] + p, a] += shift[i, a]
-                for c in range(k2):
-                    row = z_cols[i, c]
-                    G[row, ycol] += shift[i, k1 + c]
-                    G[ycol, row] += shift[i, k1 + c]
+                    c_vals[c_pos[i, c], a] += E[i, k1 + c, a]
+            for c in range(k2):
+                row = z_cols[i, c]
+                for d in range(k2):
+                    G[row, z_cols[i, d]] += E[i, k1 + c, k1 + d]
+        if has_shift:
+            for a in range(k1):
+                c_vals[xy_first[j] + p, a] += shift[i, a]
+            for c in range(k2):
+                row = z_cols[i, c]
+                G[row, ycol] += shift[i, k1 + c]
+                G[ycol, row] += shift[i, k1 + c]
 
 
 cdef tuple _blocked_factor(const double[::1] theta, const int[::1] tmpl,
@@ -373,33 +381,73 @@ cdef tuple _blocked_factor(const double[::1] theta, const int[::1] tmpl,
     return logdet, info, logdet_x
 
 
-cdef class BlockedFactor:
-    """The blocked factorisation's buffers, bound once, so that a refactorisation
-    passes only θ (a deviance evaluation of a 16-observation model costs a few μs,
-    and argument checking of fifteen buffers would be most of it).
-
-    Rebind (construct anew) whenever the engine replaces one of the arrays.
+cdef class BlockedSystem:
+    """The blocked layout's buffers, bound once: the per-observation values (term 1's
+    covariates, the later terms' slots, [X y]), their θ-free sums (D1, C, G) and the
+    factor (L11, L21, S).  A refactorisation passes only θ (a deviance evaluation of a
+    16-observation model costs a few μs, and argument checking of twenty buffers would
+    be most of it), and a nonlinear model's PNLS (``linkmix._pnls``) rewrites the
+    values and sums in place through the cdef methods.  The engine owns the arrays;
+    rebind (construct anew) whenever it replaces one.
     """
 
-    cdef const int[::1] tmpl, tmpl_off, term_k, c_indptr, c_rows, row_blk_off, row_term
-    cdef const double[:, :, ::1] D1
-    cdef const double[:, ::1] c_vals
-    cdef const double[::1, :] G
-    cdef double[:, :, ::1] L11
-    cdef double[:, ::1] L21
-    cdef double[::1, :] S
-    cdef double[::1] Tbuf, Abuf, lam
-    cdef int q2
-
-    def __init__(self, tmpl, tmpl_off, term_k, D1, c_indptr, c_rows, c_vals, G, row_blk_off,
-                 row_term, int q2, L11, L21, S):
+    def __init__(self, tmpl, tmpl_off, term_k, codes1, Z1, z_cols, z_vals, c_pos, xy,
+                 xy_first, D1, c_indptr, c_rows, c_vals, G, row_blk_off, row_term, int q2,
+                 L11, L21, S):
         self.tmpl, self.tmpl_off, self.term_k = tmpl, tmpl_off, term_k
+        self.codes1, self.Z1, self.z_cols, self.z_vals = codes1, Z1, z_cols, z_vals
+        self.c_pos, self.xy, self.xy_first = c_pos, xy, xy_first
         self.D1, self.c_indptr, self.c_rows, self.c_vals, self.G = D1, c_indptr, c_rows, c_vals, G
         self.row_blk_off, self.row_term, self.q2 = row_blk_off, row_term, q2
+        self.p = xy.shape[1] - 1
         self.L11, self.L21, self.S = L11, L21, S
         self.Tbuf = np.empty(max(1, len(tmpl)))
         self.Abuf = np.empty(L11.shape[1] ** 2)
         self.lam = np.empty(G.shape[0])
+        self.zero_beta = np.zeros(max(1, self.p))
+
+    cdef void sum_products(self, bint xy_block) noexcept nogil:
+        """D1, C and G from the current values (see ``_products``)."""
+        _products(self.codes1, self.Z1, self.z_cols, self.z_vals, self.c_pos, self.xy,
+                  self.xy_first, self.q2, xy_block, self.D1, self.c_vals, self.G)
+
+    cdef void add_slot_products(self, const double[:, :, ::1] E, const double[:, ::1] shift,
+                                bint has_E, bint has_shift) noexcept nogil:
+        """Add a Newton step's per-observation terms (see ``_slot_products``)."""
+        _slot_products(self.codes1, self.z_cols, self.c_pos, self.xy_first, self.p, self.q2,
+                       E, shift, has_E, has_shift, self.D1, self.c_vals, self.G)
+
+    cdef int refactor(self, const double[::1] theta, double* logdet) except? -2:
+        """Factor at θ; writes log|L|² and returns ``_blocked_factor``'s info."""
+        result = _blocked_factor(theta, self.tmpl, self.tmpl_off, self.term_k, self.D1,
+                                 self.c_indptr, self.c_rows, self.c_vals, self.G,
+                                 self.row_blk_off, self.row_term, self.q2, self.L11, self.L21,
+                                 self.S, self.Tbuf, self.Abuf, self.lam)
+        logdet[0] = result[0]
+        return result[1]
+
+    cdef void modes_into(self, double[::1] u) noexcept nogil:
+        """ũ at β = 0 (a response without fixed effects, as PNLS's) into u."""
+        _blocked_modes(self.L11, self.L21, self.S, self.c_indptr, self.c_rows, self.q2,
+                       self.p, self.zero_beta, u)
+
+    def products(self, bint xy_block):
+        """Recompute D1, C and G from the current values (G's [X y] block only with
+        ``xy_block``)."""
+        self.sum_products(xy_block)
+
+    def slot_products(self, E, shift):
+        """Add per-observation matrices E (n × K × K, or None) and vectors ``shift``
+        (n × K, or None) over the random-effect slots; see ``_slot_products``."""
+        cdef Py_ssize_t n = self.codes1.shape[0]
+        cdef int K = self.L11.shape[1] + self.z_cols.shape[1]
+        cdef const double[:, :, ::1] e = E if E is not None else np.zeros((0, 0, 0))
+        cdef const double[:, ::1] sh = shift if shift is not None else np.zeros((0, 0))
+        if E is not None and (e.shape[0] != n or e.shape[1] != K or e.shape[2] != K):
+            raise ValueError("curvature must be n × K × K over each observation's slots")
+        if shift is not None and (sh.shape[0] != n or sh.shape[1] != K):
+            raise ValueError("slot shift must be n × K over each observation's slots")
+        self.add_slot_products(e, sh, E is not None, shift is not None)
 
     def factor(self, const double[::1] theta):
         """(log|L|², info, log|R_X|²) at θ; see ``_blocked_factor``."""
@@ -435,10 +483,10 @@ cdef void _blocked_back_solve(const double[:, :, ::1] L11, const double[:, ::1] 
             x[j * k1 + a] = acc / L11[j, a, a]
 
 
-def blocked_modes(const double[:, :, ::1] L11, const double[:, ::1] L21,
-                  const double[::1, :] S, const int[::1] c_indptr, const int[::1] c_rows,
-                  int q2, int p, const double[::1] beta, double[::1] u):
-    """ũ = L_uu⁻ᵀ(l_y − L_X'β) through the blocked factor (after ``BlockedFactor.factor``).
+cdef void _blocked_modes(const double[:, :, ::1] L11, const double[:, ::1] L21,
+                         const double[::1, :] S, const int[::1] c_indptr, const int[::1] c_rows,
+                         int q2, int p, const double[::1] beta, double[::1] u) noexcept nogil:
+    """ũ = L_uu⁻ᵀ(l_y − L_X'β) through the blocked factor (after a factorisation).
 
     ``u`` (q1 + q2) receives the first term's modes level by level, then the later
     terms'.  w = (y row) − (X rows)'β of the factor, then ``_blocked_back_solve``.
@@ -446,24 +494,31 @@ def blocked_modes(const double[:, :, ::1] L11, const double[:, ::1] L21,
     cdef int nlev = L11.shape[0], k1 = L11.shape[1], j, a, r, pos, i
     cdef Py_ssize_t q1 = nlev * k1
     cdef double acc
+    for r in range(q2):
+        acc = S[q2 + p, r]
+        for i in range(p):
+            acc = acc - S[q2 + i, r] * beta[i]
+        u[q1 + r] = acc
+    for j in range(nlev):
+        for a in range(k1):
+            u[j * k1 + a] = 0.0
+        for pos in range(c_indptr[j], c_indptr[j + 1]):
+            r = c_rows[pos]
+            if r == q2 + p:
+                for a in range(k1):
+                    u[j * k1 + a] = u[j * k1 + a] + L21[pos, a]
+            elif r >= q2:
+                for a in range(k1):
+                    u[j * k1 + a] = u[j * k1 + a] - L21[pos, a] * beta[r - q2]
+    _blocked_back_solve(L11, L21, S, c_indptr, c_rows, q2, u)
+
+
+def blocked_modes(const double[:, :, ::1] L11, const double[:, ::1] L21,
+                  const double[::1, :] S, const int[::1] c_indptr, const int[::1] c_rows,
+                  int q2, int p, const double[::1] beta, double[::1] u):
+    """ũ(θ, β) into u through the blocked factor; see ``_blocked_modes``."""
     with nogil:
-        for r in range(q2):
-            acc = S[q2 + p, r]
-            for i in range(p):
-                acc = acc - S[q2 + i, r] * beta[i]
-            u[q1 + r] = acc
-        for j in range(nlev):
-            for a in range(k1):
-                u[j * k1 + a] = 0.0
-            for pos in range(c_indptr[j], c_indptr[j + 1]):
-                r = c_rows[pos]
-                if r == q2 + p:
-                    for a in range(k1):
-                        u[j * k1 + a] = u[j * k1 + a] + L21[pos, a]
-                elif r >= q2:
-                    for a in range(k1):
-                        u[j * k1 + a] = u[j * k1 + a] - L21[pos, a] * beta[r - q2]
-        _blocked_back_solve(L11, L21, S, c_indptr, c_rows, q2, u)
+        _blocked_modes(L11, L21, S, c_indptr, c_rows, q2, p, beta, u)
     return u
 
 

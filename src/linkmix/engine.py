@@ -23,6 +23,9 @@ engine offers one interface, so a better factorisation can replace another:
 Two engines: ``BlockedEngine`` (block-diagonal first term, dense LAPACK Schur
 complement of the rest; fastest while the later terms have few levels) and
 ``CholmodEngine`` (general sparse, CHOLMOD analysed once, refactored in place).
+The blocked engine's buffers are bound once to a compiled ``_pls.BlockedSystem``
+(``engine.system``), which a nonlinear model's compiled PNLS refills and refactors
+directly.
 """
 
 from __future__ import annotations
@@ -150,32 +153,30 @@ class BlockedEngine(_EngineBase):
         else:
             self._c_pos = np.empty((n, 0), dtype=np.int64)
         self.c_rows[self._xy_first[:, None] + np.arange(p + 1)] = q2 + np.arange(p + 1)
-        self._fill_values()
 
+        # The sums and the factor, allocated once: every refill and refactorisation
+        # writes into these, so the compiled system stays bound to them.
+        self.D1 = np.zeros((nlev, k1, k1))
+        self.c_vals = np.zeros((self._nnz_c, k1))
+        self.G = np.zeros((m, m), order="F")
         self.L11 = np.zeros((nlev, k1, k1))
         self.L21 = np.zeros((self._nnz_c, k1))
         self.S = np.zeros((m, m), order="F")
         self.Lxy = self.S[q2:, q2:]
-        self._bind()
+        self.system = _pls.BlockedSystem(
+            self.tmpl, self.tmpl_off, self.term_k, self._codes1, self._first_Z, self._z_cols,
+            self._z_vals, self._c_pos, self._xy, self._xy_first, self.D1, self.c_indptr,
+            self.c_rows, self.c_vals, self.G, self.row_blk_off, self.row_term, q2, self.L11,
+            self.L21, self.S)
+        self._fill_values()
 
     def _fill_values(self, refresh_response: bool = True):
         """The numbers that depend on Z and y, not on θ (compiled, one pass):
         D1[j] = Σ_{i∈j} z_i z_i', C = W'Z1 by level of term 1, and G = W'W (dense;
-        its [X y] block by BLAS).  Refilled in place: the compiled factor keeps its
-        buffers, so a nonlinear model's every ``set_Z`` allocates nothing.  y's entries
-        are recomputed as ``set_response`` computes them unless the caller sets a new
-        response next (``refresh_response=False``)."""
-        if not hasattr(self, "D1"):
-            self.D1 = np.zeros((self.nlev, self.k1, self.k1))
-            self.c_vals = np.zeros((self._nnz_c, self.k1))
-            self.G = np.zeros((self.m, self.m), order="F")
-        else:
-            self.D1.fill(0.0)
-            self.c_vals.fill(0.0)
-            self.G.fill(0.0)
-        _pls.blocked_products(self._codes1, self._first_Z, self._z_cols, self._z_vals,
-                              self._c_pos, self._xy, self._xy_first, self.q2, self.D1,
-                              self.c_vals, self.G)
+        its [X y] block by BLAS), refilled in place.  y's entries are recomputed as
+        ``set_response`` computes them unless the caller sets a new response next
+        (``refresh_response=False``)."""
+        self.system.products(False)
         q2 = self.q2
         self.G[q2:, q2:] = self._xy.T @ self._xy
         # y's row and column as set_response computes them, so that a model refitted
@@ -210,11 +211,9 @@ class BlockedEngine(_EngineBase):
     def _add_slot_products(self, E=None, shift=None) -> None:
         """Add per-observation matrices (E) and vectors (shift, to y's entries) over the
         random-effect slots to D1, C and G (compiled, one pass)."""
-        _pls.blocked_slot_products(
-            self._codes1, self._z_cols, self._c_pos, self._xy_first, self.p, self.q2,
+        self.system.slot_products(
             None if E is None else np.ascontiguousarray(E, dtype=float),
-            None if shift is None else np.ascontiguousarray(shift, dtype=float),
-            self.D1, self.c_vals, self.G)
+            None if shift is None else np.ascontiguousarray(shift, dtype=float))
 
     def set_response(self, y, slot_shift=None) -> None:
         """Replace y (e.g. y − f(Π) for a linked mean); the pattern is unchanged.
@@ -238,16 +237,9 @@ class BlockedEngine(_EngineBase):
         self.G[col, :] = g
         self.G[:, col] = g
 
-    def _bind(self):
-        """Hand the current buffers to the compiled factorisation (after any is replaced)."""
-        self._factor = _pls.BlockedFactor(
-            self.tmpl, self.tmpl_off, self.term_k, self.D1, self.c_indptr, self.c_rows,
-            self.c_vals, self.G, self.row_blk_off, self.row_term, self.q2, self.L11, self.L21,
-            self.S)
-
     def update(self, theta) -> bool:
         theta = np.ascontiguousarray(theta, dtype=float)
-        self.logdet_L, self.info, self._logdet_x = self._factor.factor(theta)
+        self.logdet_L, self.info, self._logdet_x = self.system.factor(theta)
         self.theta = theta
         # info == m: y lies in the span (r² = 0); anything else is a failure.
         return self.info == 0

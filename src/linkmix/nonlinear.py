@@ -9,12 +9,14 @@ predictions.  Notation (DESIGN.md, NLMM):
 * per-observation model parameters ``φ_i = (X_j β_j)_i + b_ij`` for each model
   parameter j, with ``b = Λ_θ u`` (random effects are per-group shifts of φ);
 * mean ``μ = m(φ; covariates)``, ``y | u ~ N(μ, σ²I)``, ``u ~ N(0, σ²I)``;
-* PNLS: ``ũ = argmin ‖y − μ(u)‖² + ‖u‖²`` by Gauss–Newton with step halving.
-  Each Gauss–Newton step is a linear PLS problem with design U = ∂μ/∂u = Z̃Λ,
-  ``Z̃[i, (t, c)] = ∂m/∂φ_{i, j(t,c)}``, solved by the LMM engine (``set_Z``);
+* PNLS: ``ũ = argmin ‖y − μ(u)‖² + ‖u‖²`` by Newton (or Gauss–Newton) steps with
+  step halving.  Each step is a linear PLS problem with design U = ∂μ/∂u = Z̃Λ,
+  ``Z̃[i, (t, c)] = ∂m/∂φ_{i, j(t,c)}``, over the LMM engine's factorisation; the
+  loop is compiled (``linkmix._pnls``), this module sets it up;
 * Laplace deviance, σ profiled: ``d = log|L|² + n[1 + log(2π r²/n)]`` with
   ``LL' = U'U + I`` at ũ and ``r² = ‖y − μ(ũ)‖² + ‖ũ‖²``; nothing profiled:
-  ``D = n log(2πσ²) + r²/σ² + log|L|²``.  β is optimised with θ, not profiled.
+  ``D = n log(2πσ²) + r²/σ² + log|L|²``.  β is optimised with θ, not profiled, in
+  coordinates decorrelated by the start's covariance of β (``Start``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import dataclasses
 import functools
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,7 +33,8 @@ import pandas as pd
 from . import arguments
 from .design import INTERCEPT, LMMDesign, materialize
 from .deviance import LOG_2PI, PLSState
-from .engine import make_engine
+from ._pnls import PNLS
+from .engine import BlockedEngine, make_engine
 from .errors import ArgumentError, ConvergenceWarning, DataError, FitError, LinkmixError
 from .nonlinear_design import build_nlmm_design
 from .numdiff import rowwise_jacobian
@@ -47,6 +51,18 @@ PNLS_TOL = 1e-11
 #: … and the conditional modes change by less than this (relative to max(1, |ũ|)).
 PNLS_U_TOL = 1e-8
 PNLS_MAXITER = 100
+
+
+class Start(NamedTuple):
+    """Where the optimiser starts: θ, β₀, θ's first steps, and β's scale A, a root of
+    β's covariance AA' in the linearised model there.  The optimiser works on z,
+    β = β₀ + Az, so that strongly correlated fixed effects (a covariate far from
+    zero: intercept and slope nearly collinear) do not leave it a narrow valley."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    theta_steps: np.ndarray
+    beta_root: np.ndarray
 
 
 class NonlinearMixedModel:
@@ -85,8 +101,13 @@ class NonlinearMixedModel:
     def _mean(self, theta, beta, u, with_gradient=True):
         """μ, ∂μ/∂φ (None without ``with_gradient``) and φ at (θ, β, u); (None, None,
         None) where the model cannot be evaluated."""
-        point = self._point(theta, self.design.phi(beta), u, with_gradient)
-        return (None, None, None) if point is None else point[:3]
+        design = self.design
+        phi = self._pnls.phi(np.asarray(theta, dtype=float), design.phi(beta),
+                             np.asarray(u, dtype=float))
+        mu, grad = design.model.evaluate(phi, design.covariates, with_gradient)
+        if not (np.all(np.isfinite(mu)) and (grad is None or np.all(np.isfinite(grad)))):
+            return None, None, None
+        return mu, grad, phi
 
     def _term_Zs(self, grad) -> list[np.ndarray]:
         """Z̃ of each term from ∂μ/∂φ: coefficient c of term t takes column j(t, c)."""
@@ -94,7 +115,8 @@ class NonlinearMixedModel:
 
     def pnls(self, theta, beta, u_start=None):
         """Conditional modes ũ(θ, β) by Newton steps (Gauss–Newton where the curvature
-        is not available or not positive definite) with step halving.
+        is not available or not positive definite) with step halving (compiled:
+        ``linkmix._pnls``).
 
         Returns
         -------
@@ -104,137 +126,58 @@ class NonlinearMixedModel:
         u : ndarray
         converged : bool
         """
-        y = self.design.y
-        u = (self._u if u_start is None else u_start).copy()
-        phi_fixed = self.design.phi(beta)  # Xβ: fixed while PNLS moves u
-        point = self._point(theta, phi_fixed, u)
-        if point is None:
-            u = np.zeros_like(u)
-            point = self._point(theta, phi_fixed, u)
-            if point is None:
-                return self._failed, u, False
-        mu, grad, phi, b_slots = point
-        r2 = float(np.sum((y - mu) ** 2) + u @ u)
+        u = np.array(self._u if u_start is None else u_start, dtype=float)
         newton = self.newton and self.engine.supports_curvature \
             and self.design.model.gradient is not None
-        slots = self._slots
-        converged, previous = False, 0.0
-        for _ in range(PNLS_MAXITER):
-            self.pnls_iterations += 1
-            # y − μ + Uu, with Uu = Z̃Λu = Σ over slots of ∂μ/∂φ times b
-            working = y - mu + np.einsum("ik,ik->i", grad[:, slots], b_slots)
-            target = None
-            if newton:
-                target = self._newton_target(theta, mu, grad, phi, b_slots, working)
-            if target is None:  # Gauss–Newton
-                self.engine.set_Z(self._term_Zs(grad), response=working)
-                if not self.engine.update(theta):
-                    return self._failed, u, False
-                target = self.engine.conditional_modes(np.zeros(0))
-            step, accepted = 1.0, False
-            while step > 1e-10:
-                u_try = u + step * (target - u)
-                point = self._point(theta, phi_fixed, u_try)
-                if point is not None:
-                    r2_try = float(np.sum((y - point[0]) ** 2) + u_try @ u_try)
-                    if r2_try <= r2:
-                        accepted = True
-                        break
-                step /= 2
-            if not accepted:
-                converged = True  # no decrease possible: at the minimum to rounding
-                break
-            decrease, moved = r2 - r2_try, float(np.max(np.abs(u_try - u), initial=0.0))
-            u, r2 = u_try, r2_try
-            mu, grad, phi, b_slots = point
-            # Stop when what is left is below tolerance, in r² and in ũ (the log-det
-            # depends on ũ even where r² is flat): after a linear rate ρ (Gauss–Newton)
-            # about (last change)·ρ/(1 − ρ) remains; after Newton steps ρ ≈ 0.
-            rate = min(moved / previous, 0.99) if previous > 0 else 0.0
-            left = max(1.0, rate / (1.0 - rate))
-            if decrease * left <= PNLS_TOL * r2 and \
-                    moved * left <= PNLS_U_TOL * max(1.0, float(np.max(np.abs(u)))):
-                converged = True
-                break
-            previous = moved
-        # the factor at ũ itself, for the Laplace log-determinant
-        self.engine.set_Z(self._term_Zs(grad))
-        if not self.engine.update(theta):
-            return self._failed, u, False
+        before = self._pnls.iterations
+        ok, r2, logdet, converged = self._pnls.run(
+            np.ascontiguousarray(theta, dtype=float), self.design.phi(beta), u, newton,
+            PNLS_TOL, PNLS_U_TOL, PNLS_MAXITER)
+        self.pnls_iterations += self._pnls.iterations - before
+        if not ok:
+            return PLSState(math.inf, math.nan, self.n), u, False
         self._u = u
-        return PLSState(r2, self.engine.logdet_L, self.n), u, converged
-
-    @property
-    def _failed(self) -> PLSState:
-        """The state where PNLS cannot evaluate the model or factor the system."""
-        return PLSState(math.inf, math.nan, self.n)
+        return PLSState(r2, logdet, self.n), u, converged
 
     @functools.cached_property
-    def _slots(self) -> np.ndarray:
-        """The model parameter of each random-effect slot of an observation (terms in
-        order, k per term)."""
-        return np.concatenate(self.design.term_params)
-
-    @functools.cached_property
-    def _slot_index(self) -> np.ndarray:
-        """Where each observation's random-effect slots are in b (n × K): term t's
-        coefficient c of level l is b[offset_t + l·k_t + c]."""
-        columns, offset = [], 0
-        for term in self.design.terms:
+    def _pnls(self) -> PNLS:
+        """The compiled PNLS over this model's design, engine and model function."""
+        design, engine = self.design, self.engine
+        slots = np.concatenate(design.term_params).astype(np.int64)
+        columns, offset = [], 0  # term t's coefficient c of level l is b[offset_t + l·k_t + c]
+        for term in design.terms:
             columns.append(offset + term.codes[:, None] * term.k + np.arange(term.k))
             offset += term.q
-        return np.hstack(columns)
+        slot_index = np.ascontiguousarray(np.hstack(columns), dtype=np.int64)
+        tmpl, tmpl_off, term_k, _ = design.theta_template()
+        levels = np.array([term.n_levels for term in design.terms], dtype=np.int32)
+        value, gradient, hessian = design.model.bound(design.covariates)
+        if hessian is None and design.model.gradient is not None:
+            hessian = functools.partial(self._differenced_hessian, slots=slots)
+        blocked = isinstance(engine, BlockedEngine)
 
-    @functools.cached_property
-    def _slots_distinct(self) -> bool:
-        return len(set(self._slots.tolist())) == len(self._slots)
+        def engine_step(grad, working, theta):
+            engine.set_Z(self._term_Zs(grad), response=working)
+            return engine.conditional_modes(np.zeros(0)) if engine.update(theta) else None
 
-    def _point(self, theta, phi_fixed, u, with_gradient=True):
-        """μ, ∂μ/∂φ, φ = Xβ + b and b on each observation's slots (n × K) at u (Xβ given as
-        ``phi_fixed``, which PNLS computes once); None where the model cannot be
-        evaluated there."""
-        design = self.design
-        b_slots = design.Lambda_times(theta, u)[self._slot_index]
-        phi = phi_fixed.copy()
-        if self._slots_distinct:
-            phi[:, self._slots] += b_slots
-        else:  # two terms on one parameter (nested groups): their effects add
-            np.add.at(phi, (slice(None), self._slots), b_slots)
-        mu, grad = design.model.evaluate(phi, design.covariates, with_gradient)
-        if not (np.all(np.isfinite(mu)) and (grad is None or np.all(np.isfinite(grad)))):
-            return None
-        return mu, grad, phi, b_slots
+        def engine_logdet(grad, theta):
+            engine.set_Z(self._term_Zs(grad))
+            return engine.logdet_L if engine.update(theta) else math.nan
 
-    def _newton_target(self, theta, mu, grad, phi, b_slots, working):
-        """The Newton point for ‖y − μ(u)‖² + ‖u‖², or None when its Hessian is not
-        positive definite (then Gauss–Newton is used).
+        return PNLS(design.y, slot_index, slots, len(design.params), tmpl, tmpl_off, term_k,
+                    levels, engine.system if blocked else None, engine_step, engine_logdet,
+                    value, gradient, hessian)
 
-        Hessian/2 = Λ'(Z̃'Z̃ − Σ_i r_i H_i)Λ + I with H_i = ∂²m_i/∂φ∂φ' on the
-        observation's random-effect slots; in the engine's PLS form the curvature
-        enters the per-observation Gram (``set_Z(..., curvature)``) and −Σ r_i H_i Λu
-        its right-hand side (``set_response(..., slot_shift)``).
-        """
-        design = self.design
-        r = design.y - mu
-        E = -r[:, None, None] * self._phi_hessian(phi, self._slots)
-        shift = np.einsum("iab,ib->ia", E, b_slots)
-        self.engine.set_Z(self._term_Zs(grad), curvature=E, response=working,
-                          slot_shift=shift)
-        if not self.engine.update(theta):
-            return None
-        return self.engine.conditional_modes(np.zeros(0))
-
-    def _phi_hessian(self, phi, slots) -> np.ndarray:
-        """∂²m/∂φ_a∂φ_b per observation for the model parameters a, b in ``slots`` (those
-        with random effects; n × K × K): the model's own, or central differences of its
-        gradient in those directions only (it only steers Newton steps, never the
-        deviance)."""
+    def _differenced_hessian(self, phi, slots) -> np.ndarray:
+        """∂²m/∂φ_a∂φ_b (n × s × s) by central differences of the model's gradient in
+        the directions of the random-effect slots only (the entries PNLS reads; it only
+        steers Newton steps, never the deviance)."""
         model, cov = self.design.model, self.design.covariates
-        if model.hessian is not None:
-            return model.hessian(phi, cov)[:, slots][:, :, slots]
-        H = rowwise_jacobian(lambda p: model.gradient(p, cov), phi, rel_step=6e-6,
-                             indices=slots)[:, slots, :]
-        return 0.5 * (H + H.transpose(0, 2, 1))
+        J = rowwise_jacobian(lambda p: model.gradient(p, cov), phi, rel_step=6e-6,
+                             indices=slots)
+        H = np.zeros((phi.shape[0], phi.shape[1], phi.shape[1]))
+        H[:, :, slots] = J
+        return np.ascontiguousarray(0.5 * (H + H.transpose(0, 2, 1)))
 
     # -- deviances ---------------------------------------------------------------
     def laplace(self, theta, beta) -> float:
@@ -358,22 +301,24 @@ class NonlinearMixedModel:
         return LinearMixedModel.from_design(linear, REML=False,
                                             engine=self.engine.kind).fit(check_gradient=False)
 
-    def start(self, start=None, theta_start=None) -> tuple[np.ndarray, np.ndarray]:
-        """The optimiser's start x₀ = (θ, β) and first steps, from the problem's own scale.
+    def start(self, start=None, theta_start=None) -> Start:
+        """The optimiser's start (θ, β), θ's first steps and β's scale, from the problem
+        itself.
 
         β starts at the pooled self-start (or ``start``), θ at ``theta_start`` or, by
         default, where two Lindstrom–Bates steps take it (the ML fit of the model
-        linearised at u = 0, then at the conditional modes there).  First steps: a
-        quarter of each θ (at least 0.05: 5% of σ) and β's standard errors in the last
-        linearised fit (with ``theta_start``: in the model linearised at the start).
-        Where no linearisation can be fitted, the plain start, with a tenth of each β
-        as its step; a ``FitError`` where the model cannot be evaluated there either.
+        linearised at u = 0, then at the conditional modes there).  θ's first steps are
+        a quarter of each θ (at least 0.05: 5% of σ); β's scale is a root A of its
+        covariance AA' in the last linearised fit (with ``theta_start``: the model
+        linearised at the start).  Where no linearisation can be fitted, the plain
+        start, with a tenth of each β as its scale; a ``FitError`` where the model
+        cannot be evaluated there either.
         """
         design = self.design
         plain_theta = design.theta_start() if theta_start is None else \
             np.asarray(theta_start, dtype=float)
         plain_beta = self.beta_start(start)
-        theta, beta, se = plain_theta, plain_beta, None
+        theta, beta, root = plain_theta, plain_beta, None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -382,25 +327,25 @@ class NonlinearMixedModel:
                     for _ in range(2):
                         step = self.lme_step(theta, beta, u)
                         theta, beta = step.theta.copy(), step.beta.to_numpy().copy()
-                        se = step.se.to_numpy()
+                        root = step.sigma * step.estimates.beta_cov_root
                         u = self.pnls(theta, beta)[1]
                 else:
                     state, u, _ = self.pnls(theta, beta)
-                    cov = np.linalg.inv(self.linearised_precision(theta, beta, u))
-                    se = state.sigma_hat() * np.sqrt(np.diag(cov))
+                    L = np.linalg.cholesky(self.linearised_precision(theta, beta, u))
+                    root = state.sigma_hat() * factor_cov_root(L)
         except (LinkmixError, np.linalg.LinAlgError, FloatingPointError):
-            se = None
+            root = None
         with np.errstate(all="ignore"):
-            if se is None or not np.all(np.isfinite(se) & (se > 0)) or \
+            if root is None or not np.all(np.isfinite(root)) or \
+                    not np.all(np.abs(np.diagonal(root)) > 0) or \
                     not math.isfinite(self.laplace(theta, beta)):
                 # no usable linearisation: the plain start, a tenth of each β as its scale
                 theta, beta = plain_theta, plain_beta
-                se = 0.1 * np.maximum(np.abs(beta), 1e-3)
+                root = np.diag(0.1 * np.maximum(np.abs(beta), 1e-3))
                 if not math.isfinite(self.laplace(theta, beta)):
                     raise FitError(f"the model cannot be evaluated at the start β = "
                                    f"{dict(zip(design.fixed_names, beta))}; give start values")
-        steps = np.concatenate([np.maximum(0.25 * np.abs(theta), 0.05), se])
-        return np.concatenate([theta, beta]), steps
+        return Start(theta, beta, np.maximum(0.25 * np.abs(theta), 0.05), root)
 
     def estimates(self, x, objective: float, nAGQ: int = 1) -> NLMMEstimates:
         """What a fit reports at the optimiser's x = (θ, β[, log σ]): ũ by PNLS, σ̂ (profiled,
@@ -460,6 +405,10 @@ class NonlinearMixedModel:
             **optimizer_options):
         """Maximise the Laplace likelihood over (θ, β) with BOBYQA.
 
+        The optimiser works on (θ, z) with β = β₀ + Az from ``start`` (the optimiser
+        summary's x are these coordinates), so that its first steps in z are one
+        standard error along uncorrelated directions.
+
         Parameters
         ----------
         start : dict, optional
@@ -477,22 +426,27 @@ class NonlinearMixedModel:
             return self._fit_agq(int(nAGQ), start=start, theta_start=theta_start,
                                  check_gradient=check_gradient, **optimizer_options)
         design = self.design
-        x0, steps = self.start(start, theta_start)
-        nt = design.n_theta
-        lower = np.concatenate([design.theta_lower, np.full(design.p, -np.inf)])
+        begin = self.start(start, theta_start)
+        nt, p = design.n_theta, design.p
+        lower = np.concatenate([design.theta_lower, np.full(p, -np.inf)])
 
-        def objective(x):
-            return self.laplace(x[:nt], x[nt:])
+        def objective(x):  # x = (θ, z), β = β₀ + Az
+            return self.laplace(x[:nt], begin.beta + begin.beta_root @ x[nt:])
 
+        x0 = np.concatenate([begin.theta, np.zeros(p)])
         with np.errstate(all="ignore"):
-            summary = minimize_bounded(objective, x0, lower, initial_step=steps,
+            summary = minimize_bounded(objective, x0, lower,
+                                       initial_step=np.concatenate([begin.theta_steps,
+                                                                    np.ones(p)]),
                                        check_gradient=check_gradient, **optimizer_options)
         if not math.isfinite(summary.fun_final):
             raise FitError("the Laplace deviance is not finite at the optimum")
         if not summary.converged:
             warnings.warn(f"the fit did not converge: {summary.message}", ConvergenceWarning,
                           stacklevel=2)
-        return NLMMResults(self, summary, self.estimates(summary.x_final, summary.fun_final))
+        x = summary.x_final
+        natural = np.concatenate([x[:nt], begin.beta + begin.beta_root @ x[nt:]])
+        return NLMMResults(self, summary, self.estimates(natural, summary.fun_final))
 
     def _fit_agq(self, n_agq, *, check_gradient=True, **options):
         if len(self.design.terms) != 1 or self.design.terms[0].k != 1:

@@ -73,7 +73,11 @@ class NonlinearFunction:
     hessian: object = None
 
     def evaluate(self, phi, cov, with_gradient: bool = True):
-        """μ and, if asked, ∂μ/∂φ (n × s), checked for shape and finiteness."""
+        """μ and, if asked, ∂μ/∂φ (n × s), checked for shape."""
+        mu = self._checked_value(phi, cov)
+        return mu, (self._checked_gradient(phi, cov) if with_gradient else None)
+
+    def _checked_value(self, phi, cov) -> np.ndarray:
         try:
             mu = np.asarray(self.value(phi, cov), dtype=float)
         except Exception as exc:
@@ -83,66 +87,100 @@ class NonlinearFunction:
         if mu.shape != (n,):
             raise ModelFunctionError(f"model function {self.name!r} returned shape {mu.shape}; "
                                      f"expected ({n},), one value per observation")
-        if not with_gradient:
-            return mu, None
-        if self.gradient is not None:
-            grad = np.asarray(self.gradient(phi, cov), dtype=float)
-            if grad.shape != phi.shape:
-                raise ModelFunctionError(f"gradient of {self.name!r} returned shape {grad.shape}; "
-                                         f"expected {phi.shape}")
-        else:
-            grad = self._finite_difference_gradient(phi, cov, mu)
-        return mu, grad
+        return mu
 
-    def _finite_difference_gradient(self, phi, cov, mu):
-        """Central differences for all observations at once (``numdiff.rowwise_jacobian``),
-        relative step ε^{1/3}, the optimum for central differences."""
-        return rowwise_jacobian(lambda p: self.value(p, cov), phi, rel_step=6e-6)
+    def _checked_gradient(self, phi, cov) -> np.ndarray:
+        if self.gradient is None:  # central differences, all observations at once
+            return rowwise_jacobian(lambda p: self.value(p, cov), phi, rel_step=6e-6)
+        try:
+            grad = np.asarray(self.gradient(phi, cov), dtype=float)
+        except Exception as exc:
+            raise ModelFunctionError(f"gradient of {self.name!r} raised "
+                                     f"{type(exc).__name__}: {exc}") from None
+        if grad.shape != phi.shape:
+            raise ModelFunctionError(f"gradient of {self.name!r} returned shape {grad.shape}; "
+                                     f"expected {phi.shape}")
+        return grad
+
+    def bound(self, cov) -> tuple:
+        """(value, gradient, hessian) as functions of φ alone at these covariates, each
+        returning a new C-contiguous float64 array, for PNLS's inner loop
+        (``linkmix._pnls``): the compiled kernels called directly (the covariates are
+        checked once, here; PNLS checks what they return), the checked forms
+        otherwise.  ``hessian`` is None where the model has none."""
+        if all(isinstance(f, _Kernel) for f in (self.value, self.gradient, self.hessian)):
+            return tuple(f.bind(cov) for f in (self.value, self.gradient, self.hessian))
+
+        def value(phi):
+            return np.array(self._checked_value(phi, cov), dtype=float, order="C")
+
+        def gradient(phi):
+            return np.array(self._checked_gradient(phi, cov), dtype=float, order="C")
+
+        hessian = None
+        if self.hessian is not None:
+            def hessian(phi):
+                return np.array(self.hessian(phi, cov), dtype=float, order="C")
+        return value, gradient, hessian
 
 
 # ---- the self-starting models ---------------------------------------------------
 
-def _compiled(kernel, n_params: int, n_covariates: int = 1):
+class _Kernel:
     """A model function ``(phi, cov) → array`` over a compiled kernel of
     ``linkmix._ssmodels``, which reads φ's columns and the covariates unchecked: the
     shapes are checked here."""
-    def call(phi, cov):
-        phi = np.ascontiguousarray(phi, dtype=float)
-        if phi.ndim != 2 or phi.shape[1] != n_params or len(cov) != n_covariates:
-            raise ValueError(f"{kernel.__name__} takes φ with {n_params} columns and "
-                             f"{n_covariates} covariate(s); got φ of shape {phi.shape} and "
-                             f"{len(cov)} covariate(s)")
+
+    def __init__(self, kernel, n_params: int, n_covariates: int = 1):
+        self.kernel, self.n_params, self.n_covariates = kernel, n_params, n_covariates
+        self.__name__ = kernel.__name__
+
+    def _columns(self, cov, n: int) -> list[np.ndarray]:
+        if len(cov) != self.n_covariates:
+            raise ValueError(f"{self.__name__} takes {self.n_covariates} covariate(s), "
+                             f"not {len(cov)}")
         columns = [np.ascontiguousarray(c, dtype=float) for c in cov]
-        if any(c.shape != (phi.shape[0],) for c in columns):
-            raise ValueError(f"{kernel.__name__}: each covariate needs one value per row of φ")
-        return kernel(phi, *columns)
-    call.__name__ = kernel.__name__
-    return call
+        if any(c.shape != (n,) for c in columns):
+            raise ValueError(f"{self.__name__}: each covariate needs one value per row of φ")
+        return columns
+
+    def __call__(self, phi, cov):
+        phi = np.ascontiguousarray(phi, dtype=float)
+        if phi.ndim != 2 or phi.shape[1] != self.n_params:
+            raise ValueError(f"{self.__name__} takes φ with {self.n_params} columns; got φ "
+                             f"of shape {phi.shape}")
+        return self.kernel(phi, *self._columns(cov, phi.shape[0]))
+
+    def bind(self, cov):
+        """The kernel at fixed covariates: φ (n × s, C-contiguous float64, as PNLS's
+        buffers are) → array, with no per-call checks."""
+        kernel, columns = self.kernel, self._columns(cov, len(cov[0]) if cov else 0)
+        return lambda phi: kernel(phi, *columns)
 
 
 _logis, _logis_grad, _logis_hessian = (
-    _compiled(k, 3) for k in (_kernels.logis, _kernels.logis_grad, _kernels.logis_hessian))
+    _Kernel(k, 3) for k in (_kernels.logis, _kernels.logis_grad, _kernels.logis_hessian))
 _fol, _fol_grad, _fol_hessian = (
-    _compiled(k, 3, 2) for k in (_kernels.fol, _kernels.fol_grad, _kernels.fol_hessian))
+    _Kernel(k, 3, 2) for k in (_kernels.fol, _kernels.fol_grad, _kernels.fol_hessian))
 _asymp, _asymp_grad, _asymp_hessian = (
-    _compiled(k, 3) for k in (_kernels.asymp, _kernels.asymp_grad, _kernels.asymp_hessian))
+    _Kernel(k, 3) for k in (_kernels.asymp, _kernels.asymp_grad, _kernels.asymp_hessian))
 _micmen, _micmen_grad, _micmen_hessian = (
-    _compiled(k, 2) for k in (_kernels.micmen, _kernels.micmen_grad, _kernels.micmen_hessian))
+    _Kernel(k, 2) for k in (_kernels.micmen, _kernels.micmen_grad, _kernels.micmen_hessian))
 _biexp, _biexp_grad, _biexp_hessian = (
-    _compiled(k, 4) for k in (_kernels.biexp, _kernels.biexp_grad, _kernels.biexp_hessian))
+    _Kernel(k, 4) for k in (_kernels.biexp, _kernels.biexp_grad, _kernels.biexp_hessian))
 _asympoff, _asympoff_grad, _asympoff_hessian = (
-    _compiled(k, 3) for k in (_kernels.asympoff, _kernels.asympoff_grad,
+    _Kernel(k, 3) for k in (_kernels.asympoff, _kernels.asympoff_grad,
                               _kernels.asympoff_hessian))
 _asymporig, _asymporig_grad, _asymporig_hessian = (
-    _compiled(k, 2) for k in (_kernels.asymporig, _kernels.asymporig_grad,
+    _Kernel(k, 2) for k in (_kernels.asymporig, _kernels.asymporig_grad,
                               _kernels.asymporig_hessian))
 _gompertz, _gompertz_grad, _gompertz_hessian = (
-    _compiled(k, 3) for k in (_kernels.gompertz, _kernels.gompertz_grad,
+    _Kernel(k, 3) for k in (_kernels.gompertz, _kernels.gompertz_grad,
                               _kernels.gompertz_hessian))
 _weibull, _weibull_grad, _weibull_hessian = (
-    _compiled(k, 4) for k in (_kernels.weibull, _kernels.weibull_grad, _kernels.weibull_hessian))
+    _Kernel(k, 4) for k in (_kernels.weibull, _kernels.weibull_grad, _kernels.weibull_hessian))
 _fpl, _fpl_grad, _fpl_hessian = (
-    _compiled(k, 4) for k in (_kernels.fpl, _kernels.fpl_grad, _kernels.fpl_hessian))
+    _Kernel(k, 4) for k in (_kernels.fpl, _kernels.fpl_grad, _kernels.fpl_hessian))
 
 
 def _logis_start(y, cov):
