@@ -27,7 +27,7 @@ from .engine import make_engine
 from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
 from .optimize import OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded
 from .parameters import ParameterSpace
-from .results import LMMEstimates, LMMResults
+from .results import SIGMA_VANISHES, LMMEstimates, LMMResults
 from .threads import SMALL_PROBLEM, one_blas_thread
 
 __all__ = ["LinearMixedModel"]
@@ -240,8 +240,14 @@ class LinearMixedModel:
             raise FitError(f"the deviance is not finite at the optimum θ = "
                            f"{self.conditioning.theta(summary.x_final)}; the design may be "
                            f"degenerate")
+        estimates = self.estimates(summary.x_final)
+        if estimates.sigma_relative < SIGMA_VANISHES:
+            # An exact fit: the deviance falls without bound as σ → 0, so wherever the
+            # optimiser stopped (its gradient there may be tiny) is not an optimum.
+            summary.converged = False
+            summary.message += "; the deviance decreases without bound as σ → 0"
         if not summary.converged:
             warnings.warn(f"the fit did not converge: {summary.message}", ConvergenceWarning,
                           stacklevel=2)
-        return LMMResults(self, summary, self.estimates(summary.x_final))
+        return LMMResults(self, summary, estimates)
 
