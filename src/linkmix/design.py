@@ -437,7 +437,7 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
     require_columns(data, sorted(fixed_vars), f"the fixed-effects part {spec.fixed!r}")
     used = {spec.response} | fixed_vars
     for term in spec.random:
-        expr_vars = required_variables(term.expr, f"random-effects expression")
+        expr_vars = required_variables(term.expr, "random-effects expression")
         where = f"random-effects term ({term.expr} | {term.group_name})"
         require_columns(data, sorted(expr_vars) + list(term.group), where)
         used |= expr_vars | set(term.group)

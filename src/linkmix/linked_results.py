@@ -284,7 +284,7 @@ class LinkedSummary(Printable):
                      + ("" if fit.fixed_rank == fit.space.p else
                         f"; constraints {'complete' if fit.constraint_completes_rank else 'do NOT complete'} the rank"))
         lines.append("")
-        lines.append(f"     AIC      BIC   logLik  -2logLik  free parameters")
+        lines.append("     AIC      BIC   logLik  -2logLik  free parameters")
         lines.append(f"{fit.aic:8.2f} {fit.bic:8.2f} {fit.loglik:8.3f} {fit.objective:9.4f}  "
                      f"{fit.n_free}")
         lines.append("")
