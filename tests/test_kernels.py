@@ -227,9 +227,9 @@ def test_magnitudes_match_numpy(n, seed, exponent, special):
 
 def test_newton_system_matches_dense(design):
     """A Newton step of PNLS: per-observation curvature E_i over its random-effect slots
-    and a shift s_i of their right-hand side (``set_Z(..., curvature, response,
-    slot_shift)``, compiled) against Λ'(Z'Z + Σ P_i'E_iP_i)Λ + I and Λ'(Z'r + Σ P_i's_i)
-    assembled densely."""
+    and a shift s_i of their right-hand side (``BlockedSystem.slot_products``, the
+    compiled assembly PNLS uses) against Λ'(Z'Z + Σ P_i'E_iP_i)Λ + I and
+    Λ'(Z'r + Σ P_i's_i) assembled densely."""
     rng = np.random.default_rng(7)
     n, q = design.n, design.q
     slot_columns, offset = [], 0
@@ -243,8 +243,8 @@ def test_newton_system_matches_dense(design):
     shift = rng.normal(size=(n, K))
     response = design.y + rng.normal(size=n)
     engine = make_engine(design, "blocked")
-    engine.set_Z([term.Z for term in design.terms], curvature=E, response=response,
-                 slot_shift=shift)
+    engine.set_Z([term.Z for term in design.terms], response=response)
+    engine.system.slot_products(E, shift)
     theta = design.theta_start() * 0.8
     assert engine.update(theta)
     Z = design.Z_sparse().toarray()
@@ -258,8 +258,11 @@ def test_newton_system_matches_dense(design):
     expected = np.linalg.solve(A, Lam.T @ (Z.T @ (response - design.X @ beta) + rhs_shift))
     assert engine.logdet_L == pytest.approx(np.linalg.slogdet(A)[1], rel=1e-10)
     np.testing.assert_allclose(engine.conditional_modes(beta), expected, rtol=1e-8, atol=1e-10)
-    # set_response with a shift gives the same system
-    engine.set_Z([term.Z for term in design.terms], curvature=E)
-    engine.set_response(response, slot_shift=shift)
+    # the curvature and the shift may come in separate passes
+    engine.set_Z([term.Z for term in design.terms], response=response)
+    engine.system.slot_products(E, None)
+    engine.system.slot_products(None, shift)
     assert engine.update(theta)
     np.testing.assert_allclose(engine.conditional_modes(beta), expected, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="n × K × K"):
+        engine.system.slot_products(np.ascontiguousarray(E[:, :-1]), None)

@@ -5,7 +5,7 @@ This module owns numbers only, never meaning: it maps θ to the blocks of Λ,
 forms the values of Λ'Z'ZΛ + I (and its cross-products with X and y), factors
 them, and returns log-determinants.  Two layouts are served:
 
-* the *blocked* layout (``BlockedFactor``): the first random-effects term's
+* the *blocked* layout (``BlockedSystem``): the first random-effects term's
   block of Λ'Z'ZΛ + I is block diagonal, so it is factored level by level; the
   Schur complement of everything else (later terms, X, y) is dense and is
   factored by LAPACK.  This is MixedModels.jl's insight, with all blocks after
@@ -526,7 +526,7 @@ def blocked_solve(const double[:, :, ::1] L11, const double[:, ::1] L21,
                   const double[::1, :] S, const int[::1] c_indptr, const int[::1] c_rows,
                   int q2, double[::1] x):
     """Overwrite x with A⁻¹x, A = Λ'Z'ZΛ + I = LL' through the blocked factor (after
-    ``BlockedFactor.factor``); the factor's [X y] rows are not read, so the response
+    ``BlockedSystem.factor``); the factor's [X y] rows are not read, so the response
     stays as it is.
 
     x is ordered as ``blocked_modes``' u.  Forward: x1_j ← L11[j]⁻¹x1_j,

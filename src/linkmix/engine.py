@@ -186,47 +186,25 @@ class BlockedEngine(_EngineBase):
 
     supports_curvature = True
 
-    def set_Z(self, Zs, curvature=None, response=None, slot_shift=None) -> None:
-        """Replace every term's covariate values (n × k each; nonlinear models' ∂μ/∂φ).
-
-        ``curvature`` (n × K × K over all K = Σk random-effect slots of an observation,
-        terms in order) is added to each observation's Z'Z contribution, so the engine
-        factors Λ'(Z'Z + Σ_i E_i)Λ + I: a Newton step for penalised nonlinear least
-        squares.  ``response`` (and ``slot_shift``) replace y at the same time, as
-        ``set_response`` would next.  The pattern (levels, terms) is unchanged.
+    def set_Z(self, Zs, response=None) -> None:
+        """Replace every term's covariate values (n × k each; nonlinear models' ∂μ/∂φ),
+        and with ``response`` y at the same time, as ``set_response`` would next.  The
+        pattern (levels, terms) is unchanged.  (PNLS's Newton terms go straight to
+        ``self.system``, see ``_pnls.pyx``.)
         """
         self._first_Z[:] = Zs[0]
         col = 0
         for Z in Zs[1:]:
             self._z_vals[:, col:col + Z.shape[1]] = Z
             col += Z.shape[1]
-        if slot_shift is not None and response is None:
-            raise ValueError("a slot shift comes with the response it shifts")
         self._fill_values(refresh_response=response is None)
         if response is not None:
-            self._set_y(response)
-        if curvature is not None or slot_shift is not None:
-            self._add_slot_products(curvature, slot_shift)
+            self.set_response(response)
 
-    def _add_slot_products(self, E=None, shift=None) -> None:
-        """Add per-observation matrices (E) and vectors (shift, to y's entries) over the
-        random-effect slots to D1, C and G (compiled, one pass)."""
-        self.system.slot_products(
-            None if E is None else np.ascontiguousarray(E, dtype=float),
-            None if shift is None else np.ascontiguousarray(shift, dtype=float))
-
-    def set_response(self, y, slot_shift=None) -> None:
+    def set_response(self, y) -> None:
         """Replace y (e.g. y − f(Π) for a linked mean); the pattern is unchanged.
 
-        ``slot_shift`` (n × K) is added to each observation's Z'y contribution
-        (the Newton step's right-hand side, see ``set_Z``).
-        """
-        self._set_y(y)
-        if slot_shift is not None:
-            self._add_slot_products(None, slot_shift)
-
-    def _set_y(self, y) -> None:
-        """y's entries of C and G: Σ_{i∈j} y_i z1_i', W'y."""
+        Rewrites y's entries of C and G: Σ_{i∈j} y_i z1_i', W'y."""
         y = np.ascontiguousarray(y, dtype=float)
         q2, p, col = self.q2, self.p, self.m - 1
         self._xy[:, p] = y
@@ -307,11 +285,9 @@ class CholmodEngine(_EngineBase):
 
     supports_curvature = False  # CHOLMOD factors AA' + I: no indefinite corrections
 
-    def set_Z(self, Zs, curvature=None, response=None, slot_shift=None) -> None:
+    def set_Z(self, Zs, response=None) -> None:
         """Replace every term's covariate values (n × k each), and y with ``response``;
         the pattern is unchanged."""
-        if curvature is not None or slot_shift is not None:
-            raise ValueError("the CHOLMOD engine cannot take curvature corrections")
         self.Zcat[:] = np.hstack(Zs)
         if response is not None:
             self.set_response(response)
