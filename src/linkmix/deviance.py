@@ -9,7 +9,7 @@ log|R_X|².  From it:
   deviance when r² and L are PNLS's)
 * REML criterion         d_R(θ) = log|L_θ|² + log|R_X|² + (n−p)[1 + log(2π r²(θ)/(n−p))]
 * full deviance          D(θ, β, σ) = n log(2πσ²) + r²(θ, β)/σ² + log|L_θ|²  (Laplace
-  when r² and L are PNLS's)
+  when r² and L are PNLS's); the REML one at β̂(θ) adds log|R_X|² − p log(2πσ²)
 * σ̂ = sqrt(r²/n) (ML) or sqrt(r²/(n − p)) (REML)
 
 ``Deviance`` evaluates them over a linear model's engine; linked responses and the
@@ -54,9 +54,13 @@ class PLSState(NamedTuple):
                                                                           * self.r2 / dof))
         return self.logdet_L + self.n * (1.0 + math.log(2.0 * math.pi * self.r2 / self.n))
 
-    def full(self, sigma: float) -> float:
-        """−2 log L = n log(2πσ²) + r²/σ² + log|L|², nothing profiled."""
-        return self.n * (LOG_2PI + 2.0 * math.log(sigma)) + self.r2 / sigma**2 + self.logdet_L
+    def full(self, sigma: float, REML: bool = False) -> float:
+        """−2 log L = n log(2πσ²) + r²/σ² + log|L|², nothing profiled; with ``REML``,
+        −2 log of the restricted likelihood at σ: that plus log|R_X|² − p log(2πσ²)."""
+        value = self.n * (LOG_2PI + 2.0 * math.log(sigma)) + self.r2 / sigma**2 + self.logdet_L
+        if REML:
+            value += self.logdet_RX - self.p * (LOG_2PI + 2.0 * math.log(sigma))
+        return value
 
     def sigma_hat(self, REML: bool = False) -> float:
         """The σ that maximises the (restricted) likelihood: sqrt(r²/(n − p)) for REML,

@@ -22,7 +22,7 @@ import pandas as pd
 from . import arguments
 from .conditioning import Conditioning
 from .design import build_design, design_from_arrays
-from .deviance import Deviance
+from .deviance import Deviance, PLSState
 from .engine import make_engine
 from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
 from .optimize import OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded
@@ -169,6 +169,32 @@ class LinearMixedModel:
         resid = design.y - design.X @ beta - self._Z @ b
         return -2.0 * design.X.T @ resid / sigma**2, 2.0 * design.n / sigma - 2.0 * r2 / sigma**3
 
+    def state(self, theta) -> PLSState:
+        """The PLS state at lme4's θ and β̂(θ), in the user's units (r² of y as given,
+        log|R_X|² of X as given)."""
+        theta, _ = self._checked(theta)
+        c, engine = self.conditioning, self.engine
+        if not engine.update(c.theta_working(theta)):
+            raise FitError(f"the model's system is not positive definite at θ = {theta}")
+        state = PLSState.of(engine)
+        return state._replace(r2=c.scale**2 * state.r2,
+                              logdet_RX=state.logdet_RX - 2.0 * c.log_det_A)
+
+    def variance_deviance(self, theta, sigma) -> float:
+        """−2 log L (ML) or −2 log of the restricted likelihood (REML) at lme4's θ, σ and
+        β̂(θ): the criterion as a function of the variance parameters alone (lmerTest's
+        ``devfun_vp``), whose Hessian gives their covariance."""
+        return self.state(theta).full(sigma, REML=self.REML)
+
+    def unscaled_vcov(self, theta) -> np.ndarray:
+        """(X'V₀⁻¹X)⁻¹ at lme4's θ, V₀ = I + ZΛΛ'Z': cov(β̂) = σ² times this."""
+        theta, _ = self._checked(theta)
+        c, engine = self.conditioning, self.engine
+        if not engine.update(c.theta_working(theta)):
+            raise FitError(f"the model's system is not positive definite at θ = {theta}")
+        K = c.beta_cov_root(engine.Lxy[:self.design.p, :self.design.p])
+        return K @ K.T
+
     @functools.cached_property
     def _Z(self):
         return self.design.Z_sparse()
@@ -235,7 +261,8 @@ class LinearMixedModel:
         small = design.n * (design.p + 1) + getattr(self.engine, "m", 0) ** 2 <= SMALL_PROBLEM
         with one_blas_thread(small):
             summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
-                                       check_gradient=check_gradient, **optimizer_options)
+                                       check_gradient=check_gradient, polish=True,
+                                       **optimizer_options)
         if not np.isfinite(summary.fun_final):
             raise FitError(f"the deviance is not finite at the optimum θ = "
                            f"{self.conditioning.theta(summary.x_final)}; the design may be "

@@ -202,7 +202,7 @@ def _run_cobyqa(fun, x0, lower, ftol_abs, xtol_abs, maxeval, initial_step):
 
 def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: float = 1e-8,
                      xtol_abs: float = 1e-8, maxeval: int = 100_000, initial_step=None,
-                     check_gradient: bool = True) -> OptSummary:
+                     check_gradient: bool = True, polish: bool = False) -> OptSummary:
     """Minimise ``fun`` over x ≥ ``lower`` (entries of ``lower`` may be -inf).
 
     After the optimiser stops, entries within ``BOUNDARY_SNAP`` of a finite
@@ -211,7 +211,11 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     fit counts as converged when the optimiser reports success, no gradient
     component that could decrease the objective exceeds ``GRADIENT_TOL`` (after one
     restart from the point reached, if it did) and the Hessian has no negative
-    eigenvalue; a zero eigenvalue marks the fit ``degenerate``.
+    eigenvalue; a zero eigenvalue marks the fit ``degenerate``.  With ``polish``, a
+    converged fit then takes one Newton step with the checks' gradient and Hessian
+    (``newton_polish``; one more evaluation), which the checks already paid for: the
+    optimiser's stopping rule leaves the estimates about 1e-4 (relative) from the
+    optimum, enough to move a p value of a t test by 1e-6.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
@@ -282,6 +286,9 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
             summary.degenerate = True
             notes.append(SINGULAR_HESSIAN)
     summary.converged = bool(ok and math.isfinite(best) and grad_ok and hessian_ok)
+    if polish and summary.converged and checks is not None:
+        x, best = _newton_step(recorded, x, lower, best, checks)
+        summary.n_evaluations = len(log)
     summary.message = "; ".join([message, *notes])
     summary.x_final = x
     summary.fun_final = best
@@ -300,7 +307,11 @@ def newton_polish(fun, x, lower, f0: float | None = None):
     """
     x = np.asarray(x, dtype=float)
     f0 = float(fun(x)) if f0 is None else f0
-    checks = _derivative_checks(fun, x, lower, f0=f0)
+    return _newton_step(fun, x, lower, f0, _derivative_checks(fun, x, lower, f0=f0))
+
+
+def _newton_step(fun, x, lower, f0: float, checks):
+    """``newton_polish`` with the derivatives ``checks`` already computed at x."""
     idx = checks.interior
     if not len(idx) or checks.negative or checks.zero \
             or not math.isfinite(checks.max_gradient):  # not finite, or H not definite
