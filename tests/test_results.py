@@ -99,7 +99,8 @@ def test_summary_reads_like_lme4(fit):
     text = str(fit.summary())
     for piece in ["Linear mixed model fit by REML", "REML criterion at convergence",
                   "Random effects:", "Subject", "Residual", "Number of obs: 180",
-                  "Fixed effects:", "Estimate", "Std. Error", "t value"]:
+                  "Fixed effects (t tests use Satterthwaite's method):", "Estimate",
+                  "Std. Error", "df", "t value", "Pr(>|t|)"]:
         assert piece in text
 
 

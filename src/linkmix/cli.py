@@ -16,6 +16,9 @@ import sys
 
 from .errors import ArgumentError, LinkmixError
 
+#: linkmix.inference.DDF_METHODS, written out: --help must not import numpy
+DDF_CHOICES = ("satterthwaite", "kenward-roger", "wald")
+
 __all__ = ["main"]
 
 #: Output formats by file ending, and the module each needs (None: always there).
@@ -93,6 +96,9 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--optimizer", choices=("bobyqa", "cobyqa"), default="bobyqa")
     fit.add_argument("--engine", choices=("auto", "blocked", "cholmod"), default="auto",
                      help="factorisation of Λ'Z'ZΛ + I (default: chosen by size)")
+    fit.add_argument("--ddf", choices=DDF_CHOICES, default=None,
+                     help="degrees of freedom of the fixed effects' t tests (default: "
+                          "satterthwaite; kenward-roger needs a REML fit)")
     fit.add_argument("--missing", choices=("drop", "raise"), default="drop",
                      help="rows with missing values: drop and report (default) or fail")
     links = fit.add_argument_group(

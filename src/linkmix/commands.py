@@ -53,7 +53,7 @@ def fit_command(args) -> int:
             general = lmer(args.lrt or args.formula, data, REML=False, engine=args.engine,
                            missing=args.missing)
             test = lrt(fit, general)
-    print(fit.summary())
+    print(fit.summary(args.ddf))
     if test is not None:
         print()
         print(test)
@@ -61,6 +61,7 @@ def fit_command(args) -> int:
         print(f"warning: {warning.message}", file=sys.stderr)
     if args.json:
         record = fit.to_dict()
+        record["fixef_tests"] = fit.tests_record(args.ddf)
         if test is not None:
             record["lrt"] = test.as_dict()
         write_json(record, args.json)

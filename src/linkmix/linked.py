@@ -169,6 +169,17 @@ class LinkedModel:
         """∇D at ``z`` (see ``linkmix.responses`` for which parts are exact)."""
         return self.response.gradient(z)
 
+    def mean_hessian(self, z) -> np.ndarray:
+        """∂²D/∂β∂β' at ``z`` over z's β coordinates (no constraint terms): the response's
+        exact block where it has one, else central differences of ∂D/∂β."""
+        exact = self.response.beta_hessian(z)
+        if exact is not None:
+            return exact
+        nt, p = self.space.n_theta, self.space.p
+        H = numdiff.jacobian(self.gradient, z, rel_step=1e-4, indices=range(nt, nt + p))
+        H = H[nt:nt + p]
+        return 0.5 * (H + H.T)
+
     def base_start(self) -> np.ndarray:
         """z at the unconstrained maximum-likelihood fit."""
         return self.response.base_start()
@@ -587,6 +598,18 @@ class LinkedModel:
             rows.append(self.ineq_jacobian(z))
         return np.vstack(rows) if rows else np.zeros((0, len(z)))
 
+    def active_constraint_rows(self, x, z) -> np.ndarray:
+        """The Jacobian at ``x`` of the user's constraints active at ``z``: every
+        equality, and the inequalities that hold with equality at ``z``."""
+        rows = []
+        if self._eq:
+            rows.append(self.eq_jacobian(x))
+        if self._ineq:
+            active = np.abs(self.ineq_values(z)) <= FEASIBILITY_TOL
+            if active.any():
+                rows.append(self.ineq_jacobian(x)[active])
+        return np.vstack(rows) if rows else np.zeros((0, len(x)))
+
     def kkt(self, z) -> KKT:
         """Gradient, active constraint Jacobian, least-squares multipliers λ and the KKT
         residual ``max |∇D − J'λ|`` at ``z``."""
@@ -619,7 +642,7 @@ class LinkedModel:
         eig = np.linalg.eigvalsh(reduced)
         singular = bool(eig.min() <= 1e-8 * max(1.0, float(np.max(np.abs(eig)))))
         cov_z = None if singular else N @ np.linalg.solve(reduced, N.T)
-        return ReducedHessian(eig, singular, cov_z)
+        return ReducedHessian(eig, singular, cov_z, H)
 
     def identification(self, z) -> Identification:
         """The rank of X with the equality constraints' β-gradients appended, whether it

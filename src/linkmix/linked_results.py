@@ -18,13 +18,18 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from .errors import ArgumentError
+from .inference import FixedEffectTests, Satterthwaite, check_ddf
 from .optimize import ReducedHessian
-from .results import BOUNDARY_FIT, Printable, Report, format_table
+from .results import BOUNDARY_FIT, Printable, Report, fixed_effects_table, format_table
 
 __all__ = ["Optimum", "LinkedResults", "LinkedSummary"]
 
 SAME_OPTIMUM = 1e-3       # two optima are the same when every natural parameter agrees to this
 EQUAL_LIKELIHOOD = 1e-5   # optima whose -2 log L differ by less are equally likely
+#: A contrast whose variance with the variance parameters held is below this fraction of
+#: its variance is tied to them by the constraints: Satterthwaite's df do not apply.
+TIED = 1e-6
 
 
 @dataclass
@@ -38,7 +43,7 @@ class Optimum:
     n_starts: int
 
 
-class LinkedResults(Report):
+class LinkedResults(FixedEffectTests, Report):
     """A maximum-likelihood fit of a ``LinkedModel``: the best optimum and all others.
 
     Attributes
@@ -79,9 +84,13 @@ class LinkedResults(Report):
         self._kkt = getattr(best, "kkt", None) or model.kkt(z)
         self.kkt_residual = self._kkt.residual
         self.second_order: ReducedHessian | None = None
+        self._satterthwaite: Satterthwaite | None = None
         if derivatives:
             with np.errstate(all="ignore"):
                 self.second_order = model.reduced_hessian(z, self._kkt)
+                if self.second_order.cov_z is not None:
+                    self._satterthwaite = Satterthwaite.on_manifold(model, z,
+                                                                    self.second_order)
 
         self.constraint_residuals = {}
         if model._eq:
@@ -136,6 +145,35 @@ class LinkedResults(Report):
             return np.full(len(self.natural), np.nan)
         J = self.space.natural_jacobian(self.z)
         return np.sqrt(np.clip(np.diag(J @ cov_z @ J.T), 0.0, None))
+
+    # ---- tests of fixed effects (coef_table, contrast: FixedEffectTests) -------------
+    @property
+    def _fixed_names(self) -> list[str]:
+        return self.space.fixed_names
+
+    @property
+    def _fixed_estimates(self) -> np.ndarray:
+        return self._beta
+
+    def _variance_df(self, L, method: str):
+        """λ'cov(β̂)λ from the fit's covariance on the manifold (the SEs it reports), with
+        Satterthwaite's df from ``Satterthwaite.on_manifold`` (NaN where the reduced
+        Hessian is singular or was not computed, and where the constraints tie the
+        contrast to the variance parameters: then its variance with them held,
+        which the df describe, vanishes)."""
+        if method == "kenward-roger":
+            raise ArgumentError("Kenward-Roger's method needs a REML fit; a linked fit is "
+                                "maximum likelihood: use ddf='satterthwaite' or 'wald'")
+        cov_z = None if self.second_order is None else self.second_order.cov_z
+        if cov_z is None:
+            return np.full(len(L), np.nan), np.full(len(L), np.nan)
+        fixef = np.array(self.space.kinds) == "fixef"
+        LJ = L @ self.space.natural_jacobian(self.z)[fixef]
+        variance = np.einsum("ri,ij,rj->r", LJ, cov_z, LJ)
+        if method == "wald":
+            return variance, np.full(len(L), np.inf)
+        held, df = self._satterthwaite.test(L)
+        return variance, np.where(held > TIED * variance, df, np.nan)
 
     # ---- verdicts -------------------------------------------------------------
     @property
@@ -222,8 +260,10 @@ class LinkedResults(Report):
         return self.design.y - self.residuals()
 
     # ---- reporting ----------------------------------------------------------------
-    def summary(self) -> "LinkedSummary":
-        return LinkedSummary(self)
+    def summary(self, ddf: str | None = None) -> "LinkedSummary":
+        """The fit, its optima and verdict, with t tests of the fixed effects by ``ddf``
+        (see ``coef_table``)."""
+        return LinkedSummary(self, ddf)
 
     def to_dict(self) -> dict:
         """A JSON-ready record of the fit."""
@@ -248,6 +288,7 @@ class LinkedResults(Report):
             "params": {r.name: float(r.estimate) for r in params.itertuples(index=False)},
             "std_errors": {r.name: (None if np.isnan(r.std_error) else float(r.std_error))
                            for r in params.itertuples(index=False)},
+            "fixef_tests": self.tests_record(),
             "constraint_residuals": {k: float(v) for k, v in self.constraint_residuals.items()},
             "kkt_residual": self.kkt_residual,
             "converged": self.converged,
@@ -270,6 +311,10 @@ class LinkedResults(Report):
 class LinkedSummary(Printable):
     """Printable summary of a linked fit."""
 
+    def __init__(self, fit, ddf: str | None = None):
+        super().__init__(fit)
+        self.ddf = check_ddf(fit.default_ddf if ddf is None else ddf)
+
     def __str__(self) -> str:
         fit, model = self.fit, self.fit.model
         lines = [f"{model.title} [linkmix]",
@@ -288,10 +333,12 @@ class LinkedSummary(Printable):
         lines.append(f"{fit.aic:8.2f} {fit.bic:8.2f} {fit.loglik:8.3f} {fit.objective:9.4f}  "
                      f"{fit.n_free}")
         lines.append("")
-        table = fit.params.set_index("name")[["estimate", "std_error", "statistic"]]
-        table.columns = ["Estimate", "Std. Error", "z value"]
+        table = fit.params.set_index("name")[["estimate", "std_error"]]
+        table.columns = ["Estimate", "Std. Error"]
         table.index.name = None
         lines.append(format_table(table))
+        lines.append("")
+        lines += fixed_effects_table(fit, self.ddf, "on the constraint manifold")
         lines.append("")
         lines.append(f"Optima: {len(fit.optima)} distinct from {len(fit.runs)} start(s) "
                      f"({fit.method}); KKT residual {fit.kkt_residual:.2e}")

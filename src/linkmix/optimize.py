@@ -88,12 +88,14 @@ class KKT:
 @dataclass
 class ReducedHessian:
     """Second-order analysis of a constrained optimum: eigenvalues of the Hessian of
-    −log L on the constraint manifold, whether it is singular, and the covariance of
-    z it implies (None when singular)."""
+    −log L on the constraint manifold, whether it is singular, the covariance of z it
+    implies (None when singular), and the Hessian of the Lagrangian D − λ'c in z it
+    came from (None where there was nothing to reduce)."""
 
     eigenvalues: np.ndarray
     singular: bool
     cov_z: np.ndarray | None
+    lagrangian: np.ndarray | None = None
 
 
 @dataclass

@@ -137,7 +137,7 @@ class LinearResponse:
             return None
         z = np.asarray(z, dtype=float)
         nt, p = self.space.n_theta, self.space.p
-        theta, _, sigma = self.space.split(z)
+        sigma = self.space.split(z)[2]
         if grad is None:
             grad = self.gradient(z)
         self._ensure_state(z)
@@ -146,13 +146,22 @@ class LinearResponse:
         H[:, :nt] = numdiff.jacobian(self.gradient, z, lower=self.space.z_lower(),
                                      rel_step=step, indices=range(nt))
         H[:nt, nt:] = H[nt:, :nt].T
-        self._ensure_state(z)  # the factor at z's θ, for X'V₀⁻¹X
-        X = self.working.X
-        B = self.working.Lambda_times(theta, self.Z.T @ X, transpose=True)
-        H[nt:nt + p, nt:nt + p] = 2.0 * self.engine.marginal_gram(X, B) / sigma**2
+        H[nt:nt + p, nt:nt + p] = self.beta_hessian(z)
         H[nt:nt + p, -1] = H[-1, nt:nt + p] = -2.0 * grad[nt:nt + p]
         H[-1, -1] = 4.0 * r2 / sigma**2
         return H, grad
+
+    def beta_hessian(self, z) -> np.ndarray | None:
+        """∂²D/∂β∂β' = 2X'V₀⁻¹X/σ² at ``z`` (V₀ = I + ZΛΛ'Z'), exact; None with a linked
+        mean (then D is not quadratic in β)."""
+        if self.has_mean:
+            return None
+        z = np.asarray(z, dtype=float)
+        theta, _, sigma = self.space.split(z)
+        self._ensure_state(z)  # the factor at z's θ
+        X = self.working.X
+        B = self.working.Lambda_times(theta, self.Z.T @ X, transpose=True)
+        return 2.0 * self.engine.marginal_gram(X, B) / sigma**2
 
     # ---- starts and scales ------------------------------------------------------
     def base_start(self) -> np.ndarray:
@@ -249,6 +258,9 @@ class NonlinearResponse:
 
     def hessian(self, z, grad=None, step: float = 1e-4):
         return None  # no exact block: the model differences its gradient
+
+    def beta_hessian(self, z):
+        return None  # nor an exact β block
 
     def base_start(self) -> np.ndarray:
         """z at the unconstrained Laplace fit."""

@@ -19,14 +19,15 @@ import pandas as pd
 from formulaic.errors import FormulaicError
 
 from .design import INTERCEPT
-from .errors import DataError
+from .errors import ArgumentError, DataError
 from .formula import EVALUATION_CONTEXT
+from .inference import FixedEffectTests, KenwardRoger, Satterthwaite, check_ddf
 from .linalg import solve_triangular
 from .optimize import SINGULAR_HESSIAN
 from .parameters import variance_components
 
 __all__ = ["Report", "Printable", "LMMEstimates", "LMMResults", "NLMMResults", "json_text",
-           "Summary", "format_table", "BOUNDARY_FIT"]
+           "Summary", "fixed_effects_table", "format_table", "BOUNDARY_FIT"]
 
 #: lme4's isSingular tolerance on diagonal entries of T.
 SINGULAR_TOL = 1e-4
@@ -180,7 +181,7 @@ def factor_cov_root(L: np.ndarray) -> np.ndarray:
     return solve_triangular(L, np.eye(p), lower=True, trans=True)
 
 
-class LMMResults(Report):
+class LMMResults(FixedEffectTests, Report):
     """A fitted linear mixed model.
 
     Attributes
@@ -305,6 +306,48 @@ class LMMResults(Report):
     def tvalues(self) -> pd.Series:
         return (self.beta / self.se).rename("t_value")
 
+    # ---- tests of fixed effects (coef_table, contrast: FixedEffectTests) -----
+    @property
+    def _fixed_names(self) -> list[str]:
+        return self.design.fixed_names
+
+    @property
+    def _fixed_estimates(self) -> np.ndarray:
+        return self.estimates.beta
+
+    def _variance_df(self, L, method: str):
+        if method == "wald":
+            K = L @ self.estimates.beta_cov_root
+            return (self.sigma * _row_norms(K)) ** 2, np.full(len(L), np.inf)
+        return self._ddf_method(method).test(L)
+
+    def _ddf_method(self, method: str):
+        """The contrast-free parts of a ddf method, computed once per fit."""
+        if method not in self._ddf_parts:
+            if method == "kenward-roger":
+                if not self.REML:
+                    raise ArgumentError("Kenward-Roger's method needs a REML fit (as in "
+                                        "pbkrtest and lmerTest); refit with REML=True or use "
+                                        "ddf='satterthwaite'")
+                part = KenwardRoger.of(self.design, self.theta, self.sigma,
+                                       self.vcov.to_numpy())
+            else:
+                part = Satterthwaite.of(self._model_at_fit(), self.theta, self.sigma)
+            self._ddf_parts[method] = part
+        return self._ddf_parts[method]
+
+    @cached_property
+    def _ddf_parts(self) -> dict:
+        return {}
+
+    def _model_at_fit(self):
+        """The model with this fit's data: its own, unless it has since been given another
+        response (batch fits reuse models), then a new one over this fit's design."""
+        if self.model.design is self.design:
+            return self.model
+        return type(self.model).from_design(self.design, REML=self.REML,
+                                            engine=self.engine_kind)
+
     # ---- variance components ---------------------------------------------
     @cached_property
     def varcorr(self) -> pd.DataFrame:
@@ -394,8 +437,10 @@ class LMMResults(Report):
             raise DataError(f"cannot build the {where} for newdata: {exc}") from None
 
     # ---- reporting ----------------------------------------------------------
-    def summary(self) -> "Summary":
-        return Summary(self)
+    def summary(self, ddf: str | None = None) -> "Summary":
+        """lme4's summary, with t tests of the fixed effects by ``ddf`` (see
+        ``coef_table``)."""
+        return Summary(self, ddf)
 
     def to_dict(self) -> dict:
         """A JSON-ready record of the fit."""
@@ -413,6 +458,7 @@ class LMMResults(Report):
             "theta": self.theta.tolist(),
             "fixef": {k: float(v) for k, v in self.beta.items()},
             "se_fixef": {k: float(v) for k, v in self.se.items()},
+            "fixef_tests": self.tests_record(),
             "sigma": self.sigma,
             "params": params,
             "varcorr": json.loads(self.varcorr.to_json(orient="records")),
@@ -435,6 +481,12 @@ class NLMMResults(LMMResults):
     """
 
     criterion = "deviance"
+    #: Satterthwaite and Kenward–Roger are methods for linear models; nlmer reports z
+    default_ddf = "wald"
+
+    def _ddf_method(self, method: str):
+        raise ArgumentError(f"ddf={method!r} is a method for linear mixed models; a nonlinear "
+                            f"fit's tests are Wald z tests (ddf='wald'), as nlmer's")
 
     @property
     def title(self) -> str:
@@ -490,7 +542,13 @@ class NLMMResults(LMMResults):
 
 
 class Summary(Printable):
-    """Printable summary of a fit, laid out as lme4's ``summary(merMod)``."""
+    """Printable summary of a fit, laid out as lme4's ``summary(merMod)``, with
+    lmerTest's columns of t tests."""
+
+    def __init__(self, fit, ddf: str | None = None):
+        super().__init__(fit)
+        self.ddf = check_ddf(fit.default_ddf if ddf is None else ddf)
+
 
     def _random_table(self) -> list[str]:
         fit = self.fit
@@ -529,9 +587,7 @@ class Summary(Printable):
         groups = ", ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
         lines.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
         lines.append("")
-        lines.append("Fixed effects:")
-        table = pd.DataFrame({"Estimate": fit.beta, "Std. Error": fit.se, "t value": fit.tvalues})
-        lines.append(table.to_string(float_format=lambda v: f"{v:.6g}"))
+        lines += fixed_effects_table(fit, self.ddf)
         opt = fit.optsummary
         lines.append("")
         lines.append(f"optimizer: {opt.optimizer}, {opt.n_evaluations} evaluations, "
@@ -539,6 +595,22 @@ class Summary(Printable):
         lines += [warning if warning == BOUNDARY_FIT else f"WARNING: {warning}"
                   for warning in fit.warnings]
         return "\n".join(lines)
+
+
+def fixed_effects_table(fit, ddf: str, where: str = "") -> list[str]:
+    """The printed t tests of a fit's fixed effects (lmerTest's columns); a z test (Wald)
+    has no df column."""
+    table = fit.coef_table(ddf)
+    wald = ddf == "wald"
+    shown = pd.DataFrame({"Estimate": table["estimate"], "Std. Error": table["std_error"]})
+    if not wald:
+        shown["df"] = table["df"]
+    shown["z value" if wald else "t value"] = table["t_value"]
+    shown["Pr(>|z|)" if wald else "Pr(>|t|)"] = [f"{p:.3g}" for p in table["p_value"]]
+    method = {"wald": "Wald z tests",
+              "satterthwaite": "t tests use Satterthwaite's method",
+              "kenward-roger": "t tests and SEs use Kenward-Roger's method"}[ddf]
+    return [f"Fixed effects ({method}{' ' + where if where else ''}):", format_table(shown)]
 
 
 def format_table(frame: pd.DataFrame) -> str:

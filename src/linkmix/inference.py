@@ -1,0 +1,492 @@
+"""Small-sample tests of fixed effects: Satterthwaite and Kenward–Roger degrees of freedom.
+
+Owns the t test of a contrast λ'β of a linear mixed model's fixed effects, with the
+estimate's variance v = λ'Φλ (Φ = cov(β̂)) and degrees of freedom by one of three
+methods:
+
+* **Satterthwaite** (lmerTest's method): the variance parameters φ = (θ, σ) have
+  covariance A = 2H⁺, H the Hessian of −2 log L (REML: of the restricted likelihood)
+  over φ at the estimates with β̂(θ) profiled (``LinearMixedModel.variance_deviance``)
+  and H⁺ its inverse over the eigenvalues above ``EIGEN_TOL``; with g_k = λ'(∂Φ/∂φ_k)λ,
+  df = 2v² / g'Ag.
+* **Kenward–Roger** (pbkrtest's method, REML fits): the covariance of y is
+  Σ = Σ_i γ_i G_i over every variance and covariance γ_i of every term and σ²; Φ is
+  replaced by the bias-corrected Φ_A = Φ + 2ΦUΦ and the df come from the moments of the
+  Wald statistic (Kenward & Roger 1997, without the second-derivative terms R_ij, as
+  pbkrtest).  All products with Σ⁻¹ are taken through Woodbury's identity in the
+  random effects' dimension q, so no n × n matrix is formed.
+* **Wald**: infinite df (a z test).
+
+The numerical derivatives follow ``linkmix.numdiff``.  The p value is two-sided from
+Student's t (the normal for infinite df).  Contrasts are read from text by a small
+whitelist grammar (``parse_contrast``): weighted sums of coefficient names, nothing
+evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import numdiff
+from .errors import ArgumentError, FitError
+
+__all__ = ["DDF_METHODS", "FixedEffectTests", "Satterthwaite", "KenwardRoger", "t_table",
+           "t_pvalues", "check_ddf", "contrast_matrix", "parse_contrast"]
+
+DDF_METHODS = ("satterthwaite", "kenward-roger", "wald")
+#: Eigenvalues of the variance parameters' Hessian at or below this are left out of its
+#: inverse (lmerTest's tolerance): a direction in which the criterion is flat carries no
+#: information about the variance of the estimate.
+EIGEN_TOL = 1e-8
+#: Kenward–Roger works with q × q and n × q dense matrices: beyond this many entries of
+#: the n × q ones, it refuses rather than exhaust memory.
+KR_MAX_ENTRIES = 50_000_000
+
+
+def check_ddf(ddf) -> str:
+    """The ddf method's canonical name, or an ArgumentError naming the choices."""
+    if isinstance(ddf, str):
+        name = ddf.strip().lower().replace("_", "-").replace(" ", "-")
+        name = {"kr": "kenward-roger", "kenwardroger": "kenward-roger", "z": "wald"}.get(
+            name, name)
+        if name in DDF_METHODS:
+            return name
+    raise ArgumentError(f"ddf must be one of {list(DDF_METHODS)}, not {ddf!r}")
+
+
+def t_pvalues(t, df) -> np.ndarray:
+    """Two-sided p values of t statistics with ``df`` degrees of freedom (inf: normal)."""
+    from scipy import special
+
+    t, df = np.broadcast_arrays(np.abs(np.asarray(t, dtype=float)),
+                                np.asarray(df, dtype=float))
+    with np.errstate(invalid="ignore"):
+        p = np.where(np.isinf(df), 2.0 * special.ndtr(-t), 2.0 * special.stdtr(df, -t))
+    return np.where(np.isnan(t) | np.isnan(df) | (df <= 0), np.nan, p)
+
+
+def t_table(estimate, variance, df, index) -> pd.DataFrame:
+    """The table of t tests: estimate, std_error, df, t_value, p_value."""
+    estimate = np.asarray(estimate, dtype=float)
+    se = np.sqrt(np.asarray(variance, dtype=float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = estimate / se
+    return pd.DataFrame({"estimate": estimate, "std_error": se, "df": df, "t_value": t,
+                         "p_value": t_pvalues(t, df)}, index=pd.Index(index))
+
+
+class FixedEffectTests:
+    """``coef_table`` and ``contrast`` for a fit that provides ``_fixed_names`` (the fixed
+    effects' names), ``_fixed_estimates`` (β̂) and ``_variance_df(L, method)`` (the
+    variance of Lβ̂ and its df by a checked method name)."""
+
+    #: The degrees of freedom of t tests unless a call names others.
+    default_ddf = "satterthwaite"
+
+    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
+        """A t test of every fixed effect: columns ``estimate, std_error, df, t_value,
+        p_value``, by fixed-effect name.
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "kenward-roger", "wald"}, optional
+            Degrees of freedom (default ``default_ddf``): lmerTest's Satterthwaite
+            method, pbkrtest's Kenward–Roger (REML fits; its SE is the adjusted one), or
+            Wald (infinite df: a z test).  See ``linkmix.inference``.
+        """
+        names = list(self._fixed_names)
+        return self._t_tests(np.eye(len(names)), names, ddf)
+
+    def contrast(self, L, ddf: str | None = None) -> pd.DataFrame:
+        """t tests of contrasts λ'β = 0, one row each (columns as ``coef_table``).
+
+        ``L`` is a string such as ``"Condition[T.C2] - Condition[T.C3]"`` (weighted sums
+        of fixed-effect names), a list of them, a dict {name: weight}, or a matrix with
+        one column per fixed effect.
+        """
+        labels, L = contrast_matrix(L, self._fixed_names)
+        return self._t_tests(L, labels, ddf)
+
+    def tests_record(self, ddf: str | None = None) -> dict:
+        """``coef_table(ddf)`` as a JSON-ready record: the method, then each column by
+        fixed-effect name."""
+        method = check_ddf(self.default_ddf if ddf is None else ddf)
+        table = self.coef_table(method)
+        return {"ddf": method, **{column: {name: float(v) for name, v in table[column].items()}
+                                  for column in ("df", "t_value", "p_value")}}
+
+    def _t_tests(self, L, labels, ddf) -> pd.DataFrame:
+        method = check_ddf(self.default_ddf if ddf is None else ddf)
+        variance, df = self._variance_df(L, method)
+        return t_table(L @ self._fixed_estimates, variance, df, labels)
+
+
+def _quadratic_forms(L: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """λ_r'Mλ_r for each row λ_r of L."""
+    return np.einsum("ri,ij,rj->r", L, M, L)
+
+
+@dataclass(frozen=True)
+class Satterthwaite:
+    """The parts of Satterthwaite's df that do not depend on the contrast.
+
+    Attributes
+    ----------
+    vcov_beta : ndarray (p, p)
+        Φ = cov(β̂) = σ²(X'V₀⁻¹X)⁻¹.
+    vcov_varpar : ndarray (d, d)
+        A = 2H⁺ over φ = (θ, σ), d = dim θ + 1.
+    jacobian : ndarray (d, p, p)
+        ∂Φ/∂φ_k.
+    hessian_eigenvalues : ndarray (d,)
+        Of H, for a report on how well the variance parameters are determined.
+    """
+
+    vcov_beta: np.ndarray
+    vcov_varpar: np.ndarray
+    jacobian: np.ndarray
+    hessian_eigenvalues: np.ndarray
+
+    @classmethod
+    def of(cls, model, theta, sigma) -> "Satterthwaite":
+        """From a linear mixed model at its estimates θ̂, σ̂ (lme4's θ).
+
+        H is differenced (with Richardson's extrapolation, as lmerTest's numDeriv) in
+        (θ, σ/σ̂), where every coordinate is of order one, and scaled back; θ is not bounded below here (lmerTest's convention: the criterion is even
+        in a diagonal entry of T, so at θ = 0 the differences see its curvature).  The
+        Jacobian of (X'V₀⁻¹X)⁻¹ is differenced in θ; that of σ² is 2σ.
+        """
+        theta = np.asarray(theta, dtype=float)
+        d = theta.size + 1
+
+        def criterion(x):
+            return model.variance_deviance(x[:-1], sigma * x[-1])
+
+        H = numdiff.richardson_hessian(criterion, np.append(theta, 1.0))
+        scale = np.ones(d)
+        scale[-1] = 1.0 / sigma                     # ∂/∂σ = (1/σ̂) ∂/∂(σ/σ̂)
+        H = H * np.outer(scale, scale)
+        if not np.all(np.isfinite(H)):
+            raise FitError("the criterion is not finite next to the estimates: Satterthwaite's "
+                           "degrees of freedom cannot be computed")
+        values, vectors = np.linalg.eigh(0.5 * (H + H.T))
+        keep = values > EIGEN_TOL
+        A = 2.0 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
+        M = model.unscaled_vcov(theta)
+        p = M.shape[0]
+        dM = numdiff.jacobian(lambda t: model.unscaled_vcov(t).ravel(), theta) if theta.size \
+            else np.zeros((p * p, 0))
+        jacobian = np.concatenate([sigma**2 * dM.T.reshape(theta.size, p, p),
+                                   (2.0 * sigma * M)[None]], axis=0)
+        return cls(sigma**2 * M, A, jacobian, values)
+
+    @classmethod
+    def on_manifold(cls, model, z, second_order) -> "Satterthwaite":
+        """For a linked fit (``LinkedModel``) at its optimum z = (θ_w, β_w, log σ).
+
+        The variance parameters are φ = (θ_w, log σ), and A is their block of the fit's
+        covariance of z on the constraint manifold (N(N'HN/2)⁻¹N', H the Hessian of
+        the Lagrangian D − λ'c).  Φ(φ) is the covariance of β̂ with φ held: with N_β
+        spanning the β directions the active constraints allow at fixed φ,
+        Φ = G N_β (N_β'H_ββ(φ)N_β/2)⁻¹ N_β'G', N_β from the constraints active at the
+        optimum, differentiated at (φ, β̂_w), H_ββ(φ) = ∂²D/∂β_w² there plus the
+        constraints' curvature at the optimum, G = ∂β/∂β_w.  Without constraints this is
+        lmerTest's method for the ML fit.
+        """
+        import scipy.linalg
+
+        space = model.space
+        nt, p = space.n_theta, space.p
+        z = np.asarray(z, dtype=float)
+        phi = np.r_[np.arange(nt), len(z) - 1]
+        beta = slice(nt, nt + p)
+        A = second_order.cov_z[np.ix_(phi, phi)]
+        curvature = second_order.lagrangian[beta, beta] - model.mean_hessian(z)
+        fixef = np.array(space.kinds) == "fixef"
+        G = space.natural_jacobian(z)[fixef][:, beta]
+
+        def beta_cov(values):
+            x = z.copy()
+            x[phi] = values
+            allowed = model.active_constraint_rows(x, z)[:, beta]
+            N = scipy.linalg.null_space(allowed) if allowed.shape[0] else np.eye(p)
+            reduced = 0.5 * N.T @ (model.mean_hessian(x) + curvature) @ N
+            return G @ N @ np.linalg.solve(0.5 * (reduced + reduced.T), N.T) @ G.T
+
+        vcov = beta_cov(z[phi])
+        J = numdiff.jacobian(lambda values: beta_cov(values).ravel(), z[phi])
+        return cls(vcov, A, J.T.reshape(len(phi), p, p), second_order.eigenvalues)
+
+    def test(self, L) -> tuple[np.ndarray, np.ndarray]:
+        """(v, df) for each row λ of L: v = λ'Φλ and df = 2v²/g'Ag (inf where g'Ag = 0)."""
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+        variance = _quadratic_forms(L, self.vcov_beta)
+        g = np.einsum("ri,kij,rj->rk", L, self.jacobian, L)
+        denominator = _quadratic_forms(g, self.vcov_varpar)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df = np.where(denominator > 0, 2.0 * variance**2 / denominator, np.inf)
+        return variance, df
+
+
+@dataclass(frozen=True)
+class KenwardRoger:
+    """Kenward and Roger's adjusted covariance of β̂ and what their df need.
+
+    Attributes
+    ----------
+    vcov_beta : ndarray (p, p)
+        Φ, the unadjusted covariance.
+    vcov_adjusted : ndarray (p, p)
+        Φ_A = Φ + 2ΦUΦ.
+    P : ndarray (m, p, p)
+        P_i = −X'Σ⁻¹G_iΣ⁻¹X for each of the m variance parameters γ_i.
+    W : ndarray (m, m)
+        The covariance of γ̂: 2 × the inverse of the expected information
+        I_ij = tr(Σ⁻¹G_iΣ⁻¹G_j) − 2tr(ΦQ_ij) + tr(ΦP_iΦP_j) (a pseudo-inverse when
+        the information is singular, as pbkrtest).
+    """
+
+    vcov_beta: np.ndarray
+    vcov_adjusted: np.ndarray
+    P: np.ndarray
+    W: np.ndarray
+
+    @classmethod
+    def of(cls, design, theta, sigma, vcov_beta) -> "KenwardRoger":
+        """From a REML fit's design (X, the random-effects terms), lme4's θ, σ and Φ."""
+        X = design.X
+        n, p = X.shape
+        Z = design.Z_sparse().tocsc()
+        q = Z.shape[1]
+        if n * q > KR_MAX_ENTRIES:
+            raise ArgumentError(f"Kenward-Roger needs dense n × q matrices (n = {n}, q = {q}); "
+                                f"use ddf='satterthwaite' for a model this large")
+        gammas = _covariance_parameters(design)      # F_i of the m − 1 random-effects γ_i
+        Lam = design.Lambda_sparse(np.asarray(theta, dtype=float))
+        ZL = (Z @ Lam).toarray()                                # n × q
+        U = ZL.T @ ZL + np.eye(q)
+        from scipy.linalg import cho_factor, cho_solve
+
+        U_factor = cho_factor(U)
+        s2 = sigma**2
+
+        def sigma_inv(B):
+            """Σ⁻¹B = σ⁻²(B − ZΛU⁻¹Λ'Z'B)."""
+            return (B - ZL @ cho_solve(U_factor, ZL.T @ B)) / s2
+
+        Zd = Z.toarray()
+        T = sigma_inv(X)                                        # Σ⁻¹X
+        S = sigma_inv(Zd)                                       # Σ⁻¹Z
+        A = Zd.T @ T                                            # Z'Σ⁻¹X
+        M = Zd.T @ S                                            # Z'Σ⁻¹Z
+        B = S.T @ T                                             # Z'Σ⁻²X
+        N = S.T @ S                                             # Z'Σ⁻²Z
+        U_inv = cho_solve(U_factor, np.eye(q))
+        # tr(Σ⁻²) = σ⁻⁴ tr((I − ZΛU⁻¹Λ'Z')²) = σ⁻⁴ (n − q + tr(U⁻²))
+        trace_sigma_inv2 = (n - q + np.sum(U_inv * U_inv)) / s2**2
+
+        m = len(gammas) + 1
+        P = np.empty((m, p, p))
+        Q = np.empty((m, m, p, p))
+        K = np.empty((m, m))
+        # G_i = Z F_i Z' for the random-effects parameters (F_i sparse, q × q), I for σ²
+        FA = [F @ A for F in gammas]                            # F_i Z'Σ⁻¹X
+        FM = [F @ M for F in gammas]
+        for i, F in enumerate(gammas):
+            P[i] = -A.T @ FA[i]
+            for j in range(i, m - 1):
+                Q[i, j] = FA[i].T @ M @ FA[j]
+                K[i, j] = np.sum(FM[i] * FM[j].T)              # tr(F_i M F_j M)
+            Q[i, m - 1] = FA[i].T @ B                           # X'Σ⁻¹G_iΣ⁻¹Σ⁻¹X
+            K[i, m - 1] = np.sum((F @ N).diagonal())            # tr(F_i Z'Σ⁻²Z)
+        P[m - 1] = -T.T @ T
+        Q[m - 1, m - 1] = T.T @ sigma_inv(T)
+        K[m - 1, m - 1] = trace_sigma_inv2
+        for i in range(m):
+            for j in range(i):
+                Q[i, j] = Q[j, i].T
+                K[i, j] = K[j, i]
+
+        Phi = np.asarray(vcov_beta, dtype=float)
+        PhiP = [Phi @ P[i] for i in range(m)]
+        info = np.empty((m, m))
+        for i in range(m):
+            for j in range(i, m):
+                info[i, j] = info[j, i] = (K[i, j] - 2.0 * np.sum(Phi * Q[i, j])
+                                           + np.sum(PhiP[i] * PhiP[j].T))
+        if np.min(np.abs(np.linalg.eigvalsh(info))) > 1e-10:
+            W = 2.0 * np.linalg.inv(info)
+        else:
+            W = 2.0 * np.linalg.pinv(info)
+        W = 0.5 * (W + W.T)
+        Uc = np.zeros((p, p))
+        for i in range(m):
+            for j in range(m):
+                Uc += W[i, j] * (Q[i, j] - P[i] @ Phi @ P[j])
+        Uc = 0.5 * (Uc + Uc.T)   # Σ_ij over both orders, as pbkrtest's UU + t(UU)
+        adjusted = Phi + 2.0 * Phi @ Uc @ Phi
+        return cls(Phi, 0.5 * (adjusted + adjusted.T), P, W)
+
+    def test(self, L) -> tuple[np.ndarray, np.ndarray]:
+        """(λ'Φ_Aλ, df) for each row λ of L: Kenward and Roger's df of the one-row
+        Wald statistic (pbkrtest's ``Lb_ddf`` with q = 1)."""
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+        variance = _quadratic_forms(L, self.vcov_adjusted)
+        df = np.array([self._df(row) for row in L])
+        return variance, df
+
+    def _df(self, lam) -> float:
+        v0 = lam @ self.vcov_beta @ lam
+        if not v0 > 0:
+            return math.nan
+        Theta = np.outer(lam, lam) / v0
+        ThetaPhi = Theta @ self.vcov_beta
+        u = [ThetaPhi @ Pi @ self.vcov_beta for Pi in self.P]
+        traces = np.array([ui.trace() for ui in u])
+        W = self.W
+        A1 = float(traces @ W @ traces)
+        A2 = float(sum(W[i, j] * np.sum(u[i] * u[j].T)
+                       for i in range(len(u)) for j in range(len(u))))
+        B = (A1 + 6.0 * A2) / 2.0
+        g = (2.0 * A1 - 5.0 * A2) / (3.0 * A2)
+        denominator = 3.0 + 2.0 * (1.0 - g)
+        c1, c2, c3 = g / denominator, (1.0 - g) / denominator, (3.0 - g) / denominator
+        V0 = 1.0 + c1 * B
+        V0 = 0.0 if abs(V0) < 1e-10 else V0
+        V1, V2 = 1.0 - c2 * B, 1.0 - c3 * B
+        ratio = 1.0 if abs(1.0 - A2) < 1e-14 and abs(V1) < 1e-14 else (1.0 - A2) / V1
+        rho = ratio**2 * V0 / V2
+        return 4.0 + 3.0 / (rho - 1.0)
+
+
+def _covariance_parameters(design) -> list:
+    """F_i (q × q, sparse) with G_i = Z F_i Z' for each variance and covariance of each
+    term's covariance matrix, in lme4's order (term by term, the lower triangle by
+    columns): F_i = I_levels ⊗ E_ab in the term's block, E_ab the symmetric indicator of
+    entry (a, b)."""
+    import scipy.sparse as sp
+
+    out = []
+    for t, term in enumerate(design.terms):
+        for b in range(term.k):
+            for a in range(b, term.k):
+                E = np.zeros((term.k, term.k))
+                E[a, b] = E[b, a] = 1.0
+                blocks = [sp.csr_matrix((other.q, other.q)) for other in design.terms]
+                blocks[t] = sp.kron(sp.identity(term.n_levels), E)
+                out.append(sp.block_diag(blocks, format="csr"))
+    return out
+
+
+# ---- contrasts ----------------------------------------------------------------------------
+_NUMBER = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def contrast_matrix(spec, names) -> tuple[list[str], np.ndarray]:
+    """(labels, L): the rows λ of the contrasts λ'β that ``spec`` names, over the
+    fixed effects ``names``.
+
+    ``spec`` is a string such as ``"Condition[T.C2] - Condition[T.C3]"`` or
+    ``"0.5*a + 0.5*b"`` (a sum of optionally weighted coefficient names; a name may be
+    written in backticks), a list of such strings, a dict {name: weight}, or an array
+    with one row per contrast and one column per fixed effect.
+    """
+    names = list(names)
+    if isinstance(spec, str):
+        return [spec.strip()], parse_contrast(spec, names)[None, :]
+    if isinstance(spec, dict):
+        row = np.zeros(len(names))
+        for name, weight in spec.items():
+            if name not in names:
+                raise ArgumentError(f"unknown fixed effect {name!r} in the contrast; fixed "
+                                    f"effects: {names}")
+            row[names.index(name)] = float(weight)
+        return [_label(row, names)], row[None, :]
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(s, str) for s in spec):
+        return [s.strip() for s in spec], np.array([parse_contrast(s, names) for s in spec])
+    try:
+        L = np.atleast_2d(np.asarray(spec, dtype=float))
+    except (TypeError, ValueError):
+        raise ArgumentError(f"a contrast is a string, a list of strings, a dict of weights "
+                            f"or a matrix, not {type(spec).__name__}") from None
+    if L.ndim != 2 or L.shape[1] != len(names) or L.shape[0] == 0:
+        raise ArgumentError(f"a contrast matrix needs one column per fixed effect "
+                            f"({len(names)}: {names}), not shape {np.shape(spec)}")
+    if not np.all(np.isfinite(L)):
+        raise ArgumentError("a contrast matrix must be finite")
+    return [_label(row, names) for row in L], L
+
+
+def _label(row, names) -> str:
+    terms = []
+    for weight, name in zip(row.tolist(), names):
+        if weight:
+            sign = "-" if weight < 0 else "+"
+            size = "" if abs(weight) == 1 else f"{abs(weight):g}*"
+            terms.append(f"{sign} {size}{name}")
+    text = " ".join(terms) or "0"
+    return text[2:] if text.startswith("+ ") else text
+
+
+def parse_contrast(text: str, names) -> np.ndarray:
+    """λ from a weighted sum of fixed-effect names, e.g. ``"a - b"``, ``"2*a - b - c"``.
+
+    Grammar: ``[±] [number [*]] name`` repeated with ``+`` or ``-`` between terms; a
+    name is the longest fixed-effect name at that point, or any name in backticks.
+    Nothing is evaluated.
+    """
+    if not isinstance(text, str):
+        raise ArgumentError(f"a contrast must be a string, not {type(text).__name__}")
+    names = list(names)
+    by_length = sorted(names, key=len, reverse=True)
+    row = np.zeros(len(names))
+    pos, n, first = 0, len(text), True
+
+    def skip(i):
+        while i < n and text[i].isspace():
+            i += 1
+        return i
+
+    def fail(i, what):
+        raise ArgumentError(f"cannot read the contrast {text!r} at position {i + 1}: "
+                            f"{what}; fixed effects: {names}")
+
+    pos = skip(pos)
+    if pos == n:
+        fail(pos, "it is empty")
+    while pos < n:
+        sign = 1.0
+        if text[pos] in "+-":
+            sign = -1.0 if text[pos] == "-" else 1.0
+            pos = skip(pos + 1)
+        elif not first:
+            fail(pos, "expected + or - between terms")
+        weight = 1.0
+        number = _NUMBER.match(text, pos)
+        if number and not any(text.startswith(name, pos) for name in by_length):
+            weight = float(number.group())
+            pos = skip(number.end())
+            if pos < n and text[pos] == "*":
+                pos = skip(pos + 1)
+        if pos < n and text[pos] == "`":
+            end = text.find("`", pos + 1)
+            if end < 0:
+                fail(pos, "unclosed backtick")
+            name = text[pos + 1:end]
+            if name not in names:
+                fail(pos, f"unknown fixed effect {name!r}")
+            pos = end + 1
+        else:
+            name = next((m for m in by_length if text.startswith(m, pos)), None)
+            if name is None:
+                fail(pos, "expected a fixed-effect name")
+            pos += len(name)
+        row[names.index(name)] += sign * weight
+        first = False
+        pos = skip(pos)
+    return row
