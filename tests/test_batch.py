@@ -147,7 +147,8 @@ def test_cli_batch_msstats_with_log2_and_volcano(tmp_path, capsys):
 
 def test_plots():
     pytest.importorskip("matplotlib")
-    from linkmix.plots import benjamini_hochberg, caterpillar, profile, volcano
+    from linkmix.inference import benjamini_hochberg
+    from linkmix.plots import caterpillar, profile, volcano
 
     data = datasets.load("sleepstudy")
     fit = linkmix.lmer("Reaction ~ Days + (Days | Subject)", data, REML=False)
@@ -162,14 +163,22 @@ def test_plots():
     ax = caterpillar(fit).axes[0]
     assert sorted(np.asarray(ax.lines[0].get_xdata(), float)) == pytest.approx(
         sorted(fit.ranef()["Subject"].iloc[:, 0]), abs=1e-9)
-    # volcano: every group's (estimate, −log10 two-sided Wald p), significant ones apart
+    # volcano: every group's (estimate, −log10 two-sided t-test p, Satterthwaite's df),
+    # significant ones apart; the Wald z test where a table has no t tests
     results = linkmix.fit_groups(*datasets.simulate_experiment(20, seed=4)[:1], "peptide",
                                  PLAIN, REML=False, n_jobs=1)
     rows = results[results.parameter == "m2"]
-    p = 2 * scipy.stats.norm.sf(np.abs(rows.estimate / rows.std_error))
+    p = 2 * scipy.stats.t.sf(np.abs(rows.estimate / rows.std_error), rows.df)
+    np.testing.assert_allclose(rows.p_value, p, rtol=1e-9)
+    assert np.all(rows.df < 20)
     drawn = np.vstack([c.get_offsets() for c in volcano(results, "m2").axes[0].collections])
     np.testing.assert_allclose(sorted(map(tuple, drawn)),
                                sorted(zip(rows.estimate, -np.log10(p))), rtol=1e-9)
+    old = results.drop(columns=["df", "t_value", "p_value", "p_adjusted"])
+    z = 2 * scipy.stats.norm.sf(np.abs(rows.estimate / rows.std_error))
+    drawn = np.vstack([c.get_offsets() for c in volcano(old, "m2").axes[0].collections])
+    np.testing.assert_allclose(sorted(map(tuple, drawn)),
+                               sorted(zip(rows.estimate, -np.log10(z))), rtol=1e-9)
     np.testing.assert_allclose(benjamini_hochberg([0.01, 0.04, 0.03, 0.5]),
                                [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
 
@@ -218,4 +227,9 @@ def test_iter_fit_groups_yields_fit_groups_in_order():
                                          chunk_size=4))
     assert len(parts) == 8
     whole = linkmix.fit_groups(data, "PeptideSequence", formula, n_jobs=1)
-    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole)
+    streamed = pd.concat(parts, ignore_index=True)
+    # a chunk cannot know the adjustment across groups: it is made over the whole table
+    assert streamed["p_adjusted"].isna().all()
+    streamed["p_adjusted"] = linkmix.batch.adjusted_p_values(streamed["parameter"],
+                                                             streamed["p_value"])
+    pd.testing.assert_frame_equal(streamed, whole)

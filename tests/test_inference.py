@@ -262,3 +262,91 @@ def test_cli_fit_takes_ddf(tmp_path, capsys):
     assert main(["fit", path, "-f", formula, "--ddf", "wald", "--json", str(out)]) == 0
     assert "Pr(>|z|)" in capsys.readouterr().out
     assert json.loads(out.read_text())["fixef_tests"]["df"]["Days"] is None   # inf → null
+
+
+# ---- many groups: t tests, contrasts and their adjustment in batch tables ----------------
+FORMULA_MS = "log2Intensity ~ Condition + Feature + (1 | BioReplicate)"
+
+
+@pytest.fixture(scope="module")
+def msstats():
+    data = linkmix.datasets.simulate_msstats(12, seed=5, missing_rate=0.1)
+    # one peptide never seen in condition C3: its contrasts with C3 cannot be estimated
+    first = data["PeptideSequence"].unique()[0]
+    return data[~((data["PeptideSequence"] == first) & (data["Condition"] == "C3"))]
+
+
+def test_batch_rows_are_the_single_fits_tests(msstats):
+    table = linkmix.fit_groups(msstats, "PeptideSequence", FORMULA_MS, n_jobs=1,
+                               contrasts=["pairwise:Condition", "Feature[T.F1] - Feature[T.F2]"])
+    labels = ["Condition[C2] - Condition[C1]", "Condition[C3] - Condition[C1]",
+              "Condition[C3] - Condition[C2]", "Feature[T.F1] - Feature[T.F2]"]
+    assert list(table.loc[table.kind == "contrast", "parameter"].unique()) == labels
+    for peptide, rows in list(table.groupby("PeptideSequence"))[1:4]:
+        fit = linkmix.lmer(FORMULA_MS, msstats[msstats.PeptideSequence == peptide])
+        fixef = rows[rows.kind == "fixef"].set_index("parameter")
+        single = fit.coef_table()
+        np.testing.assert_allclose(fixef.loc[single.index, ["estimate", "std_error", "df",
+                                                            "p_value"]],
+                                   single[["estimate", "std_error", "df", "p_value"]],
+                                   rtol=1e-8)
+        contrasts = rows[rows.kind == "contrast"].set_index("parameter")
+        expected = fit.contrast(["Condition[T.C3]", "Condition[T.C3] - Condition[T.C2]"])
+        np.testing.assert_allclose(contrasts.loc[labels[1:3], ["estimate", "df", "p_value"]],
+                                   expected[["estimate", "df", "p_value"]], rtol=1e-8)
+        from scipy.special import stdtrit
+        half = stdtrit(contrasts["df"], 0.975) * contrasts["std_error"]
+        np.testing.assert_allclose(contrasts["ci_upper"] - contrasts["estimate"], half,
+                                   rtol=1e-10)
+    # the peptide without C3: those contrasts are NaN, the others are estimated
+    first = table[table.PeptideSequence == msstats.PeptideSequence.iloc[0]]
+    first = first[first.kind == "contrast"].set_index("parameter")
+    assert first.loc[labels[1:3], "estimate"].isna().all()
+    assert first.loc[[labels[0], labels[3]], "p_value"].notna().all()
+    # Benjamini-Hochberg per parameter across the groups
+    for label in labels:
+        rows = table[table.parameter == label]
+        np.testing.assert_allclose(rows["p_adjusted"],
+                                   linkmix.inference.benjamini_hochberg(rows["p_value"]))
+
+
+def test_batch_contrast_errors_fail_once(msstats):
+    for contrasts, message in [("Condition[T.C9] - Condition[T.C2]", "expected a fixed-effect"),
+                               ("pairwise:Nope", "unknown column 'Nope'"),
+                               (["pairwise:Condition", "pairwise:Condition"], "repeat"),
+                               (3, "contrasts must be a string")]:
+        with pytest.raises(ArgumentError, match=message):
+            linkmix.fit_groups(msstats, "PeptideSequence", FORMULA_MS, contrasts=contrasts)
+    with pytest.raises(ArgumentError, match="treatment-coded main effect"):
+        linkmix.fit_groups(msstats, "PeptideSequence",
+                           "log2Intensity ~ Condition * Feature + (1 | BioReplicate)",
+                           contrasts="pairwise:Condition")
+    with pytest.raises(ArgumentError, match="needs REML fits"):
+        linkmix.fit_groups(msstats, "PeptideSequence", FORMULA_MS, REML=False,
+                           ddf="kenward-roger")
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_cli_batch_contrasts_and_adjusted_p(msstats, tmp_path, suffix, capsys):
+    pytest.importorskip("pyarrow")
+    from linkmix.cli import main
+
+    source = tmp_path / "data.csv"
+    msstats.to_csv(source, index=False)
+    out = tmp_path / f"out.{suffix}"
+    args = ["batch", str(source), "--by", "PeptideSequence", "-f", FORMULA_MS, "--jobs", "1",
+            "--no-progress", "--contrast", "pairwise:Condition", "-o", str(out)]
+    if suffix == "csv":
+        pytest.importorskip("matplotlib")
+        args += ["--plots", str(tmp_path / "plots")]
+    assert main(args) == 0
+    written = pd.read_csv(out) if suffix == "csv" else pd.read_parquet(out)
+    expected = linkmix.fit_groups(msstats, "PeptideSequence", FORMULA_MS, n_jobs=1,
+                                  contrasts="pairwise:Condition")
+    assert list(written.columns) == list(expected.columns)
+    for column in ("estimate", "df", "p_value", "p_adjusted"):
+        np.testing.assert_allclose(written[column], expected[column], rtol=1e-12)
+    assert written["p_adjusted"].notna().sum() == written["p_value"].notna().sum() > 0
+    assert not list(tmp_path.glob("*.partial"))
+    if suffix == "csv":  # the default volcano: the first contrast
+        assert (tmp_path / "plots" / "volcano_Condition_C2__-_Condition_C1_.png").exists()

@@ -32,6 +32,7 @@ from . import arguments
 from .constraints import Expression, make_constraint
 from .design import required_variables, build_design, require_numeric_response
 from .groupdesign import TableDesign
+from .inference import benjamini_hochberg, check_ddf, parse_contrast
 from .errors import ArgumentError, DataError, LinkmixError
 from .formula import parse_formula
 from .linked import LinkedModel
@@ -40,14 +41,16 @@ from .optimize import CONSTRAINED_METHODS
 from .parameters import ParameterSpace
 from .threads import one_blas_thread
 
-__all__ = ["fit_groups", "iter_fit_groups", "GroupSpec", "ROW_COLUMNS", "ROW_TYPES"]
+__all__ = ["fit_groups", "iter_fit_groups", "adjusted_p_values", "GroupSpec", "ROW_COLUMNS",
+           "ROW_TYPES"]
 
 #: Per-group columns of ``fit_groups``' result, after the group keys, and their types.
 ROW_TYPES = {"parameter": "str", "kind": "str", "estimate": "float", "std_error": "float",
+             "df": "float", "t_value": "float", "p_value": "float",
              "ci_lower": "float", "ci_upper": "float", "n": "int", "n_dropped": "int",
              "loglik": "float", "converged": "bool", "singular": "bool", "degenerate": "bool",
              "warning": "str", "constraint_residual": "float", "n_optima": "int",
-             "error": "str"}
+             "error": "str", "p_adjusted": "float"}
 ROW_COLUMNS = list(ROW_TYPES)
 
 
@@ -63,6 +66,8 @@ class GroupSpec:
     method: str = "SLSQP"
     level: float = 0.95
     engine: str = "auto"
+    ddf: str = "satterthwaite"
+    contrasts: tuple = ()       # (label, text) pairs, text over the fixed effects' names
 
     @property
     def linked(self) -> bool:
@@ -169,7 +174,7 @@ class _GroupFitter:
                         model.set_response(y)
                     fit = model.fit(n_starts=spec.n_starts, method=spec.method) \
                         if spec.linked else model.fit()
-                    out.add_fit(key, fit, n_dropped, spec.level)
+                    out.add_fit(key, fit, n_dropped, spec)
                 except Exception as exc:  # a batch never dies because one group failed
                     message = str(exc) if isinstance(exc, LinkmixError) \
                         else f"{type(exc).__name__}: {exc}"
@@ -184,33 +189,53 @@ class _Columns:
         self.columns = {c: [] for c in [*by, *ROW_COLUMNS]}
         self.by = by
 
-    def _add(self, key, names, kinds, est, se, common, level):
-        z = _normal_quantile(0.5 + level / 2)
+    def _add(self, key, names, kinds, est, se, df, t, p, common, level):
         m = len(names)
+        with np.errstate(invalid="ignore"):
+            # t quantiles where the rows have df, the normal's elsewhere
+            q = np.where(np.isfinite(df), _t_quantile(0.5 + level / 2, df),
+                         _normal_quantile(0.5 + level / 2))
         cols = self.columns
         for c in self.by:
             cols[c].extend([key[c]] * m)
         cols["parameter"].extend(names)
         cols["kind"].extend(kinds)
-        cols["estimate"].extend(est.tolist())
-        cols["std_error"].extend(se.tolist())
-        cols["ci_lower"].extend((est - z * se).tolist())
-        cols["ci_upper"].extend((est + z * se).tolist())
+        for name, values in (("estimate", est), ("std_error", se), ("df", df),
+                             ("t_value", t), ("p_value", p), ("ci_lower", est - q * se),
+                             ("ci_upper", est + q * se)):
+            cols[name].extend(np.asarray(values, dtype=float).tolist())
+        cols["p_adjusted"].extend([np.nan] * m)
         for name, value in common.items():
             cols[name].extend([value] * m)
 
-    def add_fit(self, key, fit, n_dropped, level):
-        """A fit's rows: its named estimates and the per-group columns, read off the
-        results object exactly as a single fit reports them."""
+    def add_fit(self, key, fit, n_dropped, spec):
+        """A fit's rows: its named estimates, then its contrasts, and the per-group
+        columns, read off the results object exactly as a single fit reports them; the
+        fixed effects' and contrasts' t tests by ``spec.ddf``."""
         residuals = getattr(fit, "constraint_residuals", {})
         names, kinds, estimate, se = fit.natural_estimates()
+        df = np.full(len(names), np.nan)
+        t = np.where(np.array(kinds) == "fixef", estimate / se, np.nan) if len(names) else df
+        p = np.full(len(names), np.nan)
+        fixef = [i for i, kind in enumerate(kinds) if kind == "fixef"]
+        if fixef:
+            table = fit.t_test_columns(np.eye(len(fixef)), spec.ddf)
+            df[fixef], t[fixef], p[fixef] = table["df"], table["t_value"], table["p_value"]
+            se = np.array(se, dtype=float)
+            se[fixef] = table["std_error"]   # Kenward-Roger's are adjusted
         common = {"n": fit.nobs, "n_dropped": n_dropped, "loglik": fit.loglik,
                   "converged": bool(fit.converged), "singular": bool(fit.singular),
                   "degenerate": bool(fit.degenerate), "warning": fit.message,
                   "constraint_residual": max((abs(v) for v in residuals.values()),
                                              default=np.nan) if residuals else np.nan,
                   "n_optima": len(getattr(fit, "equally_likely", [None])), "error": None}
-        self._add(key, names, kinds, estimate, se, common, level)
+        self._add(key, names, kinds, estimate, se, df, t, p, common, spec.level)
+        if spec.contrasts:
+            rows = _contrast_rows(fit, spec)
+            self._add(key, [label for label, _ in spec.contrasts],
+                      ["contrast"] * len(spec.contrasts), *(rows[c] for c in (
+                          "estimate", "std_error", "df", "t_value", "p_value")),
+                      common, spec.level)
 
     def add_error(self, key, message, n, n_dropped):
         cols = self.columns
@@ -229,6 +254,33 @@ def _normal_quantile(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
 
+def _t_quantile(p: float, df) -> np.ndarray:
+    from scipy.special import stdtrit
+
+    return stdtrit(np.where(np.isfinite(df), df, 1.0), p)
+
+
+def _contrast_rows(fit, spec) -> dict:
+    """The t tests of ``spec.contrasts`` in one fit; NaN for a contrast naming a fixed
+    effect this group's design does not have (a level it did not observe, a column
+    dropped as aliased)."""
+    names = fit.fixed_names
+    out = {c: np.full(len(spec.contrasts), np.nan) for c in
+           ("estimate", "std_error", "df", "t_value", "p_value")}
+    estimable, rows = [], []
+    for i, (_, text) in enumerate(spec.contrasts):
+        try:
+            rows.append(parse_contrast(text, names))
+            estimable.append(i)
+        except ArgumentError:
+            pass
+    if estimable:
+        table = fit.t_test_columns(np.array(rows), spec.ddf)
+        for column in out:
+            out[column][estimable] = table[column]
+    return out
+
+
 _WORKER_FITTER: list = []  # in a worker process: the fitter of the last spec (its templates)
 
 
@@ -240,17 +292,11 @@ def fit_chunk(spec: GroupSpec, by: list[str], keys, frame: pd.DataFrame, positio
     return _WORKER_FITTER[0].fit_chunk(by, keys, frame, positions)
 
 
-def _check_links(spec: GroupSpec, data: pd.DataFrame) -> None:
-    """Compile the constraint and mean strings against the parameter names any group can
-    have, so that what fails in every group (a syntax error, text, an unknown function or
-    parameter, missing backticks) fails the batch once, before fitting.
-
-    The names come from a sample of the complete rows holding every level of every
-    non-numeric column the model reads (names depend on levels, not on numbers); where
-    that sample cannot be built, each group reports its own errors.
-    """
-    if not spec.linked:
-        return
+def _sample_design(spec: GroupSpec, data: pd.DataFrame):
+    """The design of a sample of the complete rows holding every level of every
+    non-numeric column the model reads (its parameter names are every group's could-be
+    names: names depend on levels, not on numbers), or None where it cannot be built
+    (then each group reports its own errors)."""
     response, columns = spec.used_columns()
     layout = list(data.columns) if spec.mean is not None else [response, *columns]
     complete = data[layout].dropna(subset=[response, *columns])
@@ -263,17 +309,74 @@ def _check_links(spec: GroupSpec, data: pd.DataFrame) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            design = build_design(spec.formula, sample, drop_rank_deficient=False,
-                                  check_sizes=False)
+            return build_design(spec.formula, sample, drop_rank_deficient=False,
+                                check_sizes=False), sample
     except LinkmixError:
+        return None
+
+
+def _check_links(spec: GroupSpec, data: pd.DataFrame, sample) -> None:
+    """Compile the constraint and mean strings against the names of the sample design,
+    so that what fails in every group (a syntax error, text, an unknown function or
+    parameter, missing backticks) fails the batch once, before fitting."""
+    if not spec.linked or sample is None:
         return
+    design, rows = sample
     names = ParameterSpace(design).names
     for constraint in spec.constraints:
         if isinstance(constraint, str):
             make_constraint(constraint, names)
     if isinstance(spec.mean, str):
-        Expression(spec.mean, names, {c: sample[c].to_numpy() for c in sample.columns},
+        Expression(spec.mean, names, {c: rows[c].to_numpy() for c in rows.columns},
                    what="mean")
+
+
+def _expand_contrasts(contrasts, data: pd.DataFrame, sample) -> tuple:
+    """(label, text) pairs: ``pairwise:F`` becomes every pair of F's levels (later minus
+    earlier, labelled ``F[b] - F[a]``); any other text is its own label.  Each text is
+    read against the sample design's fixed effects, so a misspelt name fails here, once."""
+    names = None if sample is None else sample[0].fixed_names
+    out = []
+    for text in contrasts:
+        text = text.strip()
+        if text.startswith("pairwise:"):
+            factor = text[len("pairwise:"):].strip()
+            out += _pairwise(factor, data, names)
+        else:
+            if names is not None:
+                parse_contrast(text, names)
+            out.append((text, text))
+    labels = [label for label, _ in out]
+    if len(set(labels)) < len(labels):
+        raise ArgumentError(f"contrasts repeat: {labels}")
+    return tuple(out)
+
+
+def _pairwise(factor: str, data: pd.DataFrame, names) -> list:
+    """Every pair of a treatment-coded factor's levels as a contrast of its columns."""
+    if factor not in data.columns:
+        raise ArgumentError(f"pairwise:{factor}: unknown column {factor!r}; the data has "
+                            f"{list(map(str, data.columns))}")
+    levels = sorted(map(str, data[factor].dropna().unique()))
+    column = {level: f"{factor}[T.{level}]" for level in levels}
+    if names is not None:
+        present = [level for level in levels if column[level] in names]
+        if len(present) != len(levels) - 1 or any(
+                name.startswith(f"{factor}[") and ":" in name for name in names):
+            raise ArgumentError(f"pairwise:{factor} needs {factor} as a treatment-coded main "
+                                f"effect (columns {factor}[T.level], no interactions); the "
+                                f"fixed effects are {names}")
+        reference = next(level for level in levels if column[level] not in names)
+        column[reference] = None
+    if len(levels) < 2:
+        raise ArgumentError(f"pairwise:{factor}: the column has {len(levels)} level(s)")
+    out = []
+    for i, first in enumerate(levels):
+        for later in levels[i + 1:]:
+            parts = [f"`{column[later]}`" if column[later] else "",
+                     f"- `{column[first]}`" if column[first] else ""]
+            out.append((f"{factor}[{later}] - {factor}[{first}]", " ".join(p for p in parts if p)))
+    return out
 
 
 def _progress(total: int, enabled):
@@ -302,26 +405,41 @@ def fit_groups(data: pd.DataFrame, by, formula: str, **options) -> pd.DataFrame:
     **options
         ``constraints``, ``mean``, ``REML``, ``n_starts``, ``method``, ``engine`` as
         ``linkmix.lmer`` (constraints must be strings or picklable callables), and
-        ``n_jobs``, ``scheduler``, ``chunk_size``, ``progress``, ``level`` as
-        ``iter_fit_groups``.
+        ``n_jobs``, ``scheduler``, ``chunk_size``, ``progress``, ``level``, ``ddf``,
+        ``contrasts`` as ``iter_fit_groups``.
 
     Returns
     -------
     pandas.DataFrame
-        One row per group and parameter: the group keys, ``parameter``, ``kind``,
-        ``estimate``, ``std_error``, ``ci_lower``, ``ci_upper``, and per group ``n``,
+        One row per group and parameter (and contrast): the group keys, ``parameter``,
+        ``kind``, ``estimate``, ``std_error``, ``df``, ``t_value``, ``p_value`` (t tests of
+        fixed effects and contrasts), ``ci_lower``, ``ci_upper``, and per group ``n``,
         ``n_dropped`` (rows with missing values), ``loglik``, ``converged``,
         ``singular``, ``degenerate`` (estimates not uniquely determined), ``warning``
         (the fit's warnings, as ``fit.warnings``), ``constraint_residual``,
         ``n_optima`` (equally likely optima), ``error`` (why a group could not be
-        fitted; its row has no parameter).  ``converged``, ``singular`` and
+        fitted; its row has no parameter), and ``p_adjusted`` (Benjamini–Hochberg across
+        the groups, per parameter or contrast).  ``converged``, ``singular`` and
         ``degenerate`` mean exactly what they mean for a single fit.
     """
     by = _group_columns(data, by)
     parts = list(_fit_columns(data, by, formula, **options))
     names = by + ROW_COLUMNS
-    return pd.DataFrame({c: [v for part in parts for v in part[c]] for c in names},
-                        columns=names)
+    table = pd.DataFrame({c: [v for part in parts for v in part[c]] for c in names},
+                         columns=names)
+    table["p_adjusted"] = adjusted_p_values(table["parameter"], table["p_value"])
+    return table
+
+
+def adjusted_p_values(parameter, p_value) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p values of each parameter or contrast across the
+    groups (the rows sharing its name), NaN where p is."""
+    parameter = pd.Series(np.asarray(parameter, dtype=object))
+    p_value = np.asarray(p_value, dtype=float)
+    out = np.full(len(p_value), np.nan)
+    for rows in parameter.groupby(parameter, sort=False).indices.values():
+        out[rows] = benjamini_hochberg(p_value[rows])
+    return out
 
 
 #: Groups and rows per chunk at most: a chunk's design is one formulaic call, so chunks
@@ -357,12 +475,24 @@ def iter_fit_groups(data: pd.DataFrame, by, formula: str, **options):
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
     level : float
-        Confidence level of the Wald intervals ``estimate ± z·SE``.
+        Confidence level of the intervals ``estimate ± q·SE``, q the t quantile with the
+        row's df for fixed effects and contrasts, the normal's elsewhere.
+    ddf : {"satterthwaite", "kenward-roger", "wald"}
+        Degrees of freedom of the fixed effects' and contrasts' t tests
+        (``linkmix.inference``; Kenward–Roger needs REML fits).
+    contrasts : str or list of str, optional
+        Contrasts tested in every group: weighted sums of fixed-effect names
+        (``"Condition[T.C2] - Condition[T.C3]"``) or ``"pairwise:Condition"`` for every
+        pair of a treatment-coded factor's levels (labelled ``Condition[C3] -
+        Condition[C1]``); rows of kind ``contrast``, NaN in a group whose design lacks a
+        name the contrast uses.
 
     Yields
     ------
     pandas.DataFrame
-        The rows of ``fit_groups``' result for consecutive groups.
+        The rows of ``fit_groups``' result for consecutive groups, with ``p_adjusted``
+        missing: the adjustment is across all groups (``adjusted_p_values`` of the whole
+        table's ``parameter`` and ``p_value``, as ``fit_groups`` and ``linkmix batch`` do).
     """
     by = _group_columns(data, by)
     for part in _fit_columns(data, by, formula, **options):
@@ -386,7 +516,8 @@ def _group_columns(data, by) -> list[str]:
 def _fit_columns(data: pd.DataFrame, by, formula: str, *, constraints=None, mean=None,
                  REML: bool | None = None, n_starts: int = 1, method: str = "SLSQP",
                  n_jobs: int = -1, scheduler=None, chunk_size: int | None = None,
-                 progress: bool | None = None, level: float = 0.95, engine: str = "auto"):
+                 progress: bool | None = None, level: float = 0.95, engine: str = "auto",
+                 ddf: str = "satterthwaite", contrasts=None):
     """``iter_fit_groups``' work for checked ``by`` columns: checks the other arguments,
     then yields each chunk's result columns (lists by column name)."""
     if n_jobs not in (-1, None):
@@ -401,15 +532,29 @@ def _fit_columns(data: pd.DataFrame, by, formula: str, *, constraints=None, mean
         chunk_size = arguments.count(chunk_size, "chunk_size")
     if constraints is not None and not isinstance(constraints, (list, tuple)):
         constraints = [constraints]
+    ddf = check_ddf(ddf)
+    if ddf == "kenward-roger" and (REML is False or constraints or mean is not None):
+        raise ArgumentError("ddf='kenward-roger' needs REML fits; maximum-likelihood and "
+                            "linked fits take 'satterthwaite' or 'wald'")
+    if isinstance(contrasts, str):
+        contrasts = [contrasts]
+    if contrasts is not None and not (isinstance(contrasts, (list, tuple))
+                                      and all(isinstance(c, str) for c in contrasts)):
+        raise ArgumentError("contrasts must be a string or a list of strings such as "
+                            "'Condition[T.C2] - Condition[T.C3]' or 'pairwise:Condition'")
     spec = GroupSpec(formula=formula, constraints=tuple(constraints or ()), mean=mean,
-                     REML=REML, n_starts=n_starts, method=method, level=level, engine=engine)
+                     REML=REML, n_starts=n_starts, method=method, level=level, engine=engine,
+                     ddf=ddf)
     response, columns = spec.used_columns()  # a bad formula fails here, once
     missing = [c for c in [response, *columns] if c not in data.columns]
     if missing:
         raise DataError(f"unknown column(s) {missing} in the formula {formula!r}; the data "
                         f"has {list(map(str, data.columns))}")
     require_numeric_response(data[response], response)
-    _check_links(spec, data)
+    sample = _sample_design(spec, data)
+    _check_links(spec, data, sample)
+    if contrasts:
+        spec = dataclasses.replace(spec, contrasts=_expand_contrasts(contrasts, data, sample))
     indices = data.groupby(by, sort=True, dropna=False, observed=True).indices
     if not indices:
         return

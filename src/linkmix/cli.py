@@ -167,7 +167,16 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="add log2COLUMN = log2(COLUMN), non-positive values missing "
                             "(MSstats' Intensity); repeatable")
     batch.add_argument("--factor", action="append", default=[], metavar="COLUMN")
-    batch.add_argument("--plots", metavar="DIR", help="write a volcano plot per --effect here")
+    batch.add_argument("--contrast", action="append", default=[], metavar="EXPR",
+                       help="test a contrast in every group, e.g. 'Condition[T.C2] - "
+                            "Condition[T.C3]', or every pair of a factor's levels with "
+                            "'pairwise:Condition' (repeatable); p_adjusted is "
+                            "Benjamini-Hochberg across groups")
+    batch.add_argument("--ddf", choices=DDF_CHOICES, default=None,
+                       help="degrees of freedom of the t tests (default: satterthwaite)")
+    batch.add_argument("--plots", metavar="DIR",
+                       help="write a volcano plot per --effect here (default: the first "
+                            "--contrast, else the first fixed effect after the intercept)")
     batch.add_argument("--effect", action="append", default=[], metavar="PARAMETER",
                        help="parameter for the volcano plot (default: the last fixed effect)")
     batch.add_argument("--chunk-size", type=_whole(1), metavar="GROUPS",

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import datasets
-from .batch import ROW_COLUMNS, ROW_TYPES, iter_fit_groups
+from .batch import adjusted_p_values, ROW_COLUMNS, ROW_TYPES, iter_fit_groups
 from .comparison import lrt
 from .errors import ArgumentError, DataError
 from .examples import seed_example
@@ -102,17 +102,22 @@ def batch_command(args) -> int:
     parts = iter_fit_groups(data, args.by, args.formula, constraints=args.constraint or None,
                             mean=args.mean, REML=False if args.ml else None,
                             n_starts=args.starts, n_jobs=args.jobs, scheduler=args.dask,
-                            chunk_size=args.chunk_size,
+                            chunk_size=args.chunk_size, ddf=args.ddf or "satterthwaite",
+                            contrasts=args.contrast or None,
                             progress=False if args.no_progress else None)
     out = args.output
     tally = _BatchTally(args.by)
     kept = []  # the plots need the whole table; otherwise each chunk is written and let go
+    tests = ([], [])  # every row's parameter and p value, for the adjustment across groups
     with _TableWriter(out, data[args.by]) as writer:
         for part in parts:
             writer.write(part)
             tally.add(part)
+            tests[0].extend(part["parameter"].tolist())
+            tests[1].extend(part["p_value"].tolist())
             if args.plots:
                 kept.append(part)
+        writer.adjusted = adjusted_p_values(*tests)
     print(tally.report())
     print(f"wrote {out}")
     if tally.groups and not tally.fitted:
@@ -121,19 +126,30 @@ def batch_command(args) -> int:
         return 1
     if args.plots:
         results = pd.concat(kept, ignore_index=True)
+        results["p_adjusted"] = writer.adjusted
         os.makedirs(args.plots, exist_ok=True)
         known = set(results["parameter"].dropna())
         unknown = [e for e in args.effect if e not in known]
         if unknown:
             raise ArgumentError(f"--effect {unknown[0]!r} is not a parameter of the fits; "
                                 f"they have {sorted(known)}")
-        effects = args.effect or list(results.loc[results["kind"] == "fixef",
-                                                  "parameter"].drop_duplicates().tail(1))
+        effects = args.effect or _default_effect(results)
         for effect in effects:
             path = os.path.join(args.plots, f"volcano_{_safe(effect)}.png")
             volcano(results, effect).savefig(path, dpi=120)
             print(f"wrote {path}")
     return 0
+
+
+def _default_effect(results: pd.DataFrame) -> list[str]:
+    """The volcano plot drawn without ``--effect``: the first contrast, else the first
+    fixed effect after the intercept (the first condition against the reference)."""
+    for kind in ("contrast", "fixef"):
+        names = results.loc[results["kind"] == kind, "parameter"].drop_duplicates()
+        names = [n for n in names if n != "(Intercept)"]
+        if names:
+            return names[:1]
+    return []
 
 
 class _BatchTally:
@@ -171,12 +187,14 @@ class _TableWriter:
     one schema (fixed here, since a chunk may hold no warning or error at all)."""
 
     def __init__(self, path: str, keys):
-        self.path = path
+        self.final = path
+        self.path = path + ".partial"  # p_adjusted is known only once every group is fitted
         self.parquet = path.lower().endswith((".parquet", ".pq"))
         self.sep = "\t" if path.lower().endswith(".tsv") else ","
         self.keys = keys
         self.writer = None
         self.started = False
+        self.adjusted = None  # set by the caller when every chunk is written
 
     def __enter__(self):
         return self
@@ -214,6 +232,45 @@ class _TableWriter:
                     self.path, index=False, sep=self.sep)
         if self.writer is not None:
             self.writer.close()
+        if exc[0] is not None or self.adjusted is None:
+            os.replace(self.path, self.final)
+            return
+        try:
+            self._fill_adjusted()
+        finally:
+            if os.path.exists(self.path):
+                os.remove(self.path)
+
+    def _fill_adjusted(self) -> None:
+        """Copy the written table to the final path with ``p_adjusted`` filled in, row by
+        row as it was written (values are copied as text or Arrow data: unchanged)."""
+        values = self.adjusted
+        if self.parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            source = pq.ParquetFile(self.path)
+            column = source.schema_arrow.get_field_index("p_adjusted")
+            start = 0
+            with pq.ParquetWriter(self.final, source.schema_arrow) as out:
+                for batch in source.iter_batches():
+                    part = values[start:start + batch.num_rows]
+                    start += batch.num_rows
+                    table = pa.Table.from_batches([batch])
+                    out.write_table(table.set_column(
+                        column, "p_adjusted", pa.array(part, pa.float64(), mask=np.isnan(part))))
+            return
+        import csv
+
+        with open(self.path, newline="") as source, open(self.final, "w", newline="") as out:
+            reader = csv.reader(source, delimiter=self.sep)
+            writer = csv.writer(out, delimiter=self.sep, lineterminator="\n")
+            header = next(reader)
+            column = header.index("p_adjusted")
+            writer.writerow(header)
+            for row, value in zip(reader, values.tolist()):
+                row[column] = "" if value != value else repr(value)
+                writer.writerow(row)
 
 
 def _safe(name: str) -> str:

@@ -35,8 +35,9 @@ import pandas as pd
 from . import numdiff
 from .errors import ArgumentError, FitError
 
-__all__ = ["DDF_METHODS", "FixedEffectTests", "Satterthwaite", "KenwardRoger", "t_table",
-           "t_pvalues", "check_ddf", "contrast_matrix", "parse_contrast"]
+__all__ = ["DDF_METHODS", "FixedEffectTests", "Satterthwaite", "KenwardRoger", "t_tests",
+           "t_pvalues", "check_ddf", "contrast_matrix", "parse_contrast",
+           "benjamini_hochberg"]
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "wald")
 #: Eigenvalues of the variance parameters' Hessian at or below this are left out of its
@@ -70,14 +71,28 @@ def t_pvalues(t, df) -> np.ndarray:
     return np.where(np.isnan(t) | np.isnan(df) | (df <= 0), np.nan, p)
 
 
-def t_table(estimate, variance, df, index) -> pd.DataFrame:
-    """The table of t tests: estimate, std_error, df, t_value, p_value."""
+def benjamini_hochberg(p) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p values (NaN stays NaN and is not counted)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    order = np.argsort(p[ok])
+    ranked = p[ok][order] * ok.sum() / np.arange(1, ok.sum() + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    values = np.empty_like(adjusted)
+    values[order] = np.minimum(adjusted, 1.0)
+    out[ok] = values
+    return out
+
+
+def t_tests(estimate, variance, df) -> dict:
+    """The columns of t tests as arrays: estimate, std_error, df, t_value, p_value."""
     estimate = np.asarray(estimate, dtype=float)
     se = np.sqrt(np.asarray(variance, dtype=float))
     with np.errstate(invalid="ignore", divide="ignore"):
         t = estimate / se
-    return pd.DataFrame({"estimate": estimate, "std_error": se, "df": df, "t_value": t,
-                         "p_value": t_pvalues(t, df)}, index=pd.Index(index))
+    return {"estimate": estimate, "std_error": se, "df": np.asarray(df, dtype=float),
+            "t_value": t, "p_value": t_pvalues(t, df)}
 
 
 class FixedEffectTests:
@@ -87,6 +102,11 @@ class FixedEffectTests:
 
     #: The degrees of freedom of t tests unless a call names others.
     default_ddf = "satterthwaite"
+
+    @property
+    def fixed_names(self) -> list[str]:
+        """The fixed effects' names, which contrasts refer to."""
+        return list(self._fixed_names)
 
     def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
         """A t test of every fixed effect: columns ``estimate, std_error, df, t_value,
@@ -121,9 +141,14 @@ class FixedEffectTests:
                                   for column in ("df", "t_value", "p_value")}}
 
     def _t_tests(self, L, labels, ddf) -> pd.DataFrame:
+        return pd.DataFrame(self.t_test_columns(L, ddf), index=pd.Index(labels))
+
+    def t_test_columns(self, L, ddf: str | None = None) -> dict:
+        """The t tests of the rows of a contrast matrix ``L`` as arrays by column name
+        (``coef_table``'s columns; no DataFrame, for many groups)."""
         method = check_ddf(self.default_ddf if ddf is None else ddf)
         variance, df = self._variance_df(L, method)
-        return t_table(L @ self._fixed_estimates, variance, df, labels)
+        return t_tests(L @ self._fixed_estimates, variance, df)
 
 
 def _quadratic_forms(L: np.ndarray, M: np.ndarray) -> np.ndarray:

@@ -7,13 +7,13 @@ are made without pyplot, so no display is needed.
 
 from __future__ import annotations
 
-import math
 from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 
 from .errors import LinkmixError
+from .inference import benjamini_hochberg
 from .linked import LinkedModel
 
 __all__ = ["volcano", "profile", "caterpillar", "benjamini_hochberg"]
@@ -28,30 +28,21 @@ def _figure(width=6.0, height=4.5):
     return fig, fig.add_subplot()
 
 
-def benjamini_hochberg(p) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (NaN stays NaN)."""
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    order = np.argsort(p[ok])
-    ranked = p[ok][order] * ok.sum() / np.arange(1, ok.sum() + 1)
-    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
-    values = np.empty_like(adjusted)
-    values[order] = np.minimum(adjusted, 1.0)
-    out[ok] = values
-    return out
-
-
 def volcano(results: pd.DataFrame, effect: str, *, fdr: float = 0.05, label=None):
-    """Volcano plot of one parameter across groups: estimate against −log10 p.
+    """Volcano plot of one parameter or contrast across groups: estimate against −log10 p.
 
     Parameters
     ----------
     results : DataFrame from ``fit_groups``
     effect : str
-        The parameter to plot (a name of the ``parameter`` column, e.g. ``"m2"``).
+        A name of the ``parameter`` column: a fixed effect (``"m2"``) or a contrast
+        (``fit_groups(..., contrasts=...)``).
     fdr : float
-        Groups with Benjamini–Hochberg adjusted p below this are highlighted.
+        Groups whose Benjamini–Hochberg adjusted p (``p_adjusted``, across the groups
+        for this effect) is below this are highlighted.
+
+    The p values are the table's t tests (``p_value``, by the ddf of the fit); a table
+    without them (written by linkmix before 0.3) falls back to Wald z tests.
 
     Returns
     -------
@@ -62,21 +53,27 @@ def volcano(results: pd.DataFrame, effect: str, *, fdr: float = 0.05, label=None
         known = sorted(results["parameter"].dropna().unique())
         raise LinkmixError(f"no estimates with standard errors for {effect!r}; parameters: "
                            f"{known}")
-    from scipy.special import log_ndtr
+    if "p_value" in rows and rows["p_value"].notna().any():
+        p = rows["p_value"].to_numpy(dtype=float)
+        kind = "t"
+    else:
+        from scipy.special import ndtr
 
-    z = rows["estimate"].to_numpy() / rows["std_error"].to_numpy()
-    log_p = math.log(2.0) + log_ndtr(-np.abs(z))   # two-sided, exact far in the tail
-    q = benjamini_hochberg(np.exp(log_p))
+        p = 2.0 * ndtr(-np.abs(rows["estimate"].to_numpy() / rows["std_error"].to_numpy()))
+        kind = "Wald"
+    q = rows["p_adjusted"].to_numpy(dtype=float) if "p_adjusted" in rows \
+        and rows["p_adjusted"].notna().any() else benjamini_hochberg(p)
+    with np.errstate(divide="ignore"):
+        y = -np.log10(np.maximum(p, np.finfo(float).tiny))
     fig, ax = _figure()
     significant = q < fdr
-    y = -log_p / math.log(10.0)
-    ax.scatter(rows["estimate"][~significant], y[~significant], s=9, c="0.6",
-               label=f"q ≥ {fdr:g}")
-    ax.scatter(rows["estimate"][significant], y[significant], s=12, c="tab:red",
+    estimate = rows["estimate"].to_numpy()
+    ax.scatter(estimate[~significant], y[~significant], s=9, c="0.6", label=f"q ≥ {fdr:g}")
+    ax.scatter(estimate[significant], y[significant], s=12, c="tab:red",
                label=f"q < {fdr:g} (BH)")
     ax.axvline(0, color="0.3", lw=0.8)
     ax.set_xlabel(f"estimate of {effect}")
-    ax.set_ylabel("−log10 p (Wald)")
+    ax.set_ylabel(f"−log10 p ({kind})")
     ax.set_title(label or f"{effect}: {int(significant.sum())} of {len(rows)} groups at FDR "
                  f"{fdr:g}")
     ax.legend(frameon=False, loc="best")
