@@ -502,20 +502,14 @@ class LinkedModel:
     # ---- analysis at an optimum ---------------------------------------------------
     def active_jacobian(self, z, grad) -> np.ndarray:
         """Rows: equality constraints, active inequalities, and θ held at its bound."""
-        rows = []
-        if self._eq:
-            rows.append(self.eq_jacobian(z))
-        if self._ineq:
-            active = np.abs(self.ineq_values(z)) <= FEASIBILITY_TOL
-            if active.any():
-                rows.append(self.ineq_jacobian(z)[active])
+        rows = [self.active_constraint_rows(z, z)]
         lower = self.space.z_lower()
         at_bound = np.isfinite(lower) & (z - lower <= 1e-8) & (grad > 0)
         for k in np.flatnonzero(at_bound):
             e = np.zeros(len(z))
             e[k] = 1.0
             rows.append(e[None, :])
-        return np.vstack(rows) if rows else np.zeros((0, len(z)))
+        return np.vstack(rows)
 
     def lagrangian_hessian(self, z, multipliers, step: float = 1e-4, grad=None) -> np.ndarray:
         """∇²(D − λ'c) at ``z`` (``grad``: ∇D at ``z`` where the caller has it, as from
