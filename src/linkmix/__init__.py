@@ -19,7 +19,7 @@ _OWNERS = {
     "LinkedModel": "linked", "LinearMixedModel": "model", "lmer": "fitting",
     "NonlinearMixedModel": "nonlinear", "nlmer": "fitting", "LinkedResults": "linked_results",
     "LMMResults": "results", "LRTResult": "comparison", "NLMMResults": "results",
-    "lrt": "comparison",
+    "lrt": "comparison", "confint": "intervals",
     "ModelFunctionError": "ssmodels", "NonlinearFunction": "ssmodels",
     "SELF_STARTING": "ssmodels", "user_model": "ssmodels"}
 

@@ -35,7 +35,7 @@ from .optimize import minimize_bounded, newton_polish
 __all__ = ["LinearResponse", "NonlinearResponse"]
 
 
-def _off_the_boundary(space, theta):
+def off_the_boundary(space, theta):
     """θ with diagonal entries below 1e-3 moved to 0.1: a start off the boundary."""
     theta = np.array(theta, dtype=float)
     diag = np.isfinite(space.theta_lower)
@@ -183,7 +183,7 @@ class LinearResponse:
         estimates = model.estimates(theta_w)
         beta = np.zeros(self.space.p)
         beta[kept] = estimates.beta
-        return self.space.from_user(_off_the_boundary(self.space, estimates.theta), beta,
+        return self.space.from_user(off_the_boundary(self.space, estimates.theta), beta,
                                     estimates.sigma)
 
     def beta_scales(self, z) -> np.ndarray:
@@ -265,7 +265,7 @@ class NonlinearResponse:
     def base_start(self) -> np.ndarray:
         """z at the unconstrained Laplace fit."""
         fit = self.nlmm.fit(check_gradient=False)
-        return self.space.join(_off_the_boundary(self.space, fit.theta), fit.beta.to_numpy(),
+        return self.space.join(off_the_boundary(self.space, fit.theta), fit.beta.to_numpy(),
                                fit.sigma)
 
     def beta_scales(self, z):
