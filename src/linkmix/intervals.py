@@ -27,6 +27,7 @@ results, so results cannot call it without an import cycle.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -40,6 +41,7 @@ from .errors import ArgumentError, FitError
 from .linked import LinkedModel
 from .linked_results import LinkedResults
 from .model import LinearMixedModel
+from .optimize import minimize_bounded
 from .responses import off_the_boundary
 from .results import LMMResults, NLMMResults
 
@@ -127,61 +129,52 @@ def _profile(fit, wanted, level):
     base_model = _linked_model(fit)
     base = base_model.fit()          # the ML optimum, with SEs for the first steps
     names, kinds, values, se = base.natural_estimates()
+    # a plain linear fit profiles β and σ without constraints (an offset, or σ held in
+    # the criterion): faster than constrained refits, and the same optimum
+    ml = _ml_model(fit)
     cutoff = NormalDist().inv_cdf(0.5 + level / 2)
     lower = np.full(len(names), np.nan)
     upper = np.full(len(names), np.nan)
     for k in wanted:
-        profile = _Profile(base_model, base, names[k])
+        kind = kinds[k]
+        if ml is not None and kind == "fixef":
+            profile = _FixedEffectProfile(ml, names[k])
+        elif ml is not None and kind == "sigma":
+            profile = _SigmaProfile(ml)
+        else:
+            profile = _ConstrainedProfile(base_model, base, names[k])
         # the first step: the SE, but not below a tenth of the parameter's own scale (an
         # SD at 0 has an SE of 0, and its profile is flat there)
-        scale = {"fixef": 0.0, "cor": 0.05}.get(kinds[k], 0.1 * base.sigma)
+        scale = {"fixef": 0.0, "cor": 0.05}.get(kind, 0.1 * base.sigma)
         step = max(se[k] if np.isfinite(se[k]) else 0.0, scale, 1e-8 * abs(values[k]))
         bounds = {"sd": (0.0, math.inf), "sigma": (0.0, math.inf),
-                  "cor": (-COR_LIMIT, COR_LIMIT)}.get(kinds[k], (-math.inf, math.inf))
-        lower[k] = profile.end(-1, step, cutoff, bounds[0], kinds[k])
-        upper[k] = profile.end(1, step, cutoff, bounds[1], kinds[k])
+                  "cor": (-COR_LIMIT, COR_LIMIT)}.get(kind, (-math.inf, math.inf))
+        lower[k] = profile.end(-1, step, cutoff, bounds[0], kind)
+        upper[k] = profile.end(1, step, cutoff, bounds[1], kind)
     return lower, upper
 
 
+def _ml_model(fit):
+    """The fitted maximum-likelihood ``LinearMixedModel`` of a plain linear fit (None for
+    nonlinear and linked fits)."""
+    if isinstance(fit, (NLMMResults, LinkedResults)):
+        return None
+    model = fit._model_at_fit() if not fit.REML else \
+        LinearMixedModel.from_design(fit.design, REML=False, engine=fit.engine_kind)
+    return model, model.fit(check_gradient=True)
+
+
 class _Profile:
-    """ζ(v) of one parameter: refits with ``name == v``, each from the nearest refit."""
+    """ζ(v) = sign(v − v̂)·sqrt(D(v) − D̂) of one parameter and where it reaches a cut-off.
+    Subclasses provide ``v_hat``, ``deviance`` (D̂) and ``minimum(v)`` (D(v))."""
 
-    def __init__(self, model, base, name):
-        self.name, self.v_hat = name, float(base.params.set_index("name").loc[name, "estimate"])
-        self.deviance = base.objective
-        self.target = [self.v_hat]
-        constraint = {"type": "eq", "fun": self._residual, "label": f"{name} == v"}
-        self.model = LinkedModel.from_model(model, constraints=[constraint])
-        self.starts = {self.v_hat: _start_of(base)}
-
-    def _residual(self, params):
-        return params[self.name] - self.target[0]
+    name = ""
 
     def zeta(self, v: float) -> float:
-        self.target[0] = v
-        nearest = min(self.starts, key=lambda s: abs(s - v))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                refit = self.model.fit(derivatives=False, start=self.starts[nearest])
-            except FitError:  # SLSQP gave up from there: the model's own starts
-                refit = self.model.fit(derivatives=False, n_starts=3)
-            # SLSQP stops where a variance reaches 0 and the criterion is flat in it (even
-            # in θ), even where the criterion falls away from 0: look from the other side
-            diagonal = np.isfinite(refit.space.theta_lower)
-            at_zero = diagonal & (np.abs(refit.theta) < 1e-6)
-            if at_zero.any():
-                start = _start_of(refit)
-                start[:len(refit.theta)][at_zero] = 0.5
-                other = self.model.fit(derivatives=False, start=start)
-                if other.objective < refit.objective:
-                    refit = other
-        self.starts[v] = _start_of(refit)
-        change = refit.objective - self.deviance
+        change = self.minimum(v) - self.deviance
         if change < -1e-6:
-            warnings.warn(f"profiling {self.name} found a lower deviance ({refit.objective:.8g} "
-                          f"against {self.deviance:.8g}): the fit was not at its optimum",
-                          stacklevel=4)
+            warnings.warn(f"profiling {self.name} found a lower deviance than the fit's "
+                          f"(by {-change:.3g}): the fit was not at its optimum", stacklevel=4)
         return math.copysign(math.sqrt(max(change, 0.0)), v - self.v_hat)
 
     def end(self, sign: int, step: float, cutoff: float, bound: float, kind: str) -> float:
@@ -202,6 +195,94 @@ class _Profile:
                 return bound if kind in ("sd", "sigma") else math.nan
             inside, v = v, self.v_hat + 2.0 * (v - self.v_hat)
         return math.nan
+
+
+class _FixedEffectProfile(_Profile):
+    """β_j held at v: the ML fit of y − x_j·v on the other columns (an offset)."""
+
+    def __init__(self, ml, name):
+        model, fit = ml
+        design = model.design
+        j = design.fixed_names.index(name)
+        keep = [i for i in range(design.p) if i != j]
+        self.x, self.y = design.X[:, j].copy(), design.y
+        self.model = LinearMixedModel.from_design(
+            dataclasses.replace(design, X=np.ascontiguousarray(design.X[:, keep]),
+                                fixed_names=[design.fixed_names[i] for i in keep]),
+            REML=False, engine=fit.engine_kind)
+        self.name, self.v_hat, self.deviance = name, float(fit.beta[name]), fit.objective
+        self.theta = _off_zero(design, fit.theta)
+
+    def minimum(self, v: float) -> float:
+        self.model.set_response(self.y - self.x * v)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.model.fit(check_gradient=False, theta_start=self.theta).objective
+
+
+class _SigmaProfile(_Profile):
+    """σ held at v: min over θ of −2 log L(θ, β̂(θ), v)."""
+
+    name = "sigma"
+
+    def __init__(self, ml):
+        self.model, fit = ml
+        self.v_hat, self.deviance = fit.sigma, fit.objective
+        self.theta = _off_zero(self.model.design, fit.theta)
+
+    def minimum(self, v: float) -> float:
+        model = self.model
+        summary = minimize_bounded(lambda t: model.variance_deviance(t, v), self.theta,
+                                   model.design.theta_lower, check_gradient=False)
+        return summary.fun_final
+
+
+def _off_zero(design, theta) -> np.ndarray:
+    """θ with diagonal entries below 1e-3 moved to 0.1: a start from which the optimiser
+    can leave the bound when a held parameter moves the optimum off it."""
+    theta = np.array(theta, dtype=float)
+    diagonal = np.isfinite(design.theta_lower)
+    theta[diagonal & (theta < 1e-3)] = 0.1
+    return theta
+
+
+class _ConstrainedProfile(_Profile):
+    """The parameter held at v by the constraint ``name == v``: refits of the model as a
+    ``LinkedModel`` (any parameter, on a linked fit's manifold), each from the nearest
+    refit."""
+
+    def __init__(self, model, base, name):
+        self.name, self.v_hat = name, float(base.params.set_index("name").loc[name, "estimate"])
+        self.deviance = base.objective
+        self.target = [self.v_hat]
+        constraint = {"type": "eq", "fun": self._residual, "label": f"{name} == v"}
+        self.model = LinkedModel.from_model(model, constraints=[constraint])
+        self.starts = {self.v_hat: _start_of(base)}
+
+    def _residual(self, params):
+        return params[self.name] - self.target[0]
+
+    def minimum(self, v: float) -> float:
+        self.target[0] = v
+        nearest = min(self.starts, key=lambda s: abs(s - v))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                refit = self.model.fit(derivatives=False, start=self.starts[nearest])
+            except FitError:  # SLSQP gave up from there: the model's own starts
+                refit = self.model.fit(derivatives=False, n_starts=3)
+            # SLSQP stops where a variance reaches 0 and the criterion is flat in it (even
+            # in θ), even where the criterion falls away from 0: look from the other side
+            diagonal = np.isfinite(refit.space.theta_lower)
+            at_zero = diagonal & (np.abs(refit.theta) < 1e-6)
+            if at_zero.any():
+                start = _start_of(refit)
+                start[:len(refit.theta)][at_zero] = 0.5
+                other = self.model.fit(derivatives=False, start=start)
+                if other.objective < refit.objective:
+                    refit = other
+        self.starts[v] = _start_of(refit)
+        return refit.objective
 
 
 def _start_of(fit) -> np.ndarray:
