@@ -379,7 +379,9 @@ def _pairwise(factor: str, data: pd.DataFrame, names) -> list:
     return out
 
 
-def _progress(total: int, enabled):
+def progress_bar(total: int, enabled, unit: str = "group", desc: str = "linkmix"):
+    """A tqdm bar of ``total`` steps, or None: when not ``enabled`` (default: when stderr
+    is a terminal) or tqdm is not installed."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
@@ -388,7 +390,7 @@ def _progress(total: int, enabled):
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="group", desc="linkmix")
+    return tqdm(total=total, unit=unit, desc=desc)
 
 
 def fit_groups(data: pd.DataFrame, by, formula: str, **options) -> pd.DataFrame:
@@ -565,7 +567,7 @@ def _fit_columns(data: pd.DataFrame, by, formula: str, *, constraints=None, mean
     chunks = _Chunks(data[wanted], keys, list(indices.values()))
     cores = os.cpu_count() or 1
     workers = cores if n_jobs in (-1, None) else n_jobs
-    bar = _progress(len(keys), progress)
+    bar = progress_bar(len(keys), progress)
     try:
         for part in _run(spec, by, chunks, workers, auto=n_jobs in (-1, None),
                          scheduler=scheduler, chunk_size=chunk_size):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import warnings
 from statistics import NormalDist
 
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from . import arguments
+from .batch import progress_bar
 from .errors import ArgumentError, FitError
 from .linked import LinkedModel
 from .linked_results import LinkedResults
@@ -304,7 +304,7 @@ def _bootstrap(fit, level, nsim, seed, n_jobs, progress):
     workers = min(n_jobs, nsim)
     batches = np.array_split(np.arange(nsim), max(1, 4 * workers))
     batches = [b for b in batches if len(b)]
-    bar = _progress_bar(nsim, progress)
+    bar = progress_bar(nsim, progress, unit="refit", desc="bootstrap")
     results = []
     try:
         if workers == 1:
@@ -351,9 +351,10 @@ class _BootTask:
     y* = μ + Z·Λ(θ̂)·σ̂·u* + σ̂·ε with u*, ε standard normal; μ = Xβ̂ (+ a linked
     mean at the estimates), the marginal mean of the fit."""
 
-    def __init__(self, recipe, mean, Z, Lambda, sigma, fit_options, model=None):
+    def __init__(self, recipe, mean, Z, Lambda, sigma, fit_options, width):
         self.recipe, self.mean, self.Z, self.Lambda = recipe, mean, Z, Lambda
-        self.sigma, self.fit_options, self._model = sigma, fit_options, model
+        self.sigma, self.fit_options, self.width = sigma, fit_options, width
+        self._model = None
 
     def __getstate__(self):
         return {**self.__dict__, "_model": None}
@@ -381,7 +382,7 @@ class _BootTask:
         else:
             recipe = ("linear", design, fit.REML, fit.engine_kind)
             options = {"check_gradient": False}
-        return cls(recipe, mean, Z, Lambda, fit.sigma, options)
+        return cls(recipe, mean, Z, Lambda, fit.sigma, options, len(fit.natural_estimates()[0]))
 
     @property
     def model(self):
@@ -413,18 +414,5 @@ class _BootTask:
                 out.append(np.asarray(refit.natural_estimates()[2], dtype=float))
             except Exception:  # one failed refit is reported, not fatal
                 out.append(None)
-        width = len(self.model.parameter_space.names) if hasattr(self.model, "parameter_space") \
-            else len(self.model.space.names)
-        return np.vstack([row if row is not None else np.full(width, np.nan) for row in out])
-
-
-def _progress_bar(total: int, enabled):
-    if enabled is None:
-        enabled = os.isatty(2)
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="refit", desc="bootstrap")
+        return np.vstack([row if row is not None else np.full(self.width, np.nan)
+                          for row in out])
