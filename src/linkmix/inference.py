@@ -6,7 +6,7 @@ methods:
 
 * **Satterthwaite** (lmerTest's method): the variance parameters φ = (θ, σ) have
   covariance A = 2H⁺, H the Hessian of −2 log L (REML: of the restricted likelihood)
-  over φ at the estimates with β̂(θ) profiled (``LinearMixedModel.variance_deviance``)
+  over φ at the estimates with β̂(θ) profiled (lmerTest's ``devfun_vp``)
   and H⁺ its inverse over the eigenvalues above ``EIGEN_TOL``; with g_k = λ'(∂Φ/∂φ_k)λ,
   df = 2v² / g'Ag.
 * **Kenward–Roger** (pbkrtest's method, REML fits): the covariance of y is
@@ -181,21 +181,36 @@ class Satterthwaite:
     def of(cls, model, theta, sigma) -> "Satterthwaite":
         """From a linear mixed model at its estimates θ̂, σ̂ (lme4's θ).
 
-        H is differenced (with Richardson's extrapolation, as lmerTest's numDeriv) in
-        (θ, σ/σ̂), where every coordinate is of order one, and scaled back; θ is not bounded below here (lmerTest's convention: the criterion is even
-        in a diagonal entry of T, so at θ = 0 the differences see its curvature).  The
-        Jacobian of (X'V₀⁻¹X)⁻¹ is differenced in θ; that of σ² is 2σ.
+        The criterion is D(θ, σ) = m·log(2πσ²) + r²(θ)/σ² + ℓ(θ), m = n (ML) or n − p
+        (REML), ℓ = log|L|² (+ log|R_X|² for REML), so H's σ row is exact:
+        ∂²D/∂σ² = −2m/σ² + 6r²/σ⁴ and ∂²D/∂θ∂σ = −2(∂r²/∂θ)/σ³.  The θ block,
+        ∂²(ℓ + r²/σ²)/∂θ², is differenced with one Richardson step (lmerTest's numDeriv
+        takes several), ∂r²/∂θ centrally; θ is not bounded below here (lmerTest's
+        convention: D is even in a diagonal entry of T, so at θ = 0 the differences see
+        its curvature).  The Jacobian of (X'V₀⁻¹X)⁻¹ is differenced in θ; that of σ² is
+        2σ.
         """
         theta = np.asarray(theta, dtype=float)
-        d = theta.size + 1
+        nt = theta.size
+        REML = model.REML
 
-        def criterion(x):
-            return model.variance_deviance(x[:-1], sigma * x[-1])
+        def parts(t):
+            """(ℓ(t), r²(t))."""
+            state = model.state(t)
+            return state.logdet_L + (state.logdet_RX if REML else 0.0), state.r2
 
-        H = numdiff.richardson_hessian(criterion, np.append(theta, 1.0))
-        scale = np.ones(d)
-        scale[-1] = 1.0 / sigma                     # ∂/∂σ = (1/σ̂) ∂/∂(σ/σ̂)
-        H = H * np.outer(scale, scale)
+        def theta_part(t):
+            logdets, r2 = parts(t)
+            return logdets + r2 / sigma**2
+
+        state = model.state(theta)
+        m = state.n - (state.p if REML else 0)
+        H = np.empty((nt + 1, nt + 1))
+        H[-1, -1] = -2.0 * m / sigma**2 + 6.0 * state.r2 / sigma**4
+        if nt:
+            H[:nt, :nt] = numdiff.richardson_hessian(theta_part, theta)
+            grad_r2 = numdiff.jacobian(lambda t: parts(t)[1], theta, rel_step=1e-5)[0]
+            H[:nt, -1] = H[-1, :nt] = -2.0 * grad_r2 / sigma**3
         if not np.all(np.isfinite(H)):
             raise FitError("the criterion is not finite next to the estimates: Satterthwaite's "
                            "degrees of freedom cannot be computed")
@@ -204,9 +219,9 @@ class Satterthwaite:
         A = 2.0 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
         M = model.unscaled_vcov(theta)
         p = M.shape[0]
-        dM = numdiff.jacobian(lambda t: model.unscaled_vcov(t).ravel(), theta) if theta.size \
+        dM = numdiff.jacobian(lambda t: model.unscaled_vcov(t).ravel(), theta) if nt \
             else np.zeros((p * p, 0))
-        jacobian = np.concatenate([sigma**2 * dM.T.reshape(theta.size, p, p),
+        jacobian = np.concatenate([sigma**2 * dM.T.reshape(nt, p, p),
                                    (2.0 * sigma * M)[None]], axis=0)
         return cls(sigma**2 * M, A, jacobian, values)
 
