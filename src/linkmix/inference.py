@@ -152,8 +152,9 @@ class FixedEffectTests:
 
 
 def _quadratic_forms(L: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """λ_r'Mλ_r for each row λ_r of L."""
-    return np.einsum("ri,ij,rj->r", L, M, L)
+    """λ_r'Mλ_r for each row λ_r of L (one matrix product: a three-operand einsum
+    loops in C without BLAS, 20 ms for 100 coefficients)."""
+    return np.sum((L @ M) * L, axis=1)
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ class Satterthwaite:
         """(v, df) for each row λ of L: v = λ'Φλ and df = 2v²/g'Ag (inf where g'Ag = 0)."""
         L = np.atleast_2d(np.asarray(L, dtype=float))
         variance = _quadratic_forms(L, self.vcov_beta)
-        g = np.einsum("ri,kij,rj->rk", L, self.jacobian, L)
+        g = np.column_stack([_quadratic_forms(L, J) for J in self.jacobian])
         denominator = _quadratic_forms(g, self.vcov_varpar)
         with np.errstate(divide="ignore", invalid="ignore"):
             df = np.where(denominator > 0, 2.0 * variance**2 / denominator, np.inf)

@@ -169,7 +169,7 @@ class LinkedResults(FixedEffectTests, Report):
             return np.full(len(L), np.nan), np.full(len(L), np.nan)
         fixef = np.array(self.space.kinds) == "fixef"
         LJ = L @ self.space.natural_jacobian(self.z)[fixef]
-        variance = np.einsum("ri,ij,rj->r", LJ, cov_z, LJ)
+        variance = np.sum((LJ @ cov_z) * LJ, axis=1)
         if method == "wald":
             return variance, np.full(len(L), np.inf)
         held, df = self._satterthwaite.test(L)
