@@ -25,6 +25,7 @@ from .inference import FixedEffectTests, KenwardRoger, Satterthwaite, check_ddf
 from .linalg import solve_triangular
 from .optimize import SINGULAR_HESSIAN
 from .parameters import variance_components
+from . import sampling
 
 __all__ = ["Report", "Printable", "LMMEstimates", "LMMResults", "NLMMResults", "json_text",
            "Summary", "fixed_effects_table", "format_table", "BOUNDARY_FIT"]
@@ -321,6 +322,14 @@ class LMMResults(FixedEffectTests, Report):
             return (self.sigma * _row_norms(K)) ** 2, np.full(len(L), np.inf)
         return self._ddf_method(method).test(L)
 
+    def sample(self, *, draws: int = 1000, chains: int = 4, prior: dict | None = None,
+               seed: int | None = None, **options):
+        """Posterior draws of every parameter on the exact marginal likelihood, as an
+        ArviZ ``InferenceData`` (``linkmix.sampling.sample``: priors by name, emcee's
+        ensemble with differential-evolution moves)."""
+        return sampling.sample(self, draws=draws, chains=chains, prior=prior, seed=seed,
+                               **options)
+
     def _ddf_method(self, method: str):
         """The contrast-free parts of a ddf method, computed once per fit."""
         if method not in self._ddf_parts:
@@ -483,6 +492,10 @@ class NLMMResults(LMMResults):
     criterion = "deviance"
     #: Satterthwaite and Kenward–Roger are methods for linear models; nlmer reports z
     default_ddf = "wald"
+
+    def sample(self, **options):
+        raise ArgumentError("sampling covers linear mixed models so far; a nonlinear fit's "
+                            "posterior (Laplace or AGQ likelihood) is not implemented yet")
 
     def _ddf_method(self, method: str):
         raise ArgumentError(f"ddf={method!r} is a method for linear mixed models; a nonlinear "
