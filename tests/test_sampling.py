@@ -103,3 +103,40 @@ def test_sampling_errors(sleepstudy):
         fit.sample(prior={"Days": 3.0})
     with pytest.raises(ArgumentError, match="at least"):
         fit.sample(walkers=4)
+
+
+def test_correlated_term_far_in_the_tails(sleepstudy):
+    """A correlation's coordinate far out (tanh rounds to ±1) has a finite log Jacobian,
+    and a short run over a 2 × 2 term stays finite and inside [-1, 1]."""
+    from linkmix.sampling import _Posterior, default_priors
+
+    fit = linkmix.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy, REML=False)
+    space = fit.model.parameter_space
+    posterior = _Posterior(fit.model, default_priors(space.names, space.kinds, fit.design.y))
+    v = posterior.coordinates(fit.natural_estimates()[2])
+    cor = space.kinds.index("cor")
+    for far in (-25.0, 25.0, 400.0):
+        v[cor] = far
+        assert np.isfinite(posterior(v))
+    v = posterior.coordinates(fit.natural_estimates()[2])
+    np.testing.assert_allclose(posterior.user(posterior.natural(v))[0], fit.theta, rtol=1e-10)
+    idata = fit.sample(draws=100, tune=100, chains=1, seed=2, progress=False)
+    rho = idata.posterior["cor[(Intercept),Days|Subject]"]
+    assert float(abs(rho).max()) <= 1.0 and np.isfinite(idata.sample_stats["lp"]).all()
+
+
+def test_fast_log_densities_are_scipys():
+    from scipy import stats
+
+    from linkmix.sampling import _fast_logpdf
+
+    priors = [parse_prior(t) for t in ("normal(1, 5)", "half_normal(2)", "student_t(3, 1, 2)",
+                                       "half_student_t(4, 3)", "cauchy(0, 2)", "uniform(-1, 1)",
+                                       "exponential(2)", "flat()")]
+    priors += [stats.gamma(2.0, scale=3.0), stats.norm(loc=0.5)]
+    for prior in priors:
+        fast = _fast_logpdf(prior)
+        for x in (-2.0, -0.3, 0.0, 0.7, 4.0):
+            expected = float(prior.logpdf(x))
+            assert fast(x) == pytest.approx(expected, rel=1e-12, abs=1e-12) or \
+                (expected == -math.inf and fast(x) == -math.inf), (prior, x)

@@ -140,6 +140,37 @@ def default_priors(names, kinds, y) -> dict:
     return out
 
 
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _fast_logpdf(prior):
+    """``prior.logpdf`` as a plain function of one float where the family is known
+    (scipy's frozen ``logpdf`` spends ~50 µs checking arguments: most of a posterior
+    evaluation); any other distribution keeps its own ``logpdf``."""
+    if isinstance(prior, _Flat):
+        return lambda x: 0.0
+    if isinstance(prior, _Half):
+        inner = _fast_logpdf(prior.dist)
+        return lambda x: math.log(2.0) + inner(x) if x >= 0 else -math.inf
+    dist = getattr(prior, "dist", None)
+    if dist is None or getattr(prior, "args", ()):   # positional arguments: its own logpdf
+        return prior.logpdf
+    name, kwds = dist.name, prior.kwds
+    loc, scale = float(kwds.get("loc", 0.0)), float(kwds.get("scale", 1.0))
+    log_scale = math.log(scale)
+    if name == "norm":
+        return lambda x: -0.5 * ((x - loc) / scale) ** 2 - _LOG_SQRT_2PI - log_scale
+    if name == "halfnorm":
+        return lambda x: (-0.5 * ((x - loc) / scale) ** 2 - _LOG_SQRT_2PI - log_scale
+                          + math.log(2.0)) if x >= loc else -math.inf
+    if name == "t" and "df" in kwds:
+        df = float(kwds["df"])
+        const = (math.lgamma((df + 1) / 2) - math.lgamma(df / 2)
+                 - 0.5 * math.log(df * math.pi) - log_scale)
+        return lambda x: const - (df + 1) / 2 * math.log1p(((x - loc) / scale) ** 2 / df)
+    return prior.logpdf
+
+
 class _Posterior:
     """log p(v | y) in the sampling coordinates v of one linear mixed model."""
 
@@ -156,6 +187,8 @@ class _Posterior:
         self.terms = design.terms
         self.p = design.p
         self.priors = [priors[name] for name in self.names]
+        self._logpdfs = [_fast_logpdf(prior) for prior in self.priors]
+        self._log_scale = [i for i, kind in enumerate(self.kinds) if kind in ("sd", "sigma")]
 
     # natural ↔ v
     def natural(self, v) -> np.ndarray:
@@ -196,17 +229,21 @@ class _Posterior:
 
     def __call__(self, v) -> float:
         v = np.asarray(v, dtype=float)
-        if not np.all(np.isfinite(v)) or np.any(np.abs(v[[i for i, k in enumerate(self.kinds)
-                                                         if k != "fixef"]]) > 700):
+        # a log-scale coordinate beyond ±300 is e^±300 (its square would overflow a float):
+        # no posterior has mass there
+        if not np.all(np.isfinite(v)) or np.any(np.abs(v[self._log_scale]) > 300):
             return -math.inf
         nat = self.natural(v)
         log_prior = 0.0
-        for value, prior, kind in zip(nat.tolist(), self.priors, self.kinds):
-            log_prior += float(prior.logpdf(value))
+        for coordinate, value, logpdf, kind in zip(v.tolist(), nat.tolist(), self._logpdfs,
+                                                   self.kinds):
+            log_prior += float(logpdf(value))
             if kind in ("sd", "sigma"):
-                log_prior += math.log(value)            # d(sd)/dv = sd
+                log_prior += coordinate                   # d(sd)/dv = sd = e^v
             elif kind == "cor":
-                log_prior += math.log1p(-value * value)  # d(tanh)/dv = 1 − ρ²
+                # d(tanh v)/dv = 1 − tanh²v = sech²v, in logs without tanh's rounding to ±1
+                a = abs(coordinate)
+                log_prior += 2.0 * (math.log(2.0) - a - math.log1p(math.exp(-2.0 * a)))
         if not math.isfinite(log_prior):
             return -math.inf
         theta, beta, sigma = self.user(nat)
