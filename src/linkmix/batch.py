@@ -214,9 +214,7 @@ class _Columns:
         fixed effects' and contrasts' t tests by ``spec.ddf``."""
         residuals = getattr(fit, "constraint_residuals", {})
         names, kinds, estimate, se = fit.natural_estimates()
-        df = np.full(len(names), np.nan)
-        t = np.where(np.array(kinds) == "fixef", estimate / se, np.nan) if len(names) else df
-        p = np.full(len(names), np.nan)
+        df, t, p = (np.full(len(names), np.nan) for _ in range(3))
         fixef = [i for i, kind in enumerate(kinds) if kind == "fixef"]
         if fixef:
             table = fit.t_test_columns(np.eye(len(fixef)), spec.ddf)

@@ -109,29 +109,36 @@ def _wanted(parm, names) -> list[int]:
 
 
 # ---- profile likelihood -----------------------------------------------------------------
-def _linked_model(fit):
-    """The model a profile refits, as a ``LinkedModel`` fitted by maximum likelihood."""
-    if isinstance(fit, LinkedResults):
-        if fit.model.design is not fit.design:
-            raise FitError("this fit's model has since been refitted with another response; "
-                           "profile the fit the model returned last")
-        return fit.model
-    if isinstance(fit, NLMMResults):
-        if fit.model.design is not fit.design:
-            raise FitError("this fit's model has since been given another response")
-        return LinkedModel.from_model(fit.model)
-    ml = fit._model_at_fit() if not fit.REML else \
+def _current_model(fit):
+    """A linked or nonlinear fit's own model, which must still hold the fit's data."""
+    if fit.model.design is not fit.design:
+        raise FitError("this fit's model has since been refitted with another response; "
+                       "use the fit the model returned last")
+    return fit.model
+
+
+def _ml_linear_model(fit):
+    """A plain linear fit's model fitted by maximum likelihood (a REML fit's design refitted
+    by ML, as lme4's profile does); None for nonlinear and linked fits."""
+    if isinstance(fit, (NLMMResults, LinkedResults)):
+        return None
+    return fit._model_at_fit() if not fit.REML else \
         LinearMixedModel.from_design(fit.design, REML=False, engine=fit.engine_kind)
-    return LinkedModel.from_model(ml)
 
 
 def _profile(fit, wanted, level):
-    base_model = _linked_model(fit)
+    ml_model = _ml_linear_model(fit)
+    if ml_model is not None:
+        base_model = LinkedModel.from_model(ml_model)
+    elif isinstance(fit, LinkedResults):
+        base_model = _current_model(fit)
+    else:
+        base_model = LinkedModel.from_model(_current_model(fit))
     base = base_model.fit()          # the ML optimum, with SEs for the first steps
     names, kinds, values, se = base.natural_estimates()
     # a plain linear fit profiles β and σ without constraints (an offset, or σ held in
     # the criterion): faster than constrained refits, and the same optimum
-    ml = _ml_model(fit)
+    ml = None if ml_model is None else (ml_model, ml_model.fit(check_gradient=True))
     cutoff = NormalDist().inv_cdf(0.5 + level / 2)
     lower = np.full(len(names), np.nan)
     upper = np.full(len(names), np.nan)
@@ -152,16 +159,6 @@ def _profile(fit, wanted, level):
         lower[k] = profile.end(-1, step, cutoff, bounds[0], kind)
         upper[k] = profile.end(1, step, cutoff, bounds[1], kind)
     return lower, upper
-
-
-def _ml_model(fit):
-    """The fitted maximum-likelihood ``LinearMixedModel`` of a plain linear fit (None for
-    nonlinear and linked fits)."""
-    if isinstance(fit, (NLMMResults, LinkedResults)):
-        return None
-    model = fit._model_at_fit() if not fit.REML else \
-        LinearMixedModel.from_design(fit.design, REML=False, engine=fit.engine_kind)
-    return model, model.fit(check_gradient=True)
 
 
 class _Profile:
@@ -211,7 +208,7 @@ class _FixedEffectProfile(_Profile):
                                 fixed_names=[design.fixed_names[i] for i in keep]),
             REML=False, engine=fit.engine_kind)
         self.name, self.v_hat, self.deviance = name, float(fit.beta[name]), fit.objective
-        self.theta = _off_zero(design, fit.theta)
+        self.theta = off_the_boundary(design, fit.theta)
 
     def minimum(self, v: float) -> float:
         self.model.set_response(self.y - self.x * v)
@@ -228,22 +225,13 @@ class _SigmaProfile(_Profile):
     def __init__(self, ml):
         self.model, fit = ml
         self.v_hat, self.deviance = fit.sigma, fit.objective
-        self.theta = _off_zero(self.model.design, fit.theta)
+        self.theta = off_the_boundary(self.model.design, fit.theta)
 
     def minimum(self, v: float) -> float:
         model = self.model
         summary = minimize_bounded(lambda t: model.variance_deviance(t, v), self.theta,
                                    model.design.theta_lower, check_gradient=False)
         return summary.fun_final
-
-
-def _off_zero(design, theta) -> np.ndarray:
-    """θ with diagonal entries below 1e-3 moved to 0.1: a start from which the optimiser
-    can leave the bound when a held parameter moves the optimum off it."""
-    theta = np.array(theta, dtype=float)
-    diagonal = np.isfinite(design.theta_lower)
-    theta[diagonal & (theta < 1e-3)] = 0.1
-    return theta
 
 
 class _ConstrainedProfile(_Profile):
@@ -366,10 +354,7 @@ class _BootTask:
         mean = fit.fitted() - Z @ fit._b()
         Lambda = design.Lambda_sparse(np.asarray(fit.theta, dtype=float))
         if isinstance(fit, LinkedResults):
-            model = fit.model
-            if model.design is not fit.design:
-                raise FitError("this fit's model has since been refitted with another "
-                               "response; bootstrap the fit the model returned last")
+            model = _current_model(fit)
             # parsed text travels as text (re-read in a worker), callables as they are
             constraints = [c.label if c.parameters_used is not None else c
                            for c in model.constraints]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ArgumentError
-from .inference import FixedEffectTests, Satterthwaite, check_ddf
+from .inference import FixedEffectTests, Satterthwaite, check_ddf, quadratic_forms
 from .optimize import ReducedHessian
 from .results import BOUNDARY_FIT, Printable, Report, fixed_effects_table, format_table
 
@@ -143,8 +143,13 @@ class LinkedResults(FixedEffectTests, Report):
         cov_z = None if self.second_order is None else self.second_order.cov_z
         if cov_z is None:
             return np.full(len(self.natural), np.nan)
-        J = self.space.natural_jacobian(self.z)
+        J = self._natural_jacobian
         return np.sqrt(np.clip(np.diag(J @ cov_z @ J.T), 0.0, None))
+
+    @cached_property
+    def _natural_jacobian(self) -> np.ndarray:
+        """∂(natural parameters)/∂z at the optimum (differenced: computed once)."""
+        return self.space.natural_jacobian(self.z)
 
     # ---- tests of fixed effects (coef_table, contrast: FixedEffectTests) -------------
     @property
@@ -168,8 +173,7 @@ class LinkedResults(FixedEffectTests, Report):
         if cov_z is None:
             return np.full(len(L), np.nan), np.full(len(L), np.nan)
         fixef = np.array(self.space.kinds) == "fixef"
-        LJ = L @ self.space.natural_jacobian(self.z)[fixef]
-        variance = np.sum((LJ @ cov_z) * LJ, axis=1)
+        variance = quadratic_forms(L @ self._natural_jacobian[fixef], cov_z)
         if method == "wald":
             return variance, np.full(len(L), np.inf)
         held, df = self._satterthwaite.test(L)

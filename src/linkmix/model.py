@@ -172,11 +172,8 @@ class LinearMixedModel:
     def state(self, theta) -> PLSState:
         """The PLS state at lme4's θ and β̂(θ), in the user's units (r² of y as given,
         log|R_X|² of X as given)."""
-        theta, _ = self._checked(theta)
-        c, engine = self.conditioning, self.engine
-        if not engine.update(c.theta_working(theta)):
-            raise FitError(f"the model's system is not positive definite at θ = {theta}")
-        state = PLSState.of(engine)
+        c = self.conditioning
+        state = PLSState.of(self._factored_at(theta))
         return state._replace(r2=c.scale**2 * state.r2,
                               logdet_RX=state.logdet_RX - 2.0 * c.log_det_A)
 
@@ -188,12 +185,16 @@ class LinearMixedModel:
 
     def unscaled_vcov(self, theta) -> np.ndarray:
         """(X'V₀⁻¹X)⁻¹ at lme4's θ, V₀ = I + ZΛΛ'Z': cov(β̂) = σ² times this."""
-        theta, _ = self._checked(theta)
-        c, engine = self.conditioning, self.engine
-        if not engine.update(c.theta_working(theta)):
-            raise FitError(f"the model's system is not positive definite at θ = {theta}")
-        K = c.beta_cov_root(engine.Lxy[:self.design.p, :self.design.p])
+        engine = self._factored_at(theta)
+        K = self.conditioning.beta_cov_root(engine.Lxy[:self.design.p, :self.design.p])
         return K @ K.T
+
+    def _factored_at(self, theta):
+        """The engine factored at lme4's θ (a FitError where it is not positive definite)."""
+        theta, _ = self._checked(theta)
+        if not self.engine.update(self.conditioning.theta_working(theta)):
+            raise FitError(f"the model's system is not positive definite at θ = {theta}")
+        return self.engine
 
     @functools.cached_property
     def _Z(self):

@@ -36,7 +36,9 @@ __all__ = ["LinearResponse", "NonlinearResponse"]
 
 
 def off_the_boundary(space, theta):
-    """θ with diagonal entries below 1e-3 moved to 0.1: a start off the boundary."""
+    """θ with diagonal entries below 1e-3 moved to 0.1: a start off the boundary, from
+    which an optimiser can leave the bound 0 (``space``: anything with ``theta_lower``,
+    a ParameterSpace or a design)."""
     theta = np.array(theta, dtype=float)
     diag = np.isfinite(space.theta_lower)
     theta[diag & (theta < 1e-3)] = 0.1

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from formulaic.errors import FormulaicError
 
+from . import sampling
 from .design import INTERCEPT
 from .errors import ArgumentError, DataError
 from .formula import EVALUATION_CONTEXT
@@ -25,7 +26,6 @@ from .inference import FixedEffectTests, KenwardRoger, Satterthwaite, check_ddf
 from .linalg import solve_triangular
 from .optimize import SINGULAR_HESSIAN
 from .parameters import variance_components
-from . import sampling
 
 __all__ = ["Report", "Printable", "LMMEstimates", "LMMResults", "NLMMResults", "json_text",
            "Summary", "fixed_effects_table", "format_table", "BOUNDARY_FIT"]
@@ -561,7 +561,6 @@ class Summary(Printable):
     def __init__(self, fit, ddf: str | None = None):
         super().__init__(fit)
         self.ddf = check_ddf(fit.default_ddf if ddf is None else ddf)
-
 
     def _random_table(self) -> list[str]:
         fit = self.fit

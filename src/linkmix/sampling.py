@@ -302,19 +302,19 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
     walkers += walkers % 2
     if walkers < 2 * dim:
         raise ArgumentError(f"emcee needs at least {2 * dim} walkers for {dim} parameters")
-    start_natural = fit.natural_estimates()[2].astype(float)
+    _, _, estimate, se = fit.natural_estimates()
+    start_natural = np.array(estimate, dtype=float)
     # an SD at 0 (a singular fit) starts at a tenth of σ: log 0 is not a coordinate
     for i, kind in enumerate(kinds):
         if kind == "sd":
             start_natural[i] = max(start_natural[i], 0.1 * fit.sigma)
     centre = posterior.coordinates(start_natural)
-    se = fit.natural_estimates()[3]
     spread = np.where(np.array(kinds) == "fixef", np.nan_to_num(se, nan=1.0), 0.1)
-    return _run(posterior, names, centre, spread, walkers, chains, tune, draws, seed,
+    return _run(posterior, centre, spread, walkers, chains, tune, draws, seed,
                 progress if progress is not None else os.isatty(2))
 
 
-def _run(posterior, names, centre, spread, walkers, chains, tune, draws, seed, progress):
+def _run(posterior, centre, spread, walkers, chains, tune, draws, seed, progress):
     try:
         import emcee
         with warnings.catch_warnings():  # ArviZ announces its refactor on import
@@ -341,12 +341,12 @@ def _run(posterior, names, centre, spread, walkers, chains, tune, draws, seed, p
     values = np.concatenate(samples)                               # chain × draw × dim
     natural = np.vectorize(posterior.natural, signature="(n)->(n)")(values)
     return arviz.from_dict(
-        posterior={name: natural[..., i] for i, name in enumerate(names)},
+        posterior={name: natural[..., i] for i, name in enumerate(posterior.names)},
         sample_stats={"lp": np.concatenate(lps), "acceptance_rate": np.concatenate(acceptance)},
         attrs={"sampler": f"emcee {emcee.__version__} (DEMove 0.8, DESnookerMove 0.2)",
                "walkers_per_chain": walkers, "chains": len(children), "tune": tune,
                "priors": "; ".join(f"{name}: {_describe(prior)}"
-                                   for name, prior in zip(names, posterior.priors))})
+                                   for name, prior in zip(posterior.names, posterior.priors))})
 
 
 def _describe(prior) -> str:
