@@ -8,7 +8,8 @@ import pytest
 
 import linkmix
 from linkmix.errors import ArgumentError
-from linkmix.sampling import half_student_t, parse_prior
+from linkmix import examples
+from linkmix.sampling import _Posterior, default_priors, half_student_t, parse_prior
 
 from conftest import load_dataset
 
@@ -108,21 +109,141 @@ def test_sampling_errors(sleepstudy):
 def test_correlated_term_far_in_the_tails(sleepstudy):
     """A correlation's coordinate far out (tanh rounds to ±1) has a finite log Jacobian,
     and a short run over a 2 × 2 term stays finite and inside [-1, 1]."""
-    from linkmix.sampling import _Posterior, default_priors
-
     fit = linkmix.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy, REML=False)
-    space = fit.model.parameter_space
-    posterior = _Posterior(fit.model, default_priors(space.names, space.kinds, fit.design.y))
+    target = fit._sampling_target()
+    space = target.space
+    posterior = _Posterior(target, default_priors(space.names, space.kinds, target.y))
     v = posterior.coordinates(fit.natural_estimates()[2])
     cor = space.kinds.index("cor")
     for far in (-25.0, 25.0, 400.0):
         v[cor] = far
         assert np.isfinite(posterior(v))
     v = posterior.coordinates(fit.natural_estimates()[2])
-    np.testing.assert_allclose(posterior.user(posterior.natural(v))[0], fit.theta, rtol=1e-10)
+    np.testing.assert_allclose(space.from_natural(posterior.natural(v))[0], fit.theta,
+                               rtol=1e-10)
     idata = fit.sample(draws=100, tune=100, chains=1, seed=2, progress=False)
     rho = idata.posterior["cor[(Intercept),Days|Subject]"]
     assert float(abs(rho).max()) <= 1.0 and np.isfinite(idata.sample_stats["lp"]).all()
+
+
+def test_natural_parameters_invert_for_any_term_size(sleepstudy):
+    """from_natural ∘ natural is the identity for a 3 × 3 term, and a correlation matrix
+    that is not positive definite has no θ."""
+    data = sleepstudy.assign(Days2=sleepstudy.Days ** 2 / 10)
+    fit = linkmix.lmer("Reaction ~ Days + (Days + Days2 | Subject)", data, REML=False)
+    space = fit.parameter_space
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        theta = fit.theta + 0.3 * rng.standard_normal(len(fit.theta))
+        theta[[0, 3, 5]] = np.abs(theta[[0, 3, 5]])
+        beta, sigma = rng.standard_normal(2), 2.0
+        back = space.from_natural(space.natural(theta, beta, sigma))
+        np.testing.assert_allclose(back[0], theta, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(back[1], beta)
+        assert back[2] == sigma
+    natural = space.natural(fit.theta, fit.estimates.beta, fit.sigma)
+    cors = [i for i, kind in enumerate(space.kinds) if kind == "cor"]
+    natural[cors] = [0.9, -0.9, 0.9]            # |R| < 0: not a correlation matrix
+    assert space.from_natural(natural) is None
+    idata = fit.sample(draws=60, tune=60, chains=1, seed=4, progress=False)
+    assert np.isfinite(idata.sample_stats["lp"]).all()
+
+
+def test_every_fit_kind_samples_its_own_likelihood(sleepstudy):
+    """At the estimate, the target's −2 log L is the fit's own (linear, linked with a
+    mean, constrained, nonlinear by Laplace)."""
+    orange = load_dataset("Orange")
+    nonlinear = linkmix.nlmer("circumference ~ SSlogis(age, Asym, xmid, scal)", orange,
+                              random="Asym | Tree")
+    peptide = linkmix.datasets.simulate_peptide(1)
+    fits = [linkmix.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy, REML=False),
+            linkmix.lmer(examples.M1_FORMULA, peptide, mean=examples.M1_MEAN, n_starts=3),
+            linkmix.lmer(examples.M2_FORMULA, peptide, constraints=examples.M2_CONSTRAINT,
+                         n_starts=3),
+            nonlinear]
+    for fit in fits:
+        target = fit._sampling_target()
+        mode = target.modes[0]
+        assert target.neg2ll(*target.space.from_natural(mode), mode) == pytest.approx(
+            -2 * fit.loglik, rel=1e-9)
+    idata = nonlinear.sample(draws=150, tune=150, chains=1, seed=5, progress=False)
+    assert idata.attrs["likelihood"] == "Laplace approximation"
+    assert float(idata.posterior["Asym"].mean()) == pytest.approx(
+        float(nonlinear.beta["Asym"]), abs=3 * float(nonlinear.se["Asym"]))
+
+
+@pytest.fixture(scope="module")
+def seed_forms():
+    """The seed peptide's posterior in its constraint form (M2) and its linked-mean form
+    (M1), with the same priors on the parameters both have."""
+    peptide = linkmix.datasets.simulate_peptide(1)
+    priors = {"t2m1": "normal(0, 5)", "t2m2": "normal(0, 5)"}
+    m2 = linkmix.lmer(examples.M2_FORMULA, peptide, constraints=examples.M2_CONSTRAINT,
+                      n_starts=3)
+    m1 = linkmix.lmer(examples.M1_FORMULA, peptide, mean=examples.M1_MEAN, n_starts=3)
+    options = dict(draws=1500, tune=500, chains=2, seed=7, progress=False, prior=priors)
+    return m2, m2.sample(**options), m1.sample(**options)
+
+
+def test_constraint_form_lives_on_its_manifold(seed_forms):
+    """M2's draws satisfy t2 = g(σ₁, σ₂, b₂₁, b₂₂) to rounding: the constraint is solved
+    for t2, the fixed effect it is affine in."""
+    m2, idata, _ = seed_forms
+    assert idata.attrs["determined_by_constraints"] == "t2"
+    post = idata.posterior
+    g = (np.exp(0.5 * np.log(2) ** 2 * (post["sd[treatment[2]|replicate]"] ** 2
+                                        - post["sd[treatment[1]|replicate]"] ** 2))
+         * (1 + 2 ** post["t2m2"]) / (1 + 2 ** post["t2m1"]))
+    np.testing.assert_allclose(post["t2"], g, rtol=1e-9)
+    with pytest.raises(ArgumentError, match="determined by the equality constraints"):
+        m2.sample(prior={"t2": "normal(0, 1)"}, draws=5)
+    with pytest.raises(ArgumentError, match="solve_for needs 1"):
+        m2.sample(solve_for=["t2", "m2"], draws=5)
+
+
+def test_constraint_and_linked_mean_forms_agree(seed_forms):
+    """The two forms are one model: every shared parameter's posterior mean and 10/90%
+    quantiles agree within 4 combined Monte Carlo standard errors."""
+    _, constrained, linked_mean = seed_forms
+    for name in linked_mean.posterior.data_vars:
+        a, b = constrained.posterior[name], linked_mean.posterior[name]
+        se = math.hypot(float(arviz.mcse(a).to_array()[0]), float(arviz.mcse(b).to_array()[0]))
+        assert float(a.mean()) == pytest.approx(float(b.mean()), abs=4 * se), name
+        for q in (0.1, 0.9):
+            se = math.hypot(*(float(arviz.mcse(x, method="quantile", prob=q).to_array()[0])
+                              for x in (a, b)))
+            assert float(a.quantile(q)) == pytest.approx(float(b.quantile(q)), abs=4 * se), \
+                (name, q)
+
+
+def test_inequality_constraints_truncate(sleepstudy):
+    fit = linkmix.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy, REML=False,
+                       constraints="Days >= 11")
+    idata = fit.sample(draws=100, tune=100, chains=1, seed=6, progress=False)
+    assert float(idata.posterior["Days"].min()) >= 11.0
+    assert idata.attrs["determined_by_constraints"] == ""
+
+
+def test_random_effects_conditional_draws(sleepstudy):
+    """At the estimate the conditional mean of b is the fit's conditional mode, and the
+    draws are stored per term, by level and coefficient."""
+    fit = linkmix.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy, REML=False)
+    target = fit._sampling_target()
+    mode = target.modes[0]
+    theta, beta, sigma = target.space.from_natural(mode)
+    u, Lambda, A = target.conditional(theta, beta, sigma, mode)
+    ranef = fit.ranef()["Subject"]
+    np.testing.assert_allclose((Lambda @ u).reshape(-1, 2), ranef.to_numpy(), rtol=1e-6,
+                               atol=1e-8)
+    idata = fit.sample(draws=40, tune=40, chains=1, seed=8, progress=False,
+                       random_effects=True)
+    b = idata.posterior["b[(Intercept)+Days|Subject]"]
+    assert b.dims == ("chain", "draw", "Subject", "coef[(Intercept)+Days|Subject]")
+    assert list(b["Subject"].values) == [str(level) for level in ranef.index]
+    # the draws scatter around the modes by about the conditional SDs, not more
+    spread = float(((b.mean(("chain", "draw")).values - ranef.to_numpy()) /
+                    b.std(("chain", "draw")).values).__abs__().mean())
+    assert spread < 1.0
 
 
 def test_fast_log_densities_are_scipys():

@@ -204,6 +204,13 @@ class LinkedModel:
     def _mean_at(self, z) -> np.ndarray:
         return self.mean(self.params_at(z)) if self.mean is not None else 0.0
 
+    def mean_at_natural(self, natural):
+        """f(Π) at a natural vector (0 without a linked mean)."""
+        if self.mean is None:
+            return 0.0
+        return self.mean(Params(self.space.names, self.space.index, natural,
+                                "a constraint or mean"))
+
     def _env(self, con, natural):
         """What ``con.fun`` receives: a plain name → value dict for a parsed constraint
         (cheap, and it reads only known names), a checking ``Params`` for a callable."""
@@ -232,7 +239,10 @@ class LinkedModel:
         return float(value)
 
     def _constraint_values(self, group, z) -> np.ndarray:
-        natural = self.space.natural_from_z(z)
+        return self.constraint_values_at(self.space.natural_from_z(z), group)
+
+    def constraint_values_at(self, natural, group) -> np.ndarray:
+        """The constraints of ``group`` (``_eq`` or ``_ineq``) at a natural vector."""
         return np.array([self._call(con, self._env(con, natural)) for con in group])
 
     def eq_values(self, z) -> np.ndarray:

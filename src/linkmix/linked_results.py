@@ -18,6 +18,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from . import sampling
 from .errors import ArgumentError
 from .inference import FixedEffectTests, Satterthwaite, check_ddf, quadratic_forms
 from .optimize import ReducedHessian
@@ -237,6 +238,43 @@ class LinkedResults(FixedEffectTests, Report):
     @property
     def max_constraint_violation(self) -> float:
         return self._best.max_violation
+
+    def sample(self, *, draws: int = 1000, chains: int = 4, prior: dict | None = None,
+               seed: int | None = None, **options):
+        """Posterior draws of every parameter, on the constraint manifold (equality
+        constraints solved for their dependent parameters, inequalities truncating), as
+        an ArviZ ``InferenceData``; see ``linkmix.sampling.sample``."""
+        return sampling.sample(self, draws=draws, chains=chains, prior=prior, seed=seed,
+                               **options)
+
+    def _sampling_target(self) -> sampling.Target:
+        """The full deviance D(θ, β, σ) over the natural parameters, the constraints,
+        and walkers' starts at every equally likely optimum."""
+        model, space = self.model, self.space
+        if model.design is not self.design:
+            raise ArgumentError("this fit's model has since been given another response")
+
+        def neg2ll(theta, beta, sigma, _):
+            return model.deviance(space.from_user(theta, beta, sigma))
+
+        modes = [self.natural] + [np.array([o.params[name] for name in space.names])
+                                  for o in self.equally_likely[1:]]
+        nlmm = getattr(model.response, "nlmm", None)
+        if nlmm is None:
+            design = self.design
+            conditional = sampling.linear_conditional(
+                design, lambda beta, natural: design.X @ beta + model.mean_at_natural(natural))
+            how = "exact marginal likelihood (random effects integrated out)"
+        else:
+            conditional = sampling.nonlinear_conditional(nlmm)
+            how = "Laplace approximation"
+        return sampling.Target(
+            space, neg2ll, self.design.y, modes, self.se_natural, how,
+            equalities=(lambda nat: model.constraint_values_at(nat, model._eq))
+            if model._eq else None,
+            inequalities=(lambda nat: model.constraint_values_at(nat, model._ineq))
+            if model._ineq else None,
+            conditional=conditional)
 
     def natural_estimates(self):
         """(names, kinds, estimates, standard errors) of every parameter, as arrays."""

@@ -169,6 +169,48 @@ class ParameterSpace:
     def natural_from_z(self, z) -> np.ndarray:
         return self.natural(*self.user(z))
 
+    def from_natural(self, natural):
+        """lme4's (θ, β, σ) from a natural vector, the inverse of ``natural``: per term
+        T = chol(Σ)/σ with Σ = D R D from the SDs (D) and correlations (R); ``None``
+        where some R is not positive definite or an SD or σ is not positive."""
+        natural = np.asarray(natural, dtype=float)
+        p = self.p
+        beta, sigma = natural[:p], float(natural[-1])
+        if not sigma > 0:
+            return None
+        theta, k0 = [], p
+        for term in self.design.terms:
+            k = term.k
+            sd = natural[k0:k0 + k]
+            if np.any(sd < 0):
+                return None
+            if k == 1:
+                theta.append(sd[0] / sigma)
+                k0 += 1
+                continue
+            if k == 2:   # in closed form: |ρ| = 1 (tanh's rounding far out) stays a factor
+                rho = natural[k0 + 2]
+                if not abs(rho) <= 1.0:
+                    return None
+                theta.extend([sd[0] / sigma, rho * sd[1] / sigma,
+                              sd[1] * np.sqrt(1.0 - rho * rho) / sigma])
+                k0 += 3
+                continue
+            R = np.eye(k)
+            position = k0 + k
+            for j in range(k):
+                for i in range(j + 1, k):
+                    R[i, j] = R[j, i] = natural[position]
+                    position += 1
+            try:
+                C = np.linalg.cholesky(R)
+            except np.linalg.LinAlgError:
+                return None
+            T = (sd[:, None] * C) / sigma
+            theta.extend(T[i, j] for i, j in term.theta_positions())
+            k0 = position
+        return np.array(theta), beta, sigma
+
     @property
     def sd_factor(self) -> np.ndarray:
         """Scalar terms: b_k in sd_k = σ·b_k·|z_k| (1 without working coordinates)."""

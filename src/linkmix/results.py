@@ -324,11 +324,24 @@ class LMMResults(FixedEffectTests, Report):
 
     def sample(self, *, draws: int = 1000, chains: int = 4, prior: dict | None = None,
                seed: int | None = None, **options):
-        """Posterior draws of every parameter on the exact marginal likelihood, as an
+        """Posterior draws of every parameter on the likelihood the fit maximises, as an
         ArviZ ``InferenceData`` (``linkmix.sampling.sample``: priors by name, emcee's
-        ensemble with differential-evolution moves)."""
+        ensemble with differential-evolution moves; ``random_effects=True`` adds the
+        random effects' conditional draws)."""
         return sampling.sample(self, draws=draws, chains=chains, prior=prior, seed=seed,
                                **options)
+
+    def _sampling_target(self) -> sampling.Target:
+        """The exact marginal likelihood over the natural parameters."""
+        model = self._model_at_fit()
+        design = model.design
+        _, _, estimate, se = self.natural_estimates()
+        return sampling.Target(
+            model.parameter_space, lambda theta, beta, sigma, _: model.full_deviance(
+                theta, beta, sigma),
+            design.y, [estimate], se, "exact marginal likelihood (random effects integrated "
+            "out)", conditional=sampling.linear_conditional(design,
+                                                            lambda beta, _: design.X @ beta))
 
     def _ddf_method(self, method: str):
         """The contrast-free parts of a ddf method, computed once per fit."""
@@ -493,9 +506,23 @@ class NLMMResults(LMMResults):
     #: Satterthwaite and Kenward–Roger are methods for linear models; nlmer reports z
     default_ddf = "wald"
 
-    def sample(self, **options):
-        raise ArgumentError("sampling covers linear mixed models so far; a nonlinear fit's "
-                            "posterior (Laplace or AGQ likelihood) is not implemented yet")
+    def _sampling_target(self) -> sampling.Target:
+        """The fit's likelihood (Laplace, or AGQ with its nodes) over the natural
+        parameters."""
+        nlmm = self.model
+        if nlmm.design is not self.design:
+            raise ArgumentError("this fit's model has since been given another response")
+        _, _, estimate, se = self.natural_estimates()
+        if self.nAGQ > 1:
+            def neg2ll(theta, beta, sigma, _):
+                return nlmm.agq(theta, beta, sigma, self.nAGQ)
+            how = f"adaptive Gauss-Hermite quadrature, {self.nAGQ} nodes"
+        else:
+            def neg2ll(theta, beta, sigma, _):
+                return nlmm.full(theta, beta, sigma)
+            how = "Laplace approximation"
+        return sampling.Target(nlmm.parameter_space, neg2ll, self.design.y, [estimate], se,
+                               how, conditional=sampling.nonlinear_conditional(nlmm))
 
     def _ddf_method(self, method: str):
         raise ArgumentError(f"ddf={method!r} is a method for linear mixed models; a nonlinear "

@@ -35,11 +35,13 @@ import re
 import warnings
 
 import numpy as np
+import scipy.linalg
 
 from . import arguments
+from .constraints import ConstraintError
 from .errors import ArgumentError, FitError, LinkmixError
 
-__all__ = ["sample", "parse_prior", "default_priors", "PRIOR_FAMILIES"]
+__all__ = ["sample", "Target", "parse_prior", "default_priors", "PRIOR_FAMILIES"]
 
 #: Prior families by name: (scipy.stats name, its parameters in the text's order).
 PRIOR_FAMILIES = {
@@ -163,6 +165,9 @@ def _fast_logpdf(prior):
     if name == "halfnorm":
         return lambda x: (-0.5 * ((x - loc) / scale) ** 2 - _LOG_SQRT_2PI - log_scale
                           + math.log(2.0)) if x >= loc else -math.inf
+    if name == "uniform":
+        upper = loc + scale
+        return lambda x: -log_scale if loc <= x <= upper else -math.inf
     if name == "t" and "df" in kwds:
         df = float(kwds["df"])
         const = (math.lgamma((df + 1) / 2) - math.lgamma(df / 2)
@@ -171,61 +176,247 @@ def _fast_logpdf(prior):
     return prior.logpdf
 
 
+class Target:
+    """What a fit hands the sampler: its likelihood over the natural parameters.
+
+    Parameters
+    ----------
+    space : ParameterSpace
+        Names, kinds and the natural ↔ (θ, β, σ) maps.
+    neg2ll : callable
+        ``neg2ll(theta, beta, sigma, natural)``: −2 log L, the fit's own criterion with
+        nothing profiled.
+    y : ndarray
+        The response (for the default priors' scale).
+    modes : list of ndarray
+        Natural vectors of the fit's equally likely optima (the first is the best).
+    se : ndarray
+        Standard errors of the natural parameters (NaN where unknown): the start's spread.
+    likelihood : str
+        How −2 log L is computed (recorded in the output).
+    equalities, inequalities : callable, optional
+        Constraint values at a natural vector (``== 0`` and ``>= 0``).
+    conditional : callable, optional
+        ``conditional(theta, beta, sigma, natural)`` → (ũ, Λ, A): the conditional mode
+        of the spherical random effects, Λ_θ and the precision A (u | y ~ N(ũ, σ²A⁻¹)),
+        dense; for the random effects' draws.
+    """
+
+    def __init__(self, space, neg2ll, y, modes, se, likelihood, *, equalities=None,
+                 inequalities=None, conditional=None):
+        self.space, self.neg2ll, self.y = space, neg2ll, np.asarray(y, dtype=float)
+        self.modes = [np.asarray(m, dtype=float) for m in modes]
+        self.se, self.likelihood = np.asarray(se, dtype=float), likelihood
+        self.equalities, self.inequalities = equalities, inequalities
+        self.conditional = conditional
+
+
+#: Largest number of random effects whose conditional draws are made (dense q × q).
+MAX_Q_FOR_DRAWS = 3000
+
+
+def linear_conditional(design, fixed_mean):
+    """``Target.conditional`` of a linear model: with U = ZΛ_θ, A = U'U + I and
+    ũ = A⁻¹U'(y − m), m = ``fixed_mean(beta, natural)`` the mean without random effects."""
+    Z = design.Z_sparse()
+
+    def conditional(theta, beta, sigma, natural):
+        Lambda = design.Lambda_sparse(theta)
+        U = (Z @ Lambda).toarray()
+        A = U.T @ U + np.eye(U.shape[1])
+        u = np.linalg.solve(A, U.T @ (design.y - fixed_mean(beta, natural)))
+        return u, Lambda.toarray(), A
+    return conditional
+
+
+def nonlinear_conditional(nlmm):
+    """``Target.conditional`` of a nonlinear model by the Laplace approximation: ũ from
+    PNLS and A = U'U + I with U = ∂μ/∂u at ũ."""
+    design = nlmm.design
+
+    def conditional(theta, beta, sigma, natural):
+        _, u, _ = nlmm.pnls(np.asarray(theta, float), np.asarray(beta, float))
+        _, _, Zs = nlmm._linearisation(theta, beta, u)
+        Lambda = design.Lambda_sparse(theta)
+        U = (design.Z_sparse(Zs) @ Lambda).toarray()
+        return u, Lambda.toarray(), U.T @ U + np.eye(U.shape[1])
+    return conditional
+
+
+class _Manifold:
+    """The equality constraints solved for some parameters (the dependent ones) given
+    the rest: the posterior lives on {c(Π) = 0} parametrised by the free parameters,
+    which is the linked-mean form of the same model (the dependent parameters become
+    functions of the free ones, as c₂ = g(σ₁, σ₂, b₂₁, b₂₂) does in the seed model).
+
+    The dependent parameters are ``solve_for`` if given, else fixed effects the
+    constraints are affine in (so every free point has exactly one solution), chosen by
+    a pivoted QR of ∂c/∂Π at the estimate; failing that, any parameters by the same
+    QR.  Solving is a chord iteration from the estimate's values (exact in one step
+    for an affine constraint)."""
+
+    def __init__(self, equalities, names, kinds, estimate, solve_for=None):
+        self.equalities, self.estimate = equalities, np.asarray(estimate, dtype=float)
+        values = self._values(self.estimate)
+        m = len(values)
+        self.m = m
+        if m == 0:
+            self.dependent = []
+            return
+        J = self._jacobian(self.estimate)
+        if solve_for is not None:
+            solve_for = [solve_for] if isinstance(solve_for, str) else list(solve_for)
+            unknown = [name for name in solve_for if name not in names]
+            if unknown:
+                raise ArgumentError(f"solve_for names unknown parameters {unknown}; "
+                                    f"parameters: {list(names)}")
+            if len(solve_for) != m:
+                raise ArgumentError(f"solve_for needs {m} name(s), one per equality "
+                                    f"constraint, not {len(solve_for)}")
+            dependent = [list(names).index(name) for name in solve_for]
+            if np.linalg.matrix_rank(J[:, dependent]) < m:
+                raise ArgumentError(f"the equality constraints cannot be solved for "
+                                    f"{solve_for}: their Jacobian in them is singular at "
+                                    f"the estimate")
+        else:
+            fixed = [j for j, kind in enumerate(kinds) if kind == "fixef"]
+            affine = [j for j in fixed if np.any(J[:, j] != 0) and self._affine_in(j)]
+            dependent = None
+            for pool in (affine, fixed, list(range(len(names)))):
+                dependent = self._pivoted(J, pool, m)
+                if dependent is not None:
+                    break
+            if dependent is None:
+                raise ArgumentError("the equality constraints' Jacobian has rank below their "
+                                    "number at the estimate: no parameters can be solved "
+                                    "for; give solve_for=")
+        self.dependent = sorted(dependent)
+        self.J0 = J[:, self.dependent]
+        self.names = [names[j] for j in self.dependent]
+
+    def _values(self, natural):
+        return np.atleast_1d(np.asarray(self.equalities(natural), dtype=float))
+
+    def _jacobian(self, natural, columns=None):
+        columns = range(len(natural)) if columns is None else columns
+        base = self._values(natural)
+        J = np.zeros((len(base), len(natural)))
+        for j in columns:
+            h = 1e-6 * max(1.0, abs(natural[j]))
+            up, down = natural.copy(), natural.copy()
+            up[j] += h
+            down[j] -= h
+            J[:, j] = (self._values(up) - self._values(down)) / (2 * h)
+        return J
+
+    def _affine_in(self, j) -> bool:
+        """Whether every constraint is affine in parameter j (second and third
+        differences over a wide step vanish)."""
+        x, h = self.estimate, 0.5 * max(1.0, abs(self.estimate[j]))
+        try:
+            points = []
+            for step in (-h, 0.0, h, 2 * h):
+                shifted = x.copy()
+                shifted[j] += step
+                points.append(self._values(shifted))
+        except LinkmixError:
+            return False
+        a, b, c, d = points
+        scale = 1.0 + np.abs(a) + np.abs(b) + np.abs(c) + np.abs(d)
+        return bool(np.all(np.abs(a - 2 * b + c) <= 1e-9 * scale)
+                    and np.all(np.abs(b - 2 * c + d) <= 1e-9 * scale))
+
+    @staticmethod
+    def _pivoted(J, pool, m):
+        if len(pool) < m:
+            return None
+        _, R, order = scipy.linalg.qr(J[:, pool], mode="economic", pivoting=True)
+        chosen = [pool[i] for i in order[:m]]
+        return chosen if np.linalg.matrix_rank(J[:, chosen]) == m else None
+
+    def complete(self, natural):
+        """``natural`` with its dependent entries solved for; None where no solution is
+        found (the point is off the model)."""
+        if not self.m:
+            return natural
+        dep = self.dependent
+        natural[dep] = self.estimate[dep]
+        J = self.J0
+        for iteration in range(60):
+            c = self._values(natural)
+            if not np.all(np.isfinite(c)):
+                return None
+            step = np.linalg.solve(J, c)
+            if np.all(np.abs(step) <= 1e-11 * (1.0 + np.abs(natural[dep]))):
+                return natural
+            natural[dep] -= step
+            if iteration == 20:            # slow chord: Newton with the current Jacobian
+                J = self._jacobian(natural, dep)[:, dep]
+                if np.linalg.matrix_rank(J) < self.m:
+                    return None
+        return None
+
+
 class _Posterior:
-    """log p(v | y) in the sampling coordinates v of one linear mixed model."""
+    """log p(v | y) in the sampling coordinates v of the free parameters: fixed effects
+    as they are, SDs and σ by log, correlations by atanh (a diagonal Jacobian)."""
 
-    def __init__(self, model, priors: dict):
-        space = model.parameter_space
-        self.model = model
+    def __init__(self, target: Target, priors: dict, given=(), solve_for=None):
+        space = target.space
+        self.target, self.space = target, space
         self.names, self.kinds = list(space.names), list(space.kinds)
-        design = model.design
-        for term in design.terms:
-            if term.k > 2:
-                raise ArgumentError(f"sampling supports random-effects terms of one or two "
-                                    f"coefficients; ({' + '.join(term.coef_names)} | "
-                                    f"{term.group}) has {term.k} (split it with ||)")
-        self.terms = design.terms
-        self.p = design.p
-        self.priors = [priors[name] for name in self.names]
-        self._logpdfs = [_fast_logpdf(prior) for prior in self.priors]
-        self._log_scale = [i for i, kind in enumerate(self.kinds) if kind in ("sd", "sigma")]
+        equalities = target.equalities
+        self.manifold = _Manifold(equalities if equalities is not None else (lambda x: []),
+                                  self.names, self.kinds, target.modes[0], solve_for)
+        dependent = set(self.manifold.dependent)
+        self.free = [i for i in range(len(self.names)) if i not in dependent]
+        given = [self.names[i] for i in sorted(dependent) if self.names[i] in given]
+        if given:
+            raise ArgumentError(f"{given} are determined by the equality constraints (the "
+                                f"posterior lives on the constraint manifold); give priors "
+                                f"to the free parameters only, or choose others with "
+                                f"solve_for=")
+        self.priors = {self.names[i]: priors[self.names[i]] for i in self.free}
+        self._logpdfs = [_fast_logpdf(self.priors[self.names[i]]) for i in self.free]
+        self._free_kinds = [self.kinds[i] for i in self.free]
+        self._log_scale = np.array([k in ("sd", "sigma") for k in self._free_kinds])
+        self.rejected_by_user_code = 0
 
-    # natural ↔ v
-    def natural(self, v) -> np.ndarray:
-        nat = np.array(v, dtype=float)
-        kinds = self.kinds
-        for i, kind in enumerate(kinds):
-            if kind in ("sd", "sigma"):
-                nat[i] = math.exp(v[i])
-            elif kind == "cor":
-                nat[i] = math.tanh(v[i])
-        return nat
+    # natural ↔ v over the free parameters
+    def natural(self, v):
+        """The full natural vector at v (dependent parameters solved), or None."""
+        nat = self.target.modes[0].copy()
+        for position, (i, kind) in enumerate(zip(self.free, self._free_kinds)):
+            value = v[position]
+            nat[i] = (math.exp(value) if kind in ("sd", "sigma")
+                      else math.tanh(value) if kind == "cor" else value)
+        try:
+            return self.manifold.complete(nat)
+        except ConstraintError:
+            self.rejected_by_user_code += 1
+            return None
 
     def coordinates(self, natural) -> np.ndarray:
-        v = np.array(natural, dtype=float)
-        for i, kind in enumerate(self.kinds):
-            if kind in ("sd", "sigma"):
-                v[i] = math.log(max(natural[i], 1e-300))
-            elif kind == "cor":
-                v[i] = math.atanh(min(max(natural[i], -1 + 1e-12), 1 - 1e-12))
+        v = np.empty(len(self.free))
+        for position, (i, kind) in enumerate(zip(self.free, self._free_kinds)):
+            value = natural[i]
+            v[position] = (math.log(max(value, 1e-300)) if kind in ("sd", "sigma")
+                           else math.atanh(min(max(value, -1 + 1e-12), 1 - 1e-12))
+                           if kind == "cor" else value)
         return v
 
-    def user(self, natural):
-        """(θ, β, σ) from the natural vector (fixed effects, per term SDs then
-        correlations, σ)."""
-        beta = natural[:self.p]
-        sigma = natural[-1]
-        theta, k = [], self.p
-        for term in self.terms:
-            if term.k == 1:
-                theta.append(natural[k] / sigma)
-                k += 1
-            else:
-                sd1, sd2, rho = natural[k], natural[k + 1], natural[k + 2]
-                theta += [sd1 / sigma, rho * sd2 / sigma,
-                          sd2 * math.sqrt(max(1.0 - rho * rho, 0.0)) / sigma]
-                k += 3
-        return np.array(theta), beta, sigma
+    def log_prior(self, v, nat) -> float:
+        total = 0.0
+        for coordinate, i, logpdf, kind in zip(v.tolist(), self.free, self._logpdfs,
+                                               self._free_kinds):
+            total += float(logpdf(nat[i]))
+            if kind in ("sd", "sigma"):
+                total += coordinate                   # d(sd)/dv = sd = e^v
+            elif kind == "cor":
+                # d(tanh v)/dv = sech²v, in logs without tanh's rounding to ±1
+                a = abs(coordinate)
+                total += 2.0 * (math.log(2.0) - a - math.log1p(math.exp(-2.0 * a)))
+        return total
 
     def __call__(self, v) -> float:
         v = np.asarray(v, dtype=float)
@@ -234,35 +425,53 @@ class _Posterior:
         if not np.all(np.isfinite(v)) or np.any(np.abs(v[self._log_scale]) > 300):
             return -math.inf
         nat = self.natural(v)
-        log_prior = 0.0
-        for coordinate, value, logpdf, kind in zip(v.tolist(), nat.tolist(), self._logpdfs,
-                                                   self.kinds):
-            log_prior += float(logpdf(value))
-            if kind in ("sd", "sigma"):
-                log_prior += coordinate                   # d(sd)/dv = sd = e^v
-            elif kind == "cor":
-                # d(tanh v)/dv = 1 − tanh²v = sech²v, in logs without tanh's rounding to ±1
-                a = abs(coordinate)
-                log_prior += 2.0 * (math.log(2.0) - a - math.log1p(math.exp(-2.0 * a)))
+        if nat is None:
+            return -math.inf
+        log_prior = self.log_prior(v, nat)
         if not math.isfinite(log_prior):
             return -math.inf
-        theta, beta, sigma = self.user(nat)
+        user = self.space.from_natural(nat)
+        if user is None:
+            return -math.inf
+        target = self.target
         try:
-            deviance = self.model.full_deviance(theta, beta, sigma)
+            if target.inequalities is not None and np.any(target.inequalities(nat) < 0):
+                return -math.inf
+            deviance = target.neg2ll(*user, nat)
+        except ConstraintError:      # a mean or constraint not finite here: no density
+            self.rejected_by_user_code += 1
+            return -math.inf
         except FitError:
             return -math.inf
         return log_prior - 0.5 * deviance if math.isfinite(deviance) else -math.inf
 
+    def explain_start(self, v) -> str:
+        """Why the log posterior is not finite at v (for the error at a bad start)."""
+        nat = self.natural(v)
+        if nat is None:
+            return "the equality constraints have no solution there"
+        user = self.space.from_natural(nat)
+        if user is None:
+            return "a correlation matrix is not positive definite there"
+        try:
+            if self.target.inequalities is not None:
+                values = self.target.inequalities(nat)
+                if np.any(values < 0):
+                    return f"an inequality constraint is violated ({values.tolist()})"
+            return f"−2 log L = {self.target.neg2ll(*user, nat)}"
+        except LinkmixError as exc:
+            return str(exc)
+
 
 def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None,
            seed: int | None = None, tune: int | None = None, walkers: int | None = None,
-           progress: bool | None = None):
-    """Draws from the posterior of a linear mixed model's parameters (module description).
+           progress: bool | None = None, random_effects: bool = False, solve_for=None):
+    """Draws from the posterior of a fit's parameters (module description).
 
     Parameters
     ----------
-    fit : LMMResults
-        A linear fit; its model must still hold the fit's data.
+    fit : LMMResults, NLMMResults or LinkedResults
+        Its model must still hold the fit's data.
     draws : int
         Kept draws per walker, after ``tune`` (default ``draws``) discarded ones.
     chains : int
@@ -271,9 +480,16 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
         Name → prior (text or frozen scipy.stats distribution); the rest default.
     seed : int, optional
     walkers : int, optional
-        Walkers per ensemble (default max(16, 4 × dimension), even).
+        Walkers per ensemble (default max(16, 4 × free parameters), even).
     progress : bool, optional
         emcee's progress bar (default: when stderr is a terminal).
+    random_effects : bool
+        Also draw the random effects from their conditional distribution at every draw
+        (exact for linear models, the Laplace approximation's Gaussian for nonlinear
+        ones), as one variable ``b[<coefficients>|<group>]`` per term (level × coefficient).
+    solve_for : str or list of str, optional
+        The parameters the equality constraints are solved for (module description);
+        by default chosen as ``_Manifold`` says.
 
     Returns
     -------
@@ -285,10 +501,12 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
     chains = arguments.count(chains, "chains")
     tune = draws if tune is None else arguments.count(tune, "tune", minimum=0)
     progress = arguments.optional_flag(progress, "progress")
-    model = fit._model_at_fit()
-    space = model.parameter_space
+    random_effects = arguments.flag(random_effects, "random_effects")
+    target = fit._sampling_target()
+    space = target.space
     names, kinds = list(space.names), list(space.kinds)
-    priors = default_priors(names, kinds, fit.design.y)
+    priors = default_priors(names, kinds, target.y)
+    given = set()
     for name, spec in (prior or {}).items():
         if name not in names:
             raise ArgumentError(f"a prior for unknown parameter {name!r}; parameters: {names}")
@@ -296,25 +514,61 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
         if not hasattr(priors[name], "logpdf"):
             raise ArgumentError(f"the prior of {name!r} must be text or a frozen "
                                 f"scipy.stats distribution")
-    posterior = _Posterior(model, priors)
-    dim = len(names)
+        given.add(name)
+    posterior = _Posterior(target, priors, given, solve_for)
+    dim = len(posterior.free)
     walkers = max(16, 4 * dim) if walkers is None else arguments.count(walkers, "walkers")
     walkers += walkers % 2
     if walkers < 2 * dim:
         raise ArgumentError(f"emcee needs at least {2 * dim} walkers for {dim} parameters")
-    _, _, estimate, se = fit.natural_estimates()
-    start_natural = np.array(estimate, dtype=float)
-    # an SD at 0 (a singular fit) starts at a tenth of σ: log 0 is not a coordinate
-    for i, kind in enumerate(kinds):
-        if kind == "sd":
-            start_natural[i] = max(start_natural[i], 0.1 * fit.sigma)
-    centre = posterior.coordinates(start_natural)
-    spread = np.where(np.array(kinds) == "fixef", np.nan_to_num(se, nan=1.0), 0.1)
-    return _run(posterior, centre, spread, walkers, chains, tune, draws, seed,
-                progress if progress is not None else os.isatty(2))
+    if random_effects:
+        if target.conditional is None:
+            raise ArgumentError("this fit has no random effects to draw")
+        q = space.design.q
+        if q > MAX_Q_FOR_DRAWS:
+            raise ArgumentError(f"conditional draws of {q} random effects are made densely; "
+                                f"at most {MAX_Q_FOR_DRAWS}")
+    centres, spread = _starts(posterior, target, fit)
+    return _run(posterior, centres, spread, walkers, chains, tune, draws, seed,
+                progress if progress is not None else os.isatty(2), random_effects)
 
 
-def _run(posterior, centre, spread, walkers, chains, tune, draws, seed, progress):
+def _starts(posterior, target, fit):
+    """Centres of the walkers' starting balls (one per equally likely optimum) and the
+    ball's spread, in the sampling coordinates."""
+    centres = []
+    for mode in target.modes:
+        start = mode.copy()
+        # an SD at 0 (a singular fit) starts at a tenth of σ: log 0 is not a coordinate
+        for i, kind in enumerate(posterior.kinds):
+            if kind == "sd":
+                start[i] = max(start[i], 0.1 * start[-1])
+        v = posterior.coordinates(start)
+        if not math.isfinite(posterior(v)):
+            raise FitError(f"the log posterior is not finite at the fit's estimate: "
+                           f"{posterior.explain_start(v)}")
+        centres.append(v)
+    se = target.se[posterior.free]
+    kinds = np.array(posterior._free_kinds)
+    # a parameter held by an active constraint has SE 0: spread it a little all the same
+    fallback = 1e-2 * np.maximum(1.0, np.abs(centres[0]))
+    se = np.where(np.isfinite(se) & (se > 0), se, fallback)
+    spread = np.where(kinds == "fixef", se, 0.1)
+    return centres, spread
+
+
+def _start(posterior, centre, spread, rng, tries: int = 60):
+    """A walker's start near ``centre`` with a finite log posterior (a centre on an
+    inequality's boundary has infeasible points all around it: draw again, closer)."""
+    for attempt in range(tries):
+        v = centre + 0.1 * spread * 0.8 ** attempt * rng.standard_normal(len(centre))
+        if math.isfinite(posterior(v)):
+            return v
+    raise FitError("no start with a finite log posterior was found near the estimate")
+
+
+def _run(posterior, centres, spread, walkers, chains, tune, draws, seed, progress,
+         random_effects):
     try:
         import emcee
         with warnings.catch_warnings():  # ArviZ announces its refactor on import
@@ -328,25 +582,68 @@ def _run(posterior, centre, spread, walkers, chains, tune, draws, seed, progress
     samples, lps, acceptance = [], [], []
     for child in children:
         rng = np.random.default_rng(child)
-        start = centre + 0.1 * spread * rng.standard_normal((walkers, len(centre)))
-        moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
-        sampler = emcee.EnsembleSampler(walkers, len(centre), posterior, moves=moves)
+        start = np.array([_start(posterior, centres[w % len(centres)], spread, rng)
+                          for w in range(walkers)])
+        # ter Braak's DE-MC: mostly small differential steps, one in ten a whole
+        # difference (γ = 1) that carries a walker to the mode another walker is in
+        moves = [(emcee.moves.DEMove(), 0.7), (emcee.moves.DEMove(gamma0=1.0), 0.1),
+                 (emcee.moves.DESnookerMove(), 0.2)]
+        sampler = emcee.EnsembleSampler(walkers, len(posterior.free), posterior, moves=moves)
         # emcee draws its moves from a RandomState: seeded from this chain's child
         sampler.random_state = np.random.RandomState(int(rng.integers(2**32))).get_state()
-        sampler.run_mcmc(start, tune + draws, progress=progress)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            # far proposals overflow in the engine or in user code: zero density there
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sampler.run_mcmc(start, tune + draws, progress=progress)
         chain = sampler.get_chain(discard=tune)                    # draw × walker × dim
         samples.append(np.swapaxes(chain, 0, 1))
         lps.append(np.swapaxes(sampler.get_log_prob(discard=tune), 0, 1))
         acceptance.append(np.repeat(sampler.acceptance_fraction[:, None], draws, axis=1))
     values = np.concatenate(samples)                               # chain × draw × dim
-    natural = np.vectorize(posterior.natural, signature="(n)->(n)")(values)
+    natural = np.vectorize(posterior.natural, signature="(n)->(m)")(values)
+    out = {name: natural[..., i] for i, name in enumerate(posterior.names)}
+    dims, coords = {}, {}
+    if random_effects:
+        _draw_random_effects(posterior, natural, np.random.default_rng(
+            np.random.SeedSequence(seed).spawn(chains + 1)[-1]), out, dims, coords)
+    target = posterior.target
     return arviz.from_dict(
-        posterior={name: natural[..., i] for i, name in enumerate(posterior.names)},
+        posterior=out, dims=dims, coords=coords,
         sample_stats={"lp": np.concatenate(lps), "acceptance_rate": np.concatenate(acceptance)},
-        attrs={"sampler": f"emcee {emcee.__version__} (DEMove 0.8, DESnookerMove 0.2)",
+        attrs={"sampler": "emcee {} (DEMove 0.7, DEMove γ=1 0.1, DESnookerMove 0.2)".format(
+                   emcee.__version__),
+               "likelihood": target.likelihood,
+               # proposals whose constraint or mean was not finite (zero density there)
+               "non_finite_user_code": posterior.rejected_by_user_code,
                "walkers_per_chain": walkers, "chains": len(children), "tune": tune,
+               "determined_by_constraints": ", ".join(posterior.manifold.names
+                                                      if posterior.manifold.m else []),
                "priors": "; ".join(f"{name}: {_describe(prior)}"
-                                   for name, prior in zip(posterior.names, posterior.priors))})
+                                   for name, prior in posterior.priors.items())})
+
+
+def _draw_random_effects(posterior, natural, rng, out, dims, coords):
+    """One conditional draw of b = Λu, u ~ N(ũ, σ²A⁻¹), per posterior draw, stored as
+    ``b[<coefficients>|<group>]`` (chain × draw × level × coefficient) in ``out``."""
+    space, target = posterior.space, posterior.target
+    terms = space.design.terms
+    flat = natural.reshape(-1, natural.shape[-1])
+    b = np.empty((len(flat), space.design.q))
+    for row, nat in enumerate(flat):
+        theta, beta, sigma = space.from_natural(nat)
+        u, Lambda, A = target.conditional(theta, beta, sigma, nat)
+        factor = scipy.linalg.cholesky(A, lower=True)
+        noise = scipy.linalg.solve_triangular(factor.T, rng.standard_normal(len(u)))
+        b[row] = Lambda @ (u + sigma * noise)
+    offset = 0
+    for term in terms:
+        block = b[:, offset:offset + term.q].reshape(natural.shape[:2] + (term.n_levels, term.k))
+        offset += term.q
+        label = f"{'+'.join(term.coef_names)}|{term.group}"
+        out[f"b[{label}]"] = block
+        dims[f"b[{label}]"] = [term.group, f"coef[{label}]"]
+        coords[term.group] = [str(level) for level in term.levels]
+        coords[f"coef[{label}]"] = list(term.coef_names)
 
 
 def _describe(prior) -> str:
