@@ -19,7 +19,8 @@ _OWNERS = {
     "LinkedModel": "linked", "LinearMixedModel": "model", "lmer": "fitting",
     "NonlinearMixedModel": "nonlinear", "nlmer": "fitting", "LinkedResults": "linked_results",
     "LMMResults": "results", "LRTResult": "comparison", "NLMMResults": "results",
-    "lrt": "comparison", "confint": "intervals",
+    "lrt": "comparison", "confint": "intervals", "posterior_summary": "sampling",
+    "bayes_factor": "sampling",
     "ModelFunctionError": "ssmodels", "NonlinearFunction": "ssmodels",
     "SELF_STARTING": "ssmodels", "user_model": "ssmodels"}
 

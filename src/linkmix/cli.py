@@ -117,6 +117,45 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="also fit an unconstrained ML model (FORMULA, default the same "
                           "formula) and print the likelihood-ratio test against it")
 
+    sample = sub.add_parser(
+        "sample", help="draw from the posterior of a linear, linked or nonlinear model",
+        description="Fit the model by maximum likelihood, then draw from the posterior of its "
+                    "parameters on the same likelihood (emcee's ensemble; random effects "
+                    "integrated out) and write the draws as NetCDF (ArviZ).")
+    sample.add_argument("data", help="CSV, TSV or Parquet file")
+    sample.add_argument("--formula", "-f", required=True,
+                        help="lme4 formula, or with --random an nlmer formula such as "
+                             "'y ~ SSlogis(age, Asym, xmid, scal)'")
+    sample.add_argument("--random", "-r", action="append", default=None, metavar="TERM",
+                        help="a nonlinear model's random-effects term, as for 'nlfit'")
+    sample.add_argument("--constraint", "-c", action="append", default=[], metavar="EQ",
+                        help="a constraint over parameter names, as for 'fit'; repeatable")
+    sample.add_argument("--mean", metavar="EXPR", help="a linked mean term, as for 'fit'")
+    sample.add_argument("--starts", type=_whole(1), default=5, metavar="K",
+                        help="starts of the maximum-likelihood fit (walkers start at every "
+                             "equally likely optimum it finds)")
+    sample.add_argument("--prior", "-p", action="append", default=[], metavar="NAME=PRIOR",
+                        help="e.g. 'sigma=half_normal(1)'; repeatable (others default)")
+    sample.add_argument("--solve-for", action="append", default=None, metavar="NAME",
+                        help="a parameter the equality constraints are solved for")
+    sample.add_argument("--draws", type=_whole(1), default=1000, metavar="N",
+                        help="kept draws per walker")
+    sample.add_argument("--tune", type=_whole(0), default=None, metavar="N",
+                        help="discarded draws per walker (default --draws)")
+    sample.add_argument("--chains", type=_whole(1), default=4, metavar="K")
+    sample.add_argument("--walkers", type=_whole(2), default=None, metavar="K",
+                        help="walkers per chain (default max(16, 4 × parameters))")
+    sample.add_argument("--seed", type=_whole(0), default=None)
+    sample.add_argument("--random-effects", action="store_true",
+                        help="also draw the random effects from their conditional "
+                             "distribution")
+    sample.add_argument("--output", "-o", required=True, metavar="FILE.nc",
+                        help="NetCDF file for the draws (arviz.from_netcdf reads it)")
+    sample.add_argument("--plots", metavar="DIR",
+                        help="write trace.png and pair.png to DIR")
+    sample.add_argument("--factor", action="append", default=[], metavar="COLUMN")
+    sample.add_argument("--missing", choices=("drop", "raise"), default="drop")
+
     nlfit = sub.add_parser(
         "nlfit", help="fit a nonlinear mixed model (Laplace approximation, as nlmer)",
         description="Fit a nonlinear mixed model by maximum likelihood with the Laplace "
@@ -228,6 +267,18 @@ def _check(args) -> None:
     if args.command == "nlfit":
         args.start = _numbers(_pairs(args.start, "--start", "NAME=VALUE"), "--start") or None
         args.fixed = _pairs(args.fixed, "--fixed", "PARAM=RHS")
+    if args.command == "sample":
+        _writable(args.output, "--output", {".nc": "h5netcdf"})
+        _require_module("emcee", "sampling")
+        _require_module("arviz", "sampling")
+        if args.plots:
+            _require_module("matplotlib", "--plots")
+            if os.path.exists(args.plots) and not os.path.isdir(args.plots):
+                raise ArgumentError(f"--plots {args.plots!r} is a file, not a folder")
+        args.prior = _pairs(args.prior, "--prior", "NAME=PRIOR")
+        if args.random is not None and args.mean is not None:
+            raise ArgumentError("--mean is for linear models; a nonlinear model's mean is its "
+                                "formula")
     if args.command == "batch":
         _writable(args.output, "--output", TABLE_FORMATS)
         if args.plots:

@@ -1,7 +1,7 @@
 """What each ``linkmix`` subcommand does, once its arguments are checked.
 
 Owns reading the data, fitting, printing and writing for ``fit``, ``nlfit``,
-``batch`` and ``example``.  ``linkmix.cli`` owns the arguments and their checks and
+``batch``, ``sample`` and ``example``.  ``linkmix.cli`` owns the arguments and their checks and
 hands over here, so ``linkmix --help`` and a bad option never load the numerical
 stack.
 """
@@ -23,8 +23,9 @@ from .errors import ArgumentError, DataError
 from .examples import seed_example
 from .fitting import lmer, nlmer
 from .io import read_table
-from .plots import volcano
+from .plots import pair, trace, volcano
 from .results import json_text
+from .sampling import posterior_summary
 
 __all__ = ["run"]
 
@@ -296,7 +297,36 @@ def example_command(args) -> int:
     return 0
 
 
+def sample_command(args) -> int:
+    """``linkmix sample``: the maximum-likelihood fit, then its posterior draws."""
+    data = read_table(args.data, factors=args.factor)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        links = dict(constraints=args.constraint or None, n_starts=args.starts,
+                     missing=args.missing)
+        if args.random is not None:
+            fit = nlmer(args.formula, data, random=args.random, **links)
+        elif args.constraint or args.mean is not None:
+            fit = lmer(args.formula, data, mean=args.mean, **links)
+        else:   # the posterior does not depend on REML; the start is the ML fit
+            fit = lmer(args.formula, data, REML=False, missing=args.missing)
+        idata = fit.sample(draws=args.draws, tune=args.tune, chains=args.chains,
+                           walkers=args.walkers, seed=args.seed, prior=args.prior,
+                           solve_for=args.solve_for, random_effects=args.random_effects)
+    print(posterior_summary(idata))
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    idata.to_netcdf(args.output)
+    print(f"\nDraws written to {args.output}")
+    if args.plots:
+        os.makedirs(args.plots, exist_ok=True)
+        for name, figure in (("trace", trace(idata)), ("pair", pair(idata))):
+            figure.savefig(os.path.join(args.plots, f"{name}.png"), dpi=110)
+        print(f"Trace and pair plots written to {args.plots}")
+    return 0
+
+
 def run(args) -> int:
     """Run the subcommand ``args.command`` with checked arguments; its exit status."""
     return {"fit": fit_command, "nlfit": nlfit_command, "batch": batch_command,
-            "example": example_command}[args.command](args)
+            "example": example_command, "sample": sample_command}[args.command](args)

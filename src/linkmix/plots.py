@@ -1,4 +1,5 @@
-"""Plots people expect: volcano (many groups), profile likelihood and caterpillar (one fit).
+"""Plots people expect: volcano (many groups), profile likelihood and caterpillar (one fit),
+trace, pair and marginal-density plots of posterior draws.
 
 Owns drawing only; the numbers come from ``fit_groups`` tables and fit results.
 matplotlib is an optional dependency (``pip install 'linkmix[plots]'``); figures
@@ -16,15 +17,20 @@ from .errors import LinkmixError
 from .inference import benjamini_hochberg
 from .linked import LinkedModel
 
-__all__ = ["volcano", "profile", "caterpillar", "benjamini_hochberg"]
+__all__ = ["volcano", "profile", "caterpillar", "trace", "pair", "posterior_density",
+           "benjamini_hochberg"]
 
 
-def _figure(width=6.0, height=4.5):
+def _canvas(width, height):
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise LinkmixError("plots need matplotlib: pip install 'linkmix[plots]'") from None
-    fig = Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _figure(width=6.0, height=4.5):
+    fig = _canvas(width, height)
     return fig, fig.add_subplot()
 
 
@@ -161,4 +167,110 @@ def caterpillar(fit, group: str | None = None, *, level: float = 0.95):
         ax.set_xlabel(name)
     axes[0].set_yticks(pos, [str(v) for v in order], fontsize=7)
     fig.suptitle(f"conditional modes: {group}")
+    return fig
+
+
+def _posterior_variables(idata, var_names):
+    """The named parameters of a posterior (random effects' draws left out unless asked
+    for), each as draws of shape chain × draw."""
+    posterior = idata.posterior
+    names = ([name for name in posterior.data_vars if posterior[name].ndim == 2]
+             if var_names is None else list(var_names))
+    unknown = [name for name in names if name not in posterior.data_vars]
+    if unknown:
+        raise LinkmixError(f"unknown posterior variables {unknown}; the posterior has "
+                           f"{list(posterior.data_vars)}")
+    if not names:
+        raise LinkmixError("no posterior variables to plot")
+    return names, [np.asarray(posterior[name]).reshape(posterior.sizes["chain"], -1)
+                   for name in names]
+
+
+def trace(idata, var_names=None, *, max_chains: int = 16):
+    """Trace plot of posterior draws: per parameter, the marginal histogram (every chain
+    pooled) and the draws against iteration (``max_chains`` chains drawn; with emcee's
+    ensemble every walker is a chain).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    names, draws = _posterior_variables(idata, var_names)
+    fig = _canvas(9.0, 1.8 * len(names))
+    axes = fig.subplots(len(names), 2, squeeze=False, width_ratios=[1, 2])
+    for (left, right), name, values in zip(axes, names, draws):
+        left.hist(values.ravel(), bins=60, density=True, color="C0", alpha=0.8)
+        left.set_ylabel(name, fontsize=8)
+        left.set_yticks([])
+        for chain in values[:max_chains]:
+            right.plot(chain, lw=0.4, alpha=0.6)
+    axes[-1, 1].set_xlabel("draw")
+    return fig
+
+
+def pair(idata, var_names=None, *, max_points: int = 4000, seed: int = 0):
+    """Pair plot: histograms on the diagonal, scatter plots of (a random ``max_points``
+    of) the pooled draws below it.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    names, draws = _posterior_variables(idata, var_names)
+    pooled = np.column_stack([values.ravel() for values in draws])
+    if len(pooled) > max_points:
+        pooled = pooled[np.random.default_rng(seed).choice(len(pooled), max_points,
+                                                           replace=False)]
+    k = len(names)
+    fig = _canvas(2.0 * k + 1, 2.0 * k + 1)
+    axes = fig.subplots(k, k, squeeze=False)
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i, j]
+            if j > i:
+                ax.set_axis_off()
+            elif i == j:
+                ax.hist(pooled[:, i], bins=50, color="C0", alpha=0.8)
+                ax.set_yticks([])
+            else:
+                ax.plot(pooled[:, j], pooled[:, i], ".", ms=1, alpha=0.3, color="C0")
+            if i == k - 1:
+                ax.set_xlabel(names[j], fontsize=7)
+            if j == 0 and i > 0:
+                ax.set_ylabel(names[i], fontsize=7)
+    return fig
+
+
+def posterior_density(idata, parameter: str, fit=None, *, log: bool = False,
+                      bins: int = 120):
+    """The marginal posterior density of one parameter, with the maximum-likelihood
+    optima of ``fit`` marked (every equally likely optimum of a linked fit: the modes a
+    non-identifying constraint leaves).  ``log`` puts the parameter on a log axis (a
+    positive parameter whose modes span decades, such as the seed's c₂).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _, (values,) = _posterior_variables(idata, [parameter])
+    values = values.ravel()
+    if log and np.any(values <= 0):
+        raise LinkmixError(f"{parameter} has draws ≤ 0: it cannot be shown on a log axis")
+    edges = (np.geomspace(values.min(), values.max(), bins + 1) if log
+             else np.linspace(values.min(), values.max(), bins + 1))
+    fig, ax = _figure()
+    ax.hist(values, bins=edges, density=True, color="C0", alpha=0.75, label="posterior")
+    if fit is not None:
+        optima = getattr(fit, "equally_likely", None)
+        marks = ([o.params[parameter] for o in optima] if optima
+                 else [float(fit.params.set_index("name").loc[parameter, "estimate"])])
+        for k, mark in enumerate(marks):
+            ax.axvline(mark, color="C3", ls="--", lw=1.2,
+                       label="maximum-likelihood optima" if k == 0 else None)
+        ax.legend(frameon=False)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(parameter)
+    ax.set_ylabel("density")
+    ax.set_title(f"marginal posterior of {parameter}")
     return fig

@@ -35,13 +35,15 @@ import re
 import warnings
 
 import numpy as np
+import pandas as pd
 import scipy.linalg
 
 from . import arguments
 from .constraints import ConstraintError
 from .errors import ArgumentError, FitError, LinkmixError
 
-__all__ = ["sample", "Target", "parse_prior", "default_priors", "PRIOR_FAMILIES"]
+__all__ = ["sample", "posterior_summary", "PosteriorSummary", "bayes_factor", "BayesFactor",
+           "bridge_log_evidence", "Target", "parse_prior", "default_priors", "PRIOR_FAMILIES"]
 
 #: Prior families by name: (scipy.stats name, its parameters in the text's order).
 PRIOR_FAMILIES = {
@@ -465,7 +467,8 @@ class _Posterior:
 
 def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None,
            seed: int | None = None, tune: int | None = None, walkers: int | None = None,
-           progress: bool | None = None, random_effects: bool = False, solve_for=None):
+           progress: bool | None = None, random_effects: bool = False, solve_for=None,
+           evidence: bool = False):
     """Draws from the posterior of a fit's parameters (module description).
 
     Parameters
@@ -490,6 +493,10 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
     solve_for : str or list of str, optional
         The parameters the equality constraints are solved for (module description);
         by default chosen as ``_Manifold`` says.
+    evidence : bool
+        Also estimate the log marginal likelihood log p(y) by bridge sampling
+        (``bridge_log_evidence``), for ``bayes_factor``; needs proper priors on every
+        free parameter.
 
     Returns
     -------
@@ -502,6 +509,7 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
     tune = draws if tune is None else arguments.count(tune, "tune", minimum=0)
     progress = arguments.optional_flag(progress, "progress")
     random_effects = arguments.flag(random_effects, "random_effects")
+    evidence = arguments.flag(evidence, "evidence")
     target = fit._sampling_target()
     space = target.space
     names, kinds = list(space.names), list(space.kinds)
@@ -528,9 +536,15 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
         if q > MAX_Q_FOR_DRAWS:
             raise ArgumentError(f"conditional draws of {q} random effects are made densely; "
                                 f"at most {MAX_Q_FOR_DRAWS}")
+    if evidence:
+        improper = [name for name, prior in posterior.priors.items()
+                    if isinstance(prior, _Flat)]
+        if improper:
+            raise ArgumentError(f"the evidence (and a Bayes factor) needs proper priors; "
+                                f"{improper} have flat ones: give them proper priors")
     centres, spread = _starts(posterior, target, fit)
     return _run(posterior, centres, spread, walkers, chains, tune, draws, seed,
-                progress if progress is not None else os.isatty(2), random_effects)
+                progress if progress is not None else os.isatty(2), random_effects, evidence)
 
 
 def _starts(posterior, target, fit):
@@ -568,12 +582,10 @@ def _start(posterior, centre, spread, rng, tries: int = 60):
 
 
 def _run(posterior, centres, spread, walkers, chains, tune, draws, seed, progress,
-         random_effects):
+         random_effects, evidence):
+    arviz = _arviz()
     try:
         import emcee
-        with warnings.catch_warnings():  # ArviZ announces its refactor on import
-            warnings.simplefilter("ignore", FutureWarning)
-            import arviz
     except ImportError:
         raise LinkmixError("sampling needs emcee and arviz: pip install 'linkmix[bayes]'") \
             from None
@@ -606,6 +618,12 @@ def _run(posterior, centres, spread, walkers, chains, tune, draws, seed, progres
     if random_effects:
         _draw_random_effects(posterior, natural, np.random.default_rng(
             np.random.SeedSequence(seed).spawn(chains + 1)[-1]), out, dims, coords)
+    attrs = {}
+    if evidence:
+        log_z, error = bridge_log_evidence(
+            posterior, values, np.concatenate(lps),
+            np.random.default_rng(np.random.SeedSequence(seed).spawn(chains + 2)[-1]))
+        attrs = {"log_evidence": log_z, "log_evidence_error": error}
     target = posterior.target
     return arviz.from_dict(
         posterior=out, dims=dims, coords=coords,
@@ -619,7 +637,105 @@ def _run(posterior, centres, spread, walkers, chains, tune, draws, seed, progres
                "determined_by_constraints": ", ".join(posterior.manifold.names
                                                       if posterior.manifold.m else []),
                "priors": "; ".join(f"{name}: {_describe(prior)}"
-                                   for name, prior in posterior.priors.items())})
+                                   for name, prior in posterior.priors.items()), **attrs})
+
+
+#: Posterior draws (and as many proposal draws) bridge sampling uses at most.
+BRIDGE_DRAWS = 8000
+
+
+def bridge_log_evidence(log_posterior, values, log_values, rng, max_iter: int = 1000):
+    """log p(y) = log ∫ q(v) dv for an unnormalised log posterior q by bridge sampling
+    (Meng and Wong 1996, the optimal bridge, as Gronau et al. 2017): a normal proposal g
+    fitted to the first half of the draws, the second half and as many draws from g.
+
+    Parameters
+    ----------
+    log_posterior : callable
+        log q(v).
+    values, log_values : ndarray
+        Draws v (chain × draw × dim) and log q at them.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    (float, float)
+        log p(y) and the approximate relative standard error of p(y) (Frühwirth-Schnatter
+        2004, with the posterior draws' effective sample size).
+    """
+    chains, draws, dim = values.shape
+    half = draws // 2
+    fit_on = values[:, :half].reshape(-1, dim)
+    mean, cov = fit_on.mean(axis=0), np.atleast_2d(np.cov(fit_on, rowvar=False))
+    factor = scipy.linalg.cholesky(cov + 1e-12 * np.diag(np.diag(cov)), lower=True)
+    log_det = 2.0 * np.log(np.diag(factor)).sum()
+
+    def log_g(x):
+        z = scipy.linalg.solve_triangular(factor, (x - mean).T, lower=True)
+        return -0.5 * (z * z).sum(axis=0) - 0.5 * dim * math.log(2 * math.pi) - 0.5 * log_det
+
+    post = values[:, half:].reshape(-1, dim)
+    log_q_post = log_values[:, half:].reshape(-1)
+    keep = np.linspace(0, len(post) - 1, min(len(post), BRIDGE_DRAWS)).astype(int)
+    post, log_q_post = post[keep], log_q_post[keep]
+    proposal = mean + rng.standard_normal((len(post), dim)) @ factor.T
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        log_q_prop = np.array([log_posterior(x) for x in proposal])
+    l1 = log_q_post - log_g(post)          # posterior draws
+    l2 = log_q_prop - log_g(proposal)      # proposal draws
+    n1 = _effective_size(values[:, half:], len(post))
+    n2 = len(proposal)
+    s1, s2 = n1 / (n1 + n2), n2 / (n1 + n2)
+    shift = float(np.median(l1))
+    e1, e2 = np.exp(l1 - shift), np.exp(l2 - shift)   # exp(-inf) = 0 off the support
+    r = 1.0
+    for _ in range(max_iter):
+        updated = np.mean(e2 / (s1 * e2 + s2 * r)) / np.mean(1.0 / (s1 * e1 + s2 * r))
+        if abs(updated - r) <= 1e-10 * r:
+            r = updated
+            break
+        r = updated
+    f_prop = e2 / r / (s1 * e2 / r + s2)
+    f_post = 1.0 / (s1 * e1 / r + s2)
+    error = math.sqrt(np.var(f_prop) / np.mean(f_prop) ** 2 / n2
+                      + np.var(f_post) / np.mean(f_post) ** 2 / n1)
+    return float(math.log(r) + shift), float(error)
+
+
+def _effective_size(values, n_used):
+    """The posterior draws' effective sample size for bridge sampling: the smallest bulk
+    ESS over the coordinates, at most the number of draws used."""
+    arviz = _arviz()
+    ess = min(float(arviz.ess(values[..., i])) for i in range(values.shape[-1]))
+    return max(2.0, min(ess, float(n_used)))
+
+
+class BayesFactor:
+    """The Bayes factor of model A against model B from their bridge-sampled evidences:
+    BF = p(y | A) / p(y | B), with an approximate relative error."""
+
+    def __init__(self, log_evidence_a, log_evidence_b, error_a, error_b):
+        self.log_bf = float(log_evidence_a - log_evidence_b)
+        self.bf = math.exp(self.log_bf)
+        # relative errors of the two evidences add in quadrature in their ratio
+        self.relative_error = math.hypot(error_a, error_b)
+
+    def __str__(self):
+        return (f"Bayes factor (A against B) = {self.bf:.4g} (log {self.log_bf:.4f}; "
+                f"relative error about {100 * self.relative_error:.1f}%, bridge sampling)")
+
+    __repr__ = __str__
+
+
+def bayes_factor(a, b) -> BayesFactor:
+    """The Bayes factor p(y | A)/p(y | B) of two sets of draws made with
+    ``sample(..., evidence=True)`` on the same data."""
+    for name, idata in (("the first", a), ("the second", b)):
+        if "log_evidence" not in idata.attrs:
+            raise ArgumentError(f"{name} draws carry no evidence: sample with evidence=True")
+    return BayesFactor(a.attrs["log_evidence"], b.attrs["log_evidence"],
+                       a.attrs["log_evidence_error"], b.attrs["log_evidence_error"])
 
 
 def _draw_random_effects(posterior, natural, rng, out, dims, coords):
@@ -647,9 +763,100 @@ def _draw_random_effects(posterior, natural, rng, out, dims, coords):
 
 
 def _describe(prior) -> str:
-    """A prior as text: its scipy name and arguments."""
+    """A prior as text: in the prior grammar for its families, else scipy's name and
+    arguments."""
     dist = getattr(prior, "dist", None)
     if dist is None or not hasattr(prior, "args"):
         return repr(prior)
-    args = [f"{a:g}" for a in prior.args] + [f"{k}={v:g}" for k, v in prior.kwds.items()]
+    kwds = dict(prior.kwds)
+    loc, scale = kwds.get("loc", 0.0), kwds.get("scale", 1.0)
+    if not prior.args and set(kwds) <= {"loc", "scale", "df"}:
+        if dist.name == "norm":
+            return f"normal({loc:g}, {scale:g})"
+        if dist.name == "t" and "df" in kwds:
+            return f"student_t({kwds['df']:g}, {loc:g}, {scale:g})"
+        if dist.name == "cauchy":
+            return f"cauchy({loc:g}, {scale:g})"
+        if dist.name in ("halfnorm", "halfcauchy") and loc == 0:
+            return f"half_{'normal' if dist.name == 'halfnorm' else 'cauchy'}({scale:g})"
+        if dist.name == "expon" and loc == 0:
+            return f"exponential({1 / scale:g})"
+        if dist.name == "uniform":
+            return f"uniform({loc:g}, {loc + scale:g})"
+    args = [f"{a:g}" for a in prior.args] + [f"{k}={v:g}" for k, v in kwds.items()]
     return f"{dist.name}({', '.join(args)})"
+
+
+def _arviz():
+    try:
+        with warnings.catch_warnings():  # ArviZ announces its refactor on import
+            warnings.simplefilter("ignore", FutureWarning)
+            import arviz
+    except ImportError:
+        raise LinkmixError("sampling needs emcee and arviz: pip install 'linkmix[bayes]'") \
+            from None
+    return arviz
+
+
+class PosteriorSummary:
+    """The named parameters' posterior (mean, SD, 2.5/50/97.5% quantiles, Monte Carlo SE
+    of the mean, bulk and tail ESS, R-hat) and the sampler's diagnostics; prints as a
+    report with a warning for R-hat > 1.01 or bulk ESS < 400 (Vehtari et al. 2021)."""
+
+    def __init__(self, idata):
+        arviz = _arviz()
+        posterior = idata.posterior
+        names = [name for name in posterior.data_vars if posterior[name].ndim == 2]
+        rows = {}
+        diagnostics = arviz.summary(idata, var_names=names, kind="diagnostics")
+        for name in names:
+            values = np.asarray(posterior[name]).ravel()
+            q = np.quantile(values, [0.025, 0.5, 0.975])
+            rows[name] = {"mean": values.mean(), "sd": values.std(ddof=1), "q2.5": q[0],
+                          "median": q[1], "q97.5": q[2],
+                          "mcse_mean": diagnostics.loc[name, "mcse_mean"],
+                          "ess_bulk": diagnostics.loc[name, "ess_bulk"],
+                          "ess_tail": diagnostics.loc[name, "ess_tail"],
+                          "r_hat": diagnostics.loc[name, "r_hat"]}
+        self.table = pd.DataFrame.from_dict(rows, orient="index")
+        self.attrs = dict(idata.attrs)
+        rate = np.asarray(idata.sample_stats["acceptance_rate"])[:, 0]
+        self.acceptance = (float(rate.mean()), float(rate.min()), float(rate.max()))
+        self.shape = (posterior.sizes["chain"], posterior.sizes["draw"])
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        high = list(self.table.index[self.table["r_hat"] > 1.01])
+        low = list(self.table.index[self.table["ess_bulk"] < 400])
+        if high:
+            out.append(f"R-hat above 1.01 for {high}: draw longer")
+        if low:
+            out.append(f"bulk ESS below 400 for {low}: draw longer")
+        return out
+
+    def __str__(self) -> str:
+        attrs = self.attrs
+        chains, draws = self.shape
+        lines = [f"Posterior draws: {chains} chains (walkers) × {draws} draws after "
+                 f"{attrs.get('tune', '?')} tuning; {attrs.get('sampler', '')}",
+                 f"Likelihood: {attrs.get('likelihood', '')}",
+                 "Acceptance: mean {:.2f} (walkers {:.2f}–{:.2f})".format(*self.acceptance)]
+        if attrs.get("determined_by_constraints"):
+            lines.append(f"Determined by the equality constraints: "
+                         f"{attrs['determined_by_constraints']}")
+        if attrs.get("non_finite_user_code"):
+            lines.append(f"Proposals where a constraint or mean was not finite (zero "
+                         f"density): {attrs['non_finite_user_code']}")
+        lines.append(f"Priors: {attrs.get('priors', '')}")
+        lines += ["", self.table.to_string(float_format=lambda x: f"{x:.5g}")]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def posterior_summary(idata) -> PosteriorSummary:
+    """A short report of posterior draws made by ``sample`` (``PosteriorSummary``)."""
+    return PosteriorSummary(idata)
