@@ -313,7 +313,9 @@ class MeanTerm:
             self._expr = Expression(spec, parameters, columns, what="mean")
             self.label = spec
             self._fun = lambda params: self._expr(params)
+            self.parameters_used = list(self._expr.parameters_used)
         elif callable(spec):
+            self.parameters_used = None     # any of them
             self.label = getattr(spec, "__name__", "mean")
             self._fun = lambda params: spec(params, data)
         else:

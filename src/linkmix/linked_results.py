@@ -260,10 +260,16 @@ class LinkedResults(FixedEffectTests, Report):
         modes = [self.natural] + [np.array([o.params[name] for name in space.names])
                                   for o in self.equally_likely[1:]]
         nlmm = getattr(model.response, "nlmm", None)
+        gradient = None
         if nlmm is None:
             design = self.design
-            conditional = sampling.linear_conditional(
-                design, lambda beta, natural: design.X @ beta + model.mean_at_natural(natural))
+
+            def fixed_mean(beta, natural):
+                return design.X @ beta + model.mean_at_natural(natural)
+
+            conditional = sampling.linear_conditional(design, fixed_mean)
+            gradient = sampling.linear_deviance_gradient(
+                design, fixed_mean, self._mean_jacobian if model.mean is not None else None)
             how = "exact marginal likelihood (random effects integrated out)"
         else:
             conditional = sampling.nonlinear_conditional(nlmm)
@@ -274,7 +280,22 @@ class LinkedResults(FixedEffectTests, Report):
             if model._eq else None,
             inequalities=(lambda nat: model.constraint_values_at(nat, model._ineq))
             if model._ineq else None,
-            conditional=conditional)
+            conditional=conditional, deviance_gradient=gradient)
+
+    def _mean_jacobian(self, natural) -> np.ndarray:
+        """∂f/∂Π of the linked mean (n × parameters) by forward differences in the
+        parameters it reads (zero columns for the rest)."""
+        model, names = self.model, self.space.names
+        used = model.mean.parameters_used
+        columns = range(len(names)) if used is None else [names.index(n) for n in used]
+        base = model.mean_at_natural(natural)
+        J = np.zeros((len(base), len(names)))
+        for j in columns:
+            h = 1e-7 * max(1.0, abs(natural[j]))
+            shifted = natural.copy()
+            shifted[j] += h
+            J[:, j] = (model.mean_at_natural(shifted) - base) / h
+        return J
 
     def natural_estimates(self):
         """(names, kinds, estimates, standard errors) of every parameter, as arrays."""

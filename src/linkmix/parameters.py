@@ -166,6 +166,43 @@ class ParameterSpace:
         values.append(sigma)
         return np.array(values)
 
+    def from_natural_jacobian(self, natural) -> np.ndarray:
+        """∂(θ, β, σ)/∂natural of ``from_natural``: in closed form for terms of one or two
+        coefficients (θ = sd/σ; θ = (sd₁, ρ·sd₂, sd₂√(1 − ρ²))/σ), by central differences
+        for larger ones."""
+        natural = np.asarray(natural, dtype=float)
+        p, sigma = self.p, float(natural[-1])
+        J = np.zeros((self.n_theta + p + 1, len(natural)))
+        J[self.n_theta:self.n_theta + p, :p] = np.eye(p)
+        J[-1, -1] = 1.0
+        theta = self.from_natural(natural)[0]
+        J[:self.n_theta, -1] = -theta / sigma          # θ = T(sd, ρ)/σ
+        row, k0 = 0, p
+        for term in self.design.terms:
+            k = term.k
+            n_params, n_theta = k + k * (k - 1) // 2, k * (k + 1) // 2
+            if k == 1:
+                J[row, k0] = 1.0 / sigma
+            elif k == 2:
+                sd1, sd2, rho = natural[k0:k0 + 3]
+                root = np.sqrt(max(1.0 - rho * rho, 0.0))
+                J[row, k0] = 1.0 / sigma
+                J[row + 1, k0 + 1], J[row + 1, k0 + 2] = rho / sigma, sd2 / sigma
+                J[row + 2, k0 + 1] = root / sigma
+                J[row + 2, k0 + 2] = -sd2 * rho / (root * sigma) if root > 0 else 0.0
+            else:
+                for j in range(k0, k0 + n_params):
+                    h = 1e-7 * max(1.0, abs(natural[j]))
+                    up, down = natural.copy(), natural.copy()
+                    up[j] += h
+                    down[j] -= h
+                    a, b = self.from_natural(up), self.from_natural(down)
+                    if a is not None and b is not None:
+                        J[row:row + n_theta, j] = (a[0] - b[0])[row:row + n_theta] / (2 * h)
+            row += n_theta
+            k0 += n_params
+        return J
+
     def natural_from_z(self, z) -> np.ndarray:
         return self.natural(*self.user(z))
 

@@ -336,12 +336,15 @@ class LMMResults(FixedEffectTests, Report):
         model = self._model_at_fit()
         design = model.design
         _, _, estimate, se = self.natural_estimates()
+
+        def fixed_mean(beta, _):
+            return design.X @ beta
         return sampling.Target(
             model.parameter_space, lambda theta, beta, sigma, _: model.full_deviance(
                 theta, beta, sigma),
             design.y, [estimate], se, "exact marginal likelihood (random effects integrated "
-            "out)", conditional=sampling.linear_conditional(design,
-                                                            lambda beta, _: design.X @ beta))
+            "out)", conditional=sampling.linear_conditional(design, fixed_mean),
+            deviance_gradient=sampling.linear_deviance_gradient(design, fixed_mean))
 
     def _ddf_method(self, method: str):
         """The contrast-free parts of a ddf method, computed once per fit."""

@@ -1,30 +1,34 @@
-"""Posterior sampling of a linear mixed model on its exact marginal likelihood.
+"""Posterior sampling of linear, linked and nonlinear mixed models on the likelihood
+each fit maximises.
 
-Owns the Bayesian side of a linear fit (issue 13's first part): priors by parameter
-name, the sampling coordinates, the sampler and its output.
+Owns the Bayesian side of a fit: priors by parameter name, the sampling coordinates,
+the constraint manifold, the samplers, the evidence and the output.
 
-* **Likelihood**: −2 log L(θ, β, σ) with the random effects integrated out exactly
-  (``LinearMixedModel.full_deviance``, the compiled engine): the likelihood the fit
-  maximises, nothing approximated.
-* **Coordinates**: every named parameter (``linkmix.parameters``) maps to one real
-  coordinate — fixed effects as they are, SDs and σ by log, correlations by atanh —
-  so the Jacobian of the map is diagonal: log|J| = Σ log sd + log σ + Σ log(1 − ρ²).
-  A term's relative covariance is rebuilt from its SDs and correlation (T = chol(Σ)/σ),
-  which is every positive-definite covariance exactly once; terms of one or two
-  coefficients (``||`` splits any term into scalar ones).
+* **Likelihood**: the fit's own −2 log L(θ, β, σ) with nothing profiled (``Target``,
+  made by each results class): the random effects integrated out exactly by the
+  compiled engine for linear and linked linear models, by the Laplace approximation
+  (or AGQ) for nonlinear ones.
+* **Coordinates**: every free named parameter (``linkmix.parameters``) is one real
+  coordinate: fixed effects as they are, SDs and σ by log, correlations by atanh, so
+  the Jacobian is diagonal.  ``ParameterSpace.from_natural`` rebuilds θ (T = chol(Σ)/σ
+  per term); a correlation matrix that is not positive definite has zero density, so
+  uniform correlations are LKJ(1) for terms of any size.
+* **Constraints**: equalities are solved for dependent parameters (``_Manifold``): the
+  posterior on {c = 0} is the one of the linked-mean form, the free parameters carrying
+  the priors.  Inequalities truncate.
 * **Priors**: a dict by name, each a string ``"normal(0, 5)"`` (read by a whitelist
   grammar, nothing evaluated) or a frozen ``scipy.stats`` distribution.  Defaults,
   weakly informative as brms's: flat on fixed effects; half Student-t(3, 0, s) on SDs
-  and σ with s = max(2.5, MAD(y)); uniform on correlations (LKJ(1) for a 2 × 2 term).
-* **Sampler**: emcee's affine-invariant ensemble with differential-evolution moves
-  (80% ``DEMove``, 20% ``DESnookerMove``): gradient-free, so it needs nothing but the
-  likelihood, and its proposals built from differences of walkers jump between
-  separated modes, which a linked model's posterior may have (the three-optima
-  peptide).  Each of ``chains`` ensembles starts in a ball around the maximum-likelihood
-  estimate from its own ``SeedSequence`` child.
-* **Output**: an ArviZ ``InferenceData``; every walker of every ensemble is a chain (as
-  ``arviz.from_emcee``), so R-hat and ESS compare walkers; ``sample_stats`` holds each
-  walker's acceptance fraction and the log posterior.
+  and σ with s = max(2.5, MAD(y)); uniform on correlations.
+* **Samplers**: NUTS (mici's dynamic multinomial HMC with a dense metric), with exact
+  deviance derivatives for linear models (``linear_deviance_gradient``), for one-mode
+  posteriors, curved ones included; emcee's ensemble with DE-MC moves, whose whole
+  differences jump between modes, when the fit found several equally likely optima or
+  has inequality constraints.  Every chain starts near an optimum from its own
+  ``SeedSequence`` child.
+* **Evidence**: ``bridge_log_evidence`` (bridge sampling) and ``bayes_factor``.
+* **Output**: an ArviZ ``InferenceData`` by parameter name, with the random effects'
+  conditional draws on request; ``posterior_summary`` reports the diagnostics.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from . import arguments
+from . import arguments, threads
 from .constraints import ConstraintError
 from .errors import ArgumentError, FitError, LinkmixError
 
@@ -202,15 +206,20 @@ class Target:
         ``conditional(theta, beta, sigma, natural)`` → (ũ, Λ, A): the conditional mode
         of the spherical random effects, Λ_θ and the precision A (u | y ~ N(ũ, σ²A⁻¹)),
         dense; for the random effects' draws.
+    deviance_gradient : callable, optional
+        ``deviance_gradient(theta, beta, sigma, natural)`` → (∂D/∂θ, ∂D/∂β, ∂D/∂σ,
+        ∂D/∂Π through a linked mean, D): exact derivatives for NUTS (else differenced),
+        and D itself from the same factorisation.
     """
 
     def __init__(self, space, neg2ll, y, modes, se, likelihood, *, equalities=None,
-                 inequalities=None, conditional=None):
+                 inequalities=None, conditional=None, deviance_gradient=None):
         self.space, self.neg2ll, self.y = space, neg2ll, np.asarray(y, dtype=float)
         self.modes = [np.asarray(m, dtype=float) for m in modes]
         self.se, self.likelihood = np.asarray(se, dtype=float), likelihood
         self.equalities, self.inequalities = equalities, inequalities
         self.conditional = conditional
+        self.deviance_gradient = deviance_gradient
 
 
 #: Largest number of random effects whose conditional draws are made (dense q × q).
@@ -229,6 +238,62 @@ def linear_conditional(design, fixed_mean):
         u = np.linalg.solve(A, U.T @ (design.y - fixed_mean(beta, natural)))
         return u, Lambda.toarray(), A
     return conditional
+
+
+#: Largest number of random effects whose deviance gradient is computed densely (beyond
+#: it NUTS differences the log posterior).
+MAX_Q_FOR_GRADIENT = 400
+
+
+def linear_deviance_gradient(design, fixed_mean, mean_jacobian=None):
+    """``Target.deviance_gradient`` of a linear model, D = n log(2πσ²) + r²/σ² + log|A|
+    with A = Λ'Z'ZΛ + I and r² = ‖y − m − ZΛũ‖² + ‖ũ‖² (m = ``fixed_mean``), dense in q:
+
+    * ∂D/∂θ_k = −2 r̃'ZΛ_kũ/σ² + 2 tr(A⁻¹Λ'Z'ZΛ_k), Λ_k = ∂Λ/∂θ_k (envelope theorem in ũ);
+    * ∂D/∂β = −2X'r̃/σ²,  ∂D/∂σ = 2n/σ − 2r²/σ³;
+    * ∂D/∂Π = −2 (∂f/∂Π)'r̃/σ² through a linked mean f, ``mean_jacobian(natural)`` → ∂f/∂Π.
+
+    None when q exceeds ``MAX_Q_FOR_GRADIENT``."""
+    if design.q > MAX_Q_FOR_GRADIENT:
+        return None
+    Z = design.Z_sparse().toarray()
+    ZtZ = Z.T @ Z
+    X, y, n, q = design.X, design.y, design.n, design.q
+    slots = []                      # per θ entry: the (row, column) of its copies in Λ
+    offset = 0
+    for term in design.terms:
+        levels = offset + term.k * np.arange(term.n_levels)
+        slots += [(levels + i, levels + j) for i, j in term.theta_positions()]
+        offset += term.q
+    identity = np.eye(q)
+    rows = np.concatenate([r for r, _ in slots]) if slots else np.zeros(0, int)
+    cols = np.concatenate([c for _, c in slots]) if slots else np.zeros(0, int)
+    counts = [len(r) for r, _ in slots]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+
+    def gradient(theta, beta, sigma, natural):
+        Lambda = np.zeros((q, q))
+        Lambda[rows, cols] = np.repeat(theta, counts)
+        U = Z @ Lambda
+        residual = y - fixed_mean(beta, natural)
+        if not np.all(np.isfinite(residual)):
+            raise ValueError("the mean is not finite")
+        factor = scipy.linalg.cho_factor(U.T @ U + identity, lower=True, check_finite=False)
+        u = scipy.linalg.cho_solve(factor, U.T @ residual, check_finite=False)
+        r = residual - U @ u
+        r2 = float(r @ r + u @ u)
+        M = scipy.linalg.cho_solve(factor, Lambda.T @ ZtZ, check_finite=False)
+        Ztr = Z.T @ r
+        s2 = sigma * sigma
+        g_theta = (-2.0 / s2 * np.add.reduceat(Ztr[rows] * u[cols], starts)
+                   + 2.0 * np.add.reduceat(M[cols, rows], starts)) if len(rows) else np.zeros(0)
+        g_mean = (np.zeros(len(natural)) if mean_jacobian is None
+                  else -2.0 * (mean_jacobian(natural).T @ r) / s2)
+        deviance = (n * math.log(2 * math.pi * s2) + r2 / s2
+                    + 2.0 * float(np.log(np.diag(factor[0])).sum()))
+        return (g_theta, -2.0 * (X.T @ r) / s2, 2.0 * n / sigma - 2.0 * r2 / sigma**3, g_mean,
+                deviance)
+    return gradient
 
 
 def nonlinear_conditional(nlmm):
@@ -447,6 +512,44 @@ class _Posterior:
             return -math.inf
         return log_prior - 0.5 * deviance if math.isfinite(deviance) else -math.inf
 
+    def gradient(self, v):
+        """(∇_v log p(v | y), log p(v | y)) with the deviance and its derivatives from the
+        target (exact) and the cheap maps around it differenced: the priors,
+        Π → (θ, β, σ), and the constraints that move the dependent parameters with the
+        free ones (∂Π_dep/∂Π_free = −J_dep⁻¹J_free).  None where the target has no
+        derivatives or the log posterior is not finite at v."""
+        nat = self.natural(v)
+        user = None if nat is None else self.space.from_natural(nat)
+        if user is None or self.target.deviance_gradient is None:
+            return None
+        target = self.target
+        try:
+            if target.inequalities is not None and np.any(target.inequalities(nat) < 0):
+                return None
+            g_theta, g_beta, g_sigma, g_mean, deviance = target.deviance_gradient(*user, nat)
+        except (ValueError, np.linalg.LinAlgError, LinkmixError):
+            return None          # not finite here (an overflowing mean): difference instead
+        g_user = np.concatenate([g_theta, g_beta, [g_sigma]])
+        value = self.log_prior(v, nat) - 0.5 * deviance
+        if not (math.isfinite(value) and np.all(np.isfinite(g_user))
+                and np.all(np.isfinite(g_mean))):
+            return None
+        d_deviance = self.space.from_natural_jacobian(nat).T @ g_user + g_mean
+        free = d_deviance[self.free]
+        if self.manifold.m:
+            Jc = self.manifold._jacobian(nat)
+            dep = self.manifold.dependent
+            free = free - np.linalg.solve(Jc[:, dep], Jc[:, self.free]).T @ d_deviance[dep]
+        out = -0.5 * free
+        for position, (i, kind, logpdf) in enumerate(zip(self.free, self._free_kinds,
+                                                         self._logpdfs)):
+            out[position] += _log_density_slope(logpdf, float(nat[i]))
+            if kind in ("sd", "sigma"):             # Π = e^v, log|J| = v
+                out[position] = out[position] * nat[i] + 1.0
+            elif kind == "cor":                     # Π = tanh v, log|J| = log sech²v
+                out[position] = out[position] * (1.0 - nat[i] ** 2) - 2.0 * nat[i]
+        return out, value
+
     def explain_start(self, v) -> str:
         """Why the log posterior is not finite at v (for the error at a bad start)."""
         nat = self.natural(v)
@@ -465,10 +568,21 @@ class _Posterior:
             return str(exc)
 
 
+def _log_density_slope(logpdf, x: float) -> float:
+    """d logpdf/dx by central differences, one-sided at the edge of the support."""
+    h = 1e-6 * max(1.0, abs(x))
+    up, down = float(logpdf(x + h)), float(logpdf(x - h))
+    if math.isfinite(up) and math.isfinite(down):
+        return (up - down) / (2 * h)
+    centre = float(logpdf(x))
+    return ((up - centre) / h if math.isfinite(up) else
+            (centre - down) / h if math.isfinite(down) else 0.0)
+
+
 def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None,
            seed: int | None = None, tune: int | None = None, walkers: int | None = None,
            progress: bool | None = None, random_effects: bool = False, solve_for=None,
-           evidence: bool = False):
+           evidence: bool = False, sampler: str = "auto"):
     """Draws from the posterior of a fit's parameters (module description).
 
     Parameters
@@ -478,12 +592,16 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
     draws : int
         Kept draws per walker, after ``tune`` (default ``draws``) discarded ones.
     chains : int
-        Independent ensembles.
+        Independent chains (NUTS) or ensembles.
     prior : dict, optional
         Name → prior (text or frozen scipy.stats distribution); the rest default.
     seed : int, optional
     walkers : int, optional
-        Walkers per ensemble (default max(16, 4 × free parameters), even).
+        The ensemble's walkers per chain (default max(16, 4 × free parameters), even).
+    sampler : {"auto", "nuts", "ensemble"}
+        NUTS, or emcee's ensemble with mode-jumping moves; "auto" takes the ensemble
+        when the fit found several equally likely optima or has inequality constraints,
+        else NUTS.
     progress : bool, optional
         emcee's progress bar (default: when stderr is a terminal).
     random_effects : bool
@@ -510,6 +628,7 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
     progress = arguments.optional_flag(progress, "progress")
     random_effects = arguments.flag(random_effects, "random_effects")
     evidence = arguments.flag(evidence, "evidence")
+    sampler = arguments.choice(sampler, "sampler", ("auto", "nuts", "ensemble"))
     target = fit._sampling_target()
     space = target.space
     names, kinds = list(space.names), list(space.kinds)
@@ -524,10 +643,16 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
                                 f"scipy.stats distribution")
         given.add(name)
     posterior = _Posterior(target, priors, given, solve_for)
+    if sampler == "auto":
+        # NUTS follows curved ridges (the seed model's) that defeat the ensemble; the
+        # ensemble jumps between separated modes and needs no gradient at the hard edges
+        # an inequality constraint cuts, where HMC's trajectories break down
+        sampler = ("ensemble" if len(target.modes) > 1 or target.inequalities is not None
+                   else "nuts")
     dim = len(posterior.free)
     walkers = max(16, 4 * dim) if walkers is None else arguments.count(walkers, "walkers")
     walkers += walkers % 2
-    if walkers < 2 * dim:
+    if sampler == "ensemble" and walkers < 2 * dim:
         raise ArgumentError(f"emcee needs at least {2 * dim} walkers for {dim} parameters")
     if random_effects:
         if target.conditional is None:
@@ -543,7 +668,7 @@ def sample(fit, *, draws: int = 1000, chains: int = 4, prior: dict | None = None
             raise ArgumentError(f"the evidence (and a Bayes factor) needs proper priors; "
                                 f"{improper} have flat ones: give them proper priors")
     centres, spread = _starts(posterior, target, fit)
-    return _run(posterior, centres, spread, walkers, chains, tune, draws, seed,
+    return _run(posterior, centres, spread, sampler, walkers, chains, tune, draws, seed,
                 progress if progress is not None else os.isatty(2), random_effects, evidence)
 
 
@@ -581,63 +706,128 @@ def _start(posterior, centre, spread, rng, tries: int = 60):
     raise FitError("no start with a finite log posterior was found near the estimate")
 
 
-def _run(posterior, centres, spread, walkers, chains, tune, draws, seed, progress,
+def _run(posterior, centres, spread, method, walkers, chains, tune, draws, seed, progress,
          random_effects, evidence):
     arviz = _arviz()
+    seeds = np.random.SeedSequence(seed).spawn(chains + 2)
+    runner = _nuts if method == "nuts" else _ensemble
+    # the posterior's matrices are small: BLAS threads would only wait on hand-offs
+    with np.errstate(all="ignore"), warnings.catch_warnings(), threads.one_blas_thread():
+        # far proposals overflow in the engine or in user code: zero density there
+        warnings.simplefilter("ignore", RuntimeWarning)
+        values, stats, attrs = runner(posterior, centres, spread, walkers, seeds[:chains],
+                                      tune, draws, progress)
+    natural = np.vectorize(posterior.natural, signature="(n)->(m)")(values)
+    out = {name: natural[..., i] for i, name in enumerate(posterior.names)}
+    dims, coords = {}, {}
+    if random_effects:
+        _draw_random_effects(posterior, natural, np.random.default_rng(seeds[-2]), out, dims,
+                             coords)
+    if evidence:
+        log_z, error = bridge_log_evidence(posterior, values, stats["lp"],
+                                           np.random.default_rng(seeds[-1]))
+        attrs.update(log_evidence=log_z, log_evidence_error=error)
+    return arviz.from_dict(
+        posterior=out, dims=dims, coords=coords, sample_stats=stats,
+        attrs={**attrs, "likelihood": posterior.target.likelihood, "tune": tune,
+               # proposals whose constraint or mean was not finite (zero density there)
+               "non_finite_user_code": posterior.rejected_by_user_code,
+               "determined_by_constraints": ", ".join(posterior.manifold.names
+                                                      if posterior.manifold.m else []),
+               "priors": "; ".join(f"{name}: {_describe(prior)}"
+                                   for name, prior in posterior.priors.items())})
+
+
+def _nuts(posterior, centres, spread, walkers, seeds, tune, draws, progress):
+    """No-U-turn sampling (mici's dynamic multinomial HMC) of ``len(seeds)`` chains, the
+    step size adapted by dual averaging and a dense metric from the warm-up draws, the
+    gradient by central differences (the leapfrog map stays volume-preserving and
+    reversible for any force, so the chain targets the exact posterior whatever the
+    differences' error).  Returns draws (chain × draw × dim), sample stats, attrs."""
+    try:
+        import mici
+    except ImportError:
+        raise LinkmixError("NUTS needs mici: pip install 'linkmix[bayes]'") from None
+    dim = len(centres[0])
+
+    def neg_log_density(v):
+        value = posterior(v)
+        return -value if math.isfinite(value) else math.inf
+
+    def gradient(v):
+        exact = posterior.gradient(v)
+        if exact is not None:       # with the value: mici caches it for the Hamiltonian
+            return -exact[0], -exact[1]
+        g = np.empty(dim)
+        centre = None
+        for i in range(dim):
+            h = 1e-5 * max(1.0, abs(v[i]))
+            up, down = v.copy(), v.copy()
+            up[i] += h
+            down[i] -= h
+            f_up, f_down = neg_log_density(up), neg_log_density(down)
+            if math.isfinite(f_up) and math.isfinite(f_down):
+                g[i] = (f_up - f_down) / (2 * h)
+                continue
+            # next to the support's edge: the one-sided difference that stays inside
+            centre = neg_log_density(v) if centre is None else centre
+            g[i] = ((f_up - centre) / h if math.isfinite(f_up) else
+                    (centre - f_down) / h if math.isfinite(f_down) else 0.0)
+        return g
+
+    system = mici.systems.EuclideanMetricSystem(neg_log_density, grad_neg_log_dens=gradient)
+    sampler = mici.samplers.DynamicMultinomialHMC(
+        system, mici.integrators.LeapfrogIntegrator(system), np.random.default_rng(seeds[0]))
+    starts = [_start(posterior, centres[c % len(centres)], spread,
+                     np.random.default_rng(child)) for c, child in enumerate(seeds)]
+    adapters = [mici.adapters.DualAveragingStepSizeAdapter(0.8),
+                mici.adapters.OnlineCovarianceMetricAdapter()]
+    output = sampler.sample_chains(
+        tune, draws, starts, adapters=adapters, n_process=1, display_progress=progress,
+        trace_funcs=[lambda state: {"pos": state.pos,
+                                    "lp": -system.neg_log_dens(state)}])
+    traced, statistics = output.traces, output.statistics
+    stats = {"lp": np.asarray(traced["lp"]),
+             "acceptance_rate": np.asarray(statistics["accept_stat"]),
+             "diverging": np.asarray(statistics["diverging"]),
+             "tree_depth": np.asarray(statistics["tree_depth"]),
+             "n_steps": np.asarray(statistics["n_step"]),
+             "step_size": np.asarray(statistics["step_size"])}
+    from importlib.metadata import version
+    attrs = {"sampler": f"NUTS (mici {version('mici')}: dynamic multinomial HMC, dense "
+                        f"metric)",
+             "chains": len(seeds)}
+    return np.asarray(traced["pos"]), stats, attrs
+
+
+def _ensemble(posterior, centres, spread, walkers, seeds, tune, draws, progress):
+    """emcee's ensemble of ``walkers`` per seed with ter Braak's DE-MC moves: mostly small
+    differential steps, one in ten a whole difference (γ = 1) that carries a walker to the
+    mode another walker is in.  Every walker is a chain in the output."""
     try:
         import emcee
     except ImportError:
-        raise LinkmixError("sampling needs emcee and arviz: pip install 'linkmix[bayes]'") \
+        raise LinkmixError("the ensemble sampler needs emcee: pip install 'linkmix[bayes]'") \
             from None
-
-    children = np.random.SeedSequence(seed).spawn(chains)
     samples, lps, acceptance = [], [], []
-    for child in children:
+    for child in seeds:
         rng = np.random.default_rng(child)
         start = np.array([_start(posterior, centres[w % len(centres)], spread, rng)
                           for w in range(walkers)])
-        # ter Braak's DE-MC: mostly small differential steps, one in ten a whole
-        # difference (γ = 1) that carries a walker to the mode another walker is in
         moves = [(emcee.moves.DEMove(), 0.7), (emcee.moves.DEMove(gamma0=1.0), 0.1),
                  (emcee.moves.DESnookerMove(), 0.2)]
         sampler = emcee.EnsembleSampler(walkers, len(posterior.free), posterior, moves=moves)
         # emcee draws its moves from a RandomState: seeded from this chain's child
         sampler.random_state = np.random.RandomState(int(rng.integers(2**32))).get_state()
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            # far proposals overflow in the engine or in user code: zero density there
-            warnings.simplefilter("ignore", RuntimeWarning)
-            sampler.run_mcmc(start, tune + draws, progress=progress)
-        chain = sampler.get_chain(discard=tune)                    # draw × walker × dim
-        samples.append(np.swapaxes(chain, 0, 1))
+        sampler.run_mcmc(start, tune + draws, progress=progress)
+        samples.append(np.swapaxes(sampler.get_chain(discard=tune), 0, 1))
         lps.append(np.swapaxes(sampler.get_log_prob(discard=tune), 0, 1))
         acceptance.append(np.repeat(sampler.acceptance_fraction[:, None], draws, axis=1))
-    values = np.concatenate(samples)                               # chain × draw × dim
-    natural = np.vectorize(posterior.natural, signature="(n)->(m)")(values)
-    out = {name: natural[..., i] for i, name in enumerate(posterior.names)}
-    dims, coords = {}, {}
-    if random_effects:
-        _draw_random_effects(posterior, natural, np.random.default_rng(
-            np.random.SeedSequence(seed).spawn(chains + 1)[-1]), out, dims, coords)
-    attrs = {}
-    if evidence:
-        log_z, error = bridge_log_evidence(
-            posterior, values, np.concatenate(lps),
-            np.random.default_rng(np.random.SeedSequence(seed).spawn(chains + 2)[-1]))
-        attrs = {"log_evidence": log_z, "log_evidence_error": error}
-    target = posterior.target
-    return arviz.from_dict(
-        posterior=out, dims=dims, coords=coords,
-        sample_stats={"lp": np.concatenate(lps), "acceptance_rate": np.concatenate(acceptance)},
-        attrs={"sampler": "emcee {} (DEMove 0.7, DEMove γ=1 0.1, DESnookerMove 0.2)".format(
-                   emcee.__version__),
-               "likelihood": target.likelihood,
-               # proposals whose constraint or mean was not finite (zero density there)
-               "non_finite_user_code": posterior.rejected_by_user_code,
-               "walkers_per_chain": walkers, "chains": len(children), "tune": tune,
-               "determined_by_constraints": ", ".join(posterior.manifold.names
-                                                      if posterior.manifold.m else []),
-               "priors": "; ".join(f"{name}: {_describe(prior)}"
-                                   for name, prior in posterior.priors.items()), **attrs})
+    stats = {"lp": np.concatenate(lps), "acceptance_rate": np.concatenate(acceptance)}
+    attrs = {"sampler": f"emcee {emcee.__version__} ensemble (DEMove 0.7, DEMove γ=1 0.1, "
+                        f"DESnookerMove 0.2)", "walkers_per_chain": walkers,
+             "chains": len(seeds)}
+    return np.concatenate(samples), stats, attrs
 
 
 #: Posterior draws (and as many proposal draws) bridge sampling uses at most.
@@ -820,8 +1010,11 @@ class PosteriorSummary:
                           "r_hat": diagnostics.loc[name, "r_hat"]}
         self.table = pd.DataFrame.from_dict(rows, orient="index")
         self.attrs = dict(idata.attrs)
-        rate = np.asarray(idata.sample_stats["acceptance_rate"])[:, 0]
+        stats = idata.sample_stats
+        rate = np.asarray(stats["acceptance_rate"]).mean(axis=1)       # per chain
         self.acceptance = (float(rate.mean()), float(rate.min()), float(rate.max()))
+        self.divergences = (int(np.asarray(stats["diverging"]).sum())
+                            if "diverging" in stats else None)
         self.shape = (posterior.sizes["chain"], posterior.sizes["draw"])
 
     @property
@@ -829,6 +1022,9 @@ class PosteriorSummary:
         out = []
         high = list(self.table.index[self.table["r_hat"] > 1.01])
         low = list(self.table.index[self.table["ess_bulk"] < 400])
+        if self.divergences:
+            out.append(f"{self.divergences} divergent transitions: the draws may miss part "
+                       f"of the posterior")
         if high:
             out.append(f"R-hat above 1.01 for {high}: draw longer")
         if low:
@@ -838,10 +1034,13 @@ class PosteriorSummary:
     def __str__(self) -> str:
         attrs = self.attrs
         chains, draws = self.shape
-        lines = [f"Posterior draws: {chains} chains (walkers) × {draws} draws after "
+        walkers = " (walkers as chains)" if "walkers_per_chain" in attrs else ""
+        lines = [f"Posterior draws: {chains} chains{walkers} × {draws} draws after "
                  f"{attrs.get('tune', '?')} tuning; {attrs.get('sampler', '')}",
                  f"Likelihood: {attrs.get('likelihood', '')}",
-                 "Acceptance: mean {:.2f} (walkers {:.2f}–{:.2f})".format(*self.acceptance)]
+                 "Acceptance: mean {:.2f} (chains {:.2f}–{:.2f})".format(*self.acceptance)
+                 + ("" if self.divergences is None else
+                    f"; divergent transitions: {self.divergences}")]
         if attrs.get("determined_by_constraints"):
             lines.append(f"Determined by the equality constraints: "
                          f"{attrs['determined_by_constraints']}")
