@@ -3,6 +3,7 @@
 #   bash run.sh example   set up, then fit the seed proteomics example end to end
 #   bash run.sh test      set up, then run the whole test suite
 #   bash run.sh bench     set up, then compare speed with lme4 (installs R and lme4)
+#   bash run.sh bench-stan   set up, then compare posterior sampling with Stan (installs brms)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${LINKMIX_VENV:-.venv}
@@ -61,8 +62,19 @@ case "${1:-}" in
         setup test,bench
         "$VENV/bin/python" benchmarks/compare_lme4.py "${@:2}"
         ;;
+    bench-stan)
+        apt_install r-base-core r-cran-brms r-cran-bh
+        # Debian's r-cran-bh ships no headers (they are libboost-dev's); rstan looks in BH's
+        bh=$(Rscript -e 'cat(find.package("BH"))')
+        if [ ! -e "$bh/include/boost" ]; then
+            sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+            $sudo mkdir -p "$bh/include" && $sudo ln -s /usr/include/boost "$bh/include/boost"
+        fi
+        setup test,bench
+        "$VENV/bin/python" benchmarks/posterior_stan.py "${@:2}"
+        ;;
     *)
-        echo "usage: bash run.sh {example|test|bench}" >&2
+        echo "usage: bash run.sh {example|test|bench|bench-stan}" >&2
         exit 2
         ;;
 esac

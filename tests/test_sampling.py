@@ -155,7 +155,7 @@ def test_natural_parameters_invert_for_any_term_size(sleepstudy):
     cors = [i for i, kind in enumerate(space.kinds) if kind == "cor"]
     natural[cors] = [0.9, -0.9, 0.9]            # |R| < 0: not a correlation matrix
     assert space.from_natural(natural) is None
-    idata = fit.sample(draws=60, tune=60, chains=1, seed=4, progress=False)
+    idata = fit.sample(draws=30, tune=30, chains=1, seed=4, progress=False)
     assert np.isfinite(idata.sample_stats["lp"]).all()
 
 
@@ -176,7 +176,7 @@ def test_every_fit_kind_samples_its_own_likelihood(sleepstudy):
         mode = target.modes[0]
         assert target.neg2ll(*target.space.from_natural(mode), mode) == pytest.approx(
             -2 * fit.loglik, rel=1e-9)
-    idata = nonlinear.sample(draws=150, tune=150, chains=1, seed=5, progress=False)
+    idata = nonlinear.sample(draws=60, tune=60, chains=1, seed=5, progress=False)
     assert idata.attrs["likelihood"] == "Laplace approximation"
     assert float(idata.posterior["Asym"].mean()) == pytest.approx(
         float(nonlinear.beta["Asym"]), abs=3 * float(nonlinear.se["Asym"]))

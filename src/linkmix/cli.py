@@ -120,8 +120,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser(
         "sample", help="draw from the posterior of a linear, linked or nonlinear model",
         description="Fit the model by maximum likelihood, then draw from the posterior of its "
-                    "parameters on the same likelihood (emcee's ensemble; random effects "
-                    "integrated out) and write the draws as NetCDF (ArviZ).")
+                    "parameters on the same likelihood (random effects integrated out; NUTS, "
+                    "or emcee's ensemble for several modes), print a summary and write the "
+                    "draws as NetCDF (ArviZ).")
     sample.add_argument("data", help="CSV, TSV or Parquet file")
     sample.add_argument("--formula", "-f", required=True,
                         help="lme4 formula, or with --random an nlmer formula such as "
@@ -146,6 +147,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--walkers", type=_whole(2), default=None, metavar="K",
                         help="walkers per chain (default max(16, 4 × parameters))")
     sample.add_argument("--seed", type=_whole(0), default=None)
+    sample.add_argument("--sampler", choices=("auto", "nuts", "ensemble"), default="auto",
+                        help="NUTS, or emcee's ensemble (auto: the ensemble when the fit has "
+                             "several equally likely optima or inequality constraints)")
+    sample.add_argument("--target-accept", type=float, default=0.95, metavar="P",
+                        help="NUTS's target acceptance (Stan's adapt_delta; default 0.95)")
     sample.add_argument("--random-effects", action="store_true",
                         help="also draw the random effects from their conditional "
                              "distribution")

@@ -312,7 +312,8 @@ def sample_command(args) -> int:
             fit = lmer(args.formula, data, REML=False, missing=args.missing)
         idata = fit.sample(draws=args.draws, tune=args.tune, chains=args.chains,
                            walkers=args.walkers, seed=args.seed, prior=args.prior,
-                           solve_for=args.solve_for, random_effects=args.random_effects)
+                           solve_for=args.solve_for, random_effects=args.random_effects,
+                           sampler=args.sampler, target_accept=args.target_accept)
     print(posterior_summary(idata))
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)

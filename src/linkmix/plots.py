@@ -246,7 +246,8 @@ def posterior_density(idata, parameter: str, fit=None, *, log: bool = False,
     """The marginal posterior density of one parameter, with the maximum-likelihood
     optima of ``fit`` marked (every equally likely optimum of a linked fit: the modes a
     non-identifying constraint leaves).  ``log`` puts the parameter on a log axis (a
-    positive parameter whose modes span decades, such as the seed's c₂).
+    positive parameter whose modes span decades, such as the seed's c₂), showing the
+    density of its log10.
 
     Returns
     -------
@@ -256,10 +257,12 @@ def posterior_density(idata, parameter: str, fit=None, *, log: bool = False,
     values = values.ravel()
     if log and np.any(values <= 0):
         raise LinkmixError(f"{parameter} has draws ≤ 0: it cannot be shown on a log axis")
-    edges = (np.geomspace(values.min(), values.max(), bins + 1) if log
-             else np.linspace(values.min(), values.max(), bins + 1))
+    shown = np.log10(values) if log else values
+    heights, edges = np.histogram(shown, bins=bins, density=True)
     fig, ax = _figure()
-    ax.hist(values, bins=edges, density=True, color="C0", alpha=0.75, label="posterior")
+    # on a log axis the bars are the density of log10(parameter): equal areas, equal mass
+    ax.stairs(heights, 10.0 ** edges if log else edges, fill=True, color="C0", alpha=0.75,
+              label="posterior")
     if fit is not None:
         optima = getattr(fit, "equally_likely", None)
         marks = ([o.params[parameter] for o in optima] if optima
@@ -271,6 +274,6 @@ def posterior_density(idata, parameter: str, fit=None, *, log: bool = False,
     if log:
         ax.set_xscale("log")
     ax.set_xlabel(parameter)
-    ax.set_ylabel("density")
+    ax.set_ylabel(f"density of log10({parameter})" if log else "density")
     ax.set_title(f"marginal posterior of {parameter}")
     return fig
