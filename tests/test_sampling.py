@@ -421,11 +421,11 @@ def test_seed_linked_mean_posterior_matches_stan():
     priors = {"t2m1": "normal(0, 5)", "t2m2": "normal(0, 5)"}
     reference = STAN["seed_linked_mean"]["parameters"]
     m1 = linkmix.lmer(examples.M1_FORMULA, peptide, mean=examples.M1_MEAN, n_starts=3)
-    assert_matches_stan(m1.sample(draws=1000, tune=600, chains=4, seed=22, prior=priors,
+    assert_matches_stan(m1.sample(draws=700, tune=500, chains=4, seed=22, prior=priors,
                                   progress=False), reference)
     m2 = linkmix.lmer(examples.M2_FORMULA, peptide, constraints=examples.M2_CONSTRAINT,
                       n_starts=3)
-    assert_matches_stan(m2.sample(draws=1000, tune=600, chains=4, seed=23, prior=priors,
+    assert_matches_stan(m2.sample(draws=700, tune=500, chains=4, seed=23, prior=priors,
                                   progress=False), {"c2": reference["c2"]}, {"c2": "t2"})
 
 

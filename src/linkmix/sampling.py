@@ -792,7 +792,7 @@ def _nuts(posterior, centres, spread, walkers, seeds, tune, draws, progress, tar
     adapters = [mici.adapters.DualAveragingStepSizeAdapter(target_accept),
                 mici.adapters.OnlineCovarianceMetricAdapter()]
     output = sampler.sample_chains(
-        tune, draws, starts, adapters=adapters, n_process=1, display_progress=progress,
+        tune, draws, starts, adapters=adapters, n_worker=1, display_progress=progress,
         trace_funcs=[lambda state: {"pos": state.pos,
                                     "lp": -system.neg_log_dens(state)}])
     traced, statistics = output.traces, output.statistics
