@@ -325,9 +325,9 @@ class LMMResults(FixedEffectTests, Report):
     def sample(self, *, draws: int = 1000, chains: int = 4, prior: dict | None = None,
                seed: int | None = None, **options):
         """Posterior draws of every parameter on the likelihood the fit maximises, as an
-        ArviZ ``InferenceData`` (``linkmix.sampling.sample``: priors by name, emcee's
-        ensemble with differential-evolution moves; ``random_effects=True`` adds the
-        random effects' conditional draws)."""
+        ArviZ ``InferenceData`` (``linkmix.sampling.sample``: priors by name, NUTS or
+        emcee's ensemble; ``random_effects=True`` adds the random effects' conditional
+        draws)."""
         return sampling.sample(self, draws=draws, chains=chains, prior=prior, seed=seed,
                                **options)
 
