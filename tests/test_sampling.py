@@ -241,7 +241,7 @@ def test_random_effects_conditional_draws(sleepstudy):
     target = fit._sampling_target()
     mode = target.modes[0]
     theta, beta, sigma = target.space.from_natural(mode)
-    u, Lambda, A = target.conditional(theta, beta, sigma, mode)
+    u, Lambda, _ = target.conditional(theta, beta, sigma, mode)
     ranef = fit.ranef()["Subject"]
     np.testing.assert_allclose((Lambda @ u).reshape(-1, 2), ranef.to_numpy(), rtol=1e-6,
                                atol=1e-8)

@@ -166,16 +166,16 @@ class ParameterSpace:
         values.append(sigma)
         return np.array(values)
 
-    def from_natural_jacobian(self, natural) -> np.ndarray:
+    def from_natural_jacobian(self, natural, theta=None) -> np.ndarray:
         """∂(θ, β, σ)/∂natural of ``from_natural``: in closed form for terms of one or two
         coefficients (θ = sd/σ; θ = (sd₁, ρ·sd₂, sd₂√(1 − ρ²))/σ), by central differences
-        for larger ones."""
+        for larger ones.  ``theta``: ``from_natural(natural)[0]`` if already known."""
         natural = np.asarray(natural, dtype=float)
         p, sigma = self.p, float(natural[-1])
         J = np.zeros((self.n_theta + p + 1, len(natural)))
         J[self.n_theta:self.n_theta + p, :p] = np.eye(p)
         J[-1, -1] = 1.0
-        theta = self.from_natural(natural)[0]
+        theta = self.from_natural(natural)[0] if theta is None else theta
         J[:self.n_theta, -1] = -theta / sigma          # θ = T(sd, ρ)/σ
         row, k0 = 0, p
         for term in self.design.terms:

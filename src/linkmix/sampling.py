@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from . import arguments, threads
+from . import arguments, numdiff, threads
 from .constraints import ConstraintError
 from .errors import ArgumentError, FitError, LinkmixError
 
@@ -203,9 +203,9 @@ class Target:
     equalities, inequalities : callable, optional
         Constraint values at a natural vector (``== 0`` and ``>= 0``).
     conditional : callable, optional
-        ``conditional(theta, beta, sigma, natural)`` → (ũ, Λ, A): the conditional mode
-        of the spherical random effects, Λ_θ and the precision A (u | y ~ N(ũ, σ²A⁻¹)),
-        dense; for the random effects' draws.
+        ``conditional(theta, beta, sigma, natural)`` → (ũ, Λ, L): the conditional mode
+        of the spherical random effects, Λ_θ and the lower Cholesky factor L of the
+        precision A (u | y ~ N(ũ, σ²A⁻¹)), dense; for the random effects' draws.
     deviance_gradient : callable, optional
         ``deviance_gradient(theta, beta, sigma, natural)`` → (∂D/∂θ, ∂D/∂β, ∂D/∂σ,
         ∂D/∂Π through a linked mean, D): exact derivatives for NUTS (else differenced),
@@ -224,25 +224,55 @@ class Target:
 
 #: Largest number of random effects whose conditional draws are made (dense q × q).
 MAX_Q_FOR_DRAWS = 3000
-
-
-def linear_conditional(design, fixed_mean):
-    """``Target.conditional`` of a linear model: with U = ZΛ_θ, A = U'U + I and
-    ũ = A⁻¹U'(y − m), m = ``fixed_mean(beta, natural)`` the mean without random effects."""
-    Z = design.Z_sparse()
-
-    def conditional(theta, beta, sigma, natural):
-        Lambda = design.Lambda_sparse(theta)
-        U = (Z @ Lambda).toarray()
-        A = U.T @ U + np.eye(U.shape[1])
-        u = np.linalg.solve(A, U.T @ (design.y - fixed_mean(beta, natural)))
-        return u, Lambda.toarray(), A
-    return conditional
-
-
 #: Largest number of random effects whose deviance gradient is computed densely (beyond
 #: it NUTS differences the log posterior).
 MAX_Q_FOR_GRADIENT = 400
+
+
+class _DenseLinear:
+    """PLS of a linear model, dense in q: U = ZΛ_θ, the lower Cholesky factor L of
+    A = U'U + I and ũ = A⁻¹U'(y − m), m = ``fixed_mean(beta, natural)`` the mean without
+    random effects.  Shared by the random effects' draws and the deviance gradient."""
+
+    def __init__(self, design, fixed_mean):
+        self.design, self.fixed_mean = design, fixed_mean
+        self.Z = design.Z_sparse().toarray()
+        q = design.q
+        self.identity = np.eye(q)
+        rows, cols, counts = [], [], []   # per θ entry: the (row, column) of its copies in Λ
+        offset = 0
+        for term in design.terms:
+            levels = offset + term.k * np.arange(term.n_levels)
+            for i, j in term.theta_positions():
+                rows.append(levels + i), cols.append(levels + j), counts.append(term.n_levels)
+            offset += term.q
+        self.rows = np.concatenate(rows) if rows else np.zeros(0, int)
+        self.cols = np.concatenate(cols) if cols else np.zeros(0, int)
+        self.counts = counts
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+
+    def at(self, theta, beta, natural):
+        """(Λ, U, L, y − m, ũ) at (θ, β, Π); a ValueError where the mean is not finite."""
+        q = self.design.q
+        Lambda = np.zeros((q, q))
+        Lambda[self.rows, self.cols] = np.repeat(theta, self.counts)
+        U = self.Z @ Lambda
+        residual = self.design.y - self.fixed_mean(beta, natural)
+        if not np.all(np.isfinite(residual)):
+            raise ValueError("the mean is not finite")
+        factor = scipy.linalg.cholesky(U.T @ U + self.identity, lower=True, check_finite=False)
+        u = scipy.linalg.cho_solve((factor, True), U.T @ residual, check_finite=False)
+        return Lambda, U, factor, residual, u
+
+
+def linear_conditional(design, fixed_mean):
+    """``Target.conditional`` of a linear model (``_DenseLinear``)."""
+    dense = _DenseLinear(design, fixed_mean)
+
+    def conditional(theta, beta, sigma, natural):
+        Lambda, _, factor, _, u = dense.at(theta, beta, natural)
+        return u, Lambda, factor
+    return conditional
 
 
 def linear_deviance_gradient(design, fixed_mean, mean_jacobian=None):
@@ -256,33 +286,16 @@ def linear_deviance_gradient(design, fixed_mean, mean_jacobian=None):
     None when q exceeds ``MAX_Q_FOR_GRADIENT``."""
     if design.q > MAX_Q_FOR_GRADIENT:
         return None
-    Z = design.Z_sparse().toarray()
+    dense = _DenseLinear(design, fixed_mean)
+    Z, X, n = dense.Z, design.X, design.n
     ZtZ = Z.T @ Z
-    X, y, n, q = design.X, design.y, design.n, design.q
-    slots = []                      # per θ entry: the (row, column) of its copies in Λ
-    offset = 0
-    for term in design.terms:
-        levels = offset + term.k * np.arange(term.n_levels)
-        slots += [(levels + i, levels + j) for i, j in term.theta_positions()]
-        offset += term.q
-    identity = np.eye(q)
-    rows = np.concatenate([r for r, _ in slots]) if slots else np.zeros(0, int)
-    cols = np.concatenate([c for _, c in slots]) if slots else np.zeros(0, int)
-    counts = [len(r) for r, _ in slots]
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+    rows, cols, starts = dense.rows, dense.cols, dense.starts
 
     def gradient(theta, beta, sigma, natural):
-        Lambda = np.zeros((q, q))
-        Lambda[rows, cols] = np.repeat(theta, counts)
-        U = Z @ Lambda
-        residual = y - fixed_mean(beta, natural)
-        if not np.all(np.isfinite(residual)):
-            raise ValueError("the mean is not finite")
-        factor = scipy.linalg.cho_factor(U.T @ U + identity, lower=True, check_finite=False)
-        u = scipy.linalg.cho_solve(factor, U.T @ residual, check_finite=False)
+        Lambda, U, factor, residual, u = dense.at(theta, beta, natural)
         r = residual - U @ u
         r2 = float(r @ r + u @ u)
-        M = scipy.linalg.cho_solve(factor, Lambda.T @ ZtZ, check_finite=False)
+        M = scipy.linalg.cho_solve((factor, True), Lambda.T @ ZtZ, check_finite=False)
         Ztr = Z.T @ r
         s2 = sigma * sigma
         g_theta = (-2.0 / s2 * np.add.reduceat(Ztr[rows] * u[cols], starts)
@@ -290,7 +303,7 @@ def linear_deviance_gradient(design, fixed_mean, mean_jacobian=None):
         g_mean = (np.zeros(len(natural)) if mean_jacobian is None
                   else -2.0 * (mean_jacobian(natural).T @ r) / s2)
         deviance = (n * math.log(2 * math.pi * s2) + r2 / s2
-                    + 2.0 * float(np.log(np.diag(factor[0])).sum()))
+                    + 2.0 * float(np.log(np.diag(factor)).sum()))
         return (g_theta, -2.0 * (X.T @ r) / s2, 2.0 * n / sigma - 2.0 * r2 / sigma**3, g_mean,
                 deviance)
     return gradient
@@ -306,7 +319,8 @@ def nonlinear_conditional(nlmm):
         _, _, Zs = nlmm._linearisation(theta, beta, u)
         Lambda = design.Lambda_sparse(theta)
         U = (design.Z_sparse(Zs) @ Lambda).toarray()
-        return u, Lambda.toarray(), U.T @ U + np.eye(U.shape[1])
+        factor = scipy.linalg.cholesky(U.T @ U + np.eye(U.shape[1]), lower=True)
+        return u, Lambda.toarray(), factor
     return conditional
 
 
@@ -330,7 +344,7 @@ class _Manifold:
         if m == 0:
             self.dependent = []
             return
-        J = self._jacobian(self.estimate)
+        J = self.jacobian(self.estimate)
         if solve_for is not None:
             solve_for = [solve_for] if isinstance(solve_for, str) else list(solve_for)
             unknown = [name for name in solve_for if name not in names]
@@ -364,17 +378,9 @@ class _Manifold:
     def _values(self, natural):
         return np.atleast_1d(np.asarray(self.equalities(natural), dtype=float))
 
-    def _jacobian(self, natural, columns=None):
-        columns = range(len(natural)) if columns is None else columns
-        base = self._values(natural)
-        J = np.zeros((len(base), len(natural)))
-        for j in columns:
-            h = 1e-6 * max(1.0, abs(natural[j]))
-            up, down = natural.copy(), natural.copy()
-            up[j] += h
-            down[j] -= h
-            J[:, j] = (self._values(up) - self._values(down)) / (2 * h)
-        return J
+    def jacobian(self, natural, columns=None):
+        """∂c/∂Π over ``columns`` (default: all), by linkmix's difference rule."""
+        return numdiff.jacobian(self._values, natural, rel_step=1e-6, indices=columns)
 
     def _affine_in(self, j) -> bool:
         """Whether every constraint is affine in parameter j (second and third
@@ -418,7 +424,7 @@ class _Manifold:
                 return natural
             natural[dep] -= step
             if iteration == 20:            # slow chord: Newton with the current Jacobian
-                J = self._jacobian(natural, dep)[:, dep]
+                J = self.jacobian(natural, dep)
                 if np.linalg.matrix_rank(J) < self.m:
                     return None
         return None
@@ -536,10 +542,10 @@ class _Posterior:
         if not (math.isfinite(value) and np.all(np.isfinite(g_user))
                 and np.all(np.isfinite(g_mean))):
             return None
-        d_deviance = self.space.from_natural_jacobian(nat).T @ g_user + g_mean
+        d_deviance = self.space.from_natural_jacobian(nat, user[0]).T @ g_user + g_mean
         free = d_deviance[self.free]
         if self.manifold.m:
-            Jc = self.manifold._jacobian(nat)
+            Jc = self.manifold.jacobian(nat)
             dep = self.manifold.dependent
             free = free - np.linalg.solve(Jc[:, dep], Jc[:, self.free]).T @ d_deviance[dep]
         out = -0.5 * free
@@ -570,9 +576,9 @@ class _Posterior:
             return str(exc)
 
 
-def _log_density_slope(logpdf, x: float) -> float:
+def _log_density_slope(logpdf, x: float, relative_step: float = 1e-6) -> float:
     """d logpdf/dx by central differences, one-sided at the edge of the support."""
-    h = 1e-6 * max(1.0, abs(x))
+    h = relative_step * max(1.0, abs(x))
     up, down = float(logpdf(x + h)), float(logpdf(x - h))
     if math.isfinite(up) and math.isfinite(down):
         return (up - down) / (2 * h)
@@ -767,22 +773,14 @@ def _nuts(posterior, centres, spread, walkers, seeds, tune, draws, progress, tar
         exact = posterior.gradient(v)
         if exact is not None:       # with the value: mici caches it for the Hamiltonian
             return -exact[0], -exact[1]
-        g = np.empty(dim)
-        centre = None
-        for i in range(dim):
-            h = 1e-5 * max(1.0, abs(v[i]))
-            up, down = v.copy(), v.copy()
-            up[i] += h
-            down[i] -= h
-            f_up, f_down = neg_log_density(up), neg_log_density(down)
-            if math.isfinite(f_up) and math.isfinite(f_down):
-                g[i] = (f_up - f_down) / (2 * h)
-                continue
-            # next to the support's edge: the one-sided difference that stays inside
-            centre = neg_log_density(v) if centre is None else centre
-            g[i] = ((f_up - centre) / h if math.isfinite(f_up) else
-                    (centre - f_down) / h if math.isfinite(f_down) else 0.0)
-        return g
+        def along(i):
+            def log_density(x):
+                moved = v.copy()
+                moved[i] = x
+                return posterior(moved)
+            return log_density
+        return -np.array([_log_density_slope(along(i), float(v[i]), 1e-5)
+                          for i in range(dim)])
 
     system = mici.systems.EuclideanMetricSystem(neg_log_density, grad_neg_log_dens=gradient)
     sampler = mici.samplers.DynamicMultinomialHMC(
@@ -947,8 +945,7 @@ def _draw_random_effects(posterior, natural, rng, out, dims, coords):
     b = np.empty((len(flat), space.design.q))
     for row, nat in enumerate(flat):
         theta, beta, sigma = space.from_natural(nat)
-        u, Lambda, A = target.conditional(theta, beta, sigma, nat)
-        factor = scipy.linalg.cholesky(A, lower=True)
+        u, Lambda, factor = target.conditional(theta, beta, sigma, nat)
         noise = scipy.linalg.solve_triangular(factor.T, rng.standard_normal(len(u)))
         b[row] = Lambda @ (u + sigma * noise)
     offset = 0
