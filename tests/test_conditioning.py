@@ -40,7 +40,7 @@ def reference(centred, formula, REML, engine):
     return _REFS[key]
 
 
-@pytest.mark.parametrize("engine", ["blocked", "cholmod"])
+@pytest.mark.parametrize("engine", ["blocked", "blocked-sparse", "cholmod"])
 @pytest.mark.parametrize("REML", [True, False], ids=["REML", "ML"])
 @pytest.mark.parametrize("formula", MODELS)
 @pytest.mark.parametrize("shift", [1e3, 1e5, 1e8])
@@ -59,7 +59,7 @@ def test_response_far_from_zero(centred, formula, REML, engine, shift):
     assert fit.sigma == pytest.approx(ref.sigma, rel=1e-7)
 
 
-@pytest.mark.parametrize("engine", ["blocked", "cholmod"])
+@pytest.mark.parametrize("engine", ["blocked", "blocked-sparse", "cholmod"])
 @pytest.mark.parametrize("REML", [True, False], ids=["REML", "ML"])
 @pytest.mark.parametrize("formula", MODELS)
 @pytest.mark.parametrize("shift", [1e3, 1e6])
@@ -78,7 +78,7 @@ def test_covariate_far_from_zero(centred, formula, REML, engine, shift):
         assert ours[name] == pytest.approx(theirs[name], rel=1e-6), name
 
 
-@pytest.mark.parametrize("engine", ["blocked", "cholmod"])
+@pytest.mark.parametrize("engine", ["blocked", "blocked-sparse", "cholmod"])
 @pytest.mark.parametrize("REML", [True, False], ids=["REML", "ML"])
 @pytest.mark.parametrize("formula", MODELS)
 def test_extreme_scales(centred, formula, REML, engine):

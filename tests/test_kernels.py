@@ -58,7 +58,7 @@ def design(request):
     return build_design(formula, data())
 
 
-@pytest.mark.parametrize("kind", ["blocked", "cholmod"])
+@pytest.mark.parametrize("kind", ["blocked", "blocked-sparse", "cholmod"])
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_engine_matches_dense_likelihood(design, kind, data):
@@ -77,7 +77,7 @@ def test_engine_matches_dense_likelihood(design, kind, data):
     np.testing.assert_allclose(engine.conditional_modes(beta), u, rtol=1e-7, atol=1e-8)
 
 
-@pytest.mark.parametrize("kind", ["blocked", "cholmod"])
+@pytest.mark.parametrize("kind", ["blocked", "blocked-sparse", "cholmod"])
 def test_solve_matches_dense_and_keeps_the_response(design, kind):
     """engine.solve(b) = (Λ'Z'ZΛ + I)⁻¹b for one and several right-hand sides, and the
     factor's own quantities (β̂, r², ũ) are what they were."""
@@ -129,7 +129,7 @@ def _data_for(design):
     raise KeyError(design.formula.text)
 
 
-@pytest.mark.parametrize("kind", ["blocked", "cholmod"])
+@pytest.mark.parametrize("kind", ["blocked", "blocked-sparse", "cholmod"])
 def test_set_response_equals_a_fresh_engine(design, kind):
     """Replacing y (a linked mean's y − f(Π)) reuses the pattern and changes only the numbers."""
     rng = np.random.default_rng(3)

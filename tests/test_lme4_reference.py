@@ -19,7 +19,7 @@ def fitted(ref, engine):
     return _FITS[key]
 
 
-@pytest.mark.parametrize("engine", ["blocked", "cholmod"])
+@pytest.mark.parametrize("engine", ["blocked", "blocked-sparse", "cholmod"])
 @pytest.mark.parametrize("ref", CASES)
 def test_objective_matches_or_beats_lme4(ref, engine):
     _, fit = fitted(ref, engine)
@@ -29,7 +29,7 @@ def test_objective_matches_or_beats_lme4(ref, engine):
     assert fit.singular == ref["singular"]
 
 
-@pytest.mark.parametrize("engine", ["blocked", "cholmod"])
+@pytest.mark.parametrize("engine", ["blocked", "blocked-sparse", "cholmod"])
 @pytest.mark.parametrize("ref", CASES)
 def test_objective_at_lme4_theta(ref, engine):
     """The deviance function itself agrees with lme4's at lme4's θ (no optimiser involved)."""
@@ -53,7 +53,7 @@ def comparable(ref, engine):
     return model.results_at(theta_ref)
 
 
-@pytest.mark.parametrize("engine", ["blocked", "cholmod"])
+@pytest.mark.parametrize("engine", ["blocked", "blocked-sparse", "cholmod"])
 @pytest.mark.parametrize("ref", CASES)
 def test_estimates_match_lme4(ref, engine):
     fit = comparable(ref, engine)

@@ -175,7 +175,7 @@ PNLS_LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("engine", ["blocked", "cholmod"])
+@pytest.mark.parametrize("engine", ["blocked", "blocked-sparse", "cholmod"])
 @pytest.mark.parametrize("newton", [True, False])
 @pytest.mark.parametrize("layout", sorted(PNLS_LAYOUTS))
 def test_pnls_matches_dense_algebra(layout, newton, engine):

@@ -31,6 +31,7 @@ import pandas as pd
 from . import arguments
 from .constraints import Expression, make_constraint
 from .design import required_variables, build_design, require_numeric_response
+from .engine import ENGINES
 from .groupdesign import TableDesign
 from .inference import benjamini_hochberg, check_ddf, parse_contrast
 from .errors import ArgumentError, DataError, LinkmixError
@@ -525,7 +526,7 @@ def _fit_columns(data: pd.DataFrame, by, formula: str, *, constraints=None, mean
     REML = arguments.optional_flag(REML, "REML")
     n_starts = arguments.count(n_starts, "n_starts")
     arguments.choice(method, "method", CONSTRAINED_METHODS)
-    arguments.choice(engine, "engine", ("auto", "blocked", "cholmod"))
+    arguments.choice(engine, "engine", ENGINES)
     level = arguments.fraction(level, "level")
     progress = arguments.optional_flag(progress, "progress")
     if chunk_size is not None:

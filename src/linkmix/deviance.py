@@ -94,6 +94,26 @@ class Deviance:
             return -math.inf
         return state.profiled(self.REML)
 
+    @property
+    def has_gradient(self) -> bool:
+        """Whether ``value_and_gradient`` is exact (the engine gives ∂log|L|²/∂θ)."""
+        return getattr(self.engine, "supports_gradient", False)
+
+    def value_and_gradient(self, theta):
+        """(d(θ), ∇d(θ)) exactly, d the profiled ML deviance or REML criterion::
+
+            ∂d/∂θ_i = ∂log|Ã|/∂θ_i + (n − p_R) ∂r²/∂θ_i / r²
+
+        (log|Ã| = log|L|², + log|R_X|² and p_R = p for REML; p_R = 0 for ML).  Where the
+        system is not positive definite, (inf, NaN)."""
+        value = self(theta)
+        if not math.isfinite(value):
+            return value, None
+        engine = self.engine
+        state = PLSState.of(engine)
+        dof = state.n - (state.p if self.REML else 0)
+        return value, engine.logdet_gradient(self.REML) + dof / state.r2 * engine.prss_gradient()
+
     def full(self, theta, beta, sigma) -> float:
         """−2 log L at (θ, β, σ), nothing profiled."""
         self.n_evaluations += 1

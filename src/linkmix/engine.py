@@ -20,9 +20,11 @@ engine offers one interface, so a better factorisation can replace another:
 ``set_response(y)``, ``set_Z(Zs[, response=y])``
     replace the numbers of y or of the terms' covariates, keeping the pattern.
 
-Two engines: ``BlockedEngine`` (block-diagonal first term, dense LAPACK Schur
-complement of the rest; fastest while the later terms have few levels) and
-``CholmodEngine`` (general sparse, CHOLMOD analysed once, refactored in place).
+Two engines: ``BlockedEngine`` (block-diagonal first term, then the Schur complement
+of the rest by a supernodal Cholesky: one dense LAPACK block while the later terms
+have few levels, or laid out sparsely by ``linkmix.schur``) and ``CholmodEngine``
+(general sparse, CHOLMOD analysed once, refactored in place).  ``make_engine("auto")``
+times the candidates whose estimated cost is close and keeps the fastest.
 The blocked engine's buffers are bound once to a compiled ``_pls.BlockedSystem``
 (``engine.system``), which a nonlinear model's compiled PNLS refills and refactors
 directly.
@@ -31,19 +33,18 @@ directly.
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 
 import numpy as np
 import scipy.sparse as sp
 
-from . import _pls
+from . import _pls, schur
 from .errors import ArgumentError
 from .linalg import solve_triangular
 
-__all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "DENSE_SCHUR_LIMIT"]
+__all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "cheapest_engine", "ENGINES"]
 
-#: Largest dense Schur complement (later terms' random effects + p + 1) the
-#: automatic choice hands to ``BlockedEngine``.
-DENSE_SCHUR_LIMIT = 2500
 
 
 class _EngineBase:
@@ -74,6 +75,30 @@ class _EngineBase:
         """log|R_X|²."""
         return 2.0 * float(np.sum(np.log(np.diagonal(self.Lxy)[: self.p])))
 
+    def prss_gradient(self) -> np.ndarray:
+        """∂r²/∂θ_i at β̂ from the current factor: by the envelope theorem, with
+        ε = y − Xβ̂ − ZΛũ and D_i = ∂Λ/∂θ_i, −2 ε'Z D_i ũ."""
+        design = self.design
+        beta = self.beta_hat()
+        u = self.conditional_modes(beta)
+        eps = design.y - design.X @ beta
+        gathered, offset = [], 0
+        for term, T in zip(design.terms, design.T_blocks(self.theta)):
+            U = u[offset:offset + term.q].reshape(term.n_levels, term.k)[term.codes]
+            eps = eps - np.einsum("ij,ij->i", term.Z, U @ T.T)
+            gathered.append(U)
+            offset += term.q
+        gradient = np.zeros(len(self.theta))
+        for t, (term, U) in enumerate(zip(design.terms, gathered)):
+            products = (term.Z * eps[:, None]).T @ U  # Σ ε z_a u_b
+            k = term.k
+            for a in range(k):
+                for b in range(k):
+                    index = self.tmpl[self.tmpl_off[t] + a * k + b]
+                    if index >= 0:
+                        gradient[index] = -2.0 * products[a, b]
+        return gradient
+
     def marginal_gram(self, V, B) -> np.ndarray:
         """V'V₀⁻¹V = V'V − B'(Λ'Z'ZΛ + I)⁻¹B for columns V (n × m) and B = Λ'Z'V, from the
         current factor (V₀ = I + ZΛΛ'Z'); the response is left as it is.  The precision
@@ -83,14 +108,15 @@ class _EngineBase:
 
 
 class BlockedEngine(_EngineBase):
-    """Block-diagonal first term, dense Schur complement for the rest.
+    """Block-diagonal first term, Schur complement of the rest factored by supernodes.
 
-    The symbolic work (cross-product patterns, ``W'W``) is done here, once.
+    ``ordering="dense"`` keeps the Schur complement S whole (one dense panel, LAPACK);
+    a fill-reducing ordering ("amd", "metis", "colamd") lays S out sparsely
+    (``linkmix.schur``).  The symbolic work (orders, patterns, positions) is done
+    here, once.
     """
 
-    kind = "blocked"
-
-    def __init__(self, design):
+    def __init__(self, design, ordering: str = "dense", layout=None):
         super().__init__(design)
         terms = design.terms
         first, rest = terms[0], terms[1:]
@@ -101,38 +127,53 @@ class BlockedEngine(_EngineBase):
         m = q2 + p + 1
         self.m = m
 
-        # W = [Z2 X y]: the later terms' slots of each observation (column of W, value),
+        # W = [Z2 X y]: the later terms' slots of each observation (row of S, value),
         # and [X y] dense.  Nothing per observation is p-squared: memory is O(n·m).
         offsets = list(itertools.accumulate((t.q for t in rest), initial=0))
         k2 = sum(t.k for t in rest)
-        z_cols = np.empty((n, k2), dtype=np.int64)
+        z_rows = np.empty((n, k2), dtype=np.int64)  # the terms' order
         z_vals = np.empty((n, k2))
         col = 0
         for t, term in enumerate(rest):
-            z_cols[:, col:col + term.k] = offsets[t] + term.codes[:, None] * term.k + np.arange(term.k)
+            z_rows[:, col:col + term.k] = offsets[t] + term.codes[:, None] * term.k + np.arange(term.k)
             z_vals[:, col:col + term.k] = term.Z
             col += term.k
-        self._z_cols, self._z_vals = z_cols, z_vals
         self._xy = np.empty((n, p + 1))
         self._xy[:, :p] = design.X
         self._xy[:, p] = design.y
 
-        # row → (block offset, term) for rows of later terms
-        row_blk_off = np.zeros(m, dtype=np.int32)
-        row_term = np.zeros(m, dtype=np.int32)
+        # each random effect's block (its level's first row) and term, terms' order
+        blk_first = np.zeros(q2, dtype=np.int64)
+        blk_term = np.zeros(q2, dtype=np.int32)
         for t, term in enumerate(rest):
             r = np.arange(term.q)
-            row_blk_off[offsets[t] + r] = offsets[t] + (r // term.k) * term.k
-            row_term[offsets[t] + r] = t + 1
-        self.row_blk_off, self.row_term = row_blk_off, row_term
+            blk_first[offsets[t] + r] = offsets[t] + (r // term.k) * term.k
+            blk_term[offsets[t] + r] = t + 1
 
         k1, nlev = first.k, first.n_levels
         self.k1, self.nlev = k1, nlev
         self._codes1 = codes = first.codes.astype(np.int64)
         self._first_Z = np.array(first.Z, dtype=float, order="C")
 
-        # Pattern of C = W'Z1 by level of term 1, rows sorted within a level: the later
-        # terms' rows the level meets, then all p + 1 rows of [X y].
+        if layout is None:
+            layout = (schur.dense_layout(q2, p) if ordering == "dense" or q2 == 0 else
+                      schur.sparse_layout(schur.level_incidence(codes, z_rows, nlev, q2),
+                                          blk_first, p, ordering))
+        self.layout = layout
+        self.ordering = layout.ordering
+        self.kind = "blocked" if layout.ordering == "dense" else "blocked-sparse"
+        perm = layout.perm
+        inverse = layout.inverse
+        z_cols = inverse[z_rows].astype(np.int64) if q2 else z_rows  # rows of S
+        self._z_cols, self._z_vals = z_cols, z_vals
+        row_term = np.zeros(m, dtype=np.int32)
+        row_blk_off = np.zeros(m, dtype=np.int32)
+        row_term[:q2] = blk_term[perm]
+        row_blk_off[:q2] = np.arange(q2) - (perm - blk_first[perm])
+        self.row_blk_off, self.row_term = row_blk_off, row_term
+
+        # Pattern of C = W'Z1 by level of term 1, rows of S sorted within a level: the
+        # later terms' rows the level meets, then all p + 1 rows of [X y].
         if k2:
             keys = (codes[:, None] * m + z_cols).ravel()
             ukeys, pos = np.unique(keys, return_inverse=True)
@@ -154,33 +195,64 @@ class BlockedEngine(_EngineBase):
             self._c_pos = np.empty((n, 0), dtype=np.int64)
         self.c_rows[self._xy_first[:, None] + np.arange(p + 1)] = q2 + np.arange(p + 1)
 
+        # where each observation's slot pairs (lower triangle) and [X y]'s rows sit in
+        # S's panels
+        pair_c, pair_d = (a.astype(np.int32) for a in np.tril_indices(k2))
+        hi = np.maximum(z_cols[:, pair_c], z_cols[:, pair_d])
+        lo = np.minimum(z_cols[:, pair_c], z_cols[:, pair_d])
+        g_pos = layout.positions(hi.ravel(), lo.ravel()).reshape(hi.shape)
+        self._xy_pos = layout.xy_positions(p)
+
         # The sums and the factor, allocated once: every refill and refactorisation
         # writes into these, so the compiled system stays bound to them.
         self.D1 = np.zeros((nlev, k1, k1))
         self.c_vals = np.zeros((self._nnz_c, k1))
-        self.G = np.zeros((m, m), order="F")
+        self.Gp = np.zeros(layout.size)
         self.L11 = np.zeros((nlev, k1, k1))
         self.L21 = np.zeros((self._nnz_c, k1))
-        self.S = np.zeros((m, m), order="F")
-        self.Lxy = self.S[q2:, q2:]
+        self.Sp = np.zeros(layout.size)
+        self._G_xy = self._xy_block(self.Gp)
+        self.Lxy = self._xy_block(self.Sp)
         self.system = _pls.BlockedSystem(
-            self.tmpl, self.tmpl_off, self.term_k, self._codes1, self._first_Z, self._z_cols,
-            self._z_vals, self._c_pos, self._xy, self._xy_first, self.D1, self.c_indptr,
-            self.c_rows, self.c_vals, self.G, self.row_blk_off, self.row_term, q2, self.L11,
-            self.L21, self.S)
+            self.tmpl, self.tmpl_off, self.term_k, self._codes1, self._first_Z, z_cols,
+            z_vals, self._c_pos, self._xy, self._xy_first, self.D1, self.c_indptr,
+            self.c_rows, self.c_vals, row_blk_off, row_term, q2, perm.astype(np.int32),
+            layout.super_first, layout.super_rows_ptr, layout.super_rows, layout.panel_off,
+            layout.snode_of, self._xy_pos, pair_c, pair_d, np.ascontiguousarray(g_pos),
+            self.Gp, self.L11, self.L21, self.Sp)
         self._fill_values()
+
+    def first_term_work(self) -> float:
+        """Multiply-adds of the first term's fill, Σ_j k1·(rows of level j)² / 2."""
+        rows = np.diff(self.c_indptr).astype(float)
+        return float(self.k1 * np.sum(rows * rows) / 2)
+
+    @property
+    def schur_size(self) -> int:
+        """Numbers in the Schur complement's panels (m² when dense)."""
+        return self.layout.size
+
+    def _xy_block(self, values) -> np.ndarray:
+        """The (p+1) × (p+1) block of [X y]'s rows and columns in S's panels, as a view
+        of ``values`` (column-major, rows q2 … m − 1)."""
+        q2, w = self.q2, self.p + 1
+        J = self.layout.snode_of[q2]
+        nr = int(self.layout.super_rows_ptr[J + 1] - self.layout.super_rows_ptr[J])
+        start = int(self._xy_pos[q2])
+        block = values[start:start + (w - 1) * nr + w]
+        return np.lib.stride_tricks.as_strided(block, shape=(w, w),
+                                               strides=(block.itemsize, nr * block.itemsize))
 
     def _fill_values(self, refresh_response: bool = True):
         """The numbers that depend on Z and y, not on θ (compiled, one pass):
-        D1[j] = Σ_{i∈j} z_i z_i', C = W'Z1 by level of term 1, and G = W'W (dense;
-        its [X y] block by BLAS), refilled in place.  y's entries are recomputed as
+        D1[j] = Σ_{i∈j} z_i z_i', C = W'Z1 by level of term 1, and G = W'W (its [X y]
+        block by BLAS), refilled in place.  y's entries are recomputed as
         ``set_response`` computes them unless the caller sets a new response next
         (``refresh_response=False``)."""
         self.system.products(False)
-        q2 = self.q2
-        self.G[q2:, q2:] = self._xy.T @ self._xy
-        # y's row and column as set_response computes them, so that a model refitted
-        # with another response is bit for bit the model built with it
+        self._G_xy[:] = self._xy.T @ self._xy
+        # y's row as set_response computes it, so that a model refitted with another
+        # response is bit for bit the model built with it
         if refresh_response:
             self.set_response(self._xy[:, self.p].copy())
 
@@ -206,14 +278,12 @@ class BlockedEngine(_EngineBase):
 
         Rewrites y's entries of C and G: Σ_{i∈j} y_i z1_i', W'y."""
         y = np.ascontiguousarray(y, dtype=float)
-        q2, p, col = self.q2, self.p, self.m - 1
+        q2, p = self.q2, self.p
         self._xy[:, p] = y
-        g = np.empty(self.m)  # W'y
+        g = np.empty(self.m)  # W'y, rows of S
         g[q2:] = self._xy.T @ y
-        _pls.blocked_response_products(self._codes1, self._first_Z, self._z_cols, self._z_vals,
-                                       y, self._xy_first, p, self.c_vals, g[:q2])
-        self.G[col, :] = g
-        self.G[:, col] = g
+        self.system.response_products(y, g[:q2])
+        self.Gp[self._xy_pos + p] = g
 
     def update(self, theta) -> bool:
         theta = np.ascontiguousarray(theta, dtype=float)
@@ -226,12 +296,19 @@ class BlockedEngine(_EngineBase):
         """log|R_X|², summed by the compiled factorisation."""
         return self._logdet_x
 
+    supports_gradient = True
+
+    def logdet_gradient(self, REML: bool = False) -> np.ndarray:
+        """∂/∂θ_i of log|L|² (``REML``: of log|L|² + log|R_X|²) at the current factor,
+        exactly: tr(Ã⁻¹∂Ã/∂θ_i) from the selected inverse (compiled; about twice the
+        work of the factorisation)."""
+        return self.system.trace_gradient(self.q2 + (self.p if REML else 0))
+
     def solve(self, b) -> np.ndarray:
         """(Λ'Z'ZΛ + I)⁻¹b (b: q or q × k) through the blocked factor (compiled)."""
         out = np.array(b, dtype=float, order="F")
         for column in out.reshape(len(out), -1, order="F").T:  # contiguous views of out
-            _pls.blocked_solve(self.L11, self.L21, self.S, self.c_indptr, self.c_rows, self.q2,
-                               column)
+            self.system.solve(column)
         return out
 
     def conditional_modes(self, beta) -> np.ndarray:
@@ -239,8 +316,9 @@ class BlockedEngine(_EngineBase):
         beta = np.ascontiguousarray(beta, dtype=float)
         if beta.size == 0:
             beta = np.zeros(1)  # a valid buffer; p = 0 reads none of it
-        return _pls.blocked_modes(self.L11, self.L21, self.S, self.c_indptr, self.c_rows,
-                                  self.q2, self.p, beta, np.empty(self.q1 + self.q2))
+        u = np.empty(self.q1 + self.q2)
+        self.system.modes(beta, u)
+        return u
 
 
 class CholmodEngine(_EngineBase):
@@ -249,13 +327,15 @@ class CholmodEngine(_EngineBase):
     The pattern of Λ'Z' (q × n, CSC) is fixed; ``analyze_AAt`` runs once and
     each θ rewrites the values in place and calls ``cholesky_AAt_inplace``.
     Simplicial METIS is the default: on InstEval it factors in 55 ms against
-    95–160 ms for supernodal or AMD orderings (SuiteSparse 5.12).
+    95–160 ms for supernodal or AMD orderings (SuiteSparse 5.12, whose supernodal
+    kernels call the system's BLAS).  The analysis runs on a thread with a 64 MB
+    stack: SuiteSparse 5.12's supernodal analysis was seen to overflow the default
+    8 MB on InstEval (a segfault, not an exception).
     """
-
-    kind = "cholmod"
 
     def __init__(self, design, mode: str = "simplicial", ordering_method: str = "metis"):
         super().__init__(design)
+        self.kind = "cholmod" if mode == "simplicial" else f"cholmod-{mode}"
         from sksparse.cholmod import CholmodError, analyze_AAt  # imported on first use: slow
 
         n, terms = design.n, design.terms
@@ -273,9 +353,10 @@ class CholmodEngine(_EngineBase):
         _pls.lambdat_zt_values(design.theta_start(), self.tmpl, self.tmpl_off, self.term_k,
                                self.Zcat, self.At.data)
         try:
-            self.factor = analyze_AAt(self.At, mode=mode, ordering_method=ordering_method)
+            self.factor = _on_large_stack(analyze_AAt, self.At, mode=mode,
+                                          ordering_method=ordering_method)
         except CholmodError:  # a SuiteSparse built without METIS: CHOLMOD's own choice
-            self.factor = analyze_AAt(self.At, mode=mode)
+            self.factor = _on_large_stack(analyze_AAt, self.At, mode=mode)
         self.Lxy = np.zeros((self.p + 1, self.p + 1))
 
     def set_response(self, y) -> None:
@@ -284,6 +365,7 @@ class CholmodEngine(_EngineBase):
         self.XYtXY = self.XY.T @ self.XY
 
     supports_curvature = False  # CHOLMOD factors AA' + I: no indefinite corrections
+    supports_gradient = False
 
     def set_Z(self, Zs, response=None) -> None:
         """Replace every term's covariate values (n × k each), and y with ``response``;
@@ -316,17 +398,102 @@ class CholmodEngine(_EngineBase):
         return self.factor.solve_A(self.At @ resid)
 
 
-def make_engine(design, kind: str = "auto"):
-    """Choose the factorisation for ``design``.
+#: What ``make_engine`` takes.
+ENGINES = ("auto", "blocked", "blocked-sparse", "cholmod", "cholmod-supernodal")
+#: A dense Schur complement whose factorisation takes under this much work (Σ_j c_j²,
+#: about m³/3: m ≈ 150, a tenth of a millisecond) is used as it is: no other layout
+#: could repay its own symbolic analysis.
+MEASURE_ABOVE = 1e6
+#: Layouts whose estimated work is within this factor of the least are timed against
+#: each other; beyond it the estimate decides.
+MEASURE_WITHIN = 4.0
+#: The dense Schur complement is not tried when its two m × m panels exceed this (bytes).
+DENSE_MEMORY = 2 ** 31
+#: CHOLMOD (the whole system, any order) is tried when the blocked layout's work exceeds
+#: this: then eliminating the first term level by level may not be the best order.
+CHOLMOD_ABOVE = 1e9
 
-    ``"auto"`` takes ``BlockedEngine`` when the dense Schur complement of the
-    later terms has at most ``DENSE_SCHUR_LIMIT`` rows, else ``CholmodEngine``.
+
+def _on_large_stack(function, *args, stack_mb: int = 64, **kwargs):
+    """function(*args, **kwargs) on a thread with a ``stack_mb`` stack; its result, or
+    its exception raised here."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001  (re-raised in the caller's thread)
+            outcome["error"] = error
+
+    previous = threading.stack_size(stack_mb << 20)
+    try:
+        worker = threading.Thread(target=run)
+        worker.start()
+    finally:
+        threading.stack_size(previous)
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def make_engine(design, kind: str = "auto"):
+    """The factorisation for ``design``.
+
+    ``"blocked"``: first term level by level, dense Schur complement of the rest;
+    ``"blocked-sparse"``: the same with the Schur complement in a fill-reducing order
+    (AMD) and supernodes; ``"cholmod"``, ``"cholmod-supernodal"``: CHOLMOD on the whole
+    system (METIS order); ``"auto"``: the cheapest of these by ``cheapest_engine``.
     """
     if kind == "auto":
-        later = sum(t.q for t in design.terms[1:])
-        kind = "blocked" if later + design.p + 1 <= DENSE_SCHUR_LIMIT else "cholmod"
+        return cheapest_engine(design)
     if kind == "blocked":
         return BlockedEngine(design)
+    if kind == "blocked-sparse":
+        return BlockedEngine(design, ordering="amd")
     if kind == "cholmod":
         return CholmodEngine(design)
-    raise ArgumentError(f"engine must be 'auto', 'blocked' or 'cholmod', not {kind!r}")
+    if kind == "cholmod-supernodal":
+        return CholmodEngine(design, mode="supernodal")
+    raise ArgumentError(f"engine must be one of {ENGINES}, not {kind!r}")
+
+
+def cheapest_engine(design):
+    """The engine that factors ``design`` fastest, chosen by measured cost.
+
+    The work of one factorisation is estimated from each layout's structure (Σ_j c_j²
+    over the factor's columns, plus the first term's fill, which every blocked layout
+    shares); layouts within ``MEASURE_WITHIN`` of the least are each timed on one
+    factorisation at the start θ (after one to warm the buffers), and the fastest is
+    kept.  Small problems (``MEASURE_ABOVE``) take the dense Schur complement without
+    looking further.  The chosen layout is ``engine.kind``/``engine.ordering``.
+    """
+    q2 = sum(t.q for t in design.terms[1:])
+    m = q2 + design.p + 1
+    dense_work = schur.dense_work(m)
+    if q2 == 0 or dense_work <= MEASURE_ABOVE:
+        return BlockedEngine(design)
+    sparse = BlockedEngine(design, ordering="amd")
+    fill = sparse.first_term_work()
+    estimates = [(sparse.layout.flops + fill, lambda: sparse)]
+    if 16.0 * m * m <= DENSE_MEMORY:
+        estimates.append((dense_work + fill, lambda: BlockedEngine(design)))
+    if sparse.layout.flops > CHOLMOD_ABOVE:  # no estimate of its own: always timed
+        estimates += [(0.0, lambda: CholmodEngine(design)),
+                      (0.0, lambda: CholmodEngine(design, mode="supernodal"))]
+    least = min(work for work, _ in estimates if work > 0)
+    candidates = [make() for work, make in estimates if work <= MEASURE_WITHIN * least]
+    if len(candidates) == 1:
+        return candidates[0]
+    theta = design.theta_start()
+    return min(candidates, key=lambda engine: _factor_seconds(engine, theta))
+
+
+def _factor_seconds(engine, theta, repeats: int = 2) -> float:
+    """Seconds of the last of ``repeats`` factorisations at θ (the first pays for
+    touching fresh buffers)."""
+    for _ in range(repeats):
+        start = time.perf_counter()
+        engine.update(theta)
+        seconds = time.perf_counter() - start
+    return seconds

@@ -76,7 +76,7 @@ class LinkedModel:
     mean : str or callable, optional
         A term ``f(Π, data)`` added to Xβ: an expression over parameter names and
         data columns, or ``callable(params, data)`` returning n values.
-    engine : {"auto", "blocked", "cholmod"}
+    engine : {"auto", "blocked", "blocked-sparse", "cholmod", "cholmod-supernodal"}
     missing : {"drop", "raise"}
     """
 

@@ -51,7 +51,7 @@ class LinearMixedModel:
     data : pandas.DataFrame
     REML : bool, default True
         Fit by REML (lme4's default) or by maximum likelihood.
-    engine : {"auto", "blocked", "cholmod"}
+    engine : {"auto", "blocked", "blocked-sparse", "cholmod", "cholmod-supernodal"}
         Factorisation of Λ'Z'ZΛ + I (see ``linkmix.engine``).
     missing : {"drop", "raise"}
         Rows with missing values in used columns: drop and report, or raise.
@@ -259,7 +259,7 @@ class LinearMixedModel:
         else:
             start = self.conditioning.theta_working(self._checked(theta_start,
                                                                   name="theta_start")[0])
-        small = design.n * (design.p + 1) + getattr(self.engine, "m", 0) ** 2 <= SMALL_PROBLEM
+        small = design.n * (design.p + 1) + getattr(self.engine, "schur_size", 0) <= SMALL_PROBLEM
         with one_blas_thread(small):
             summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
                                        check_gradient=check_gradient, polish=True,

@@ -52,7 +52,7 @@ class LinearResponse:
     ----------
     design : LMMDesign
         The user's numbers (all fixed-effects columns kept).
-    engine : {"auto", "blocked", "cholmod"}
+    engine : {"auto", "blocked", "blocked-sparse", "cholmod", "cholmod-supernodal"}
     """
 
     title = "Linked linear mixed model fit by maximum likelihood"

@@ -14,7 +14,8 @@ import functools
 
 __all__ = ["one_blas_thread", "SMALL_PROBLEM"]
 
-#: Largest n·(p+1) + m² of a fit run with one thread (m: the dense Schur block).
+#: Largest n·(p+1) + (numbers in the Schur complement's panels) of a fit run with one
+#: thread.
 SMALL_PROBLEM = 2_000_000
 
 

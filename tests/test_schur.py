@@ -1,0 +1,189 @@
+"""The symbolic analysis and layouts of the blocked engine's Schur complement.
+
+Elimination tree, postorder and the structure of L against a dense Cholesky of random
+matrices with the same pattern; supernodes against their definition; the layouts'
+positions; the automatic choice of engine.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings, strategies as st
+
+from linkmix import _symbolic, schur
+from linkmix.cli import ENGINE_CHOICES
+from linkmix.design import build_design
+from linkmix.engine import ENGINES, BlockedEngine, cheapest_engine
+
+
+def random_pattern(n, density, seed):
+    """A symmetric CSC pattern with a full diagonal, and an SPD matrix on it."""
+    rng = np.random.default_rng(seed)
+    B = sp.random(n, n, density=density, random_state=rng, format="csc")
+    B = (B + B.T).tocsc()
+    B.data = rng.uniform(0.1, 1.0, B.nnz)
+    A = (B + sp.diags(np.asarray(abs(B).sum(axis=0)).ravel() + 1.0)).tocsc()
+    A.sort_indices()
+    pattern = sp.csc_matrix((A.data, A.indices.astype(np.int32), A.indptr.astype(np.int32)),
+                            shape=A.shape)
+    return pattern, A.toarray()
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), density=st.floats(0.0, 0.3), seed=st.integers(0, 10_000))
+def test_structure_matches_a_dense_cholesky(n, density, seed):
+    pattern, A = random_pattern(n, density, seed)
+    L = np.linalg.cholesky(A)
+    parent = _symbolic.elimination_tree(pattern.indptr, pattern.indices)
+    Lp, Li = _symbolic.factor_structure(pattern.indptr, pattern.indices, parent)
+    for j in range(n):
+        below = np.flatnonzero(np.abs(L[j + 1:, j]) > 0) + j + 1
+        np.testing.assert_array_equal(Li[Lp[j]:Lp[j + 1]], below)
+        assert parent[j] == (below[0] if len(below) else -1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), density=st.floats(0.0, 0.3), seed=st.integers(0, 10_000))
+def test_postorder_keeps_subtrees_together_and_the_fill(n, density, seed):
+    pattern, A = random_pattern(n, density, seed)
+    parent = _symbolic.elimination_tree(pattern.indptr, pattern.indices)
+    order = _symbolic.postorder(parent)
+    assert sorted(order) == list(range(n))
+    position = np.empty(n, dtype=int)
+    position[order] = np.arange(n)
+    for j in range(n):  # a parent comes after its children ...
+        if parent[j] >= 0:
+            assert position[parent[j]] > position[j]
+    descendants = {j: {j} for j in range(n)}
+    for j in order:
+        if parent[j] >= 0:
+            descendants[parent[j]] |= descendants[j]
+    for j in range(n):  # ... and every subtree is a run of consecutive places
+        places = sorted(position[list(descendants[j])])
+        assert places == list(range(places[0], places[0] + len(places)))
+    fill = lambda M: int(np.count_nonzero(np.abs(np.linalg.cholesky(M)) > 0))
+    assert fill(A[np.ix_(order, order)]) == fill(A)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 60), density=st.floats(0.0, 0.2), seed=st.integers(0, 10_000),
+       relax=st.booleans())
+def test_supernodes_nest(n, density, seed, relax):
+    """Within a supernode, each column's structure lies in the supernode's columns and
+    the structure below its last column; without relaxation the columns' structures
+    are exactly nested (no explicit zeros)."""
+    pattern, A = random_pattern(n, density, seed)
+    parent = _symbolic.elimination_tree(pattern.indptr, pattern.indices)
+    order = _symbolic.postorder(parent)
+    A = A[np.ix_(order, order)]
+    pattern = sp.csc_matrix(A)
+    pattern = sp.csc_matrix((pattern.data, pattern.indices.astype(np.int32),
+                             pattern.indptr.astype(np.int32)), shape=A.shape)
+    parent = _symbolic.elimination_tree(pattern.indptr, pattern.indices)
+    Lp, Li = _symbolic.factor_structure(pattern.indptr, pattern.indices, parent)
+    first = _symbolic.supernodes(parent, Lp, relax, 0)
+    assert first[0] == 0 and first[-1] == n and np.all(np.diff(first) > 0)
+    for f, l in zip(first[:-1], first[1:]):
+        rows = set(range(f, l)) | set(Li[Lp[l - 1]:Lp[l]].tolist())
+        for j in range(f, l):
+            column = set(Li[Lp[j]:Lp[j + 1]].tolist()) | {j}
+            assert column <= rows
+            if not relax:
+                assert column == {r for r in rows if r >= j}
+
+
+def crossed_frame(n_students=1500, n_teachers=600, n_departments=12, per_student=12,
+                  seed=1, homes=2):
+    """InstEval-like ratings: each student rates teachers of ``homes`` departments (of
+    one or two when 2), and a department-by-service factor crosses both."""
+    rng = np.random.default_rng(seed)
+    teacher_dept = rng.integers(0, n_departments, n_teachers)
+    by_dept = [np.flatnonzero(teacher_dept == d) for d in range(n_departments)]
+    rows = []
+    for s in range(n_students):
+        home = rng.integers(0, n_departments, homes)
+        for _ in range(rng.integers(1, 2 * per_student)):
+            pool = by_dept[home[rng.integers(0, homes)]]
+            if len(pool):
+                t = pool[rng.integers(0, len(pool))]
+                rows.append((s, t, teacher_dept[t], rng.integers(0, 2)))
+    frame = pd.DataFrame(rows, columns=["s", "d", "dept", "service"]).astype(str)
+    frame["y"] = (rng.normal(size=len(frame))
+                  + rng.normal(size=n_students)[frame.s.astype(int)]
+                  + 0.5 * rng.normal(size=n_teachers)[frame.d.astype(int)])
+    return frame
+
+
+@pytest.fixture(scope="module")
+def crossed_design():
+    return build_design("y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)",
+                        crossed_frame())
+
+
+def test_layout_positions_cover_the_schur_pattern(crossed_design):
+    """Every entry of S's pattern (H'H, X and y dense) has its own place in the panels."""
+    engine = BlockedEngine(crossed_design, ordering="amd")
+    layout, q2, p = engine.layout, engine.q2, engine.p
+    m = q2 + p + 1
+    H = schur.level_incidence(engine._codes1, _terms_rows(crossed_design), engine.nlev, q2)
+    pattern = sp.coo_matrix(H.T @ H)
+    inverse = layout.inverse
+    rows, cols = inverse[pattern.row], inverse[pattern.col]
+    keep = rows >= cols
+    dense_rows = np.repeat(np.arange(q2, m), m)
+    dense_cols = np.tile(np.arange(m), p + 1)
+    keep_dense = dense_rows >= dense_cols
+    all_rows = np.concatenate([rows[keep], dense_rows[keep_dense]])
+    all_cols = np.concatenate([cols[keep], dense_cols[keep_dense]])
+    positions = layout.positions(all_rows, all_cols)
+    assert len(np.unique(positions)) == len(positions)
+    assert positions.min() >= 0 and positions.max() < layout.size
+    # a position lands in its column's panel, at its row
+    for r, c, pos in zip(all_rows[::97], all_cols[::97], positions[::97]):
+        J = layout.snode_of[c]
+        nr = layout.super_rows_ptr[J + 1] - layout.super_rows_ptr[J]
+        offset = pos - layout.panel_off[J]
+        assert offset // nr == c - layout.super_first[J]
+        assert layout.super_rows[layout.super_rows_ptr[J] + offset % nr] == r
+    assert layout.flops < schur.dense_layout(q2, p).flops
+
+
+def _terms_rows(design):
+    """Each observation's rows among the later terms' random effects (terms' order)."""
+    offset, columns = 0, []
+    for term in design.terms[1:]:
+        columns.append(offset + term.codes[:, None] * term.k + np.arange(term.k))
+        offset += term.q
+    return np.hstack(columns).astype(np.int64)
+
+
+def test_sparse_and_dense_layouts_factor_alike(crossed_design):
+    theta = np.array([0.6, 0.4, 0.2])
+    dense = BlockedEngine(crossed_design)
+    sparse = BlockedEngine(crossed_design, ordering="amd")
+    assert len(sparse.layout.super_first) > 2
+    for engine in (dense, sparse):
+        assert engine.update(theta)
+    assert sparse.logdet_L == pytest.approx(dense.logdet_L, rel=1e-12)
+    assert sparse.prss() == pytest.approx(dense.prss(), rel=1e-12)
+    np.testing.assert_allclose(sparse.beta_hat(), dense.beta_hat(), rtol=1e-11)
+    np.testing.assert_allclose(sparse.conditional_modes(sparse.beta_hat()),
+                               dense.conditional_modes(dense.beta_hat()), rtol=1e-9,
+                               atol=1e-12)
+
+
+def test_automatic_choice(crossed_design):
+    """Small problems keep the dense Schur complement unmeasured; a design whose sparse
+    layout needs several times less work than the dense one takes it."""
+    small = build_design("y ~ 1 + (1 | s) + (1 | dept)", crossed_frame(60, 20, 3, 4))
+    assert cheapest_engine(small).kind == "blocked"
+    separate = build_design("y ~ 1 + (1 | s) + (1 | d)", crossed_frame(3000, 1200, 30, 8,
+                                                                       homes=1))
+    engine = cheapest_engine(separate)
+    assert engine.kind == "blocked-sparse"
+    assert engine.layout.flops * 4 < schur.dense_layout(engine.q2, engine.p).flops
+
+
+def test_engine_choices_written_out_for_the_command_line():
+    assert ENGINE_CHOICES == ENGINES
