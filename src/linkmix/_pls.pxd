@@ -55,6 +55,7 @@ cdef class BlockedSystem:
     cdef void _back_solve(self, double* x) noexcept nogil
     cdef void _to_terms(self, const double* x, double[::1] out) noexcept nogil
     cdef void _modes(self, const double[::1] beta, double[::1] u) noexcept nogil
+    cdef void _modes_factor(self, const double[::1] beta) noexcept nogil
     cdef void modes_into(self, double[::1] u) noexcept nogil
     cdef void _rel_map(self, int J) noexcept nogil
     cdef void _selected_inverse(self, int lim) noexcept nogil

@@ -661,8 +661,13 @@ cdef class BlockedSystem:
 
     cdef void _modes(self, const double[::1] beta, double[::1] u) noexcept nogil:
         """ũ = L_uu⁻ᵀ(l_y − L_X'β) through the blocked factor (after a factorisation),
-        into u in the terms' order: w = (y row) − (X rows)'β of the factor, then
-        ``_back_solve``."""
+        into u in the terms' order (``_modes_factor``, then ``_to_terms``)."""
+        self._modes_factor(beta)
+        self._to_terms(&self.xwork[0], u)
+
+    cdef void _modes_factor(self, const double[::1] beta) noexcept nogil:
+        """ũ into ``xwork``, the later terms' part in the factor's order:
+        w = (y row) − (X rows)'β of the factor, then ``_back_solve``."""
         cdef int nlev = self.L11.shape[0], k1 = self.L11.shape[1], j, a, r, pos, i
         cdef int q1 = self.q1, q2 = self.q2, p = self.p
         cdef int64_t base
@@ -686,7 +691,6 @@ cdef class BlockedSystem:
                     for a in range(k1):
                         x[j * k1 + a] = x[j * k1 + a] - self.L21[pos, a] * beta[r - q2]
         self._back_solve(x)
-        self._to_terms(x, u)
 
     cdef void modes_into(self, double[::1] u) noexcept nogil:
         """ũ at β = 0 (a response without fixed effects, as PNLS's) into u."""
@@ -738,6 +742,68 @@ cdef class BlockedSystem:
         return x
 
     # -- derivatives of log-determinants ----------------------------------------------
+
+    def prss_gradient(self, const double[::1] beta):
+        """∂r²/∂θ_i at β (β̂ for the profiled r²) after a factorisation, by the envelope
+        theorem: with ε = y − Xβ − ZΛũ and D_i = ∂Λ/∂θ_i, −2 ε'Z D_i ũ, from the
+        engine's current values (a new response or covariates included)."""
+        cdef Py_ssize_t n = self.codes1.shape[0], i
+        cdef int k1 = self.Z1.shape[1], k2 = self.z_cols.shape[1], p = self.p, q1 = self.q1
+        cdef int j, a, b, c, r, o, t, k, ntheta = 0, idx
+        cdef double eps, acc
+        cdef double* x = &self.xwork[0]
+        cdef double* T1 = &self.Tbuf[0]
+        cdef double* T
+        cdef double* S
+        if not self.inverse_ready:
+            self._allocate_inverse()
+        S = &self.Gt[0]
+        with nogil:
+            self._modes_factor(beta)
+            for a in range(self.Gt.shape[0]):
+                S[a] = 0.0
+            for i in range(n):
+                j = self.codes1[i]
+                eps = self.xy[i, p]
+                for a in range(p):
+                    eps = eps - self.xy[i, a] * beta[a]
+                for a in range(k1):  # z1'T1 u1
+                    acc = 0.0
+                    for b in range(a + 1):
+                        acc = acc + T1[a * k1 + b] * x[j * k1 + b]
+                    eps = eps - self.Z1[i, a] * acc
+                for c in range(k2):  # the later slots: z (T u) at the slot's coefficient
+                    r = self.z_cols[i, c]
+                    o = self.row_blk_off[r]
+                    t = self.row_term[r]
+                    k = self.term_k[t]
+                    T = &self.Tbuf[self.tmpl_off[t]]
+                    a = r - o
+                    acc = 0.0
+                    for b in range(a + 1):
+                        acc = acc + T[a * k + b] * x[q1 + o + b]
+                    eps = eps - self.z_vals[i, c] * acc
+                for a in range(k1):
+                    for b in range(k1):
+                        S[a * k1 + b] += eps * self.Z1[i, a] * x[j * k1 + b]
+                for c in range(k2):
+                    r = self.z_cols[i, c]
+                    o = self.row_blk_off[r]
+                    t = self.row_term[r]
+                    k = self.term_k[t]
+                    a = r - o
+                    for b in range(k):
+                        S[self.tmpl_off[t] + a * k + b] += eps * self.z_vals[i, c] * x[q1 + o + b]
+        for a in range(self.tmpl.shape[0]):
+            ntheta = max(ntheta, self.tmpl[a] + 1)
+        out = np.zeros(ntheta)
+        for t in range(self.term_k.shape[0]):
+            k = self.term_k[t]
+            for a in range(k * k):
+                idx = self.tmpl[self.tmpl_off[t] + a]
+                if idx >= 0:
+                    out[idx] = -2.0 * S[self.tmpl_off[t] + a]
+        return out
 
     def trace_gradient(self, int lim):
         """tr(Ã⁻¹ ∂Ã/∂θ_i) for every θ_i, after a factorisation at θ.

@@ -95,7 +95,9 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--json", metavar="FILE", help="also write the fit as JSON to FILE")
     fit.add_argument("--factor", action="append", default=[], metavar="COLUMN",
                      help="read COLUMN as a factor (repeatable)")
-    fit.add_argument("--optimizer", choices=("bobyqa", "cobyqa"), default="bobyqa")
+    fit.add_argument("--optimizer", choices=("auto", "bobyqa", "cobyqa", "lbfgs"),
+                     default="auto", help="default: L-BFGS-B with the exact gradient for "
+                     "costly evaluations, else BOBYQA")
     fit.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
                      help="factorisation of Λ'Z'ZΛ + I (default: the fastest, measured)")
     fit.add_argument("--ddf", choices=DDF_CHOICES, default=None,

@@ -75,30 +75,6 @@ class _EngineBase:
         """log|R_X|²."""
         return 2.0 * float(np.sum(np.log(np.diagonal(self.Lxy)[: self.p])))
 
-    def prss_gradient(self) -> np.ndarray:
-        """∂r²/∂θ_i at β̂ from the current factor: by the envelope theorem, with
-        ε = y − Xβ̂ − ZΛũ and D_i = ∂Λ/∂θ_i, −2 ε'Z D_i ũ."""
-        design = self.design
-        beta = self.beta_hat()
-        u = self.conditional_modes(beta)
-        eps = design.y - design.X @ beta
-        gathered, offset = [], 0
-        for term, T in zip(design.terms, design.T_blocks(self.theta)):
-            U = u[offset:offset + term.q].reshape(term.n_levels, term.k)[term.codes]
-            eps = eps - np.einsum("ij,ij->i", term.Z, U @ T.T)
-            gathered.append(U)
-            offset += term.q
-        gradient = np.zeros(len(self.theta))
-        for t, (term, U) in enumerate(zip(design.terms, gathered)):
-            products = (term.Z * eps[:, None]).T @ U  # Σ ε z_a u_b
-            k = term.k
-            for a in range(k):
-                for b in range(k):
-                    index = self.tmpl[self.tmpl_off[t] + a * k + b]
-                    if index >= 0:
-                        gradient[index] = -2.0 * products[a, b]
-        return gradient
-
     def marginal_gram(self, V, B) -> np.ndarray:
         """V'V₀⁻¹V = V'V − B'(Λ'Z'ZΛ + I)⁻¹B for columns V (n × m) and B = Λ'Z'V, from the
         current factor (V₀ = I + ZΛΛ'Z'); the response is left as it is.  The precision
@@ -222,6 +198,10 @@ class BlockedEngine(_EngineBase):
             self.Gp, self.L11, self.L21, self.Sp)
         self._fill_values()
 
+    def evaluation_work(self) -> float:
+        """Estimated multiply-adds of one factorisation (its θ-dependent work)."""
+        return self.layout.flops + self.first_term_work()
+
     def first_term_work(self) -> float:
         """Multiply-adds of the first term's fill, Σ_j k1·(rows of level j)² / 2."""
         rows = np.diff(self.c_indptr).astype(float)
@@ -297,6 +277,12 @@ class BlockedEngine(_EngineBase):
         return self._logdet_x
 
     supports_gradient = True
+
+    def prss_gradient(self) -> np.ndarray:
+        """∂r²/∂θ_i at β̂ from the current factor and values (compiled; see
+        ``BlockedSystem.prss_gradient``)."""
+        beta = self.beta_hat() if self.p else np.zeros(1)
+        return self.system.prss_gradient(np.ascontiguousarray(beta, dtype=float))
 
     def logdet_gradient(self, REML: bool = False) -> np.ndarray:
         """∂/∂θ_i of log|L|² (``REML``: of log|L|² + log|R_X|²) at the current factor,
@@ -475,7 +461,7 @@ def cheapest_engine(design):
         return BlockedEngine(design)
     sparse = BlockedEngine(design, ordering="amd")
     fill = sparse.first_term_work()
-    estimates = [(sparse.layout.flops + fill, lambda: sparse)]
+    estimates = [(sparse.evaluation_work(), lambda: sparse)]
     if 16.0 * m * m <= DENSE_MEMORY:
         estimates.append((dense_work + fill, lambda: BlockedEngine(design)))
     if sparse.layout.flops > CHOLMOD_ABOVE:  # no estimate of its own: always timed

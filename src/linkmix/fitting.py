@@ -21,7 +21,7 @@ __all__ = ["lmer", "nlmer"]
 
 def lmer(formula: str, data: pd.DataFrame, *, REML: bool | None = None, constraints=None,
          mean=None, n_starts: int = 1, method: str = "SLSQP", seed: int = 0, start=None,
-         engine: str = "auto", missing: str = "drop", optimizer: str = "bobyqa",
+         engine: str = "auto", missing: str = "drop", optimizer: str = "auto",
          **fit_options):
     """Fit a linear mixed model, as lme4's ``lmer`` does, optionally with links.
 
@@ -52,7 +52,7 @@ def lmer(formula: str, data: pd.DataFrame, *, REML: bool | None = None, constrai
         if REML:
             raise FitError("models with constraints or a linked mean are fitted by maximum "
                            "likelihood (the full deviance); drop REML=True")
-        if fit_options or optimizer != "bobyqa":
+        if fit_options or optimizer != "auto":
             raise ArgumentError(f"options {sorted(fit_options) or ['optimizer']} apply to plain "
                                 f"fits only; linked fits take n_starts, method, seed, start")
         model = LinkedModel(formula, data, constraints=constraints, mean=mean, engine=engine,

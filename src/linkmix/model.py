@@ -30,6 +30,12 @@ from .parameters import ParameterSpace
 from .results import SIGMA_VANISHES, LMMEstimates, LMMResults
 from .threads import SMALL_PROBLEM, one_blas_thread
 
+#: ``fit(optimizer="auto")`` takes L-BFGS-B with the exact gradient when one
+#: evaluation's θ-dependent work exceeds this many multiply-adds (about a millisecond);
+#: below it an evaluation costs microseconds and BOBYQA, whose loop runs in C and
+#: needs no gradient, spends less.
+GRADIENT_ABOVE = 1e6
+
 __all__ = ["LinearMixedModel"]
 
 
@@ -225,7 +231,7 @@ class LinearMixedModel:
                              fun_final=self.deviance(theta_w), converged=True)
         return LMMResults(self, summary, self.estimates(summary.x_final))
 
-    def fit(self, *, optimizer: str = "bobyqa", theta_start=None, check_gradient: bool = True,
+    def fit(self, *, optimizer: str = "auto", theta_start=None, check_gradient: bool = True,
             **optimizer_options) -> LMMResults:
         """Optimise θ and return the fit.
 
@@ -235,19 +241,31 @@ class LinearMixedModel:
 
         Parameters
         ----------
-        optimizer : {"bobyqa", "cobyqa"}
-            nlopt's LN_BOBYQA (lme4's default) or scipy's COBYQA.
+        optimizer : {"auto", "bobyqa", "cobyqa", "lbfgs"}
+            nlopt's LN_BOBYQA (lme4's default), scipy's COBYQA, or scipy's L-BFGS-B
+            with the exact gradient of the profiled deviance (blocked engines).
+            "auto": L-BFGS-B where an evaluation is costly (its θ-dependent work
+            above ``GRADIENT_ABOVE``), else BOBYQA.
         theta_start : array_like, optional
             Start for lme4's θ.
         check_gradient : bool
-            Check the finite-difference gradient and Hessian at the optimum
-            (lme4's convergence checks, d(d + 1) extra evaluations for d = dim θ);
-            part of the convergence verdict.
+            Check the gradient and Hessian at the optimum (lme4's convergence checks);
+            part of the convergence verdict.  With the exact gradient (blocked
+            engines) the Hessian is differenced from it, 2d evaluations for
+            d = dim θ; else both are differenced, d(d + 1) evaluations.
         **optimizer_options
             ``ftol_abs``, ``xtol_abs``, ``maxeval``, ``initial_step``.
         """
-        arguments.choice(optimizer, "optimizer", OPTIMIZERS)
+        arguments.choice(optimizer, "optimizer", ("auto", *OPTIMIZERS))
         arguments.flag(check_gradient, "check_gradient")
+        exact = self.deviance.has_gradient
+        if optimizer == "auto":
+            optimizer = ("lbfgs" if exact and self.engine.evaluation_work() > GRADIENT_ABOVE
+                         else "bobyqa")
+        if optimizer == "lbfgs" and not exact:
+            raise ArgumentError(f"optimizer 'lbfgs' needs the exact gradient, which the "
+                                f"{self.engine.kind!r} engine does not give; use "
+                                f"engine='blocked' or 'blocked-sparse'")
         unknown = sorted(set(optimizer_options) - set(OPTIMIZER_OPTIONS))
         if unknown:
             raise ArgumentError(f"unknown option(s) {unknown}; the optimiser takes "
@@ -263,6 +281,7 @@ class LinearMixedModel:
         with one_blas_thread(small):
             summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
                                        check_gradient=check_gradient, polish=True,
+                                       gradient=self.deviance.value_and_gradient if exact else None,
                                        **optimizer_options)
         if not np.isfinite(summary.fun_final):
             raise FitError(f"the deviance is not finite at the optimum θ = "

@@ -1,7 +1,8 @@
 """Optimisation of θ under bounds, and the record of how a fit got where it is.
 
 Owns the choice of optimiser (switchable: nlopt's BOBYQA by default, as lme4
-uses; scipy's COBYQA), the post-processing of the optimum (snapping tiny
+uses; scipy's COBYQA; scipy's L-BFGS-B where the exact gradient is given), the
+post-processing of the optimum (snapping tiny
 boundary values to the boundary when that does not worsen the objective), and
 the convergence checks, lme4's: the optimiser's own status, the finite-difference
 gradient at the optimum, and the finite-difference Hessian over the coordinates
@@ -22,12 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .linalg import solve_triangular
-from .numdiff import hessian
+from .numdiff import hessian, step
 
 __all__ = ["OptSummary", "minimize_bounded", "OPTIMIZERS", "OPTIMIZER_OPTIONS",
            "SINGULAR_HESSIAN"]
 
-OPTIMIZERS = ("bobyqa", "cobyqa")
+OPTIMIZERS = ("bobyqa", "cobyqa", "lbfgs")
 #: The options ``minimize_bounded`` takes besides the optimiser's name.
 OPTIMIZER_OPTIONS = ("ftol_abs", "xtol_abs", "maxeval", "initial_step")
 
@@ -72,6 +73,8 @@ class DerivativeChecks:
     gradient: np.ndarray
     hessian: np.ndarray
     interior: np.ndarray
+    #: coordinates on their bound along which f falls inward (a saddle or maximum there)
+    escape: list = field(default_factory=list)
 
 
 @dataclass
@@ -202,9 +205,26 @@ def _run_cobyqa(fun, x0, lower, ftol_abs, xtol_abs, maxeval, initial_step):
     return bool(res.success), str(res.message), res.x
 
 
+def _run_lbfgs(fun_grad, x0, lower, ftol_abs, maxeval):
+    """scipy's L-BFGS-B on (f, ∇f) = ``fun_grad(x)``, stopped when an iteration lowers f
+    by less than ``ftol_abs`` (relative to f at the start, as scipy takes it) or the
+    line search finds no lower point (the gradient is then at its rounding level, which
+    the checks judge)."""
+    from scipy.optimize import minimize
+
+    f0, _ = fun_grad(x0)  # the scale of ftol; the caller keeps it for scipy's first call
+    bounds = [(bound if math.isfinite(bound) else None, None) for bound in lower.tolist()]
+    res = minimize(fun_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxfun": maxeval, "ftol": ftol_abs / max(1.0, abs(f0)),
+                            "gtol": 0.0, "maxls": 40})
+    stalled = "ABNORMAL" in str(res.message)  # no decrease left along the search direction
+    return bool(res.success or stalled), str(res.message).lower(), res.x
+
+
 def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: float = 1e-8,
                      xtol_abs: float = 1e-8, maxeval: int = 100_000, initial_step=None,
-                     check_gradient: bool = True, polish: bool = False) -> OptSummary:
+                     check_gradient: bool = True, polish: bool = False,
+                     gradient=None) -> OptSummary:
     """Minimise ``fun`` over x ≥ ``lower`` (entries of ``lower`` may be -inf).
 
     After the optimiser stops, entries within ``BOUNDARY_SNAP`` of a finite
@@ -218,9 +238,16 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     (``newton_polish``; one more evaluation), which the checks already paid for: the
     optimiser's stopping rule leaves the estimates about 1e-4 (relative) from the
     optimum, enough to move a p value of a t test by 1e-6.
+
+    ``gradient`` (x → (fun(x), ∇fun(x)), exact) is required by ``optimizer="lbfgs"``;
+    with it the checks take the gradient as it is and the Hessian from central
+    differences of it over the interior coordinates (``_gradient_checks``: 2d
+    evaluations instead of d(d + 1)).
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+    if optimizer == "lbfgs" and gradient is None:
+        raise ValueError("optimizer 'lbfgs' needs the exact gradient")
     x0 = np.asarray(x0, dtype=float)
     lower = np.asarray(lower, dtype=float)
     summary = OptSummary(optimizer=optimizer, x_initial=x0.copy(),
@@ -233,9 +260,34 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         log.append((x.copy(), value))
         return value
 
+    last = {}  # the latest point's bytes → (f, ∇f): scipy asks for x0 twice, the checks
+    #           for the optimiser's answer again
+
+    def plain_with_gradient(x):
+        x = np.asarray(x, dtype=float)
+        key = x.tobytes()
+        if key not in last:
+            value, slope = gradient(x)
+            value = float(value)
+            if slope is None or not math.isfinite(value):
+                value, slope = math.inf, np.full(len(x), np.nan)
+            last.clear()
+            last[key] = (value, np.asarray(slope, dtype=float))
+        return last[key]
+
+    def recorded_with_gradient(x):
+        value, slope = plain_with_gradient(x)
+        if not (log and np.array_equal(log[-1][0], x)):
+            log.append((np.array(x, dtype=float), value))
+        return value, (slope if math.isfinite(value) else np.zeros(len(x)))
+
     start = time.perf_counter()
-    runner = _run_bobyqa if optimizer == "bobyqa" else _run_cobyqa
-    ok, message, x = runner(recorded, x0, lower, ftol_abs, xtol_abs, maxeval, initial_step)
+    if optimizer == "lbfgs":
+        ok, message, x = _run_lbfgs(recorded_with_gradient, x0, lower, ftol_abs, maxeval)
+        runner = None
+    else:
+        runner = _run_bobyqa if optimizer == "bobyqa" else _run_cobyqa
+        ok, message, x = runner(recorded, x0, lower, ftol_abs, xtol_abs, maxeval, initial_step)
     summary.n_evaluations = len(log)
     summary.fun_initial = log[0][1] if log else math.nan
     if x is None:  # take the best point seen
@@ -252,10 +304,31 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         if value <= best:
             x, best = snapped, value
 
-    checks = _derivative_checks(fun, x, lower, f0=best) if check_gradient else None
+    if not check_gradient:
+        checks = None
+    elif gradient is not None:
+        checks = _gradient_checks(plain_with_gradient, x, lower, best)
+    else:
+        checks = _derivative_checks(fun, x, lower, f0=best)
     grad_ok = checks is None or checks.max_gradient <= GRADIENT_TOL
     saddle = checks is not None and checks.negative > 0
-    if ok and (saddle or not grad_ok) and math.isfinite(best):
+    for _ in range(2 if optimizer == "lbfgs" else 0):
+        if not (saddle and checks.escape and math.isfinite(best)):
+            break
+        # stopped on a bound that f falls away from: on from the best point inward
+        restart = _inward(fun, x, lower, best, checks.escape)
+        if restart is None:
+            break
+        ok, message, x_new = _run_lbfgs(recorded_with_gradient, restart[0], lower, ftol_abs,
+                                        maxeval)
+        summary.restarts += 1
+        summary.n_evaluations = len(log)
+        x_new = np.maximum(np.asarray(x_new, dtype=float), lower)
+        x, best = min([(x_new, fun(x_new)), restart], key=lambda item: item[1])
+        checks = _gradient_checks(plain_with_gradient, x, lower, best)
+        grad_ok = checks.max_gradient <= GRADIENT_TOL
+        saddle = checks.negative > 0
+    if ok and (saddle or not grad_ok) and math.isfinite(best) and runner is not None:
         # Stopped on a flat ridge or where the curvature is negative: one restart, with a
         # small first step, from there or from the best point down the negative curvature.
         restart = _down_negative_curvature(fun, x, lower, best, checks) if saddle else None
@@ -296,6 +369,48 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     summary.fun_final = best
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _gradient_checks(fun_grad, x, lower, f0: float, g0=None,
+                     rel_step: float = 1e-4) -> DerivativeChecks:
+    """``_derivative_checks`` from an exact gradient: ∇f(x) as it is (``g0`` if known),
+    and the Hessian over the interior coordinates (those whose backward step stays
+    within the bound) from central differences of the gradient, symmetrised:
+    H[:, k] = (∇f(x + h_k e_k) − ∇f(x − h_k e_k)) / 2h_k, h_k as ``numdiff.step``
+    (2d evaluations; forward differences would leave an error of h relative to the
+    curvature, too much to tell a flat direction).  A coordinate on its bound costs one
+    more evaluation when its derivative there is zero (see below)."""
+    x = np.asarray(x, dtype=float)
+    d = len(x)
+    if g0 is None:
+        _, g0 = fun_grad(x)
+    h = [step(v, rel_step) for v in x.tolist()]
+    idx = np.array([k for k in range(d) if x[k] - h[k] >= lower[k]], dtype=int)
+    columns = []
+    for k in idx.tolist():
+        up, down = x.copy(), x.copy()
+        up[k] += h[k]
+        down[k] -= h[k]
+        columns.append((np.asarray(fun_grad(up)[1]) - np.asarray(fun_grad(down)[1]))[idx]
+                       / (2 * h[k]))
+    H = np.array(columns).reshape(len(idx), len(idx)).T if len(idx) else np.zeros((0, 0))
+    H = 0.5 * (H + H.T)
+    h_min = min((h[k] for k in idx.tolist()), default=1.0)
+    # an exact gradient is good to about its own rounding, ε·max(1, |f|) per unit
+    tau_rounding = 10 * d * _EPS * max(1.0, abs(f0)) / h_min
+    checks = _judge(np.asarray(g0, dtype=float), H, idx, f0, tau_rounding)
+    # On a bound the derivative of an even function of θ_k (a scalar term's) is 0, as
+    # at a minimum: a point there is one only if f rises inward.
+    for k in sorted(set(range(d)) - set(idx.tolist())):
+        if g0[k] > tau_rounding:
+            continue  # rising inward already
+        z = x.copy()
+        z[k] += h[k]
+        _, g = fun_grad(z)
+        if g[k] < 0 and (g[k] - g0[k]) / h[k] < -tau_rounding:
+            checks.negative += 1
+            checks.escape.append(k)
+    return checks
 
 
 def newton_polish(fun, x, lower, f0: float | None = None):
@@ -342,6 +457,21 @@ def _recorded_value(log, x) -> float:
     return value if point is not None and np.array_equal(point, x) else None
 
 
+def _inward(fun, x, lower, best, coordinates):
+    """(point, value) of the lowest probe x + α·Σ_k e_k over the bound ``coordinates``
+    (α = 10⁻³…1·max(1, |x|)) if it is below ``best``; else None."""
+    direction = np.zeros(len(x))
+    direction[coordinates] = 1.0
+    reach = max(1.0, float(np.max(np.abs(x))))
+    found = None
+    for size in (1e-3, 1e-2, 1e-1, 1.0):
+        trial = np.maximum(x + size * reach * direction, lower)
+        value = float(fun(trial))
+        if value < best:
+            found, best = (trial, value), value
+    return found
+
+
 def _down_negative_curvature(fun, x, lower, best, checks):
     """(point, value) of the lowest probe x ± α·v (v the eigenvector of the most negative
     Hessian eigenvalue, α = 10⁻³…10⁻¹·max(1, |x|), clipped to the bounds) if it is
@@ -379,19 +509,27 @@ def _derivative_checks(fun, x, lower, rel_step: float = 1e-4,
     d = len(x)
     f0 = float(fun(x)) if f0 is None else f0
     gradient, H, idx, h = hessian(fun, x, lower=lower, rel_step=rel_step, f0=f0)
+    h_min = min((h[k] for k in idx.tolist()), default=1.0)
+    return _judge(gradient, H, idx, f0, 10 * d * _EPS * max(1.0, abs(f0)) / h_min ** 2)
+
+
+def _judge(gradient, H, idx, f0: float, tau_rounding: float) -> DerivativeChecks:
+    """The checks from a gradient (all coordinates) and a Hessian over the interior
+    ones ``idx``: on the boundary only a derivative pointing inward (moving in decreases
+    f) counts; τ, which separates negative and zero eigenvalues, is the larger of
+    1e-6·max|λ| and the differences' rounding error ``tau_rounding``."""
+    d = len(gradient)
     interior = [False] * d
     for k in idx.tolist():
         interior[k] = True
-    # on the boundary only a derivative pointing inward (moving in decreases fun) counts
     grad = [g if interior[k] else min(0.0, g) for k, g in enumerate(gradient.tolist())]
     gradient = np.array(grad)
-    h_min = min((h[k] for k in idx.tolist()), default=1.0)
     if not (all(map(math.isfinite, H.ravel().tolist())) and all(map(math.isfinite, grad))):
         return DerivativeChecks(math.inf, np.full(len(idx), np.nan), 0, 0, gradient, H, idx)
     eigenvalues = H.diagonal().copy() if len(idx) <= 1 else np.linalg.eigvalsh(H)
     values = eigenvalues.tolist()
     top = max(map(abs, values), default=0.0)
-    tau = max(1e-6 * top, 10 * d * _EPS * max(1.0, abs(f0)) / h_min ** 2)
+    tau = max(1e-6 * top, tau_rounding)
     checks = DerivativeChecks(math.nan, eigenvalues, sum(v < -tau for v in values),
                               sum(abs(v) <= tau for v in values), gradient, H, idx)
     raw = max(map(abs, grad), default=0.0)
