@@ -20,6 +20,9 @@ cdef class BlockedSystem:
     cdef const int[::1] super_first, super_rows, snode_of, pair_c, pair_d
     cdef const int64_t[::1] super_rows_ptr, panel_off, xy_pos
     cdef const int64_t[:, ::1] g_pos
+    # the blocks of S's panels where G can be non-zero: supernode, column and row (each
+    # block's first), and every row's block size
+    cdef const int[::1] g_entry_J, g_entry_c, g_entry_i, row_k
     # per-observation values: term 1's covariates, the later terms' slots, [X y]
     cdef const int64_t[::1] codes1, xy_first
     cdef const int64_t[:, ::1] z_cols, c_pos
@@ -60,7 +63,6 @@ cdef class BlockedSystem:
     cdef void _rel_map(self, int J) noexcept nogil
     cdef void _selected_inverse(self, int lim) noexcept nogil
     cdef void _level_inverse(self, int lim) noexcept nogil
-    cdef int _block_k(self, int r) noexcept nogil
     cdef void _contract(self, int lim) noexcept nogil
     cdef void _contract_block(self, const double* Mv, const double* Kv, int nr, int c, int i,
                               int kz, int ky, const double* Ty, const double* Tz, int tz,

@@ -120,7 +120,7 @@ cdef class BlockedSystem:
     def __init__(self, tmpl, tmpl_off, term_k, codes1, Z1, z_cols, z_vals, c_pos, xy,
                  xy_first, D1, c_indptr, c_rows, c_vals, row_blk_off, row_term, int q2, perm,
                  super_first, super_rows_ptr, super_rows, panel_off, snode_of, xy_pos,
-                 pair_c, pair_d, g_pos, Gp, L11, L21, Sp):
+                 pair_c, pair_d, g_pos, g_entries, Gp, L11, L21, Sp):
         self.tmpl, self.tmpl_off, self.term_k = tmpl, tmpl_off, term_k
         self.codes1, self.Z1, self.z_cols, self.z_vals = codes1, Z1, z_cols, z_vals
         self.c_pos, self.xy, self.xy_first = c_pos, xy, xy_first
@@ -129,6 +129,10 @@ cdef class BlockedSystem:
         self.super_first, self.super_rows_ptr, self.super_rows = super_first, super_rows_ptr, super_rows
         self.panel_off, self.snode_of, self.xy_pos = panel_off, snode_of, xy_pos
         self.pair_c, self.pair_d, self.g_pos = pair_c, pair_d, g_pos
+        self.g_entry_J, self.g_entry_c, self.g_entry_i = g_entries
+        row_k = np.ones(q2 + xy.shape[1], dtype=np.int32)
+        row_k[:q2] = np.asarray(term_k)[np.asarray(row_term)[:q2]]
+        self.row_k = row_k
         self.Gp, self.L11, self.L21, self.Sp = Gp, L11, L21, Sp
         self.p = xy.shape[1] - 1
         self.m = q2 + self.p + 1
@@ -1012,14 +1016,13 @@ cdef class BlockedSystem:
                         acc = acc - self.Ylev[pos, a] * self.K21[pos, b]
                     self.K11[e, a, b] = acc
 
-    cdef int _block_k(self, int r) noexcept nogil:
-        """Rows in the block of S's row r (a later term's level; 1 for X and y)."""
-        return self.term_k[self.row_term[r]] if r < self.q2 else 1
-
     cdef void _contract(self, int lim) noexcept nogil:
         """Gt[t] = Σ over blocks (y, z) of M with z in term t of M_yz' T_y K_yz (k_t × k_t,
         row-major at ``tmpl_off[t]``; T_y = I for X's rows): the term-1 blocks D1 and K11,
-        C and K21 (both ways), and G and K_S on S's panels (both ways off the diagonal)."""
+        C and K21 (both ways), and G and K_S on S's panels (both ways off the diagonal),
+        over G's blocks that can be non-zero (``g_entry_*``: the observations' slot pairs
+        and X's rows; the fill is zero in G).  Reads ``lam`` as the factorisation left
+        it."""
         cdef int ns = self.nsuper, m = self.m, q2 = self.q2, k1 = self.L11.shape[1]
         cdef int nlev = self.L11.shape[0], trim = m - lim
         cdef int e, pos, end, r, ky, kz, ty, tz, a, b, c, d, J, f, w, wl, nr, nrl, i, col
@@ -1045,7 +1048,7 @@ cdef class BlockedSystem:
             end = self.c_indptr[e + 1] - trim
             while pos < end:  # C: later rows (or X) with level e, both ways
                 r = self.c_rows[pos]
-                ky = self._block_k(r)
+                ky = self.row_k[r]
                 ty = self.row_term[r] if r < q2 else -1
                 Ty = &self.Tbuf[self.tmpl_off[ty]] if ty >= 0 else &one
                 for a in range(k1):      # G_1 += M' T_y K
@@ -1064,38 +1067,30 @@ cdef class BlockedSystem:
                                     acc = acc + self.c_vals[pos + a, c] * T1[c * k1 + d] * self.K21[pos + b, d]
                             G[self.tmpl_off[ty] + a * ky + b] += acc
                 pos = pos + ky
-        for J in range(ns):  # S's panels: G and K_S
-            f = self.super_first[J]
-            w = self.super_first[J + 1] - f
-            wl = min(w, q2 - f)
-            if wl <= 0:
-                continue
+        for e in range(self.g_entry_J.shape[0]):  # S's panels where G is not zero
+            J = self.g_entry_J[e]
+            c = self.g_entry_c[e]
+            i = self.g_entry_i[e]
             nr = <int> (self.super_rows_ptr[J + 1] - self.super_rows_ptr[J])
-            nrl = nr - trim
+            if i >= nr - trim:
+                continue  # X's rows, for ML
+            col = self.super_first[J] + c
+            r = self.super_rows[self.super_rows_ptr[J] + i]
+            kz = self.row_k[col]
+            ky = self.row_k[r]
+            tz = self.row_term[col]
+            ty = self.row_term[r] if r < q2 else -1
             Mv = &self.Gp[self.panel_off[J]]
             Kv = &self.Kp[self.panel_off[J]]
-            c = 0
-            while c < wl:
-                col = f + c
-                kz = self._block_k(col)
-                tz = self.row_term[col]
+            if ky == 1 and kz == 1:
+                mv = Mv[c * nr + i] * Kv[c * nr + i]
+                G[self.tmpl_off[tz]] += mv * self.lam[r]
+                if i != c and ty >= 0:
+                    G[self.tmpl_off[ty]] += mv * self.lam[col]
+            else:
                 Tz = &self.Tbuf[self.tmpl_off[tz]]
-                i = c
-                while i < nrl:
-                    r = self.super_rows[self.super_rows_ptr[J] + i]
-                    ky = self._block_k(r)
-                    ty = self.row_term[r] if r < q2 else -1
-                    Ty = &self.Tbuf[self.tmpl_off[ty]] if ty >= 0 else &one
-                    if ky == 1 and kz == 1:
-                        mv = Mv[c * nr + i]
-                        kv = Kv[c * nr + i]
-                        G[self.tmpl_off[tz]] += mv * Ty[0] * kv
-                        if i != c and ty >= 0:
-                            G[self.tmpl_off[ty]] += mv * Tz[0] * kv
-                    else:
-                        self._contract_block(Mv, Kv, nr, c, i, kz, ky, Ty, Tz, tz, ty)
-                    i = i + ky
-                c = c + kz
+                Ty = &self.Tbuf[self.tmpl_off[ty]] if ty >= 0 else &one
+                self._contract_block(Mv, Kv, nr, c, i, kz, ky, Ty, Tz, tz, ty)
 
     cdef void _contract_block(self, const double* Mv, const double* Kv, int nr, int c, int i,
                               int kz, int ky, const double* Ty, const double* Tz, int tz,

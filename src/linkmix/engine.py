@@ -178,6 +178,7 @@ class BlockedEngine(_EngineBase):
         lo = np.minimum(z_cols[:, pair_c], z_cols[:, pair_d])
         g_pos = layout.positions(hi.ravel(), lo.ravel()).reshape(hi.shape)
         self._xy_pos = layout.xy_positions(p)
+        g_entries = self._nonzero_blocks(hi.ravel(), lo.ravel(), row_blk_off)
 
         # The sums and the factor, allocated once: every refill and refactorisation
         # writes into these, so the compiled system stays bound to them.
@@ -195,8 +196,24 @@ class BlockedEngine(_EngineBase):
             self.c_rows, self.c_vals, row_blk_off, row_term, q2, perm.astype(np.int32),
             layout.super_first, layout.super_rows_ptr, layout.super_rows, layout.panel_off,
             layout.snode_of, self._xy_pos, pair_c, pair_d, np.ascontiguousarray(g_pos),
-            self.Gp, self.L11, self.L21, self.Sp)
+            g_entries, self.Gp, self.L11, self.L21, self.Sp)
         self._fill_values()
+
+    def _nonzero_blocks(self, hi, lo, row_blk_off):
+        """(supernode, local column, row index) of every block of S's panels where G can
+        be non-zero, each block by its first row and column: the blocks the observations'
+        slot pairs (rows hi ≥ lo) fall in, and X's rows under every later-term block."""
+        layout, q2, p, m = self.layout, self.q2, self.p, self.m
+        starts = np.flatnonzero(row_blk_off[:q2] == np.arange(q2))
+        keys = np.concatenate([row_blk_off[hi].astype(np.int64) * m + row_blk_off[lo],
+                               ((q2 + np.arange(p))[:, None] * m + starts).ravel()])
+        keys = np.unique(keys)
+        rows, cols = keys // m, keys % m
+        J = layout.snode_of[cols]
+        nr = np.diff(layout.super_rows_ptr)[J]
+        local = cols - layout.super_first[J]
+        index = layout.positions(rows, cols) - layout.panel_off[J] - local * nr
+        return tuple(np.ascontiguousarray(a, dtype=np.int32) for a in (J, local, index))
 
     def evaluation_work(self) -> float:
         """Estimated multiply-adds of one factorisation (its θ-dependent work)."""

@@ -185,8 +185,10 @@ class Satterthwaite:
         The criterion is D(θ, σ) = m·log(2πσ²) + r²(θ)/σ² + ℓ(θ), m = n (ML) or n − p
         (REML), ℓ = log|L|² (+ log|R_X|² for REML), so H's σ row is exact:
         ∂²D/∂σ² = −2m/σ² + 6r²/σ⁴ and ∂²D/∂θ∂σ = −2(∂r²/∂θ)/σ³.  The θ block,
-        ∂²(ℓ + r²/σ²)/∂θ², is differenced with one Richardson step (lmerTest's numDeriv
-        takes several), ∂r²/∂θ centrally; θ is not bounded below here (lmerTest's
+        ∂²(ℓ + r²/σ²)/∂θ², is the central difference of the exact gradient where the
+        model gives one (``criterion_gradients``), else differenced with one Richardson
+        step (lmerTest's numDeriv takes several), ∂r²/∂θ centrally; θ is not bounded
+        below here (lmerTest's
         convention: D is even in a diagonal entry of T, so at θ = 0 the differences see
         its curvature).  The Jacobian of (X'V₀⁻¹X)⁻¹ is differenced in θ; that of σ² is
         2σ.
@@ -204,11 +206,23 @@ class Satterthwaite:
             logdets, r2 = parts(t)
             return logdets + r2 / sigma**2
 
+        def theta_part_gradient(t):
+            logdets, r2 = model.criterion_gradients(t)
+            return logdets + r2 / sigma**2
+
         state = model.state(theta)
         m = state.n - (state.p if REML else 0)
         H = np.empty((nt + 1, nt + 1))
         H[-1, -1] = -2.0 * m / sigma**2 + 6.0 * state.r2 / sigma**4
-        if nt:
+        # exact where the working map stays smooth over the differences' stencil
+        margin = 100 * numdiff.step(float(np.max(np.abs(theta), initial=0.0)), 1e-4)
+        exact = nt and getattr(model, "criterion_gradients", lambda t, margin: None)(
+            theta, margin)
+        if exact:  # central differences of the exact gradient: error O(h²), 2·nt factorings
+            H_theta = numdiff.jacobian(theta_part_gradient, theta, rel_step=1e-4)
+            H[:nt, :nt] = 0.5 * (H_theta + H_theta.T)
+            H[:nt, -1] = H[-1, :nt] = -2.0 * exact[1] / sigma**3
+        elif nt:
             H[:nt, :nt] = numdiff.richardson_hessian(theta_part, theta)
             grad_r2 = numdiff.jacobian(lambda t: parts(t)[1], theta, rel_step=1e-5)[0]
             H[:nt, -1] = H[-1, :nt] = -2.0 * grad_r2 / sigma**3

@@ -183,6 +183,21 @@ class LinearMixedModel:
         return state._replace(r2=c.scale**2 * state.r2,
                               logdet_RX=state.logdet_RX - 2.0 * c.log_det_A)
 
+    def criterion_gradients(self, theta, margin: float = 0.0):
+        """(∂ℓ/∂θ, ∂r²/∂θ) at lme4's θ and β̂(θ), exactly, in the user's units (ℓ =
+        log|L|², + log|R_X|² for REML): the engine's gradients in the working θ_w
+        through ∂θ_w/∂θ.  None where the engine gives no gradient or the working map
+        is not differentiable (a vector term's T singular, or a diagonal entry of it
+        within ``margin`` of zero)."""
+        J = self.conditioning.theta_working_jacobian(self._checked(theta)[0], margin) \
+            if self.deviance.has_gradient else None
+        if J is None:
+            return None
+        engine = self._factored_at(theta)
+        logdets = engine.logdet_gradient(self.REML)
+        r2 = self.conditioning.scale ** 2 * engine.prss_gradient()
+        return J.T @ logdets, J.T @ r2
+
     def variance_deviance(self, theta, sigma) -> float:
         """−2 log L (ML) or −2 log of the restricted likelihood (REML) at lme4's θ, σ and
         β̂(θ): the criterion as a function of the variance parameters alone (lmerTest's
