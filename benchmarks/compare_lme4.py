@@ -33,6 +33,7 @@ import time
 
 import linkmix
 import linkmix.datasets
+from _peak import run_with_peak
 
 HERE = pathlib.Path(__file__).resolve().parent
 SHARED_DATA = HERE.parent.parent / "shared" / "data"
@@ -45,6 +46,9 @@ CASES = {
                    ["plate", "sample"], 30),
     "insteval": ("InstEval", "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)", False,
                  ["s", "d", "dept", "service"], 3),
+    # MixedModels.jl's showcase (lme4 reported there at 43-54 s)
+    "insteval-dept": ("InstEval", "y ~ 1 + service * dept + (1 | s) + (1 | d)", False,
+                      ["s", "d", "dept", "service"], 3),
 }
 
 R_SCRIPT = r"""
@@ -77,12 +81,11 @@ def data_path(stem: str, data_dir: pathlib.Path) -> pathlib.Path:
 def run_lme4(path, formula, reml, factors, reps):
     with tempfile.NamedTemporaryFile("w", suffix=".R", delete=False) as fh:
         fh.write(R_SCRIPT)
-    out = subprocess.run(["Rscript", fh.name, str(path), formula, str(reml).upper(),
-                          ",".join(factors), str(reps)], capture_output=True, text=True,
-                         check=True).stdout
-    values = dict(line.split("=", 1) for line in out.strip().splitlines())
+    out, peak = run_with_peak(["Rscript", fh.name, str(path), formula, str(reml).upper(),
+                               ",".join(factors), str(reps)], check=True)
+    values = dict(line.split("=", 1) for line in out.stdout.strip().splitlines())
     return {"objective": float(values["objective"]), "seconds": float(values["seconds"]),
-            "feval": int(values["feval"]), "version": values["version"]}
+            "feval": int(values["feval"]), "version": values["version"], "peak_mb": peak}
 
 
 def run_linkmix(path, formula, reml, reps):
@@ -97,13 +100,14 @@ def run_linkmix(path, formula, reml, reps):
         cli[1:1] = ["-m", "linkmix.cli"]
     if not reml:
         cli.append("--ml")
-    process_times = []
+    process_times, peaks = [], []
     for _ in range(min(reps, 3)):
         start = time.perf_counter()
-        subprocess.run(cli, check=True, capture_output=True)
+        peaks.append(run_with_peak(cli, check=True)[1])
         process_times.append(time.perf_counter() - start)
     return {"objective": fit.objective, "seconds": statistics.median(times),
             "process_seconds": statistics.median(process_times),
+            "peak_mb": max(peaks, default=None),
             "feval": fit.optsummary.n_evaluations, "engine": fit.engine_kind,
             "converged": fit.converged}
 
@@ -254,7 +258,8 @@ def main(argv=None) -> int:
         rows.append(row)
 
     header = (f"{'case':16s} {'lme4 fit':>9s} {'linkmix fit':>11s} {'ratio':>6s} "
-              f"{'linkmix cmd':>11s} {'ratio':>6s} {'evals l4/lm':>11s} {'obj diff (lm-l4)':>17s}")
+              f"{'linkmix cmd':>11s} {'ratio':>6s} {'evals l4/lm':>11s} {'obj diff (lm-l4)':>17s}"
+              f" {'peak MB l4/lm':>14s}")
     print(header)
     for row in rows:
         ours = row["linkmix"]
@@ -264,12 +269,15 @@ def main(argv=None) -> int:
                   f"{l4['seconds'] / ours['seconds']:6.1f} {ours['process_seconds']:11.3f} "
                   f"{l4['seconds'] / ours['process_seconds']:6.2f} "
                   f"{l4['feval']:5d}/{ours['feval']:<5d} "
-                  f"{ours['objective'] - l4['objective']:+17.3e}")
+                  f"{ours['objective'] - l4['objective']:+17.3e} "
+                  f"{l4['peak_mb'] or 0:7.0f}/{ours['peak_mb'] or 0:<6.0f}")
         else:
             print(f"{row['case']:16s} {'-':>9s} {ours['seconds']:11.4f} {'-':>6s} "
                   f"{ours['process_seconds']:11.3f}")
     print("times in seconds; ratio = lme4 fit time / linkmix time (higher is better for "
-          "linkmix); 'linkmix cmd' is the whole `linkmix fit` process")
+          "linkmix); 'linkmix cmd' is the whole `linkmix fit` process; peak MB: the Rscript "
+          "process (its repeated fits) and the `linkmix fit` process, resident, from "
+          "/usr/bin/time")
     if args.peptide_reps:
         pep = peptide_case(args.peptide_reps, have_r)
         rows.append(pep)

@@ -69,6 +69,26 @@ def postorder(const int[::1] parent):
     return order
 
 
+def column_counts(const int[::1] indptr, const int[::1] indices, const int[::1] parent):
+    """Entries below the diagonal in each column of L (``factor_structure``'s counts
+    alone: O(n) memory)."""
+    cdef int n = indptr.shape[0] - 1, i, c, pos
+    counts = np.zeros(n, dtype=np.int64)
+    mark = np.full(n, -1, dtype=np.int32)
+    cdef long long[::1] cnt = counts
+    cdef int[::1] mk = mark
+    with nogil:
+        for i in range(n):
+            mk[i] = i
+            for pos in range(indptr[i], indptr[i + 1]):
+                c = indices[pos]
+                while c < i and mk[c] != i:
+                    cnt[c] += 1
+                    mk[c] = i
+                    c = parent[c]
+    return counts
+
+
 def factor_structure(const int[::1] indptr, const int[::1] indices, const int[::1] parent):
     """(Lp, Li): CSC structure of L below the diagonal, rows ascending.  Row i of L
     holds every column on the tree paths from each k < i with A[k, i] ≠ 0 up to i

@@ -3,7 +3,9 @@
 ``load(name)`` returns a shipped dataset (exports of R's lme4 and nlme data) with
 R's factor columns as strings, read by ``linkmix.read_table``; ``path(name)``
 gives the CSV file itself.  ``simulate_peptide`` draws one peptide of the seed
-proteomics experiment (DESIGN.md) from a seeded generator.
+proteomics experiment (DESIGN.md) from a seeded generator; ``simulate_msstats`` a
+long proteomics table; ``simulate_ratings`` an InstEval-like crossed design of any
+size.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pandas as pd
 from .io import read_table
 
 __all__ = ["load", "path", "names", "simulate_peptide", "simulate_experiment", "simulate_msstats",
-           "seed_link", "add_seed_columns",
+           "simulate_ratings", "seed_link", "add_seed_columns",
            "THREE_OPTIMA"]
 
 _FILES = {"sleepstudy": "sleepstudy.csv", "Dyestuff": "Dyestuff.csv",
@@ -177,3 +179,59 @@ def simulate_msstats(n_peptides: int = 1000, seed: int = 0, *, n_conditions: int
         "Feature": np.char.add("F", feature[rows].astype(str)).astype(object),
         "Condition": cond_names[condition[cols]], "BioReplicate": bio_names[biorep[cols]],
         "Run": run_names[cols], "log2Intensity": y.ravel()})
+
+
+#: simulate_ratings' factors: name, observations per level, SD of its effects.
+RATING_FACTORS = (("s", 20, 0.35), ("d", 60, 0.5), ("c", 600, 0.2), ("t", None, 0.1))
+
+
+def simulate_ratings(n: int = 10_000, n_factors: int = 3, seed: int = 0, *,
+                     n_departments: int = 20, at_home: float = 0.9,
+                     missing_rate: float = 0.03) -> pd.DataFrame:
+    """An InstEval-like table of ``n`` ratings with 2–4 crossed grouping factors.
+
+    Students ``s`` (about n/20 levels, unbalanced: each student's share is Gamma(1)),
+    teachers ``d`` (n/60) and courses ``c`` (n/600) belong to one of
+    ``n_departments``; each rating is of a teacher (and course) of the student's home
+    department with probability ``at_home``, else of any department; terms ``t`` (12)
+    cross everything.  The first ``n_factors`` of (s, d, c, t) are kept.
+    ``y = 3 − 0.05·service + Σ effects + ε``, effects N(0, sd²) with sd 0.35, 0.5,
+    0.2, 0.1 and ε ~ N(0, 1.15²); a fraction ``missing_rate`` of y is missing.
+
+    Returns
+    -------
+    pandas.DataFrame
+        y, service ("0"/"1"), dept and the factors' columns, as strings.
+    """
+    if not 2 <= n_factors <= 4:
+        raise ValueError("n_factors must be 2, 3 or 4")
+    rng = np.random.default_rng(seed)
+    n_students = max(2, n // 20)
+    share = rng.gamma(1.0, size=n_students)
+    student = rng.choice(n_students, size=n, p=share / share.sum())
+    home = rng.integers(0, n_departments, n_students)[student]
+    dept = np.where(rng.random(n) < at_home, home, rng.integers(0, n_departments, n))
+    frame = {"s": student}
+    y = 3.0 + rng.normal(0, 1.15, n)
+    y += rng.normal(0, RATING_FACTORS[0][2], n_students)[student]
+    for name, per_level, sd in RATING_FACTORS[1:n_factors]:
+        if per_level is None:  # terms: crossed with everything
+            level = rng.integers(0, 12, n)
+            n_levels = 12
+        else:  # a level of the rating's department, uniformly
+            n_levels = max(n_departments, n // per_level)
+            owner = rng.integers(0, n_departments, n_levels)
+            owner[:n_departments] = np.arange(n_departments)  # none empty
+            order = np.argsort(owner, kind="stable")
+            count = np.bincount(owner, minlength=n_departments)
+            first = np.cumsum(count) - count
+            level = order[first[dept] + (rng.random(n) * count[dept]).astype(np.int64)]
+        frame[name] = level
+        y += rng.normal(0, sd, n_levels)[level]
+    service = (rng.random(n) < 0.4).astype(np.int64)
+    y -= 0.05 * service
+    y[rng.random(n) < missing_rate] = np.nan
+    out = pd.DataFrame({"y": y, "service": service.astype(str), "dept": dept.astype(str)})
+    for name, codes in frame.items():
+        out[name] = codes.astype(str)
+    return out

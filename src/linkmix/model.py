@@ -183,6 +183,35 @@ class LinearMixedModel:
         return state._replace(r2=c.scale**2 * state.r2,
                               logdet_RX=state.logdet_RX - 2.0 * c.log_det_A)
 
+    def _moment_start(self) -> np.ndarray:
+        """A start for θ_w nearer the optimum than T = I, for a gradient optimiser on a
+        large model: per scalar term with a constant covariate z (an intercept), the
+        variance of its level means of the least-squares residuals less their sampling
+        variance, σ_t² = max(0, var(means) − s²/n̄)/z² (n̄ the harmonic mean level size,
+        s² the residual variance), and θ_t = max(σ_t/σ, 0.1) with σ² = s² − Σ z²σ_t²
+        (at least s²/10); every other entry as T = I.  Crossed terms leak into each
+        other's means, so this is a start, not an estimate."""
+        w = self.conditioning.working
+        theta = w.theta_start()
+        beta = np.linalg.lstsq(w.X, w.y, rcond=None)[0] if w.p else np.zeros(0)
+        resid = w.y - w.X @ beta if w.p else w.y.copy()
+        s2 = float(resid @ resid) / max(1, w.n - w.p)
+        components, offset = {}, 0
+        for term in w.terms:
+            z = term.Z[:, 0]
+            if term.k == 1 and z.size and np.all(z == z[0]) and z[0] != 0:
+                sizes = np.bincount(term.codes, minlength=term.n_levels).astype(float)
+                used = sizes > 0
+                means = np.bincount(term.codes, resid, minlength=term.n_levels)[used] / sizes[used]
+                harmonic = used.sum() / np.sum(1.0 / sizes[used])
+                spread = float(np.var(means)) - s2 / harmonic if used.sum() > 1 else 0.0
+                components[offset] = (max(spread, 0.0), z[0] ** 2)
+            offset += len(term.theta_positions())
+        sigma2 = max(s2 - sum(v * z2 for v, z2 in components.values()), 0.1 * s2)
+        for index, (variance, z2) in components.items():
+            theta[index] = max(np.sqrt(variance / z2 / sigma2), 0.1)
+        return theta
+
     def criterion_gradients(self, theta, margin: float = 0.0):
         """(∂ℓ/∂θ, ∂r²/∂θ) at lme4's θ and β̂(θ), exactly, in the user's units (ℓ =
         log|L|², + log|R_X|² for REML): the engine's gradients in the working θ_w
@@ -288,7 +317,7 @@ class LinearMixedModel:
         design = self.design
         lower = design.theta_lower
         if theta_start is None:
-            start = design.theta_start()
+            start = self._moment_start() if optimizer == "lbfgs" else design.theta_start()
         else:
             start = self.conditioning.theta_working(self._checked(theta_start,
                                                                   name="theta_start")[0])
