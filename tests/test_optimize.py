@@ -20,6 +20,42 @@ def test_cobyqa_reaches_the_same_optimum():
     np.testing.assert_allclose(a.theta, b.theta, atol=1e-3)
 
 
+@pytest.mark.parametrize("ref", LME4_LMM, ids=lambda ref: ref["name"])
+def test_exact_gradient_fit_reaches_the_same_optimum(ref):
+    """L-BFGS-B on the exact gradient (from the moment start) against BOBYQA from lme4's:
+    same optimum; the checks then cost 2d evaluations and the polish one (more only
+    where a coordinate sits on its bound with a zero derivative and is probed)."""
+    data = load_dataset(ref["dataset"])
+    bobyqa = linkmix.lmer(ref["formula"], data, REML=ref["REML"], optimizer="bobyqa")
+    model = linkmix.LinearMixedModel(ref["formula"], data, REML=ref["REML"])
+    fit = model.fit(optimizer="lbfgs")
+    assert fit.converged and fit.optsummary.optimizer == "lbfgs"
+    assert fit.objective == pytest.approx(bobyqa.objective, rel=1e-9, abs=1e-9)
+    assert fit.objective <= bobyqa.objective + 1e-9 * max(1.0, abs(bobyqa.objective))
+    d = len(fit.optsummary.x_final)
+    after = model.deviance.n_evaluations - fit.optsummary.n_evaluations
+    on_bound = int(np.sum(fit.optsummary.x_final == model.design.theta_lower))
+    assert after <= 2 * d + 1 + on_bound
+
+
+def test_exact_gradient_fit_leaves_a_bound_it_stopped_on():
+    """A scalar term's deviance is even in θ: at θ = 0 the derivative is zero at a
+    maximum as at a minimum.  L-BFGS-B's first step lands there on this protein
+    (MSstats DDASkyline 'rabbit', 157 fixed effects); the checks see f fall inward and
+    the fit goes on to lme4's optimum (tests/data/lme4_msstats.json)."""
+    from test_groupdesign import LME4, read_msstats
+
+    formula = "log2Intensity ~ Condition + Feature + (1 | BioReplicate)"
+    table = read_msstats("msstats_DDASkyline.csv.gz")
+    protein = table[table.ProteinName == "rabbit"].dropna(subset=["log2Intensity"])
+    ref = next(f for f in LME4["fits"] if f["key"] == "rabbit" and f["formula"] == formula
+               and f["table"] == "msstats_DDASkyline.csv.gz")
+    model = linkmix.LinearMixedModel(formula, protein, REML=False)
+    fit = model.fit(optimizer="lbfgs", theta_start=[1.0])  # the start that lands on 0
+    assert fit.converged and fit.theta[0] > 0.05 and fit.optsummary.restarts >= 1
+    assert fit.loglik == pytest.approx(ref["loglik"], rel=3e-7)
+
+
 def test_singular_fit_is_detected_like_lme4():
     fit = linkmix.lmer("Yield ~ 1 + (1 | Batch)", load_dataset("Dyestuff2"))
     assert fit.singular and fit.theta[0] == 0.0

@@ -6,12 +6,11 @@ positions; the automatic choice of engine.
 """
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings, strategies as st
 
-from linkmix import _symbolic, schur
+from linkmix import _symbolic, datasets, schur
 from linkmix.cli import ENGINE_CHOICES
 from linkmix.design import build_design
 from linkmix.engine import ENGINES, BlockedEngine, cheapest_engine
@@ -93,32 +92,10 @@ def test_supernodes_nest(n, density, seed, relax):
                 assert column == {r for r in rows if r >= j}
 
 
-def crossed_frame(n_students=1500, n_teachers=600, n_departments=12, per_student=12,
-                  seed=1, homes=2):
-    """InstEval-like ratings: each student rates teachers of ``homes`` departments (of
-    one or two when 2), and a department-by-service factor crosses both."""
-    rng = np.random.default_rng(seed)
-    teacher_dept = rng.integers(0, n_departments, n_teachers)
-    by_dept = [np.flatnonzero(teacher_dept == d) for d in range(n_departments)]
-    rows = []
-    for s in range(n_students):
-        home = rng.integers(0, n_departments, homes)
-        for _ in range(rng.integers(1, 2 * per_student)):
-            pool = by_dept[home[rng.integers(0, homes)]]
-            if len(pool):
-                t = pool[rng.integers(0, len(pool))]
-                rows.append((s, t, teacher_dept[t], rng.integers(0, 2)))
-    frame = pd.DataFrame(rows, columns=["s", "d", "dept", "service"]).astype(str)
-    frame["y"] = (rng.normal(size=len(frame))
-                  + rng.normal(size=n_students)[frame.s.astype(int)]
-                  + 0.5 * rng.normal(size=n_teachers)[frame.d.astype(int)])
-    return frame
-
-
 @pytest.fixture(scope="module")
 def crossed_design():
-    return build_design("y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)",
-                        crossed_frame())
+    return build_design("y ~ 1 + service + (1 | s) + (1 | d) + (1 | c)",
+                        datasets.simulate_ratings(20_000, 3, seed=1, missing_rate=0.0))
 
 
 def test_layout_positions_cover_the_schur_pattern(crossed_design):
@@ -176,10 +153,12 @@ def test_sparse_and_dense_layouts_factor_alike(crossed_design):
 def test_automatic_choice(crossed_design):
     """Small problems keep the dense Schur complement unmeasured; a design whose sparse
     layout needs several times less work than the dense one takes it."""
-    small = build_design("y ~ 1 + (1 | s) + (1 | dept)", crossed_frame(60, 20, 3, 4))
+    small = build_design("y ~ 1 + (1 | s) + (1 | dept)",
+                         datasets.simulate_ratings(300, 2, missing_rate=0.0))
     assert cheapest_engine(small).kind == "blocked"
-    separate = build_design("y ~ 1 + (1 | s) + (1 | d)", crossed_frame(3000, 1200, 30, 8,
-                                                                       homes=1))
+    separate = build_design("y ~ 1 + (1 | s) + (1 | d)",  # every rating at home
+                            datasets.simulate_ratings(60_000, 2, n_departments=30, at_home=1.0,
+                                                     missing_rate=0.0))
     engine = cheapest_engine(separate)
     assert engine.kind == "blocked-sparse"
     assert engine.layout.flops * 4 < schur.dense_layout(engine.q2, engine.p).flops
