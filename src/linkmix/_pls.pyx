@@ -753,7 +753,7 @@ cdef class BlockedSystem:
         engine's current values (a new response or covariates included)."""
         cdef Py_ssize_t n = self.codes1.shape[0], i
         cdef int k1 = self.Z1.shape[1], k2 = self.z_cols.shape[1], p = self.p, q1 = self.q1
-        cdef int j, a, b, c, r, o, t, k, ntheta = 0, idx
+        cdef int j, a, b, c, r, o, t, k
         cdef double eps, acc
         cdef double* x = &self.xwork[0]
         cdef double* T1 = &self.Tbuf[0]
@@ -798,15 +798,19 @@ cdef class BlockedSystem:
                     a = r - o
                     for b in range(k):
                         S[self.tmpl_off[t] + a * k + b] += eps * self.z_vals[i, c] * x[q1 + o + b]
+        return self._by_theta(-2.0)
+
+    def _by_theta(self, double scale):
+        """scale × ``Gt``'s entries (per term, T's layout) at their θ indices."""
+        cdef int ntheta = 0, t, a, idx
         for a in range(self.tmpl.shape[0]):
             ntheta = max(ntheta, self.tmpl[a] + 1)
         out = np.zeros(ntheta)
         for t in range(self.term_k.shape[0]):
-            k = self.term_k[t]
-            for a in range(k * k):
+            for a in range(self.term_k[t] * self.term_k[t]):
                 idx = self.tmpl[self.tmpl_off[t] + a]
                 if idx >= 0:
-                    out[idx] = -2.0 * S[self.tmpl_off[t] + a]
+                    out[idx] = scale * self.Gt[self.tmpl_off[t] + a]
         return out
 
     def trace_gradient(self, int lim):
@@ -823,7 +827,6 @@ cdef class BlockedSystem:
         is the selected inverse (``_selected_inverse``, ``_level_inverse``), and the
         sum runs block by block over the stored sums D1, C and G (``_contract``).
         """
-        cdef int ntheta = 0, t, a, k, idx
         if lim != self.q2 and lim != self.q2 + self.p:
             raise ValueError("lim must be q2 (ML) or q2 + p (REML)")
         if not self.inverse_ready:
@@ -832,16 +835,7 @@ cdef class BlockedSystem:
             self._selected_inverse(lim)
             self._level_inverse(lim)
             self._contract(lim)
-        for a in range(self.tmpl.shape[0]):
-            ntheta = max(ntheta, self.tmpl[a] + 1)
-        out = np.zeros(ntheta)
-        for t in range(self.term_k.shape[0]):
-            k = self.term_k[t]
-            for a in range(k * k):
-                idx = self.tmpl[self.tmpl_off[t] + a]
-                if idx >= 0:
-                    out[idx] = 2.0 * self.Gt[self.tmpl_off[t] + a]
-        return out
+        return self._by_theta(2.0)
 
     def _allocate_inverse(self):
         cdef int nlev = self.L11.shape[0], k1 = self.L11.shape[1]

@@ -93,24 +93,12 @@ def factor_structure(const int[::1] indptr, const int[::1] indices, const int[::
     """(Lp, Li): CSC structure of L below the diagonal, rows ascending.  Row i of L
     holds every column on the tree paths from each k < i with A[k, i] ≠ 0 up to i
     (the row subtree of i), so each column gets its rows in ascending order."""
-    cdef int n = indptr.shape[0] - 1, i, k, c, pos
-    counts = np.zeros(n + 1, dtype=np.int64)
-    mark = np.full(n, -1, dtype=np.int32)
-    cdef long long[::1] cnt = counts
-    cdef int[::1] mk = mark
-    with nogil:
-        for i in range(n):
-            mk[i] = i
-            for pos in range(indptr[i], indptr[i + 1]):
-                c = indices[pos]
-                while c < i and mk[c] != i:
-                    cnt[c + 1] += 1
-                    mk[c] = i
-                    c = parent[c]
-    Lp = np.cumsum(counts)
+    cdef int n = indptr.shape[0] - 1, i, c, pos
+    Lp = np.concatenate([[0], np.cumsum(column_counts(indptr, indices, parent))])
     Li = np.empty(Lp[n], dtype=np.int32)
     fill = Lp[:n].copy()
-    mark[:] = -1
+    mark = np.full(n, -1, dtype=np.int32)
+    cdef int[::1] mk = mark
     cdef long long[::1] fl = fill
     cdef int[::1] li = Li
     with nogil:

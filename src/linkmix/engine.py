@@ -47,7 +47,6 @@ from .linalg import solve_triangular
 __all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "cheapest_engine", "ENGINES"]
 
 
-
 class _EngineBase:
     def __init__(self, design):
         self.design = design
@@ -93,7 +92,7 @@ class BlockedEngine(_EngineBase):
     here, once.
     """
 
-    def __init__(self, design, ordering: str = "dense", layout=None):
+    def __init__(self, design, ordering: str = "dense"):
         super().__init__(design)
         terms = design.terms
         first, rest = terms[0], terms[1:]
@@ -132,10 +131,9 @@ class BlockedEngine(_EngineBase):
         self._codes1 = codes = first.codes.astype(np.int64)
         self._first_Z = np.array(first.Z, dtype=float, order="C")
 
-        if layout is None:
-            layout = (schur.dense_layout(q2, p) if ordering == "dense" or q2 == 0 else
-                      schur.sparse_layout(schur.level_incidence(codes, z_rows, nlev, q2),
-                                          blk_first, p, ordering))
+        layout = (schur.dense_layout(q2, p) if ordering == "dense" or q2 == 0 else
+                  schur.sparse_layout(schur.level_incidence(codes, z_rows, nlev, q2),
+                                      blk_first, p, ordering))
         self.layout = layout
         self.ordering = layout.ordering
         self.kind = "blocked" if layout.ordering == "dense" else "blocked-sparse"

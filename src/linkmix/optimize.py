@@ -304,12 +304,12 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         if value <= best:
             x, best = snapped, value
 
-    if not check_gradient:
-        checks = None
-    elif gradient is not None:
-        checks = _gradient_checks(plain_with_gradient, x, lower, best)
-    else:
-        checks = _derivative_checks(fun, x, lower, f0=best)
+    def check(x, best):
+        if gradient is not None:
+            return _gradient_checks(plain_with_gradient, x, lower, best)
+        return _derivative_checks(fun, x, lower, f0=best)
+
+    checks = check(x, best) if check_gradient else None
     grad_ok = checks is None or checks.max_gradient <= GRADIENT_TOL
     saddle = checks is not None and checks.negative > 0
     for _ in range(2 if optimizer == "lbfgs" else 0):
@@ -324,14 +324,17 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         summary.restarts += 1
         summary.n_evaluations = len(log)
         x_new = np.maximum(np.asarray(x_new, dtype=float), lower)
-        x, best = min([(x_new, fun(x_new)), restart], key=lambda item: item[1])
-        checks = _gradient_checks(plain_with_gradient, x, lower, best)
+        value = _recorded_value(log, x_new)
+        x, best = min([(x_new, fun(x_new) if value is None else value), restart],
+                      key=lambda item: item[1])
+        checks = check(x, best)
         grad_ok = checks.max_gradient <= GRADIENT_TOL
         saddle = checks.negative > 0
     if ok and (saddle or not grad_ok) and math.isfinite(best) and runner is not None:
         # Stopped on a flat ridge or where the curvature is negative: one restart, with a
         # small first step, from there or from the best point down the negative curvature.
-        restart = _down_negative_curvature(fun, x, lower, best, checks) if saddle else None
+        restart = (None if not saddle else _inward(fun, x, lower, best, checks.escape)
+                   if checks.escape else _down_negative_curvature(fun, x, lower, best, checks))
         if restart is not None:
             x, best = restart
         ok, message, x_new = runner(recorded, x, lower, ftol_abs, xtol_abs, maxeval,
@@ -343,7 +346,7 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
             value = fun(x_new)
             if value <= best:
                 x, best = x_new, value
-        checks = _derivative_checks(fun, x, lower, f0=best)
+        checks = check(x, best)
         grad_ok = checks.max_gradient <= GRADIENT_TOL
     notes = []
     hessian_ok = True
