@@ -181,8 +181,14 @@ def simulate_msstats(n_peptides: int = 1000, seed: int = 0, *, n_conditions: int
         "Run": run_names[cols], "log2Intensity": y.ravel()})
 
 
-#: simulate_ratings' factors: name, observations per level, SD of its effects.
-RATING_FACTORS = (("s", 20, 0.35), ("d", 60, 0.5), ("c", 600, 0.2), ("t", None, 0.1))
+#: simulate_ratings' factors: name, number of levels for n ratings, SD of its effects.
+#: Students grow with the ratings; teachers and courses as √n (a university's staff
+#: does not grow with its ratings: at InstEval's 73,421 ratings 4√n = 1,084 teachers,
+#: InstEval has 1,128); terms are 12.
+RATING_FACTORS = (("s", lambda n: max(2, n // 20), 0.35),
+                  ("d", lambda n: max(2, round(4 * math.sqrt(n))), 0.5),
+                  ("c", lambda n: max(2, round(math.sqrt(n) / 2)), 0.2),
+                  ("t", lambda n: 12, 0.1))
 
 
 def simulate_ratings(n: int = 10_000, n_factors: int = 3, seed: int = 0, *,
@@ -190,11 +196,11 @@ def simulate_ratings(n: int = 10_000, n_factors: int = 3, seed: int = 0, *,
                      missing_rate: float = 0.03) -> pd.DataFrame:
     """An InstEval-like table of ``n`` ratings with 2–4 crossed grouping factors.
 
-    Students ``s`` (about n/20 levels, unbalanced: each student's share is Gamma(1)),
-    teachers ``d`` (n/60) and courses ``c`` (n/600) belong to one of
-    ``n_departments``; each rating is of a teacher (and course) of the student's home
-    department with probability ``at_home``, else of any department; terms ``t`` (12)
-    cross everything.  The first ``n_factors`` of (s, d, c, t) are kept.
+    Students ``s`` (n/20 levels, unbalanced: each student's share is Gamma(1)),
+    teachers ``d`` (4√n) and courses ``c`` (√n/2) belong to one of ``n_departments``;
+    each rating is of a teacher (and course) of the student's home department with
+    probability ``at_home``, else of any department; terms ``t`` (12) cross
+    everything.  The first ``n_factors`` of (s, d, c, t) are kept.
     ``y = 3 − 0.05·service + Σ effects + ε``, effects N(0, sd²) with sd 0.35, 0.5,
     0.2, 0.1 and ε ~ N(0, 1.15²); a fraction ``missing_rate`` of y is missing.
 
@@ -206,7 +212,7 @@ def simulate_ratings(n: int = 10_000, n_factors: int = 3, seed: int = 0, *,
     if not 2 <= n_factors <= 4:
         raise ValueError("n_factors must be 2, 3 or 4")
     rng = np.random.default_rng(seed)
-    n_students = max(2, n // 20)
+    n_students = RATING_FACTORS[0][1](n)
     share = rng.gamma(1.0, size=n_students)
     student = rng.choice(n_students, size=n, p=share / share.sum())
     home = rng.integers(0, n_departments, n_students)[student]
@@ -214,12 +220,12 @@ def simulate_ratings(n: int = 10_000, n_factors: int = 3, seed: int = 0, *,
     frame = {"s": student}
     y = 3.0 + rng.normal(0, 1.15, n)
     y += rng.normal(0, RATING_FACTORS[0][2], n_students)[student]
-    for name, per_level, sd in RATING_FACTORS[1:n_factors]:
-        if per_level is None:  # terms: crossed with everything
-            level = rng.integers(0, 12, n)
-            n_levels = 12
+    for name, levels, sd in RATING_FACTORS[1:n_factors]:
+        if name == "t":  # terms: crossed with everything
+            n_levels = levels(n)
+            level = rng.integers(0, n_levels, n)
         else:  # a level of the rating's department, uniformly
-            n_levels = max(n_departments, n // per_level)
+            n_levels = max(n_departments, levels(n))
             owner = rng.integers(0, n_departments, n_levels)
             owner[:n_departments] = np.arange(n_departments)  # none empty
             order = np.argsort(owner, kind="stable")

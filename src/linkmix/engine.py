@@ -43,6 +43,7 @@ import scipy.sparse as sp
 from . import _pls, _symbolic, schur
 from .errors import ArgumentError
 from .linalg import solve_triangular
+from .threads import one_blas_thread
 
 __all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "cheapest_engine", "ENGINES"]
 
@@ -136,6 +137,10 @@ class BlockedEngine(_EngineBase):
                                       blk_first, p, ordering))
         self.layout = layout
         self.ordering = layout.ordering
+        # OpenBLAS's threaded dsyrk (inside dpotrf too) crashes on large orders
+        # (OpenMathLib/OpenBLAS#1413, #2821; here dpotrf of 16,669 and dsyrk of 16,669 ×
+        # 2,048 on two threads, not 12,000 or 16,669 × 256): such panels run on one.
+        self._one_thread = int(np.max(np.diff(layout.super_rows_ptr))) > THREADED_PANEL_LIMIT
         self.kind = "blocked" if layout.ordering == "dense" else "blocked-sparse"
         perm = layout.perm
         inverse = layout.inverse
@@ -283,7 +288,11 @@ class BlockedEngine(_EngineBase):
 
     def update(self, theta) -> bool:
         theta = np.ascontiguousarray(theta, dtype=float)
-        self.logdet_L, self.info, self._logdet_x = self.system.factor(theta)
+        if self._one_thread:
+            with one_blas_thread():
+                self.logdet_L, self.info, self._logdet_x = self.system.factor(theta)
+        else:
+            self.logdet_L, self.info, self._logdet_x = self.system.factor(theta)
         self.theta = theta
         # info == m: y lies in the span (r² = 0); anything else is a failure.
         return self.info == 0
@@ -304,7 +313,11 @@ class BlockedEngine(_EngineBase):
         """∂/∂θ_i of log|L|² (``REML``: of log|L|² + log|R_X|²) at the current factor,
         exactly: tr(Ã⁻¹∂Ã/∂θ_i) from the selected inverse (compiled; about twice the
         work of the factorisation)."""
-        return self.system.trace_gradient(self.q2 + (self.p if REML else 0))
+        lim = self.q2 + (self.p if REML else 0)
+        if self._one_thread:
+            with one_blas_thread():
+                return self.system.trace_gradient(lim)
+        return self.system.trace_gradient(lim)
 
     def solve(self, b) -> np.ndarray:
         """(Λ'Z'ZΛ + I)⁻¹b (b: q or q × k) through the blocked factor (compiled)."""
@@ -411,6 +424,8 @@ class CholmodEngine(_EngineBase):
         return self.factor.solve_A(self.At @ resid)
 
 
+#: Panels with more rows than this are factored with BLAS on one thread.
+THREADED_PANEL_LIMIT = 8192
 #: What ``make_engine`` takes.
 ENGINES = ("auto", "blocked", "blocked-sparse", "cholmod", "cholmod-supernodal")
 #: A dense Schur complement whose factorisation takes under this much work (Σ_j c_j²,
