@@ -150,6 +150,23 @@ def test_sparse_and_dense_layouts_factor_alike(crossed_design):
                                atol=1e-12)
 
 
+def test_large_panels_factor_on_one_blas_thread(crossed_design, monkeypatch):
+    """Panels over ``THREADED_PANEL_LIMIT`` rows (OpenBLAS's threaded dsyrk crashes on
+    large orders) are factored under a one-thread limit, to the same numbers (threaded
+    BLAS sums in another order: the last bit may differ)."""
+    from linkmix import engine as engines
+    theta = np.array([0.6, 0.4, 0.2])
+    usual = BlockedEngine(crossed_design)
+    monkeypatch.setattr(engines, "THREADED_PANEL_LIMIT", 10)
+    limited = BlockedEngine(crossed_design)
+    assert limited._one_thread and not usual._one_thread
+    for engine in (usual, limited):
+        assert engine.update(theta)
+    assert limited.logdet_L == pytest.approx(usual.logdet_L, rel=1e-13)
+    assert limited.prss() == pytest.approx(usual.prss(), rel=1e-13)
+    np.testing.assert_allclose(limited.logdet_gradient(), usual.logdet_gradient(), rtol=1e-13)
+
+
 def test_automatic_choice(crossed_design):
     """Small problems keep the dense Schur complement unmeasured; a design whose sparse
     layout needs several times less work than the dense one takes it."""

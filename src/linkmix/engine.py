@@ -517,6 +517,8 @@ def cheapest_engine(design):
         estimates.append((SIMPLICIAL_COST * cholmod.evaluation_work(), lambda: cholmod))
     estimates.sort(key=lambda item: item[0])
     least = estimates[0][0]
+    if len(estimates) == 1 or estimates[1][0] > MEASURE_WITHIN * least:
+        return estimates[0][1]()  # nothing close enough to time against
     theta = design.theta_start()
     best, best_seconds = None, math.inf
     for work, make in estimates:
