@@ -21,7 +21,7 @@ ratio lme4/linkmix of seconds and the objectives' difference.
 Usage::
 
     python benchmarks/crossed_scaling.py [--sizes 10000,100000,1000000]
-                                         [--factors 2,3,4] [--limit 600]
+                                         [--factors 2,3,4] [--limit 600] [--no-lme4]
 
 Needs R with lme4 for the peer (``apt-get install r-base-core r-cran-lme4``).
 """
@@ -92,10 +92,11 @@ def main(argv=None):
     parser.add_argument("--limit", type=float, default=600.0,
                         help="seconds before a run is stopped")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-lme4", action="store_true", help="linkmix only")
     args = parser.parse_args(argv)
     sizes = [int(float(v)) for v in args.sizes.split(",")]
     factor_counts = [int(v) for v in args.factors.split(",")]
-    have_r = shutil.which("Rscript") is not None
+    have_r = shutil.which("Rscript") is not None and not args.no_lme4
     work = pathlib.Path(tempfile.mkdtemp(prefix="crossed_scaling_"))
     (work / "fit.py").write_text(LINKMIX)
     (work / "fit.R").write_text(LME4)

@@ -331,8 +331,20 @@ def group_codes(data: pd.DataFrame, columns: tuple[str, ...]):
     if len(columns) == 1:
         return codes_list[0].astype(np.int32), pd.Index(labels_list[0], name=columns[0],
                                                         dtype=object)
-    stacked = np.stack(codes_list, axis=1)
-    combos, codes = np.unique(stacked, axis=0, return_inverse=True)
+    sizes = [max(1, len(labels)) for labels in labels_list]
+    if float(np.prod(np.array(sizes, dtype=float))) < 2.0 ** 62:
+        # one integer per combination, in mixed radix: its sorted order is the
+        # combinations' lexicographic order (a 1-d sort: ~10 times np.unique(axis=0)'s)
+        key = np.zeros(len(codes_list[0]), dtype=np.int64)
+        for codes, size in zip(codes_list, sizes):
+            key = key * size + codes
+        unique, codes = np.unique(key, return_inverse=True)
+        combos = np.empty((len(unique), len(columns)), dtype=np.int64)
+        for c in range(len(columns) - 1, -1, -1):
+            combos[:, c] = unique % sizes[c]
+            unique = unique // sizes[c]
+    else:
+        combos, codes = np.unique(np.stack(codes_list, axis=1), axis=0, return_inverse=True)
     labels = [":".join(labels_list[c][combo[c]] for c in range(len(columns))) for combo in combos]
     return codes.ravel().astype(np.int32), pd.Index(labels, name=":".join(columns),
                                                     dtype=object)
