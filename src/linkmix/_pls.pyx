@@ -433,7 +433,7 @@ cdef class BlockedSystem:
         earlier supernode whose rows reach its columns, then dpotrf its diagonal block
         and dtrsm the rows below.  Returns 0 or the 1-based column of S where a leading
         minor is not positive."""
-        cdef int ns = self.nsuper, k1 = self.L21.shape[1], nlev = self.lnext.shape[0]
+        cdef int ns = self.nsuper, k1 = self.L21.shape[1]
         cdef int J, K, e, en, f, l, w, nr, i, c, r, a, i1, i2, end, mU, nU, wK, nrK, info = 0
         cdef int64_t r0, r0K
         cdef double acc
@@ -508,7 +508,7 @@ cdef class BlockedSystem:
                     i2 = i2 + 1
                 mU = nrK - i1
                 nU = i2 - i1
-                if mU * nU * wK <= 4096:
+                if <int64_t> mU * nU * wK <= 4096:  # too small for a BLAS call to pay
                     for c in range(nU):
                         V = &P[(rowsK[i1 + c] - f) * nr]
                         for r in range(c, mU):
@@ -1017,9 +1017,9 @@ cdef class BlockedSystem:
         over G's blocks that can be non-zero (``g_entry_*``: the observations' slot pairs
         and X's rows; the fill is zero in G).  Reads ``lam`` as the factorisation left
         it."""
-        cdef int ns = self.nsuper, m = self.m, q2 = self.q2, k1 = self.L11.shape[1]
+        cdef int m = self.m, q2 = self.q2, k1 = self.L11.shape[1]
         cdef int nlev = self.L11.shape[0], trim = m - lim
-        cdef int e, pos, end, r, ky, kz, ty, tz, a, b, c, d, J, f, w, wl, nr, nrl, i, col
+        cdef int e, pos, end, r, ky, kz, ty, tz, a, b, c, d, J, nr, i, col
         cdef double acc, mv, kv
         cdef double* G = &self.Gt[0]
         cdef double* T1 = &self.Tbuf[0]

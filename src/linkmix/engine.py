@@ -288,11 +288,7 @@ class BlockedEngine(_EngineBase):
 
     def update(self, theta) -> bool:
         theta = np.ascontiguousarray(theta, dtype=float)
-        if self._one_thread:
-            with one_blas_thread():
-                self.logdet_L, self.info, self._logdet_x = self.system.factor(theta)
-        else:
-            self.logdet_L, self.info, self._logdet_x = self.system.factor(theta)
+        self.logdet_L, self.info, self._logdet_x = self._blas(self.system.factor, theta)
         self.theta = theta
         # info == m: y lies in the span (r² = 0); anything else is a failure.
         return self.info == 0
@@ -313,11 +309,15 @@ class BlockedEngine(_EngineBase):
         """∂/∂θ_i of log|L|² (``REML``: of log|L|² + log|R_X|²) at the current factor,
         exactly: tr(Ã⁻¹∂Ã/∂θ_i) from the selected inverse (compiled; about twice the
         work of the factorisation)."""
-        lim = self.q2 + (self.p if REML else 0)
+        return self._blas(self.system.trace_gradient, self.q2 + (self.p if REML else 0))
+
+    def _blas(self, method, *args):
+        """``method(*args)``, with BLAS on one thread where a panel is too large for
+        OpenBLAS's threads (``THREADED_PANEL_LIMIT``)."""
         if self._one_thread:
             with one_blas_thread():
-                return self.system.trace_gradient(lim)
-        return self.system.trace_gradient(lim)
+                return method(*args)
+        return method(*args)
 
     def solve(self, b) -> np.ndarray:
         """(Λ'Z'ZΛ + I)⁻¹b (b: q or q × k) through the blocked factor (compiled)."""
@@ -499,8 +499,9 @@ def cheapest_engine(design):
     work exceeds ``CHOLMOD_ABOVE``); layouts within ``MEASURE_WITHIN`` of the least are
     each timed on one factorisation at the start θ (after one to warm the buffers;
     cheapest estimate first, and a layout whose first run is 1.5 times the best so far
-    is not run again), and the fastest is kept.  Small problems (``MEASURE_ABOVE``) take the dense Schur complement without
-    looking further.  The chosen layout is ``engine.kind``/``engine.ordering``.
+    is not run again), and the fastest is kept.  Small problems (``MEASURE_ABOVE``)
+    take the dense Schur complement without looking further.  The chosen layout is
+    ``engine.kind``/``engine.ordering``.
     """
     q2 = sum(t.q for t in design.terms[1:])
     m = q2 + design.p + 1
@@ -509,7 +510,7 @@ def cheapest_engine(design):
         return BlockedEngine(design)
     sparse = BlockedEngine(design, ordering="amd")
     fill = sparse.first_term_work()
-    estimates = [(sparse.evaluation_work(), lambda: sparse)]
+    estimates = [(sparse.layout.flops + fill, lambda: sparse)]
     if 16.0 * m * m <= DENSE_MEMORY:
         estimates.append((dense_work + fill, lambda: BlockedEngine(design)))
     if sparse.layout.flops > CHOLMOD_ABOVE:

@@ -14,6 +14,7 @@ supernodes).  X and y come last in both.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,14 @@ class SchurLayout:
         inverse[self.perm] = np.arange(len(self.perm), dtype=self.perm.dtype)
         return inverse
 
+    @functools.cached_property
+    def _row_keys(self) -> np.ndarray:
+        """supernode · m + row for every supernode's rows: ascending (supernodes in
+        order, rows sorted), so one search finds a row in its supernode."""
+        owner = np.repeat(np.arange(len(self.super_first) - 1, dtype=np.int64),
+                          np.diff(self.super_rows_ptr))
+        return owner * self.m + self.super_rows
+
     def _column_start(self, cols):
         """(panel position of each column's first row, the column's number of rows)."""
         J = self.snode_of[cols]
@@ -89,11 +98,7 @@ class SchurLayout:
         rows = np.asarray(rows, dtype=np.int64)
         cols = np.asarray(cols, dtype=np.int64)
         J = self.snode_of[cols].astype(np.int64)
-        m = self.m
-        owner = np.repeat(np.arange(len(self.super_first) - 1, dtype=np.int64),
-                          np.diff(self.super_rows_ptr))
-        keys = owner * m + self.super_rows  # ascending: supernodes in order, rows sorted
-        index = np.searchsorted(keys, J * m + rows) - self.super_rows_ptr[J]
+        index = np.searchsorted(self._row_keys, J * self.m + rows) - self.super_rows_ptr[J]
         start, _ = self._column_start(cols)
         return start + index
 
