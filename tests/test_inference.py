@@ -111,6 +111,22 @@ def test_satterthwaite_parts_against_finite_differences(sleepstudy):
     assert fit.coef_table().loc["Days", "df"] == pytest.approx(17.0, rel=1e-6)
 
 
+@pytest.mark.parametrize("name", ["cake_many_fixed-ML", "Penicillin_crossed-REML",
+                                  "skyline_protein-REML", "sleepstudy_slopes-ML"])
+def test_satterthwaite_from_the_fits_own_hessian(name):
+    """An L-BFGS-B fit keeps the Hessian its checks took from the exact gradient at θ̂;
+    Satterthwaite's df from it are those from fresh differences (to 1e-6) and
+    lmerTest's (to 1e-4, the bar above)."""
+    case = CASES[name]
+    fit = linkmix.lmer(case["formula"], case_data(case), REML=case["REML"], optimizer="lbfgs")
+    assert fit.optsummary.hessian is not None
+    reused = fit.coef_table()
+    assert_matches(reused, case["satterthwaite"])
+    fit.optsummary.hessian = None
+    fit._ddf_parts.clear()
+    np.testing.assert_allclose(reused["df"], fit.coef_table()["df"], rtol=1e-6)
+
+
 def test_variance_deviance_is_the_criterion_at_sigma_hat(sleepstudy):
     for REML in (True, False):
         fit = linkmix.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy, REML=REML)

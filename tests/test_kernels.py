@@ -285,3 +285,27 @@ def test_exact_gradient_matches_differences(design, kind, REML):
     steps = h * np.eye(len(theta))
     central = np.array([(deviance(theta + e) - deviance(theta - e)) / (2 * h) for e in steps])
     np.testing.assert_allclose(gradient, central, rtol=1e-5, atol=1e-5 * max(1.0, abs(value)) * h)
+
+
+@pytest.mark.parametrize("kind", ["blocked", "blocked-sparse"])
+def test_xvx_gradient_matches_dense(design, kind):
+    """∂(X'V₀⁻¹X)/∂θ_i by the envelope theorem (``xvx_gradient``) against the dense
+    −X'V₀⁻¹(∂V₀/∂θ_i)V₀⁻¹X, V₀ = I + ZΛΛ'Z' and ∂Λ/∂θ_i = Λ(e_i) (Λ is linear in θ)."""
+    rng = np.random.default_rng(5)
+    lower = design.theta_lower
+    theta = np.where(np.isfinite(lower), rng.uniform(0.2, 1.5, len(lower)),
+                     rng.uniform(-0.8, 0.8, len(lower)))
+    engine = make_engine(design, kind)
+    assert engine.update(theta)
+    Z = design.Z_sparse().toarray()
+    Lam = design.Lambda_sparse(theta).toarray()
+    V = np.eye(design.n) + Z @ Lam @ Lam.T @ Z.T
+    VX = np.linalg.solve(V, design.X)
+    expected = []
+    for e in np.eye(len(theta)):
+        D = design.Lambda_sparse(e).toarray()
+        dV = Z @ (D @ Lam.T + Lam @ D.T) @ Z.T
+        expected.append(-VX.T @ dV @ VX)
+    got = engine.xvx_gradient()
+    scale = np.max(np.abs(expected))
+    np.testing.assert_allclose(got, np.array(expected), rtol=1e-9, atol=1e-11 * scale)

@@ -747,17 +747,58 @@ cdef class BlockedSystem:
 
     # -- derivatives of log-determinants ----------------------------------------------
 
+    cdef double _fitted(self, Py_ssize_t i, const double* u) noexcept nogil:
+        """z_i'Λ̃u for observation i, u in the factor's order (both terms' parts)."""
+        cdef int k1 = self.Z1.shape[1], k2 = self.z_cols.shape[1], q1 = self.q1
+        cdef int j = self.codes1[i], a, b, c, r, o, t, k
+        cdef double fit = 0.0, acc
+        cdef double* T1 = &self.Tbuf[0]
+        cdef double* T
+        for a in range(k1):  # z1'T1 u1
+            acc = 0.0
+            for b in range(a + 1):
+                acc = acc + T1[a * k1 + b] * u[j * k1 + b]
+            fit = fit + self.Z1[i, a] * acc
+        for c in range(k2):  # the later slots: z (T u) at the slot's coefficient
+            r = self.z_cols[i, c]
+            o = self.row_blk_off[r]
+            t = self.row_term[r]
+            k = self.term_k[t]
+            T = &self.Tbuf[self.tmpl_off[t]]
+            a = r - o
+            acc = 0.0
+            for b in range(a + 1):
+                acc = acc + T[a * k + b] * u[q1 + o + b]
+            fit = fit + self.z_vals[i, c] * acc
+        return fit
+
+    cdef void _add_envelope(self, Py_ssize_t i, double eps, const double* u,
+                            double* S) noexcept nogil:
+        """S += eps · z_i ⊗ u over observation i's slots: for each term t, at entry
+        (a, b) of its k × k block (at ``tmpl_off``), eps·z_ia·u_b of the
+        level i is in."""
+        cdef int k1 = self.Z1.shape[1], k2 = self.z_cols.shape[1], q1 = self.q1
+        cdef int j = self.codes1[i], a, b, c, r, o, t, k
+        for a in range(k1):
+            for b in range(k1):
+                S[a * k1 + b] += eps * self.Z1[i, a] * u[j * k1 + b]
+        for c in range(k2):
+            r = self.z_cols[i, c]
+            o = self.row_blk_off[r]
+            t = self.row_term[r]
+            k = self.term_k[t]
+            a = r - o
+            for b in range(k):
+                S[self.tmpl_off[t] + a * k + b] += eps * self.z_vals[i, c] * u[q1 + o + b]
+
     def prss_gradient(self, const double[::1] beta):
         """∂r²/∂θ_i at β (β̂ for the profiled r²) after a factorisation, by the envelope
         theorem: with ε = y − Xβ − ZΛũ and D_i = ∂Λ/∂θ_i, −2 ε'Z D_i ũ, from the
         engine's current values (a new response or covariates included)."""
         cdef Py_ssize_t n = self.codes1.shape[0], i
-        cdef int k1 = self.Z1.shape[1], k2 = self.z_cols.shape[1], p = self.p, q1 = self.q1
-        cdef int j, a, b, c, r, o, t, k
-        cdef double eps, acc
+        cdef int p = self.p, a
+        cdef double eps
         cdef double* x = &self.xwork[0]
-        cdef double* T1 = &self.Tbuf[0]
-        cdef double* T
         cdef double* S
         if not self.inverse_ready:
             self._allocate_inverse()
@@ -767,41 +808,85 @@ cdef class BlockedSystem:
             for a in range(self.Gt.shape[0]):
                 S[a] = 0.0
             for i in range(n):
-                j = self.codes1[i]
                 eps = self.xy[i, p]
                 for a in range(p):
                     eps = eps - self.xy[i, a] * beta[a]
-                for a in range(k1):  # z1'T1 u1
-                    acc = 0.0
+                eps = eps - self._fitted(i, x)
+                self._add_envelope(i, eps, x, S)
+        return self._by_theta(self.Gt, -2.0)
+
+    cdef void _column_modes(self, int col, double* x) noexcept nogil:
+        """x ← A⁻¹Λ̃'Z'X_col, in the factor's order: the modes of the response X_col
+        without fixed effects, from the factor's X_col row and ``_back_solve``."""
+        cdef int nlev = self.L11.shape[0], k1 = self.L11.shape[1], j, a, r, pos
+        cdef int q1 = self.q1, q2 = self.q2
+        for r in range(q2):
+            x[q1 + r] = self.Sp[self.xy_pos[r] + col]
+        for j in range(nlev):
+            for a in range(k1):
+                x[j * k1 + a] = 0.0
+            for pos in range(self.c_indptr[j], self.c_indptr[j + 1]):
+                if self.c_rows[pos] == q2 + col:
+                    for a in range(k1):
+                        x[j * k1 + a] = self.L21[pos, a]
+                    break
+        self._back_solve(x)
+
+    def column_residuals(self, double[:, ::1] U, double[:, ::1] R):
+        """After a factorisation, for each column a of X: U[:, a] ← A⁻¹Λ̃'Z'X_a (the
+        modes of the response X_a without fixed effects) and R[:, a] ← Z'E_a with
+        E_a = X_a − ZΛ̃U[:, a]; both q × p, the random effects in the factor's order."""
+        cdef Py_ssize_t n = self.codes1.shape[0], i
+        cdef int p = self.p, q = self.q1 + self.q2, q1 = self.q1, k1 = self.Z1.shape[1]
+        cdef int k2 = self.z_cols.shape[1], a, b, c, d, r, o, t, k, j
+        cdef double z, tv
+        cdef double* T1 = &self.Tbuf[0]
+        cdef double* T
+        if U.shape[0] != q or U.shape[1] != p or R.shape[0] != q or R.shape[1] != p:
+            raise ValueError("U and R must be q × p")
+        columns = np.empty((max(1, p), max(1, q)))
+        eps = np.empty(max(1, p))
+        cdef double[:, ::1] W = columns
+        cdef double[::1] E = eps
+        with nogil:
+            for a in range(p):
+                self._column_modes(a, &W[a, 0])
+            for r in range(q):
+                for a in range(p):
+                    U[r, a] = W[a, r]
+                    R[r, a] = 0.0
+            for i in range(n):
+                j = self.codes1[i]
+                for d in range(p):
+                    E[d] = self.xy[i, d]
+                for a in range(k1):  # − z1'T1 u1
                     for b in range(a + 1):
-                        acc = acc + T1[a * k1 + b] * x[j * k1 + b]
-                    eps = eps - self.Z1[i, a] * acc
-                for c in range(k2):  # the later slots: z (T u) at the slot's coefficient
+                        tv = self.Z1[i, a] * T1[a * k1 + b]
+                        for d in range(p):
+                            E[d] -= tv * U[j * k1 + b, d]
+                for c in range(k2):  # − z (T u) at each later slot's coefficient
                     r = self.z_cols[i, c]
                     o = self.row_blk_off[r]
                     t = self.row_term[r]
                     k = self.term_k[t]
                     T = &self.Tbuf[self.tmpl_off[t]]
                     a = r - o
-                    acc = 0.0
                     for b in range(a + 1):
-                        acc = acc + T[a * k + b] * x[q1 + o + b]
-                    eps = eps - self.z_vals[i, c] * acc
+                        tv = self.z_vals[i, c] * T[a * k + b]
+                        for d in range(p):
+                            E[d] -= tv * U[q1 + o + b, d]
                 for a in range(k1):
-                    for b in range(k1):
-                        S[a * k1 + b] += eps * self.Z1[i, a] * x[j * k1 + b]
+                    z = self.Z1[i, a]
+                    for d in range(p):
+                        R[j * k1 + a, d] += z * E[d]
                 for c in range(k2):
-                    r = self.z_cols[i, c]
-                    o = self.row_blk_off[r]
-                    t = self.row_term[r]
-                    k = self.term_k[t]
-                    a = r - o
-                    for b in range(k):
-                        S[self.tmpl_off[t] + a * k + b] += eps * self.z_vals[i, c] * x[q1 + o + b]
-        return self._by_theta(-2.0)
+                    z = self.z_vals[i, c]
+                    r = q1 + self.z_cols[i, c]
+                    for d in range(p):
+                        R[r, d] += z * E[d]
 
-    def _by_theta(self, double scale):
-        """scale × ``Gt``'s entries (per term, T's layout) at their θ indices."""
+    def _by_theta(self, sums, double scale):
+        """scale × the entries of ``sums`` (per term, T's layout) at their θ indices."""
         cdef int ntheta = 0, t, a, idx
         for a in range(self.tmpl.shape[0]):
             ntheta = max(ntheta, self.tmpl[a] + 1)
@@ -810,7 +895,7 @@ cdef class BlockedSystem:
             for a in range(self.term_k[t] * self.term_k[t]):
                 idx = self.tmpl[self.tmpl_off[t] + a]
                 if idx >= 0:
-                    out[idx] = scale * self.Gt[self.tmpl_off[t] + a]
+                    out[idx] = scale * sums[self.tmpl_off[t] + a]
         return out
 
     def trace_gradient(self, int lim):
@@ -835,7 +920,7 @@ cdef class BlockedSystem:
             self._selected_inverse(lim)
             self._level_inverse(lim)
             self._contract(lim)
-        return self._by_theta(2.0)
+        return self._by_theta(self.Gt, 2.0)
 
     def _allocate_inverse(self):
         cdef int nlev = self.L11.shape[0], k1 = self.L11.shape[1]

@@ -54,7 +54,7 @@ class _EngineBase:
         self.tmpl, self.tmpl_off, self.term_k, _ = design.theta_template()
         self.p = design.p
         self.logdet_L = np.nan
-        self.theta = None
+        self.theta = None  # the θ of the current factor; None once the values change
 
     def beta_hat(self) -> np.ndarray:
         """β̂(θ) from the current factor."""
@@ -250,6 +250,7 @@ class BlockedEngine(_EngineBase):
         block by BLAS), refilled in place.  y's entries are recomputed as
         ``set_response`` computes them unless the caller sets a new response next
         (``refresh_response=False``)."""
+        self.theta = None
         self.system.products(False)
         self._G_xy[:] = self._xy.T @ self._xy
         # y's row as set_response computes it, so that a model refitted with another
@@ -280,6 +281,7 @@ class BlockedEngine(_EngineBase):
         Rewrites y's entries of C and G: Σ_{i∈j} y_i z1_i', W'y."""
         y = np.ascontiguousarray(y, dtype=float)
         q2, p = self.q2, self.p
+        self.theta = None
         self._xy[:, p] = y
         g = np.empty(self.m)  # W'y, rows of S
         g[q2:] = self._xy.T @ y
@@ -304,6 +306,42 @@ class BlockedEngine(_EngineBase):
         ``BlockedSystem.prss_gradient``)."""
         beta = self.beta_hat() if self.p else np.zeros(1)
         return self.system.prss_gradient(np.ascontiguousarray(beta, dtype=float))
+
+    def xvx_gradient(self) -> np.ndarray:
+        """∂(X'V₀⁻¹X)/∂θ_i, shape (n_theta, p, p), at the current factor and values
+        (V₀ = I + ZΛΛ'Z').
+
+        X_a'V₀⁻¹X_a is the penalised residual sum of squares of the response X_a without
+        fixed effects, so by the envelope theorem (as ``prss_gradient``), with
+        U = A⁻¹Λ'Z'X (column a: that response's modes) and E = X − ZΛU, it is
+        −(S_i + S_i') with S_i = E'Z D_i U = R'D_i U, R = Z'E, D_i = ∂Λ/∂θ_i: over the
+        entries (a, b) of a term's T that are θ_i, R's rows of coefficient a times U's
+        of coefficient b, level by level."""
+        p, q = self.p, self.q1 + self.q2
+        U = np.empty((q, p))
+        R = np.empty((q, p))
+        self.system.column_residuals(U, R)
+        S = np.zeros((int(np.max(self.tmpl, initial=-1)) + 1, p, p))
+        for t, rows in enumerate(self._coefficient_rows()):
+            k = len(rows)
+            for a in range(k):
+                for b in range(k):
+                    index = self.tmpl[self.tmpl_off[t] + a * k + b]
+                    if index >= 0:
+                        S[index] += R[rows[a]].T @ U[rows[b]]
+        return -(S + S.transpose(0, 2, 1))
+
+    def _coefficient_rows(self) -> list:
+        """Per term, per coefficient a, the rows of u (the factor's order) of that
+        coefficient at every level."""
+        q2, k1 = self.q2, self.k1
+        out = [[np.arange(a, self.q1, k1) for a in range(k1)]]
+        coefficient = np.arange(q2) - self.row_blk_off[:q2]
+        for t in range(1, len(self.term_k)):
+            mine = self.row_term[:q2] == t
+            out.append([self.q1 + np.flatnonzero(mine & (coefficient == a))
+                        for a in range(int(self.term_k[t]))])
+        return out
 
     def logdet_gradient(self, REML: bool = False) -> np.ndarray:
         """∂/∂θ_i of log|L|² (``REML``: of log|L|² + log|R_X|²) at the current factor,
@@ -387,6 +425,7 @@ class CholmodEngine(_EngineBase):
 
     def set_response(self, y) -> None:
         """Replace y (e.g. y − f(Π) for a linked mean)."""
+        self.theta = None
         self.XY[:, -1] = y
         self.XYtXY = self.XY.T @ self.XY
 
@@ -396,6 +435,7 @@ class CholmodEngine(_EngineBase):
     def set_Z(self, Zs, response=None) -> None:
         """Replace every term's covariate values (n × k each), and y with ``response``;
         the pattern is unchanged."""
+        self.theta = None
         self.Zcat[:] = np.hstack(Zs)
         if response is not None:
             self.set_response(response)

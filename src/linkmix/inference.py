@@ -179,19 +179,21 @@ class Satterthwaite:
     hessian_eigenvalues: np.ndarray
 
     @classmethod
-    def of(cls, model, theta, sigma) -> "Satterthwaite":
+    def of(cls, model, theta, sigma, profiled_hessian=None) -> "Satterthwaite":
         """From a linear mixed model at its estimates θ̂, σ̂ (lme4's θ).
 
         The criterion is D(θ, σ) = m·log(2πσ²) + r²(θ)/σ² + ℓ(θ), m = n (ML) or n − p
         (REML), ℓ = log|L|² (+ log|R_X|² for REML), so H's σ row is exact:
         ∂²D/∂σ² = −2m/σ² + 6r²/σ⁴ and ∂²D/∂θ∂σ = −2(∂r²/∂θ)/σ³.  The θ block,
-        ∂²(ℓ + r²/σ²)/∂θ², is the central difference of the exact gradient where the
-        model gives one (``criterion_gradients``), else differenced with one Richardson
-        step (lmerTest's numDeriv takes several), ∂r²/∂θ centrally; θ is not bounded
-        below here (lmerTest's
-        convention: D is even in a diagonal entry of T, so at θ = 0 the differences see
-        its curvature).  The Jacobian of (X'V₀⁻¹X)⁻¹ is differenced in θ; that of σ² is
-        2σ.
+        ∂²(ℓ + r²/σ²)/∂θ², is where the model gives exact gradients
+        (``criterion_gradients``) either ``profiled_hessian`` + m·gg'/r⁴ (g = ∂r²/∂θ;
+        the Hessian of the profiled criterion ℓ + m·log r² at θ̂ in lme4's θ, e.g. from
+        the fit's checks) or the central difference of the exact gradient; else it is
+        differenced with one Richardson step (lmerTest's numDeriv takes several),
+        ∂r²/∂θ centrally.  θ is not bounded below here (lmerTest's convention: D is even
+        in a diagonal entry of T, so at θ = 0 the differences see its curvature).  The
+        Jacobian of M = (X'V₀⁻¹X)⁻¹ is exact where the model gives it
+        (``unscaled_vcov_gradient``), else differenced in θ; that of σ² is 2σ.
         """
         theta = np.asarray(theta, dtype=float)
         nt = theta.size
@@ -218,14 +220,17 @@ class Satterthwaite:
         margin = 100 * numdiff.step(float(np.max(np.abs(theta), initial=0.0)), 1e-4)
         exact = nt and getattr(model, "criterion_gradients", lambda t, margin: None)(
             theta, margin)
-        if exact:  # central differences of the exact gradient: error O(h²), 2·nt factorings
+        if exact and profiled_hessian is not None:
+            H[:nt, :nt] = profiled_hessian + m * np.outer(exact[1], exact[1]) / state.r2**2
+        elif exact:  # central differences of the exact gradient: error O(h²), 2·nt factorings
             H_theta = numdiff.jacobian(theta_part_gradient, theta, rel_step=1e-4)
             H[:nt, :nt] = 0.5 * (H_theta + H_theta.T)
-            H[:nt, -1] = H[-1, :nt] = -2.0 * exact[1] / sigma**3
         elif nt:
             H[:nt, :nt] = numdiff.richardson_hessian(theta_part, theta)
             grad_r2 = numdiff.jacobian(lambda t: parts(t)[1], theta, rel_step=1e-5)[0]
             H[:nt, -1] = H[-1, :nt] = -2.0 * grad_r2 / sigma**3
+        if exact:
+            H[:nt, -1] = H[-1, :nt] = -2.0 * exact[1] / sigma**3
         if not np.all(np.isfinite(H)):
             raise FitError("the criterion is not finite next to the estimates: Satterthwaite's "
                            "degrees of freedom cannot be computed")
@@ -234,10 +239,11 @@ class Satterthwaite:
         A = 2.0 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
         M = model.unscaled_vcov(theta)
         p = M.shape[0]
-        dM = numdiff.jacobian(lambda t: model.unscaled_vcov(t).ravel(), theta) if nt \
-            else np.zeros((p * p, 0))
-        jacobian = np.concatenate([sigma**2 * dM.T.reshape(nt, p, p),
-                                   (2.0 * sigma * M)[None]], axis=0)
+        dM = model.unscaled_vcov_gradient(theta, margin) if exact else None
+        if dM is None:
+            dM = numdiff.jacobian(lambda t: model.unscaled_vcov(t).ravel(), theta).T.reshape(
+                nt, p, p) if nt else np.zeros((0, p, p))
+        jacobian = np.concatenate([sigma**2 * dM, (2.0 * sigma * M)[None]], axis=0)
         return cls(sigma**2 * M, A, jacobian, values)
 
     @classmethod

@@ -25,6 +25,7 @@ from .design import build_design, design_from_arrays
 from .deviance import Deviance, PLSState
 from .engine import make_engine
 from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
+from .linalg import solve_triangular
 from .optimize import OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded
 from .parameters import ParameterSpace
 from .results import SIGMA_VANISHES, LMMEstimates, LMMResults
@@ -74,6 +75,7 @@ class LinearMixedModel:
         self.conditioning = Conditioning(design)
         self._check_response()
         self.engine = make_engine(self.conditioning.working, engine)
+        self._factored_theta = None  # see _factored_at
         self.deviance = Deviance(self.engine, REML)
 
     def _check_response(self) -> None:
@@ -227,6 +229,34 @@ class LinearMixedModel:
         r2 = self.conditioning.scale ** 2 * engine.prss_gradient()
         return J.T @ logdets, J.T @ r2
 
+    def theta_hessian(self, theta, working_hessian):
+        """A Hessian of the profiled criterion over the working θ_w (as the fit's checks
+        take it) in lme4's θ at ``theta``: J'HJ with J = ∂θ_w/∂θ; None where J is not
+        defined.  The chain rule's other term, ∇d·∂²θ_w/∂θ², is left out: at an interior
+        optimum ∇d is zero to the optimiser's tolerance (and θ_w is linear in θ for
+        scalar terms)."""
+        J = self.conditioning.theta_working_jacobian(self._checked(theta)[0])
+        return None if J is None else J.T @ working_hessian @ J
+
+    def unscaled_vcov_gradient(self, theta, margin: float = 0.0):
+        """∂M/∂θ_i, M = (X'V₀⁻¹X)⁻¹ (``unscaled_vcov``), at lme4's θ, exactly, shape
+        (n_theta, p, p); None where ``criterion_gradients`` gives none.
+
+        With the working G_j = ∂(X_w'V₀⁻¹X_w)/∂θ_w,j from the engine, L_w its factor's
+        X block and M = KK' (K = A L_w⁻ᵀ, ``Conditioning.beta_cov_root``),
+        ∂M/∂θ_w,j = −P G_j P' with P = K L_w⁻¹, then the chain rule through ∂θ_w/∂θ."""
+        J = self.conditioning.theta_working_jacobian(self._checked(theta)[0], margin) \
+            if self.deviance.has_gradient else None
+        if J is None:
+            return None
+        engine = self._factored_at(theta)
+        p = self.design.p
+        L_w = engine.Lxy[:p, :p]
+        P = solve_triangular(L_w, self.conditioning.beta_cov_root(L_w).T, lower=True,
+                             trans=True).T
+        dM = -np.einsum("ab,jbc,dc->jad", P, engine.xvx_gradient(), P)
+        return np.tensordot(J.T, dM, axes=1)
+
     def variance_deviance(self, theta, sigma) -> float:
         """−2 log L (ML) or −2 log of the restricted likelihood (REML) at lme4's θ, σ and
         β̂(θ): the criterion as a function of the variance parameters alone (lmerTest's
@@ -240,11 +270,19 @@ class LinearMixedModel:
         return K @ K.T
 
     def _factored_at(self, theta):
-        """The engine factored at lme4's θ (a FitError where it is not positive definite)."""
+        """The engine factored at lme4's θ (a FitError where it is not positive definite).
+        Not refactored when its factor is still the one this method last asked for at
+        the same θ (a report's pieces at θ̂ come one after another)."""
         theta, _ = self._checked(theta)
-        if not self.engine.update(self.conditioning.theta_working(theta)):
-            raise FitError(f"the model's system is not positive definite at θ = {theta}")
-        return self.engine
+        theta_w = self.conditioning.theta_working(theta)
+        engine = self.engine
+        if engine.theta is None or engine.theta is not self._factored_theta \
+                or not np.array_equal(engine.theta, theta_w):
+            self._factored_theta = None
+            if not engine.update(theta_w):
+                raise FitError(f"the model's system is not positive definite at θ = {theta}")
+            self._factored_theta = engine.theta
+        return engine
 
     @functools.cached_property
     def _Z(self):

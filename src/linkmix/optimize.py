@@ -130,6 +130,10 @@ class OptSummary:
     restarts: int = 0
     hessian_eigenvalues: np.ndarray = None
     degenerate: bool = False
+    #: ∂²fun/∂x² at ``x_final`` from central differences of the exact gradient, where the
+    #: checks took it there (or within ``_within_stencil``) over every coordinate (none
+    #: on its bound); else None
+    hessian: np.ndarray = field(default=None, repr=False)
     log: list = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -304,7 +308,10 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         if value <= best:
             x, best = snapped, value
 
+    checked_at = [None]
+
     def check(x, best):
+        checked_at[0] = x
         if gradient is not None:
             return _gradient_checks(plain_with_gradient, x, lower, best)
         return _derivative_checks(fun, x, lower, f0=best)
@@ -368,6 +375,9 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         x, best = _newton_step(recorded, x, lower, best, checks)
         summary.n_evaluations = len(log)
     summary.message = "; ".join([message, *notes])
+    if gradient is not None and checks is not None and len(checks.interior) == len(x) \
+            and _within_stencil(x, checked_at[0]):
+        summary.hessian = checks.hessian
     summary.x_final = x
     summary.fun_final = best
     summary.seconds = time.perf_counter() - start
@@ -414,6 +424,17 @@ def _gradient_checks(fun_grad, x, lower, f0: float, g0=None,
             checks.negative += 1
             checks.escape.append(k)
     return checks
+
+
+def _within_stencil(x, checked, rel_step: float = 1e-4) -> bool:
+    """Whether x is so near the point the checks differenced at that their Hessian holds
+    there as well: every |x_k − c_k| ≤ 10⁻³·h_k (h_k the differences' step, so the
+    shift is ≤ 10⁻⁷ relative).  H then moves by about 10⁻⁶ of itself at most, and a
+    Satterthwaite df from it as much (InstEval, REML: 6e-7), below the digits it is
+    shown with.  The Newton polish of an exactly-differentiated optimum is such a step,
+    or none."""
+    return checked is not None and all(
+        abs(a - c) <= 1e-3 * step(c, rel_step) for a, c in zip(x.tolist(), checked.tolist()))
 
 
 def newton_polish(fun, x, lower, f0: float | None = None):

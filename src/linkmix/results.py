@@ -357,7 +357,10 @@ class LMMResults(FixedEffectTests, Report):
                 part = KenwardRoger.of(self.design, self.theta, self.sigma,
                                        self.vcov.to_numpy())
             else:
-                part = Satterthwaite.of(self._model_at_fit(), self.theta, self.sigma)
+                model = self._model_at_fit()
+                hessian = self.optsummary.hessian  # the checks' at θ̂, where they took one
+                part = Satterthwaite.of(model, self.theta, self.sigma, None if hessian is None
+                                        else model.theta_hessian(self.theta, hessian))
             self._ddf_parts[method] = part
         return self._ddf_parts[method]
 
