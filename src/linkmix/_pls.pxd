@@ -36,7 +36,9 @@ cdef class BlockedSystem:
     cdef double[::1] Sp
     # work space
     cdef double[::1] Tbuf, Abuf, lam, zero_beta, xwork, update_buf
-    cdef int[::1] rel, shead, snext, sptr, lhead, lnext, lptr
+    cdef int[::1] rel, shead, snext, sptr
+    # C's pattern by row of S: where each row's entries sit, and their levels
+    cdef int[::1] col_ptr, col_pos, col_level
     # the selected inverse (made on the first gradient) and the traces by term
     cdef bint inverse_ready
     cdef double[::1] Kp, Kbuf, Ybuf, Gt

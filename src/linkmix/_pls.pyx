@@ -149,9 +149,16 @@ cdef class BlockedSystem:
         self.shead = np.empty(self.nsuper, dtype=np.int32)
         self.snext = np.empty(self.nsuper, dtype=np.int32)
         self.sptr = np.empty(self.nsuper, dtype=np.int32)
-        self.lhead = np.empty(self.nsuper, dtype=np.int32)
-        self.lnext = np.empty(max(1, nlev), dtype=np.int32)
-        self.lptr = np.empty(max(1, nlev), dtype=np.int32)
+        # C's pattern by row of S: the entries (and their levels) that hold each row,
+        # levels ascending, so that a column of S takes its levels' updates in one pass
+        rows = np.asarray(c_rows)
+        levels = np.repeat(np.arange(nlev, dtype=np.int32), np.diff(np.asarray(c_indptr)))
+        order = np.argsort(rows, kind="stable")
+        col_ptr = np.zeros(self.m + 1, dtype=np.int32)
+        col_ptr[1:] = np.cumsum(np.bincount(rows, minlength=self.m))
+        self.col_ptr = col_ptr
+        self.col_pos = order.astype(np.int32)
+        self.col_level = levels[order]
         # the largest update one supernode makes to another: its rows below its columns,
         # squared at most
         below = (np.diff(np.asarray(super_rows_ptr)) - np.diff(np.asarray(super_first)))
@@ -450,15 +457,8 @@ cdef class BlockedSystem:
         cdef int lda, below
         cdef int* shead = &self.shead[0]
         cdef int* snext = &self.snext[0]
-        cdef int* lhead = &self.lhead[0]
-        cdef int* lnext = &self.lnext[0]
         for J in range(ns):
             shead[J] = -1
-            lhead[J] = -1
-        for e in range(self.L11.shape[0]):
-            self.lptr[e] = self.c_indptr[e]
-            if self.c_indptr[e + 1] > self.c_indptr[e]:
-                self._link(lhead, lnext, e, crow[self.c_indptr[e]])
         for J in range(ns):
             f = self.super_first[J]
             l = self.super_first[J + 1]
@@ -469,31 +469,22 @@ cdef class BlockedSystem:
             P = &self.Sp[self.panel_off[J]]
             for i in range(nr):
                 rel[rows[i]] = i
-            e = lhead[J]
-            while e != -1:  # levels of term 1: S[rows, cols of J] −= V_e V_e'
-                en = lnext[e]
-                i1 = self.lptr[e]
-                end = self.c_indptr[e + 1]
-                i2 = i1
-                while i2 < end and crow[i2] < l:
-                    i2 = i2 + 1
-                V = &self.L21[0, 0]
-                for c in range(i1, i2):
-                    PK = &P[(crow[c] - f) * nr]
+            V = &self.L21[0, 0]
+            for c in range(w):  # levels of term 1: S[rows, col] −= V_e V_e[col]', a column
+                PK = &P[c * nr]  # at a time (its numbers stay in cache)
+                for e in range(self.col_ptr[f + c], self.col_ptr[f + c + 1]):
+                    i1 = self.col_pos[e]
+                    end = self.c_indptr[self.col_level[e] + 1]
                     if k1 == 1:
-                        acc = V[c]
-                        for r in range(c, end):
+                        acc = V[i1]
+                        for r in range(i1, end):
                             PK[rel[crow[r]]] -= V[r] * acc
                     else:
-                        for r in range(c, end):
+                        for r in range(i1, end):
                             acc = 0.0
                             for a in range(k1):
-                                acc = acc + V[r * k1 + a] * V[c * k1 + a]
+                                acc = acc + V[r * k1 + a] * V[i1 * k1 + a]
                             PK[rel[crow[r]]] -= acc
-                self.lptr[e] = i2
-                if i2 < end:
-                    self._link(lhead, lnext, e, crow[i2])
-                e = en
             K = shead[J]
             while K != -1:  # earlier supernodes: S[rows, cols of J] −= L_K L_K'
                 en = snext[K]
@@ -1005,16 +996,14 @@ cdef class BlockedSystem:
     cdef void _level_inverse(self, int lim) noexcept nogil:
         """The first term's blocks of Ã⁻¹: with Y_j = L21_j L11[j]⁻¹ (rows of level j
         below ``lim``), K21_j = −K_S[R_j, R_j] Y_j and K11_j = (L11[j]L11[j]')⁻¹ − Y_j'K21_j.
-        K_S[R_j, R_j] is read column by column, a supernode at a time, through the
-        levels' lists (as ``_schur_factor`` fills them)."""
+        K_S[R_j, R_j] is read a column at a time, each column's levels through C's
+        pattern by row (``col_ptr``; as ``_schur_factor`` fills them)."""
         cdef int ns = self.nsuper, m = self.m, k1 = self.L11.shape[1], nlev = self.L11.shape[0]
-        cdef int trim = m - lim, J, e, en, f, l, nr, i1, i2, end, cc, rr, a, b, c, pos
+        cdef int trim = m - lim, J, e, f, w, nr, end, cc, rr, a, b, c, pos
         cdef double kv, acc, own
         cdef double* Q
         cdef const int* crow = &self.c_rows[0]
         cdef int* rel = &self.rel[0]
-        cdef int* lhead = &self.lhead[0]
-        cdef int* lnext = &self.lnext[0]
         cdef double* K2 = &self.K21[0, 0]
         cdef const double* Yv = &self.Ylev[0, 0]
         cdef double* Lj
@@ -1029,50 +1018,34 @@ cdef class BlockedSystem:
                     self.Ylev[pos, a] = acc / Lj[a * k1 + a]
                     self.K21[pos, a] = 0.0
         for J in range(ns):
-            lhead[J] = -1
-        for e in range(nlev):
-            self.lptr[e] = self.c_indptr[e]
-            if self.c_indptr[e + 1] - trim > self.c_indptr[e]:
-                self._link(lhead, lnext, e, crow[self.c_indptr[e]])
-        for J in range(ns):
-            if lhead[J] == -1:
-                continue
             f = self.super_first[J]
-            l = self.super_first[J + 1]
+            w = min(self.super_first[J + 1], lim) - f
+            if w <= 0:
+                continue
             nr = <int> (self.super_rows_ptr[J + 1] - self.super_rows_ptr[J])
-            Q = &self.Kp[self.panel_off[J]]
             self._rel_map(J)
-            e = lhead[J]
-            while e != -1:
-                en = lnext[e]
-                i1 = self.lptr[e]
-                end = self.c_indptr[e + 1] - trim
-                i2 = i1
-                while i2 < end and crow[i2] < l:
-                    i2 = i2 + 1
-                for cc in range(i1, i2):
-                    pos = (crow[cc] - f) * nr
+            for c in range(w):  # a column of K_S at a time, as _schur_factor
+                Q = &self.Kp[self.panel_off[J] + <int64_t> c * nr]
+                for e in range(self.col_ptr[f + c], self.col_ptr[f + c + 1]):
+                    cc = self.col_pos[e]
+                    end = self.c_indptr[self.col_level[e] + 1] - trim
                     if k1 == 1:  # the common case, without the inner loops
                         acc = Yv[cc]
-                        kv = Q[pos + rel[crow[cc]]]
+                        kv = Q[rel[crow[cc]]]
                         own = -kv * acc
                         for rr in range(cc + 1, end):
-                            kv = Q[pos + rel[crow[rr]]]
+                            kv = Q[rel[crow[rr]]]
                             K2[rr] -= kv * acc
                             own = own - kv * Yv[rr]
                         K2[cc] += own
                         continue
                     for rr in range(cc, end):
-                        kv = Q[pos + rel[crow[rr]]]
+                        kv = Q[rel[crow[rr]]]
                         for a in range(k1):
                             K2[rr * k1 + a] -= kv * Yv[cc * k1 + a]
                         if rr != cc:
                             for a in range(k1):
                                 K2[cc * k1 + a] -= kv * Yv[rr * k1 + a]
-                self.lptr[e] = i2
-                if i2 < end:
-                    self._link(lhead, lnext, e, crow[i2])
-                e = en
         for e in range(nlev):
             Lj = &self.L11[e, 0, 0]
             # (L L')⁻¹ = L⁻ᵀL⁻¹, L⁻¹ by forward substitution into K11 (lower), then
