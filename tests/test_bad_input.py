@@ -215,3 +215,26 @@ def test_help_and_bad_options_do_not_load_the_numerical_stack(tmp_path):
         out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
                              text=True, check=True).stdout.split()
         assert out[-3:] == [code, "False", "False"], out
+
+
+def test_the_program_exits_fast_with_its_output_whole(tmp_path):
+    """The installed program ends a single fit without the interpreter's teardown: its
+    printed summary and JSON are whole (flushed first), and its status is the fit's;
+    a refused fit still says why (status 2)."""
+    import json
+    import subprocess
+    import sys
+
+    data = tmp_path / "sleep.csv"
+    linkmix.datasets.load("sleepstudy").to_csv(data, index=False)
+    out = tmp_path / "fit.json"
+    run = subprocess.run([sys.executable, "-m", "linkmix.cli", "fit", str(data), "-f",
+                          "Reaction ~ Days + (Days | Subject)", "--json", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Random effects:" in run.stdout
+    assert run.stdout.rstrip().splitlines()[-1].startswith("optimizer:")  # the last line
+    assert json.loads(out.read_text())["objective"] > 0
+    bad = subprocess.run([sys.executable, "-m", "linkmix.cli", "fit", str(data), "-f",
+                          "Reaction ~ Days + (Days | Nobody)"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Nobody" in bad.stderr
