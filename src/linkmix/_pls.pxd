@@ -68,6 +68,8 @@ cdef class BlockedSystem:
     cdef void _column_modes(self, int col, double* x) noexcept nogil
     cdef void _rel_map(self, int J) noexcept nogil
     cdef void _selected_inverse(self, int lim) noexcept nogil
+    cdef void _level_Y(self, int trim) noexcept nogil
+    cdef bint _scalar_traces(self, int lim) noexcept nogil
     cdef void _level_inverse(self, int lim) noexcept nogil
     cdef void _contract(self, int lim) noexcept nogil
     cdef void _contract_block(self, const double* Mv, const double* Kv, int nr, int c, int i,

@@ -30,6 +30,9 @@ from scipy.linalg.cython_lapack cimport dgeqrf, dorgqr, dpotrf, dpotri
 
 import numpy as np
 
+# the smallest θ_t of a scalar term whose trace comes from the diagonal of Ã⁻¹ alone
+cdef double SCALAR_TRACE_MIN = 1e-2
+
 
 cdef inline void _fill_T(const double[::1] theta, const int[::1] tmpl,
                          int off, int k, double* T) noexcept nogil:
@@ -901,7 +904,8 @@ cdef class BlockedSystem:
 
         which reads K only where M is not zero: on the pattern of the factor.  K there
         is the selected inverse (``_selected_inverse``, ``_level_inverse``), and the
-        sum runs block by block over the stored sums D1, C and G (``_contract``).
+        sum runs block by block over the stored sums D1, C and G (``_contract``).  With
+        scalar terms only, the diagonal of K is enough (``_scalar_traces``).
         """
         if lim != self.q2 and lim != self.q2 + self.p:
             raise ValueError("lim must be q2 (ML) or q2 + p (REML)")
@@ -909,8 +913,9 @@ cdef class BlockedSystem:
             self._allocate_inverse()
         with nogil:
             self._selected_inverse(lim)
-            self._level_inverse(lim)
-            self._contract(lim)
+            if not self._scalar_traces(lim):
+                self._level_inverse(lim)
+                self._contract(lim)
         return self._by_theta(self.Gt, 2.0)
 
     def _allocate_inverse(self):
@@ -993,6 +998,74 @@ cdef class BlockedSystem:
                 dgemm(&trans, &notrans, &wl, &wl, &nR, &minus, Y, &nR, &Q[wl], &nr, &one, Q,
                       &nr)
 
+    cdef void _level_Y(self, int trim) noexcept nogil:
+        """Ylev ← Y_j = L21_j L11[j]⁻¹ for every level j (its rows but the last ``trim``):
+        each row y solves y L11[j]' = v (back substitution on L11[j]')."""
+        cdef int k1 = self.L11.shape[1], e, pos, a, c
+        cdef double acc
+        cdef double* Lj
+        for e in range(self.L11.shape[0]):
+            Lj = &self.L11[e, 0, 0]
+            for pos in range(self.c_indptr[e], self.c_indptr[e + 1] - trim):
+                for a in range(k1 - 1, -1, -1):
+                    acc = self.L21[pos, a]
+                    for c in range(a + 1, k1):
+                        acc = acc - self.Ylev[pos, c] * Lj[c * k1 + a]
+                    self.Ylev[pos, a] = acc / Lj[a * k1 + a]
+
+    cdef bint _scalar_traces(self, int lim) noexcept nogil:
+        """For scalar terms only, each θ_t at least ``SCALAR_TRACE_MIN``: Gt[t's entry] ←
+        (q_t − tr_t(Ã⁻¹))/θ_t, so that 2·Gt is tr(Ã⁻¹∂Ã/∂θ_t) (∂Λ/∂θ_t = ΛE_t/θ_t and
+        Λ̃'MΛ̃ = Ã − I_u give tr(Ã⁻¹∂Ã/∂θ_t) = 2 tr(Ã⁻¹(Ã − I_u)E_t)/θ_t).  Only the
+        diagonal of Ã⁻¹ is read: K_S's from the selected inverse and, per level j of
+        term 1, 1/L11_j² + Y_j'K_S[R_j, R_j]Y_j, a column of K_S at a time with nothing
+        written; ``_level_inverse`` and ``_contract`` are not needed.  False (Gt not
+        written) otherwise; below the bound q_t − tr_t cancels (it is O(θ_t²))."""
+        cdef int nt = self.term_k.shape[0], m = self.m, q2 = self.q2, trim = m - lim
+        cdef int nlev = self.L11.shape[0], t, e, J, f, w, nr, c, cc, rr, end, r
+        cdef double total, kv, y, side
+        cdef double* Q
+        cdef const int* crow = &self.c_rows[0]
+        cdef const int* rel = &self.rel[0]
+        cdef const double* Yv = &self.Ylev[0, 0]
+        cdef double* G = &self.Gt[0]
+        for t in range(nt):
+            if self.term_k[t] != 1 or fabs(self.Tbuf[self.tmpl_off[t]]) < SCALAR_TRACE_MIN:
+                return False
+        self._level_Y(trim)
+        total = 0.0
+        for e in range(nlev):
+            total = total + 1.0 / (self.L11[e, 0, 0] * self.L11[e, 0, 0])
+        for J in range(self.nsuper):
+            f = self.super_first[J]
+            w = min(self.super_first[J + 1], lim) - f
+            if w <= 0:
+                continue
+            nr = <int> (self.super_rows_ptr[J + 1] - self.super_rows_ptr[J])
+            self._rel_map(J)
+            for c in range(w):
+                Q = &self.Kp[self.panel_off[J] + <int64_t> c * nr]
+                for e in range(self.col_ptr[f + c], self.col_ptr[f + c + 1]):
+                    cc = self.col_pos[e]
+                    end = self.c_indptr[self.col_level[e] + 1] - trim
+                    y = Yv[cc]
+                    side = 0.0
+                    for rr in range(cc + 1, end):
+                        side = side + Q[rel[crow[rr]]] * Yv[rr]
+                    total = total + y * (Q[rel[crow[cc]]] * y + 2.0 * side)
+        for t in range(nt):
+            G[self.tmpl_off[t]] = 0.0
+        G[self.tmpl_off[0]] = nlev - total
+        for r in range(q2):
+            J = self.snode_of[r]
+            f = self.super_first[J]
+            nr = <int> (self.super_rows_ptr[J + 1] - self.super_rows_ptr[J])
+            t = self.row_term[r]
+            G[self.tmpl_off[t]] += 1.0 - self.Kp[self.panel_off[J] + <int64_t> (r - f) * (nr + 1)]
+        for t in range(nt):
+            G[self.tmpl_off[t]] /= self.Tbuf[self.tmpl_off[t]]
+        return True
+
     cdef void _level_inverse(self, int lim) noexcept nogil:
         """The first term's blocks of Ã⁻¹: with Y_j = L21_j L11[j]⁻¹ (rows of level j
         below ``lim``), K21_j = −K_S[R_j, R_j] Y_j and K11_j = (L11[j]L11[j]')⁻¹ − Y_j'K21_j.
@@ -1007,16 +1080,10 @@ cdef class BlockedSystem:
         cdef double* K2 = &self.K21[0, 0]
         cdef const double* Yv = &self.Ylev[0, 0]
         cdef double* Lj
-        # Y_j: each row y solves y L11[j] = v (back substitution on L11[j]')
-        for e in range(nlev):
-            Lj = &self.L11[e, 0, 0]
-            for pos in range(self.c_indptr[e], self.c_indptr[e + 1] - trim):
-                for a in range(k1 - 1, -1, -1):
-                    acc = self.L21[pos, a]
-                    for c in range(a + 1, k1):
-                        acc = acc - self.Ylev[pos, c] * Lj[c * k1 + a]
-                    self.Ylev[pos, a] = acc / Lj[a * k1 + a]
-                    self.K21[pos, a] = 0.0
+        self._level_Y(trim)
+        for pos in range(self.c_indptr[nlev]):
+            for a in range(k1):
+                self.K21[pos, a] = 0.0
         for J in range(ns):
             f = self.super_first[J]
             w = min(self.super_first[J + 1], lim) - f
