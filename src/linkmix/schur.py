@@ -175,7 +175,7 @@ def sparse_layout(H: sp.csr_matrix, block_first, p: int, ordering: str = "amd") 
     parent = _symbolic.elimination_tree(pattern.indptr, pattern.indices)
     post = _symbolic.postorder(parent)  # keeps each block's rows together and in order
     perm = perm[post]
-    pattern = _pattern(H, perm)
+    pattern = _permuted(pattern, post)
     parent = _symbolic.elimination_tree(pattern.indptr, pattern.indices)
     Lp, Li = _symbolic.factor_structure(pattern.indptr, pattern.indices, parent)
     counts = np.diff(Lp) + 1 + (p + 1)  # entries of each column: diagonal, below, X and y
@@ -210,3 +210,14 @@ def _pattern(H, perm) -> sp.csc_matrix:
     S.sort_indices()
     return sp.csc_matrix((S.data, S.indices.astype(np.int32), S.indptr.astype(np.int32)),
                          shape=S.shape)
+
+
+def _permuted(pattern, order) -> sp.csc_matrix:
+    """A symmetric pattern (CSC, int32) with its rows and columns taken in ``order``: the
+    columns gathered, the rows renumbered (cheaper than forming H'H again)."""
+    inverse = np.empty(len(order), dtype=np.int32)
+    inverse[order] = np.arange(len(order), dtype=np.int32)
+    S = pattern[:, order]
+    S = sp.csc_matrix((S.data, inverse[S.indices], S.indptr.astype(np.int32)), shape=S.shape)
+    S.sort_indices()
+    return S
