@@ -62,7 +62,8 @@ cdef class BlockedSystem:
     cdef void _modes(self, const double[::1] beta, double[::1] u) noexcept nogil
     cdef void _modes_factor(self, const double[::1] beta) noexcept nogil
     cdef void modes_into(self, double[::1] u) noexcept nogil
-    cdef double _fitted(self, Py_ssize_t i, const double* u) noexcept nogil
+    cdef void _subtract_fitted(self, Py_ssize_t i, const double* U, int width,
+                               double* E) noexcept nogil
     cdef void _add_envelope(self, Py_ssize_t i, double eps, const double* u,
                             double* S) noexcept nogil
     cdef void _column_modes(self, int col, double* x) noexcept nogil

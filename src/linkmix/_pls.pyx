@@ -741,18 +741,20 @@ cdef class BlockedSystem:
 
     # -- derivatives of log-determinants ----------------------------------------------
 
-    cdef double _fitted(self, Py_ssize_t i, const double* u) noexcept nogil:
-        """z_i'Λ̃u for observation i, u in the factor's order (both terms' parts)."""
+    cdef void _subtract_fitted(self, Py_ssize_t i, const double* U, int width,
+                               double* E) noexcept nogil:
+        """E[d] −= z_i'Λ̃U[:, d] for observation i and d < width, U (q × width,
+        row-major) in the factor's order (both terms' parts)."""
         cdef int k1 = self.Z1.shape[1], k2 = self.z_cols.shape[1], q1 = self.q1
-        cdef int j = self.codes1[i], a, b, c, r, o, t, k
-        cdef double fit = 0.0, acc
+        cdef int j = self.codes1[i], a, b, c, d, r, o, t, k
+        cdef double tv
         cdef double* T1 = &self.Tbuf[0]
         cdef double* T
         for a in range(k1):  # z1'T1 u1
-            acc = 0.0
             for b in range(a + 1):
-                acc = acc + T1[a * k1 + b] * u[j * k1 + b]
-            fit = fit + self.Z1[i, a] * acc
+                tv = self.Z1[i, a] * T1[a * k1 + b]
+                for d in range(width):
+                    E[d] -= tv * U[(j * k1 + b) * width + d]
         for c in range(k2):  # the later slots: z (T u) at the slot's coefficient
             r = self.z_cols[i, c]
             o = self.row_blk_off[r]
@@ -760,11 +762,10 @@ cdef class BlockedSystem:
             k = self.term_k[t]
             T = &self.Tbuf[self.tmpl_off[t]]
             a = r - o
-            acc = 0.0
             for b in range(a + 1):
-                acc = acc + T[a * k + b] * u[q1 + o + b]
-            fit = fit + self.z_vals[i, c] * acc
-        return fit
+                tv = self.z_vals[i, c] * T[a * k + b]
+                for d in range(width):
+                    E[d] -= tv * U[(q1 + o + b) * width + d]
 
     cdef void _add_envelope(self, Py_ssize_t i, double eps, const double* u,
                             double* S) noexcept nogil:
@@ -805,7 +806,7 @@ cdef class BlockedSystem:
                 eps = self.xy[i, p]
                 for a in range(p):
                     eps = eps - self.xy[i, a] * beta[a]
-                eps = eps - self._fitted(i, x)
+                self._subtract_fitted(i, x, 1, &eps)
                 self._add_envelope(i, eps, x, S)
         return self._by_theta(self.Gt, -2.0)
 
@@ -832,10 +833,8 @@ cdef class BlockedSystem:
         E_a = X_a − ZΛ̃U[:, a]; both q × p, the random effects in the factor's order."""
         cdef Py_ssize_t n = self.codes1.shape[0], i
         cdef int p = self.p, q = self.q1 + self.q2, q1 = self.q1, k1 = self.Z1.shape[1]
-        cdef int k2 = self.z_cols.shape[1], a, b, c, d, r, o, t, k, j
-        cdef double z, tv
-        cdef double* T1 = &self.Tbuf[0]
-        cdef double* T
+        cdef int k2 = self.z_cols.shape[1], a, c, d, r, j
+        cdef double z
         if U.shape[0] != q or U.shape[1] != p or R.shape[0] != q or R.shape[1] != p:
             raise ValueError("U and R must be q × p")
         columns = np.empty((max(1, p), max(1, q)))
@@ -853,22 +852,7 @@ cdef class BlockedSystem:
                 j = self.codes1[i]
                 for d in range(p):
                     E[d] = self.xy[i, d]
-                for a in range(k1):  # − z1'T1 u1
-                    for b in range(a + 1):
-                        tv = self.Z1[i, a] * T1[a * k1 + b]
-                        for d in range(p):
-                            E[d] -= tv * U[j * k1 + b, d]
-                for c in range(k2):  # − z (T u) at each later slot's coefficient
-                    r = self.z_cols[i, c]
-                    o = self.row_blk_off[r]
-                    t = self.row_term[r]
-                    k = self.term_k[t]
-                    T = &self.Tbuf[self.tmpl_off[t]]
-                    a = r - o
-                    for b in range(a + 1):
-                        tv = self.z_vals[i, c] * T[a * k + b]
-                        for d in range(p):
-                            E[d] -= tv * U[q1 + o + b, d]
+                self._subtract_fitted(i, &U[0, 0], p, &E[0])
                 for a in range(k1):
                     z = self.Z1[i, a]
                     for d in range(p):
