@@ -220,14 +220,20 @@ class LinearMixedModel:
         through ∂θ_w/∂θ.  None where the engine gives no gradient or the working map
         is not differentiable (a vector term's T singular, or a diagonal entry of it
         within ``margin`` of zero)."""
-        J = self.conditioning.theta_working_jacobian(self._checked(theta)[0], margin) \
-            if self.deviance.has_gradient else None
+        J = self._exact_jacobian(theta, margin)
         if J is None:
             return None
         engine = self._factored_at(theta)
         logdets = engine.logdet_gradient(self.REML)
         r2 = self.conditioning.scale ** 2 * engine.prss_gradient()
         return J.T @ logdets, J.T @ r2
+
+    def _exact_jacobian(self, theta, margin: float):
+        """∂θ_w/∂θ at lme4's θ where the engine gives exact gradients and the working
+        map is differentiable (``Conditioning.theta_working_jacobian``); else None."""
+        if not self.deviance.has_gradient:
+            return None
+        return self.conditioning.theta_working_jacobian(self._checked(theta)[0], margin)
 
     def theta_hessian(self, theta, working_hessian):
         """A Hessian of the profiled criterion over the working θ_w (as the fit's checks
@@ -245,8 +251,7 @@ class LinearMixedModel:
         With the working G_j = ∂(X_w'V₀⁻¹X_w)/∂θ_w,j from the engine, L_w its factor's
         X block and M = KK' (K = A L_w⁻ᵀ, ``Conditioning.beta_cov_root``),
         ∂M/∂θ_w,j = −P G_j P' with P = K L_w⁻¹, then the chain rule through ∂θ_w/∂θ."""
-        J = self.conditioning.theta_working_jacobian(self._checked(theta)[0], margin) \
-            if self.deviance.has_gradient else None
+        J = self._exact_jacobian(theta, margin)
         if J is None:
             return None
         engine = self._factored_at(theta)
@@ -276,9 +281,8 @@ class LinearMixedModel:
         theta, _ = self._checked(theta)
         theta_w = self.conditioning.theta_working(theta)
         engine = self.engine
-        if engine.theta is None or engine.theta is not self._factored_theta \
-                or not np.array_equal(engine.theta, theta_w):
-            self._factored_theta = None
+        if engine.theta is not self._factored_theta or not np.array_equal(engine.theta,
+                                                                           theta_w):
             if not engine.update(theta_w):
                 raise FitError(f"the model's system is not positive definite at θ = {theta}")
             self._factored_theta = engine.theta
