@@ -131,11 +131,13 @@ def _data_for(design):
 
 @pytest.mark.parametrize("kind", ["blocked", "blocked-sparse", "cholmod"])
 def test_set_response_equals_a_fresh_engine(design, kind):
-    """Replacing y (a linked mean's y − f(Π)) reuses the pattern and changes only the numbers."""
+    """Replacing y (a linked mean's y − f(Π)) reuses the pattern and changes only the
+    numbers; a factor at the same θ made before is not taken for the new one."""
     rng = np.random.default_rng(3)
     y_new = design.y + rng.normal(size=design.n)
     theta = design.theta_start() * 0.8
     engine = make_engine(design, kind)
+    engine.update(theta)
     engine.set_response(y_new)
     engine.update(theta)
     from dataclasses import replace
@@ -143,6 +145,28 @@ def test_set_response_equals_a_fresh_engine(design, kind):
     fresh.update(theta)
     np.testing.assert_allclose(engine.Lxy, fresh.Lxy, rtol=1e-10, atol=1e-10)
     assert engine.logdet_L == pytest.approx(fresh.logdet_L, rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["blocked", "blocked-sparse", "cholmod"])
+def test_a_factor_is_reused_only_at_its_own_theta(design, kind, monkeypatch):
+    """update(θ) at the current factor's θ refactors nothing; a θ buffer the caller
+    changes in place afterwards (as optimisers do) is a new θ."""
+    theta = design.theta_start() * 0.8
+    engine = make_engine(design, kind)
+    assert engine.update(theta)
+    logdet = engine.logdet_L
+    calls = []
+    # the first step of a factorisation: the blocked engines' BLAS wrapper, CHOLMOD's Λ'Z'
+    target, name = ((engine, "_blas") if kind != "cholmod"
+                    else (linkmix.engine._pls, "lambdat_zt_values"))
+    first_step = getattr(target, name)
+    monkeypatch.setattr(target, name, lambda *a: calls.append(1) or first_step(*a))
+    assert engine.update(theta.copy()) and not calls and engine.logdet_L == logdet
+    theta *= 0.5
+    assert engine.update(theta) and calls
+    fresh = make_engine(design, kind)
+    fresh.update(theta)
+    assert engine.logdet_L == pytest.approx(fresh.logdet_L, rel=1e-13)
 
 
 # ---- small dense linear algebra (linkmix.linalg) against numpy and scipy ----------------

@@ -43,7 +43,7 @@ import scipy.sparse as sp
 from . import _pls, _symbolic, schur
 from .errors import ArgumentError
 from .linalg import solve_triangular
-from .threads import one_blas_thread
+from .threads import SMALL_PROBLEM, one_blas_thread
 
 __all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "cheapest_engine", "ENGINES"]
 
@@ -55,6 +55,19 @@ class _EngineBase:
         self.p = design.p
         self.logdet_L = np.nan
         self.theta = None  # the θ of the current factor; None once the values change
+
+    @property
+    def prefers_one_thread(self) -> bool:
+        """Whether the model is too small for BLAS threads to pay: n(p + 1) plus the
+        numbers in the Schur complement's panels at most ``SMALL_PROBLEM``."""
+        design = self.design
+        return design.n * (design.p + 1) + getattr(self, "schur_size", 0) <= SMALL_PROBLEM
+
+    def _factored(self, theta) -> bool:
+        """Whether the current factor is already the one at ``theta`` (the optimiser's
+        last point is evaluated again by the fit's report, the report's pieces one
+        after another)."""
+        return self.theta is not None and np.array_equal(self.theta, theta)
 
     def beta_hat(self) -> np.ndarray:
         """β̂(θ) from the current factor."""
@@ -140,7 +153,10 @@ class BlockedEngine(_EngineBase):
         # OpenBLAS's threaded dsyrk (inside dpotrf too) crashes on large orders
         # (OpenMathLib/OpenBLAS#1413, #2821; here dpotrf of 16,669 and dsyrk of 16,669 ×
         # 2,048 on two threads, not 12,000 or 16,669 × 256): such panels run on one.
-        self._one_thread = int(np.max(np.diff(layout.super_rows_ptr))) > THREADED_PANEL_LIMIT
+        # Small models keep to one thread after the fit too (the report's factorisations
+        # and gradients): switching the pool back costs more than threads give there.
+        self._one_thread = (int(np.max(np.diff(layout.super_rows_ptr))) > THREADED_PANEL_LIMIT
+                            or self.prefers_one_thread)
         self.kind = "blocked" if layout.ordering == "dense" else "blocked-sparse"
         perm = layout.perm
         inverse = layout.inverse
@@ -289,9 +305,10 @@ class BlockedEngine(_EngineBase):
         self.Gp[self._xy_pos + p] = g
 
     def update(self, theta) -> bool:
-        theta = np.ascontiguousarray(theta, dtype=float)
-        self.logdet_L, self.info, self._logdet_x = self._blas(self.system.factor, theta)
-        self.theta = theta
+        theta = np.array(theta, dtype=float)  # a copy: callers may reuse their buffer
+        if not self._factored(theta):
+            self.logdet_L, self.info, self._logdet_x = self._blas(self.system.factor, theta)
+            self.theta = theta
         # info == m: y lies in the span (r² = 0); anything else is a failure.
         return self.info == 0
 
@@ -351,7 +368,8 @@ class BlockedEngine(_EngineBase):
 
     def _blas(self, method, *args):
         """``method(*args)``, with BLAS on one thread where a panel is too large for
-        OpenBLAS's threads (``THREADED_PANEL_LIMIT``)."""
+        OpenBLAS's threads (``THREADED_PANEL_LIMIT``) or the model is small
+        (``prefers_one_thread``)."""
         if self._one_thread:
             with one_blas_thread():
                 return method(*args)
@@ -441,7 +459,9 @@ class CholmodEngine(_EngineBase):
             self.set_response(response)
 
     def update(self, theta) -> bool:
-        theta = np.ascontiguousarray(theta, dtype=float)
+        theta = np.array(theta, dtype=float)  # a copy: callers may reuse their buffer
+        if self._factored(theta):
+            return self._positive_definite
         _pls.lambdat_zt_values(theta, self.tmpl, self.tmpl_off, self.term_k, self.Zcat,
                                self.At.data)
         self.factor.cholesky_AAt_inplace(self.At, beta=1.0)
@@ -452,8 +472,10 @@ class CholmodEngine(_EngineBase):
         try:
             self.Lxy[:] = np.linalg.cholesky(schur)
         except np.linalg.LinAlgError:
-            return False
-        return True
+            self._positive_definite = False
+        else:
+            self._positive_definite = True
+        return self._positive_definite
 
     def solve(self, b) -> np.ndarray:
         """(Λ'Z'ZΛ + I)⁻¹b (b: q or q × k) by CHOLMOD."""

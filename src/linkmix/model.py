@@ -29,7 +29,7 @@ from .linalg import solve_triangular
 from .optimize import OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded
 from .parameters import ParameterSpace
 from .results import SIGMA_VANISHES, LMMEstimates, LMMResults
-from .threads import SMALL_PROBLEM, one_blas_thread
+from .threads import one_blas_thread
 
 #: ``fit(optimizer="auto")`` takes L-BFGS-B with the exact gradient when one
 #: evaluation's θ-dependent work exceeds this many multiply-adds (about a millisecond);
@@ -75,7 +75,6 @@ class LinearMixedModel:
         self.conditioning = Conditioning(design)
         self._check_response()
         self.engine = make_engine(self.conditioning.working, engine)
-        self._factored_theta = None  # see _factored_at
         self.deviance = Deviance(self.engine, REML)
 
     def _check_response(self) -> None:
@@ -275,18 +274,11 @@ class LinearMixedModel:
         return K @ K.T
 
     def _factored_at(self, theta):
-        """The engine factored at lme4's θ (a FitError where it is not positive definite).
-        Not refactored when its factor is still the one this method last asked for at
-        the same θ (a report's pieces at θ̂ come one after another)."""
+        """The engine factored at lme4's θ (a FitError where it is not positive definite)."""
         theta, _ = self._checked(theta)
-        theta_w = self.conditioning.theta_working(theta)
-        engine = self.engine
-        if engine.theta is not self._factored_theta or not np.array_equal(engine.theta,
-                                                                           theta_w):
-            if not engine.update(theta_w):
-                raise FitError(f"the model's system is not positive definite at θ = {theta}")
-            self._factored_theta = engine.theta
-        return engine
+        if not self.engine.update(self.conditioning.theta_working(theta)):
+            raise FitError(f"the model's system is not positive definite at θ = {theta}")
+        return self.engine
 
     @functools.cached_property
     def _Z(self):
@@ -363,17 +355,16 @@ class LinearMixedModel:
         else:
             start = self.conditioning.theta_working(self._checked(theta_start,
                                                                   name="theta_start")[0])
-        small = design.n * (design.p + 1) + getattr(self.engine, "schur_size", 0) <= SMALL_PROBLEM
-        with one_blas_thread(small):
+        with one_blas_thread(self.engine.prefers_one_thread):
             summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
                                        check_gradient=check_gradient, polish=True,
                                        gradient=self.deviance.value_and_gradient if exact else None,
                                        **optimizer_options)
-        if not np.isfinite(summary.fun_final):
-            raise FitError(f"the deviance is not finite at the optimum θ = "
-                           f"{self.conditioning.theta(summary.x_final)}; the design may be "
-                           f"degenerate")
-        estimates = self.estimates(summary.x_final)
+            if not np.isfinite(summary.fun_final):
+                raise FitError(f"the deviance is not finite at the optimum θ = "
+                               f"{self.conditioning.theta(summary.x_final)}; the design may "
+                               f"be degenerate")
+            estimates = self.estimates(summary.x_final)
         if estimates.sigma_relative < SIGMA_VANISHES:
             # An exact fit: the deviance falls without bound as σ → 0, so wherever the
             # optimiser stopped (its gradient there may be tiny) is not an optimum.
