@@ -238,3 +238,15 @@ def test_the_program_exits_fast_with_its_output_whole(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "linkmix.cli", "fit", str(data), "-f",
                           "Reaction ~ Days + (Days | Nobody)"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Nobody" in bad.stderr
+
+
+def test_the_program_imports_with_the_collector_paused_then_back_on():
+    """The program's own process pauses the cyclic collector while it imports its
+    subcommands, then freezes what they made and turns the collector on again."""
+    import subprocess
+    import sys
+
+    probe = ("import gc; from linkmix import cli; cli._import_commands(own_process=True); "
+             "print(gc.isenabled(), gc.get_freeze_count() > 1000)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.stdout.split() == ["True", "True"], run.stderr
