@@ -186,6 +186,21 @@ def test_linked_random_slope_far_from_zero(centred, shift):
     assert got["sd[x|g]"] == pytest.approx(want["sd[x|g]"], rel=1e-3)
 
 
+def test_linked_start_is_moved_off_the_boundary_in_working_theta(centred):
+    """The linked fit starts at the unconstrained optimum, with θ's diagonal entries
+    near 0 moved off the boundary; judged in working θ, the start is the same whatever
+    x's offset (in lme4's θ the slope's 4.8e-4 at x + 1e3 once looked like a boundary
+    and was moved to 0.1: the fit then started 280 deviance units away)."""
+    starts = []
+    for shift in (0.0, 1e3):
+        data = centred.iloc[:300].assign(x=centred.x.iloc[:300] + shift)
+        model = linkmix.LinkedModel("y ~ x + (1 + x | g)", data, constraints="sigma >= 0.01")
+        starts.append(model.base_start()[:model.space.n_theta])
+        plain = linkmix.lmer("y ~ x + (1 + x | g)", data, REML=False)
+        assert model.deviance(model.base_start()) == pytest.approx(plain.objective, rel=1e-9)
+    np.testing.assert_allclose(starts[1], starts[0], rtol=1e-6)
+
+
 # ---- nonlinear models ---------------------------------------------------------------------
 
 def test_nonlinear_fit_at_any_scale_and_time_origin():

@@ -185,8 +185,11 @@ class LinearResponse:
         estimates = model.estimates(theta_w)
         beta = np.zeros(self.space.p)
         beta[kept] = estimates.beta
-        return self.space.from_user(off_the_boundary(self.space, estimates.theta), beta,
-                                    estimates.sigma)
+        z = self.space.from_user(estimates.theta, beta, estimates.sigma)
+        # off the boundary in working θ, where 1e-3 is small whatever the columns' scales
+        # (lme4's θ for a slope on x + 1e3 is 4.8e-4 at this fit's optimum)
+        z[:self.space.n_theta] = off_the_boundary(self.space, z[:self.space.n_theta])
+        return z
 
     def beta_scales(self, z) -> np.ndarray:
         """σ/sqrt(2·(X'X)_jj): the typical step of each β (SLSQP's scaling)."""
