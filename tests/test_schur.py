@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings, strategies as st
 
+import linkmix
 from linkmix import _symbolic, datasets, schur
 from linkmix.cli import ENGINE_CHOICES
 from linkmix.design import build_design
@@ -184,3 +185,60 @@ def test_automatic_choice(crossed_design):
 
 def test_engine_choices_written_out_for_the_command_line():
     assert ENGINE_CHOICES == ENGINES
+
+
+@pytest.mark.parametrize("ordering", ["dense", "amd"])
+def test_a_twin_engine_factors_on_its_own(crossed_design, ordering):
+    """A twin shares the engine's data and sums and has its own factor: factoring it at
+    another θ leaves the engine's factor as it was, and gives a fresh engine's numbers."""
+    engine = BlockedEngine(crossed_design, ordering=ordering)
+    theta, other = np.array([0.6, 0.4, 0.2]), np.array([0.3, 0.9, 0.5])
+    assert engine.update(theta)
+    before = (engine.logdet_L, engine.prss(), engine.logdet_gradient().copy())
+    twin = engine.twin()
+    assert twin.update(other)
+    assert (engine.logdet_L, engine.prss()) == before[:2]
+    np.testing.assert_array_equal(engine.logdet_gradient(), before[2])
+    fresh = BlockedEngine(crossed_design, ordering=ordering)
+    assert fresh.update(other)
+    assert twin.logdet_L == fresh.logdet_L and twin.prss() == fresh.prss()
+    np.testing.assert_array_equal(twin.logdet_gradient(), fresh.logdet_gradient())
+    np.testing.assert_array_equal(twin.prss_gradient(), fresh.prss_gradient())
+    assert twin.Sp is not engine.Sp and twin.D1 is engine.D1  # its factor, shared sums
+
+
+def test_the_checks_on_two_threads_give_the_same_fit(crossed_design, monkeypatch):
+    """With ``workers=2`` half the checks' stencil is evaluated on a second thread (by a
+    twin engine), and the fit is the same to the last bit."""
+    import threading
+
+    from linkmix import model as models
+    from linkmix.deviance import Deviance
+
+    monkeypatch.setattr(models, "GRADIENT_ABOVE", 0.0)  # this design's evaluations are cheap
+    threads_seen = set()
+    evaluate = Deviance.value_and_gradient
+
+    def recorded(self, theta):
+        threads_seen.add(threading.get_ident())
+        return evaluate(self, theta)
+
+    monkeypatch.setattr(Deviance, "value_and_gradient", recorded)
+    fits = {}
+    for workers in (1, 2):
+        threads_seen.clear()
+        model = linkmix.LinearMixedModel.from_design(crossed_design, REML=False)
+        fits[workers] = model.fit(workers=workers)
+        assert len(threads_seen) == workers
+    one, two = fits[1], fits[2]
+    assert one.optsummary.optimizer == "lbfgs" and one.converged and two.converged
+    assert one.objective == two.objective
+    np.testing.assert_array_equal(one.theta, two.theta)
+    np.testing.assert_array_equal(one.optsummary.hessian, two.optsummary.hessian)
+
+
+def test_a_batch_leaves_its_fits_one_thread_for_evaluations():
+    from linkmix.threads import evaluation_workers, one_blas_thread
+
+    with one_blas_thread():
+        assert evaluation_workers() == 1

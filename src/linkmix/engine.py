@@ -32,6 +32,7 @@ directly.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import threading
@@ -196,9 +197,11 @@ class BlockedEngine(_EngineBase):
         pair_c, pair_d = (a.astype(np.int32) for a in np.tril_indices(k2))
         hi = np.maximum(z_cols[:, pair_c], z_cols[:, pair_d])
         lo = np.minimum(z_cols[:, pair_c], z_cols[:, pair_d])
-        g_pos = layout.positions(hi.ravel(), lo.ravel()).reshape(hi.shape)
+        self._pairs = (pair_c, pair_d)
+        self._g_pos = np.ascontiguousarray(
+            layout.positions(hi.ravel(), lo.ravel()).reshape(hi.shape))
         self._xy_pos = layout.xy_positions(p)
-        g_entries = self._nonzero_blocks(hi.ravel(), lo.ravel(), row_blk_off)
+        self._g_entries = self._nonzero_blocks(hi.ravel(), lo.ravel(), row_blk_off)
 
         # The sums and the factor, allocated once: every refill and refactorisation
         # writes into these, so the compiled system stays bound to them.
@@ -210,14 +213,32 @@ class BlockedEngine(_EngineBase):
         self.Sp = np.zeros(layout.size)
         self._G_xy = self._xy_block(self.Gp)
         self.Lxy = self._xy_block(self.Sp)
-        self.system = _pls.BlockedSystem(
-            self.tmpl, self.tmpl_off, self.term_k, self._codes1, self._first_Z, z_cols,
-            z_vals, self._c_pos, self._xy, self._xy_first, self.D1, self.c_indptr,
-            self.c_rows, self.c_vals, row_blk_off, row_term, q2, perm.astype(np.int32),
-            layout.super_first, layout.super_rows_ptr, layout.super_rows, layout.panel_off,
-            layout.snode_of, self._xy_pos, pair_c, pair_d, np.ascontiguousarray(g_pos),
-            g_entries, self.Gp, self.L11, self.L21, self.Sp)
+        self.system = self._make_system()
         self._fill_values()
+
+    def _make_system(self):
+        """The compiled system over this engine's arrays (bound to them from here on)."""
+        layout = self.layout
+        return _pls.BlockedSystem(
+            self.tmpl, self.tmpl_off, self.term_k, self._codes1, self._first_Z, self._z_cols,
+            self._z_vals, self._c_pos, self._xy, self._xy_first, self.D1, self.c_indptr,
+            self.c_rows, self.c_vals, self.row_blk_off, self.row_term, self.q2,
+            layout.perm.astype(np.int32), layout.super_first, layout.super_rows_ptr,
+            layout.super_rows, layout.panel_off, layout.snode_of, self._xy_pos, *self._pairs,
+            self._g_pos, self._g_entries, self.Gp, self.L11, self.L21, self.Sp)
+
+    def twin(self) -> "BlockedEngine":
+        """An engine with this one's data, sums and layout, which factorisations read and
+        never write, shared, and a factor of its own: evaluations on another thread.
+        Valid while this engine's values stay (``set_response``/``set_Z`` would leave it
+        behind); the factor's arrays cost about one ``schur_size`` more."""
+        other = copy.copy(self)
+        other.theta = None
+        other.L11, other.L21, other.Sp = (np.zeros_like(a) for a in (self.L11, self.L21,
+                                                                      self.Sp))
+        other.Lxy = other._xy_block(other.Sp)
+        other.system = other._make_system()
+        return other
 
     def _nonzero_blocks(self, hi, lo, row_blk_off):
         """(supernode, local column, row index) of every block of S's panels where G can

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from .linalg import solve_triangular
 from .optimize import OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded
 from .parameters import ParameterSpace
 from .results import SIGMA_VANISHES, LMMEstimates, LMMResults
-from .threads import one_blas_thread
+from .threads import evaluation_workers, one_blas_thread
 
 #: ``fit(optimizer="auto")`` takes L-BFGS-B with the exact gradient when one
 #: evaluation's θ-dependent work exceeds this many multiply-adds (about a millisecond);
@@ -284,6 +285,23 @@ class LinearMixedModel:
     def _Z(self):
         return self.design.Z_sparse()
 
+    def _on_two_threads(self):
+        """points → their (d(θ), ∇d(θ)): the engine takes every other point on this
+        thread, a twin of it (``BlockedEngine.twin``) the rest on another (the caller
+        keeps BLAS on one thread); their kernels release the GIL.  The twin is made here, for
+        one fit: it is valid while the engine's values stay."""
+        twin = Deviance(self.engine.twin(), self.REML)
+
+        def evaluate(points):
+            with ThreadPoolExecutor(1) as pool:
+                theirs = pool.submit(lambda: [twin.value_and_gradient(x) for x in points[1::2]])
+                mine = [self.deviance.value_and_gradient(x) for x in points[0::2]]
+                out = [None] * len(points)
+                out[0::2], out[1::2] = mine, theirs.result()
+            self.deviance.n_evaluations += len(points) - len(mine)
+            return out
+        return evaluate
+
     def estimates(self, theta_w) -> LMMEstimates:
         """Everything the fit reports at the working θ_w, in the user's units: θ, β̂(θ),
         σ̂(θ), the objective, the conditional modes b̃ and the factor of cov(β̂)."""
@@ -310,7 +328,7 @@ class LinearMixedModel:
         return LMMResults(self, summary, self.estimates(summary.x_final))
 
     def fit(self, *, optimizer: str = "auto", theta_start=None, check_gradient: bool = True,
-            **optimizer_options) -> LMMResults:
+            workers: int | None = None, **optimizer_options) -> LMMResults:
         """Optimise θ and return the fit.
 
         The optimiser works on the working θ_w (``linkmix.conditioning``), starting
@@ -331,15 +349,24 @@ class LinearMixedModel:
             part of the convergence verdict.  With the exact gradient (blocked
             engines) the Hessian is differenced from it, 2d evaluations for
             d = dim θ; else both are differenced, d(d + 1) evaluations.
+        workers : int, optional
+            Threads for the 2d gradient evaluations of the checks where an evaluation
+            is costly (above ``GRADIENT_ABOVE``) and BLAS runs on one thread (a model
+            under ``SMALL_PROBLEM``): 2 or more use a second factor
+            (``BlockedEngine.twin``) on another thread.  Default: 2 where the process
+            may use two cores and is not inside a batch's or sampler's one-thread
+            block (``threads.evaluation_workers``).  The fit is the same either way.
         **optimizer_options
             ``ftol_abs``, ``xtol_abs``, ``maxeval``, ``initial_step``.
         """
         arguments.choice(optimizer, "optimizer", ("auto", *OPTIMIZERS))
         arguments.flag(check_gradient, "check_gradient")
+        workers = evaluation_workers() if workers is None else arguments.count(workers,
+                                                                                "workers")
         exact = self.deviance.has_gradient
+        costly = exact and self.engine.evaluation_work() > GRADIENT_ABOVE
         if optimizer == "auto":
-            optimizer = ("lbfgs" if exact and self.engine.evaluation_work() > GRADIENT_ABOVE
-                         else "bobyqa")
+            optimizer = "lbfgs" if costly else "bobyqa"
         if optimizer == "lbfgs" and not exact:
             raise ArgumentError(f"optimizer 'lbfgs' needs the exact gradient, which the "
                                 f"{self.engine.kind!r} engine does not give; use "
@@ -355,10 +382,15 @@ class LinearMixedModel:
         else:
             start = self.conditioning.theta_working(self._checked(theta_start,
                                                                   name="theta_start")[0])
-        with one_blas_thread(self.engine.prefers_one_thread):
+        # Two evaluations at once only where BLAS runs on one thread anyway: switching a
+        # threaded pool to one thread and back costs more than the second core gives.
+        single = self.engine.prefers_one_thread
+        with one_blas_thread(single):
             summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
                                        check_gradient=check_gradient, polish=True,
                                        gradient=self.deviance.value_and_gradient if exact else None,
+                                       gradients=(self._on_two_threads() if costly
+                                                  and workers > 1 and single else None),
                                        **optimizer_options)
             if not np.isfinite(summary.fun_final):
                 raise FitError(f"the deviance is not finite at the optimum θ = "

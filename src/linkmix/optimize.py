@@ -236,7 +236,7 @@ def _run_lbfgs(fun_grad, x0, lower, ftol_abs, maxeval):
 def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: float = 1e-8,
                      xtol_abs: float = 1e-8, maxeval: int = 100_000, initial_step=None,
                      check_gradient: bool = True, polish: bool = False,
-                     gradient=None) -> OptSummary:
+                     gradient=None, gradients=None) -> OptSummary:
     """Minimise ``fun`` over x ≥ ``lower`` (entries of ``lower`` may be -inf).
 
     After the optimiser stops, entries within ``BOUNDARY_SNAP`` of a finite
@@ -254,7 +254,9 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     ``gradient`` (x → (fun(x), ∇fun(x)), exact) is required by ``optimizer="lbfgs"``;
     with it the checks take the gradient as it is and the Hessian from central
     differences of it over the interior coordinates (``_gradient_checks``: 2d
-    evaluations instead of d(d + 1)).
+    evaluations instead of d(d + 1)); ``gradients`` (a list of points → their
+    ``gradient`` values, e.g. on several threads) evaluates that stencil, by default
+    one point after another.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
@@ -279,13 +281,13 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         x = np.asarray(x, dtype=float)
         key = x.tobytes()
         if key not in last:
-            value, slope = gradient(x)
-            value = float(value)
-            if slope is None or not math.isfinite(value):
-                value, slope = math.inf, np.full(len(x), np.nan)
             last.clear()
-            last[key] = (value, np.asarray(slope, dtype=float))
+            last[key] = _finite_or_inf(*gradient(x), len(x))
         return last[key]
+
+    def stencil_with_gradient(points):
+        return [_finite_or_inf(value, slope, len(x0))
+                for value, slope in gradients(points)]
 
     def recorded_with_gradient(x):
         value, slope = plain_with_gradient(x)
@@ -321,7 +323,8 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     def check(x, best):
         checked_at[0] = x
         if gradient is not None:
-            return _gradient_checks(plain_with_gradient, x, lower, best)
+            return _gradient_checks(plain_with_gradient, x, lower, best,
+                                    many=stencil_with_gradient if gradients else None)
         return _derivative_checks(fun, x, lower, f0=best)
 
     checks = check(x, best) if check_gradient else None
@@ -392,28 +395,39 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     return summary
 
 
+def _finite_or_inf(value, slope, d: int):
+    """(f, ∇f) as floats, or (inf, NaNs) where f is not finite or ∇f is missing."""
+    value = float(value)
+    if slope is None or not math.isfinite(value):
+        return math.inf, np.full(d, np.nan)
+    return value, np.asarray(slope, dtype=float)
+
+
 def _gradient_checks(fun_grad, x, lower, f0: float, g0=None,
-                     rel_step: float = 1e-4) -> DerivativeChecks:
+                     rel_step: float = 1e-4, many=None) -> DerivativeChecks:
     """``_derivative_checks`` from an exact gradient: ∇f(x) as it is (``g0`` if known),
     and the Hessian over the interior coordinates (those whose backward step stays
     within the bound) from central differences of the gradient, symmetrised:
     H[:, k] = (∇f(x + h_k e_k) − ∇f(x − h_k e_k)) / 2h_k, h_k as ``numdiff.step``
     (2d evaluations; forward differences would leave an error of h relative to the
     curvature, too much to tell a flat direction).  A coordinate on its bound costs one
-    more evaluation when its derivative there is zero (see below)."""
+    more evaluation when its derivative there is zero (see below).  ``many`` (points →
+    their ``fun_grad``) evaluates the 2d points, by default one after another."""
     x = np.asarray(x, dtype=float)
     d = len(x)
     if g0 is None:
         _, g0 = fun_grad(x)
     h = [step(v, rel_step) for v in x.tolist()]
     idx = np.array([k for k in range(d) if x[k] - h[k] >= lower[k]], dtype=int)
-    columns = []
+    stencil = []
     for k in idx.tolist():
-        up, down = x.copy(), x.copy()
-        up[k] += h[k]
-        down[k] -= h[k]
-        columns.append((np.asarray(fun_grad(up)[1]) - np.asarray(fun_grad(down)[1]))[idx]
-                       / (2 * h[k]))
+        for sign in (1.0, -1.0):
+            point = x.copy()
+            point[k] += sign * h[k]
+            stencil.append(point)
+    slopes = [g for _, g in (many(stencil) if many else map(fun_grad, stencil))]
+    columns = [(slopes[2 * i] - slopes[2 * i + 1])[idx] / (2 * h[k])
+               for i, k in enumerate(idx.tolist())]
     H = np.array(columns).reshape(len(idx), len(idx)).T if len(idx) else np.zeros((0, 0))
     H = 0.5 * (H + H.T)
     h_min = min((h[k] for k in idx.tolist()), default=1.0)

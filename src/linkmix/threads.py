@@ -4,15 +4,17 @@ Owns one policy: a group's or a small model's matrices are too small for threads
 to pay (each BLAS call then waits on hand-offs, and processes of a pool oversubscribe
 the cores), so that work runs with the pools limited to one thread; large dense
 blocks keep the default.  The controller is made on first use, once the BLAS of
-numpy and scipy are loaded, and reused: a limit then costs microseconds.
+numpy and scipy are loaded, and reused: a limit then costs microseconds.  Also how
+many threads a fit's independent evaluations may run on (``evaluation_workers``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
-__all__ = ["one_blas_thread", "SMALL_PROBLEM"]
+__all__ = ["one_blas_thread", "evaluation_workers", "SMALL_PROBLEM"]
 
 #: Largest n·(p+1) + (numbers in the Schur complement's panels) of a fit run with one
 #: thread.
@@ -44,3 +46,17 @@ def one_blas_thread(enabled: bool = True):
             yield
     finally:
         _limited[0] = False
+
+
+def evaluation_workers() -> int:
+    """Threads a fit may give to independent evaluations (its convergence checks'
+    stencil): 2 where the process may run on two cores and no outer block (a batch's
+    groups, a sampler) has limited the pools, which says the caller spends the cores
+    itself; else 1.  Two, not more: each thread needs a factor of its own."""
+    if _limited[0]:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity outside Linux
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
