@@ -157,7 +157,6 @@ def test_large_panels_factor_on_one_blas_thread(crossed_design, monkeypatch):
     BLAS sums in another order: the last bit may differ)."""
     from linkmix import engine as engines
     theta = np.array([0.6, 0.4, 0.2])
-    monkeypatch.setattr(engines, "SMALL_PROBLEM", 0)  # else small models keep one thread
     usual = BlockedEngine(crossed_design)
     monkeypatch.setattr(engines, "THREADED_PANEL_LIMIT", 10)
     limited = BlockedEngine(crossed_design)

@@ -154,10 +154,7 @@ class BlockedEngine(_EngineBase):
         # OpenBLAS's threaded dsyrk (inside dpotrf too) crashes on large orders
         # (OpenMathLib/OpenBLAS#1413, #2821; here dpotrf of 16,669 and dsyrk of 16,669 ×
         # 2,048 on two threads, not 12,000 or 16,669 × 256): such panels run on one.
-        # Small models keep to one thread after the fit too (the report's factorisations
-        # and gradients): switching the pool back costs more than threads give there.
-        self._one_thread = (int(np.max(np.diff(layout.super_rows_ptr))) > THREADED_PANEL_LIMIT
-                            or self.prefers_one_thread)
+        self._one_thread = int(np.max(np.diff(layout.super_rows_ptr))) > THREADED_PANEL_LIMIT
         self.kind = "blocked" if layout.ordering == "dense" else "blocked-sparse"
         perm = layout.perm
         inverse = layout.inverse
@@ -389,8 +386,7 @@ class BlockedEngine(_EngineBase):
 
     def _blas(self, method, *args):
         """``method(*args)``, with BLAS on one thread where a panel is too large for
-        OpenBLAS's threads (``THREADED_PANEL_LIMIT``) or the model is small
-        (``prefers_one_thread``)."""
+        OpenBLAS's threads (``THREADED_PANEL_LIMIT``)."""
         if self._one_thread:
             with one_blas_thread():
                 return method(*args)

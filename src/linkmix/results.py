@@ -26,6 +26,7 @@ from .inference import FixedEffectTests, KenwardRoger, Satterthwaite, check_ddf
 from .linalg import solve_triangular
 from .optimize import SINGULAR_HESSIAN
 from .parameters import variance_components
+from .threads import one_blas_thread
 
 __all__ = ["Report", "Printable", "LMMEstimates", "LMMResults", "NLMMResults", "json_text",
            "Summary", "fixed_effects_table", "format_table", "BOUNDARY_FIT"]
@@ -359,8 +360,12 @@ class LMMResults(FixedEffectTests, Report):
             else:
                 model = self._model_at_fit()
                 hessian = self.optsummary.hessian  # the checks' at θ̂, where they took one
-                part = Satterthwaite.of(model, self.theta, self.sigma, None if hessian is None
-                                        else model.theta_hessian(self.theta, hessian))
+                # on the fit's BLAS threads: after a one-thread fit, OpenBLAS's pool
+                # restarted for a factorisation and a trace took 60-100 ms, not 15 (InstEval)
+                with one_blas_thread(model.engine.prefers_one_thread):
+                    part = Satterthwaite.of(model, self.theta, self.sigma,
+                                            None if hessian is None
+                                            else model.theta_hessian(self.theta, hessian))
             self._ddf_parts[method] = part
         return self._ddf_parts[method]
 
