@@ -288,8 +288,8 @@ class LinearMixedModel:
     def _on_two_threads(self):
         """points → their (d(θ), ∇d(θ)): the engine takes every other point on this
         thread, a twin of it (``BlockedEngine.twin``) the rest on another (the caller
-        keeps BLAS on one thread); their kernels release the GIL.  The twin is made here, for
-        one fit: it is valid while the engine's values stay."""
+        keeps BLAS on one thread); their kernels release the GIL.  The twin is made
+        here, for one fit: it is valid while the engine's values stay."""
         twin = Deviance(self.engine.twin(), self.REML)
 
         def evaluate(points):
