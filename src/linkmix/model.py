@@ -241,7 +241,7 @@ class LinearMixedModel:
         defined.  The chain rule's other term, ∇d·∂²θ_w/∂θ², is left out: at an interior
         optimum ∇d is zero to the optimiser's tolerance (and θ_w is linear in θ for
         scalar terms)."""
-        J = self.conditioning.theta_working_jacobian(self._checked(theta)[0])
+        J = self._exact_jacobian(theta, 0.0)
         return None if J is None else J.T @ working_hessian @ J
 
     def unscaled_vcov_gradient(self, theta, margin: float = 0.0):
