@@ -241,3 +241,16 @@ def test_a_batch_leaves_its_fits_one_thread_for_evaluations():
 
     with one_blas_thread():
         assert evaluation_workers() == 1
+
+
+def test_the_automatic_choice_times_real_factorisations(crossed_design):
+    """Both timed runs factor (the engine keeps its factor at the same θ otherwise, and
+    the second run then timed nothing, so the first layout timed always won)."""
+    from linkmix.engine import _factor_seconds
+
+    engine = BlockedEngine(crossed_design)
+    calls = []
+    blas = engine._blas
+    engine._blas = lambda method, *args: calls.append(method) or blas(method, *args)
+    _factor_seconds(engine, crossed_design.theta_start())
+    assert len(calls) == 2

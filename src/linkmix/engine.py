@@ -613,12 +613,14 @@ def cheapest_engine(design):
 
 def _factor_seconds(engine, theta, beat: float = math.inf) -> float:
     """Seconds of a factorisation at θ: the second of two (the first pays for touching
-    fresh buffers), unless the first already took over 1.5 × ``beat``."""
+    fresh buffers), unless the first already took over 1.5 × ``beat``.  Each is made
+    anew: the engine would otherwise keep its factor at the same θ."""
     start = time.perf_counter()
     engine.update(theta)
     seconds = time.perf_counter() - start
     if seconds > 1.5 * beat:
         return seconds
+    engine.theta = None
     start = time.perf_counter()
     engine.update(theta)
     return time.perf_counter() - start
