@@ -115,8 +115,9 @@ def test_satterthwaite_parts_against_finite_differences(sleepstudy):
                                   "skyline_protein-REML", "sleepstudy_slopes-ML"])
 def test_satterthwaite_from_the_fits_own_hessian(name):
     """An L-BFGS-B fit keeps the Hessian its checks took from the exact gradient at θ̂;
-    Satterthwaite's df from it are those from fresh differences (to 1e-6) and
-    lmerTest's (to 1e-4, the bar above)."""
+    Satterthwaite's df from it are those from fresh differences (to 2e-5, their own
+    differencing error with the shift ``REUSE_WITHIN`` allows) and lmerTest's (to 1e-4,
+    the bar above)."""
     case = CASES[name]
     fit = linkmix.lmer(case["formula"], case_data(case), REML=case["REML"], optimizer="lbfgs")
     assert fit.optsummary.hessian is not None
@@ -124,7 +125,7 @@ def test_satterthwaite_from_the_fits_own_hessian(name):
     assert_matches(reused, case["satterthwaite"])
     fit.optsummary.hessian = None
     fit._ddf_parts.clear()
-    np.testing.assert_allclose(reused["df"], fit.coef_table()["df"], rtol=1e-6)
+    np.testing.assert_allclose(reused["df"], fit.coef_table()["df"], rtol=2e-5)
 
 
 def test_variance_deviance_is_the_criterion_at_sigma_hat(sleepstudy):

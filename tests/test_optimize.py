@@ -249,3 +249,127 @@ def test_lbfgs_stops_where_its_decreases_reach_the_deviances_rounding():
     assert fit.optsummary.optimizer == "lbfgs" and fit.converged
     assert fit.optsummary.n_evaluations <= 15
     assert fit.optsummary.max_gradient < 1e-3
+
+
+def _rounded_quadratic(dimension: int = 4, seed: int = 0):
+    """(f, ∇f) of a quadratic at 2.4e5, InstEval's deviance, with that deviance's
+    rounding: ±5e-10 (sd 3e-10) decided by the point's bytes, so a point evaluated twice
+    gives the same value and points closer than the rounding can tell apart differ at
+    random."""
+    import hashlib
+
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(dimension, dimension))
+    H = A @ A.T + np.diag(10.0 ** -np.arange(-3.0, dimension - 3.0))
+    centre = rng.uniform(0.1, 0.9, dimension)
+
+    def value_and_gradient(x):
+        d = x - centre
+        digest = hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=8).digest()
+        rounding = 1e-9 * (int.from_bytes(digest, "little") / 2.0**64 - 0.5)
+        return 2.4e5 + 0.5 * float(d @ H @ d) + rounding, H @ d
+
+    return value_and_gradient, centre, rng
+
+
+def test_lbfgs_stops_line_searches_that_f_cannot_resolve(monkeypatch):
+    """Near the optimum a line search's trial steps can change f by less than its
+    rounding; L-BFGS-B then shrinks them up to 40 times before it gives up.  Stopped once
+    the predicted change |g'Δx| is within ``ROUNDING``: no start of 40 spends more than
+    25 evaluations, where without that stop some spend over 30, at the same optimum
+    (within the distance f can resolve)."""
+    from linkmix import optimize
+
+    value_and_gradient, centre, rng = _rounded_quadratic()
+    starts = [np.maximum(centre + rng.normal(scale=0.3, size=4), 0.0) for _ in range(40)]
+
+    def evaluations():
+        counts = []
+        for start in starts:
+            summary = optimize.minimize_bounded(lambda x: value_and_gradient(x)[0], start,
+                                                np.zeros(4), optimizer="lbfgs",
+                                                gradient=value_and_gradient,
+                                                check_gradient=False)
+            assert np.abs(summary.x_final - centre).max() < 1e-4
+            counts.append(summary.n_evaluations)
+        return np.array(counts)
+
+    guarded = evaluations()
+    monkeypatch.setattr(optimize, "ROUNDING", 0.0)
+    unguarded = evaluations()
+    assert guarded.max() <= 25 < unguarded.max()
+    assert guarded.sum() < unguarded.sum()
+
+
+def test_the_quadratic_models_step_is_its_minimum_along_the_gradient():
+    from linkmix.optimize import _quadratic_model_step
+
+    h, g = np.array([4.0, 0.5, 30.0]), np.array([1.0, -2.0, 0.3])
+    length = _quadratic_model_step(h, g)
+    along = np.linspace(0.5, 1.5, 1001) * length
+    slope, curvature = -np.linalg.norm(g), float(h @ g**2) / float(g @ g)
+    model = [t * slope + 0.5 * t**2 * curvature for t in along]
+    assert along[int(np.argmin(model))] == pytest.approx(length, rel=1e-3)
+    assert np.isnan(_quadratic_model_step(np.array([4.0, np.nan, 1.0]), g))
+    assert np.isnan(_quadratic_model_step(h, np.zeros(3)))
+
+
+def test_lbfgs_takes_its_first_step_from_the_curvature_model():
+    """With ``curvature`` the first trial lands at the minimum along −g of the diagonal
+    model, below f(x0) (scipy's unit step would overshoot a curvature of 1e4: f rises
+    by about 5e3); ``initial_step`` sets that length instead."""
+    from linkmix.optimize import minimize_bounded
+
+    h = np.array([1e4, 3e3])
+    centre = np.array([0.3, 0.5])
+
+    def value_and_gradient(x):
+        return 1e5 + 0.5 * float(h @ (x - centre) ** 2), h * (x - centre)
+
+    start = np.array([0.4, 0.45])
+    runs = {name: minimize_bounded(lambda x: value_and_gradient(x)[0], start, np.zeros(2),
+                                   optimizer="lbfgs", gradient=value_and_gradient,
+                                   check_gradient=False, **options)
+            for name, options in [("unit", {}), ("model", {"curvature": lambda x: h}),
+                                  ("given", {"initial_step": 0.25})]}
+    f0 = value_and_gradient(start)[0]
+    assert runs["unit"].log[1][1] > f0 + 1e3
+    assert runs["model"].log[1][1] < f0
+    assert np.linalg.norm(runs["given"].log[1][0] - start) == pytest.approx(0.25)
+    for summary in runs.values():
+        np.testing.assert_allclose(summary.x_final, centre, atol=1e-6)
+
+
+def test_the_curvature_model_follows_the_criterions_diagonal():
+    """Scalar terms: within a factor of 1.5 of the diagonal of the differenced Hessian at
+    the optimum of simulated crossed designs with 2 and 4 factors; NaN for a vector
+    term's entries."""
+    for n_factors, seed in [(2, 1), (4, 3)]:
+        data = linkmix.datasets.simulate_ratings(10_000, n_factors, seed=seed, missing_rate=0)
+        terms = " + ".join(f"(1 | {g})" for g in "sdct"[:n_factors])
+        model = linkmix.LinearMixedModel(f"y ~ 1 + service + {terms}", data, REML=False)
+        x = model.conditioning.theta_working(model.fit(optimizer="lbfgs").theta)
+        differenced = np.empty(len(x))
+        for i in range(len(x)):
+            e = np.zeros(len(x))
+            e[i] = 1e-5
+            differenced[i] = (model.deviance.value_and_gradient(x + e)[1][i]
+                              - model.deviance.value_and_gradient(x - e)[1][i]) / 2e-5
+        ratio = model._curvature_model(x) / differenced
+        assert np.all((ratio > 1 / 1.5) & (ratio < 1.5)), ratio
+    sleep = load_dataset("sleepstudy")
+    model = linkmix.LinearMixedModel("Reaction ~ Days + (Days | Subject) + (1 | Days)", sleep)
+    h = model._curvature_model(model._moment_start())
+    assert np.isnan(h[:3]).all() and h[3] > 0
+
+
+def test_crossed_fits_accept_their_first_step():
+    """On simulated crossed designs the first L-BFGS-B trial from the moment start is
+    already lower than the start (scipy's unit step overshoots θ ≈ 0.3)."""
+    for n_factors, seed in [(2, 4), (3, 5), (4, 6)]:
+        data = linkmix.datasets.simulate_ratings(20_000, n_factors, seed=seed, missing_rate=0)
+        terms = " + ".join(f"(1 | {g})" for g in "sdct"[:n_factors])
+        fit = linkmix.LinearMixedModel(f"y ~ 1 + service + {terms}", data,
+                                       REML=False).fit(optimizer="lbfgs")
+        log = fit.optsummary.log
+        assert fit.converged and log[1][1] < log[0][1]

@@ -37,6 +37,9 @@ from .threads import evaluation_workers, one_blas_thread
 #: below it an evaluation costs microseconds and BOBYQA, whose loop runs in C and
 #: needs no gradient, spends less.
 GRADIENT_ABOVE = 1e6
+#: Smallest θ² (a scalar term's variance over σ²) the first-step curvature model
+#: takes: at θ = 0 a term carries no information and the model no curvature.
+VARIANCE_FLOOR = 1e-4
 
 __all__ = ["LinearMixedModel"]
 
@@ -213,6 +216,28 @@ class LinearMixedModel:
         for index, (variance, z2) in components.items():
             theta[index] = max(np.sqrt(variance / z2 / sigma2), 0.1)
         return theta
+
+    def _curvature_model(self, theta_w) -> np.ndarray:
+        """An estimate of the diagonal of the criterion's Hessian over θ_w, which sets the
+        length of L-BFGS-B's first step.  For a scalar term alone with σ known, per level
+        j with s_j = Σ_{i∈j} z_i² and w_j = θ²s_j/(1 + θ²s_j), the expected information
+        of the one-way model gives ∂²/∂θ² ≈ 4 Σ_j w_j²/θ² (θ² at least
+        ``VARIANCE_FLOOR``).  Crossed terms and σ's profiling are ignored: on simulated
+        crossed designs it is within a factor 1.5 of the differenced diagonal at the
+        optimum and 0.7-7 at the moment start, well inside what L-BFGS-B's line search
+        accepts at its first trial.  NaN for the entries of vector terms, which it does
+        not describe (the first step is then scipy's)."""
+        w = self.conditioning.working
+        out = np.full(len(theta_w), np.nan)
+        offset = 0
+        for term, T in zip(w.terms, w.T_blocks(theta_w)):
+            if term.k == 1:
+                variance = max(float(T[0, 0]) ** 2, VARIANCE_FLOOR)
+                sizes = np.bincount(term.codes, term.Z[:, 0] ** 2, minlength=term.n_levels)
+                weights = variance * sizes / (1.0 + variance * sizes)
+                out[offset] = 4.0 * float(weights @ weights) / variance
+            offset += len(term.theta_positions())
+        return out
 
     def criterion_gradients(self, theta, margin: float = 0.0):
         """(∂ℓ/∂θ, ∂r²/∂θ) at lme4's θ and β̂(θ), exactly, in the user's units (ℓ =
@@ -391,7 +416,7 @@ class LinearMixedModel:
                                        gradient=self.deviance.value_and_gradient if exact else None,
                                        gradients=(self._on_two_threads() if costly
                                                   and workers > 1 and single else None),
-                                       **optimizer_options)
+                                       curvature=self._curvature_model, **optimizer_options)
             if not np.isfinite(summary.fun_final):
                 raise FitError(f"the deviance is not finite at the optimum θ = "
                                f"{self.conditioning.theta(summary.x_final)}; the design may "
