@@ -208,27 +208,35 @@ def test_a_twin_engine_factors_on_its_own(crossed_design, ordering):
 
 def test_the_checks_on_two_threads_give_the_same_fit(crossed_design, monkeypatch):
     """With ``workers=2`` half the checks' stencil is evaluated on a second thread (by a
-    twin engine), and the fit is the same to the last bit."""
+    twin engine), and within the optimiser's evaluations ∂r²/∂θ alongside the traces;
+    the fit is the same to the last bit."""
     import threading
 
     from linkmix import model as models
     from linkmix.deviance import Deviance
 
     monkeypatch.setattr(models, "GRADIENT_ABOVE", 0.0)  # this design's evaluations are cheap
-    threads_seen = set()
-    evaluate = Deviance.value_and_gradient
+    threads_seen, prss_threads = set(), set()
+    evaluate, prss = Deviance.value_and_gradient, BlockedEngine.prss_gradient
 
-    def recorded(self, theta):
+    def recorded(self, theta, helper=None):
         threads_seen.add(threading.get_ident())
-        return evaluate(self, theta)
+        return evaluate(self, theta, helper)
+
+    def recorded_prss(self):
+        prss_threads.add(threading.get_ident())
+        return prss(self)
 
     monkeypatch.setattr(Deviance, "value_and_gradient", recorded)
+    monkeypatch.setattr(BlockedEngine, "prss_gradient", recorded_prss)
     fits = {}
     for workers in (1, 2):
         threads_seen.clear()
+        prss_threads.clear()
         model = linkmix.LinearMixedModel.from_design(crossed_design, REML=False)
         fits[workers] = model.fit(workers=workers)
         assert len(threads_seen) == workers
+        assert (prss_threads - threads_seen != set()) == (workers == 2)
     one, two = fits[1], fits[2]
     assert one.optsummary.optimizer == "lbfgs" and one.converged and two.converged
     assert one.objective == two.objective

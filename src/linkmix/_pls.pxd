@@ -35,7 +35,7 @@ cdef class BlockedSystem:
     cdef double[:, ::1] L21
     cdef double[::1] Sp
     # work space
-    cdef double[::1] Tbuf, Abuf, lam, zero_beta, xwork, update_buf
+    cdef double[::1] Tbuf, Abuf, lam, zero_beta, xwork, update_buf, envelope
     cdef int[::1] rel, shead, snext, sptr
     # C's pattern by row of S: where each row's entries sit, and their levels
     cdef int[::1] col_ptr, col_pos, col_level

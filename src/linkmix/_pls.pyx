@@ -148,6 +148,8 @@ cdef class BlockedSystem:
         self.lam = np.empty(self.m)
         self.zero_beta = np.zeros(max(1, self.p))
         self.xwork = np.empty(self.q1 + q2)
+        self.envelope = np.empty(max(1, len(tmpl)))  # prss_gradient's sums, apart from
+        #                                            the traces' so both may run at once
         self.rel = np.zeros(self.m, dtype=np.int32)
         self.shead = np.empty(self.nsuper, dtype=np.int32)
         self.snext = np.empty(self.nsuper, dtype=np.int32)
@@ -789,18 +791,17 @@ cdef class BlockedSystem:
     def prss_gradient(self, const double[::1] beta):
         """∂r²/∂θ_i at β (β̂ for the profiled r²) after a factorisation, by the envelope
         theorem: with ε = y − Xβ − ZΛũ and D_i = ∂Λ/∂θ_i, −2 ε'Z D_i ũ, from the
-        engine's current values (a new response or covariates included)."""
+        engine's current values (a new response or covariates included).  Reads the
+        factor and writes only ``xwork`` and its own sums: it may run on another thread
+        alongside ``trace_gradient``."""
         cdef Py_ssize_t n = self.codes1.shape[0], i
         cdef int p = self.p, a
         cdef double eps
         cdef double* x = &self.xwork[0]
-        cdef double* S
-        if not self.inverse_ready:
-            self._allocate_inverse()
-        S = &self.Gt[0]
+        cdef double* S = &self.envelope[0]
         with nogil:
             self._modes_factor(beta)
-            for a in range(self.Gt.shape[0]):
+            for a in range(self.envelope.shape[0]):
                 S[a] = 0.0
             for i in range(n):
                 eps = self.xy[i, p]
@@ -808,7 +809,7 @@ cdef class BlockedSystem:
                     eps = eps - self.xy[i, a] * beta[a]
                 self._subtract_fitted(i, x, 1, &eps)
                 self._add_envelope(i, eps, x, S)
-        return self._by_theta(self.Gt, -2.0)
+        return self._by_theta(self.envelope, -2.0)
 
     cdef void _column_modes(self, int col, double* x) noexcept nogil:
         """x ← A⁻¹Λ̃'Z'X_col, in the factor's order: the modes of the response X_col

@@ -99,20 +99,28 @@ class Deviance:
         """Whether ``value_and_gradient`` is exact (the engine gives ∂log|L|²/∂θ)."""
         return getattr(self.engine, "supports_gradient", False)
 
-    def value_and_gradient(self, theta):
+    def value_and_gradient(self, theta, helper=None):
         """(d(θ), ∇d(θ)) exactly, d the profiled ML deviance or REML criterion::
 
             ∂d/∂θ_i = ∂log|Ã|/∂θ_i + (n − p_R) ∂r²/∂θ_i / r²
 
         (log|Ã| = log|L|², + log|R_X|² and p_R = p for REML; p_R = 0 for ML).  Where the
-        system is not positive definite, (inf, NaN)."""
+        system is not positive definite, (inf, NaN).  ``helper`` (an executor) computes
+        ∂r²/∂θ on its thread while this one takes the traces (both release the GIL)."""
         value = self(theta)
         if not math.isfinite(value):
             return value, None
         engine = self.engine
         state = PLSState.of(engine)
         dof = state.n - (state.p if self.REML else 0)
-        return value, engine.logdet_gradient(self.REML) + dof / state.r2 * engine.prss_gradient()
+        if helper is None:
+            logdets = engine.logdet_gradient(self.REML)
+            prss = engine.prss_gradient()
+        else:
+            later = helper.submit(engine.prss_gradient)
+            logdets = engine.logdet_gradient(self.REML)
+            prss = later.result()
+        return value, logdets + dof / state.r2 * prss
 
     def full(self, theta, beta, sigma) -> float:
         """−2 log L at (θ, β, σ), nothing profiled."""

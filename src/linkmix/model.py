@@ -11,6 +11,7 @@ lme4's θ).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -409,13 +410,17 @@ class LinearMixedModel:
                                                                   name="theta_start")[0])
         # Two evaluations at once only where BLAS runs on one thread anyway: switching a
         # threaded pool to one thread and back costs more than the second core gives.
+        # The same holds for ∂r²/∂θ alongside the traces within one evaluation.
         single = self.engine.prefers_one_thread
-        with one_blas_thread(single):
+        two = costly and workers > 1 and single
+        helper = ThreadPoolExecutor(1) if two else contextlib.nullcontext()
+        with one_blas_thread(single), helper as pool:
+            gradient = (functools.partial(self.deviance.value_and_gradient, helper=pool)
+                        if exact else None)
             summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
                                        check_gradient=check_gradient, polish=True,
-                                       gradient=self.deviance.value_and_gradient if exact else None,
-                                       gradients=(self._on_two_threads() if costly
-                                                  and workers > 1 and single else None),
+                                       gradient=gradient,
+                                       gradients=self._on_two_threads() if two else None,
                                        curvature=self._curvature_model, **optimizer_options)
             if not np.isfinite(summary.fun_final):
                 raise FitError(f"the deviance is not finite at the optimum θ = "
