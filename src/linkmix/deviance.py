@@ -113,13 +113,9 @@ class Deviance:
         engine = self.engine
         state = PLSState.of(engine)
         dof = state.n - (state.p if self.REML else 0)
-        if helper is None:
-            logdets = engine.logdet_gradient(self.REML)
-            prss = engine.prss_gradient()
-        else:
-            later = helper.submit(engine.prss_gradient)
-            logdets = engine.logdet_gradient(self.REML)
-            prss = later.result()
+        later = helper.submit(engine.prss_gradient) if helper is not None else None
+        logdets = engine.logdet_gradient(self.REML)
+        prss = later.result() if later is not None else engine.prss_gradient()
         return value, logdets + dof / state.r2 * prss
 
     def full(self, theta, beta, sigma) -> float:
