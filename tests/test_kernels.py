@@ -26,6 +26,18 @@ def synthetic(seed=0, n=240):
     return frame
 
 
+def many_levels(seed=3, n=240):
+    """``synthetic`` with two more factors of 150 and 100 levels: the Schur complement
+    of the second is wider than the compiled inverse's leaf blocks (64)."""
+    frame = synthetic(n=n)
+    rng = np.random.default_rng(seed)
+    frame["g4"] = rng.integers(0, 150, n).astype(str)
+    frame["g5"] = rng.integers(0, 100, n).astype(str)
+    frame["y"] += rng.normal(size=150)[frame.g4.astype(int)] + rng.normal(size=100)[
+        frame.g5.astype(int)]
+    return frame
+
+
 DESIGNS = {
     "vector-first": ("Reaction ~ Days + (Days | Subject)", lambda: load_dataset("sleepstudy")),
     "crossed": ("diameter ~ 1 + (1 | plate) + (1 | sample)", lambda: load_dataset("Penicillin")),
@@ -34,6 +46,7 @@ DESIGNS = {
     "factor-split": ("y ~ x + (0 + f || g2) + (1 | g3)", synthetic),
     "nested": ("y ~ x + (1 | g3/g2)", synthetic),
     "vector-later-3": ("y ~ 1 + (1 | g1) + (1 + x + w | g2)", synthetic),
+    "wide-schur": ("y ~ x + (1 | g4) + (1 | g5) + (1 | g2)", many_levels),
 }
 
 
@@ -221,6 +234,26 @@ def test_solve_triangular_matches_scipy(order, lower, trans):
     singular[4, 4] = 0.0
     with pytest.raises(np.linalg.LinAlgError, match="diagonal entry 5"):
         solve_triangular(singular, np.ones(9), lower=lower)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 64, 65, 130, 300, 517])
+def test_inverse_from_factor_matches_numpy(n):
+    """(LL')⁻¹ from the Cholesky factor L, as the selected inverse takes each
+    supernode's diagonal block: LAPACK's dpotri up to 64, by halves above."""
+    from linkmix._pls import inverse_from_factor
+
+    rng = np.random.default_rng(n)
+    M = rng.normal(size=(n, n + 3))
+    A = M @ M.T / n + np.eye(n) if n else np.zeros((0, 0))
+    L = np.asfortranarray(np.linalg.cholesky(A))
+    upper = np.triu(np.full((n, n), 7.0), 1)  # the strict upper triangle is not touched
+    work = np.asfortranarray(np.tril(L) + upper)
+    inverse_from_factor(work)
+    np.testing.assert_allclose(np.tril(work), np.tril(np.linalg.inv(A)), rtol=1e-10,
+                               atol=1e-13)
+    np.testing.assert_array_equal(np.triu(work, 1), upper)
+    with pytest.raises(ValueError, match="square"):
+        inverse_from_factor(np.zeros((3, 2), order="F"))
 
 
 @settings(max_examples=80, deadline=None)
