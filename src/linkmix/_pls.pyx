@@ -25,7 +25,7 @@ A θ-template describes the lower-triangular factor T of each term: for term
 from libc.math cimport INFINITY, fabs, frexp, ldexp, log, sqrt
 from libc.stdint cimport int64_t
 from libc.string cimport memset
-from scipy.linalg.cython_blas cimport dgemm, dsymm, dtrmm, dtrsm
+from scipy.linalg.cython_blas cimport dgemm, dsymm, dsyrk, dtrmm, dtrsm
 from scipy.linalg.cython_lapack cimport dgeqrf, dlauum, dorgqr, dpotrf, dpotri, dtrtri
 
 import numpy as np
@@ -493,6 +493,7 @@ cdef class BlockedSystem:
         minor is not positive."""
         cdef int ns = self.nsuper, k1 = self.L21.shape[1]
         cdef int J, K, e, en, f, l, w, nr, i, c, r, a, i1, i2, end, mU, nU, wK, nrK, info = 0
+        cdef bint dense
         cdef int64_t r0, r0K
         cdef double acc
         cdef double* P
@@ -521,6 +522,7 @@ cdef class BlockedSystem:
             for i in range(nr):
                 rel[rows[i]] = i
             V = &self.L21[0, 0]
+            dense = rows[nr - 1] - f == nr - 1  # rows f, f + 1, …: a row's place is row − f
             for c in range(w):  # levels of term 1: S[rows, col] −= V_e V_e[col]', a column
                 PK = &P[c * nr]  # at a time (its numbers stay in cache)
                 for e in range(self.col_ptr[f + c], self.col_ptr[f + c + 1]):
@@ -528,8 +530,12 @@ cdef class BlockedSystem:
                     end = self.c_indptr[self.col_level[e] + 1]
                     if k1 == 1:
                         acc = V[i1]
-                        for r in range(i1, end):
-                            PK[rel[crow[r]]] -= V[r] * acc
+                        if dense:  # one lookup less in the loop that dominates InstEval's
+                            for r in range(i1, end):
+                                PK[crow[r] - f] -= V[r] * acc
+                        else:
+                            for r in range(i1, end):
+                                PK[rel[crow[r]]] -= V[r] * acc
                     else:
                         for r in range(i1, end):
                             acc = 0.0
@@ -559,12 +565,21 @@ cdef class BlockedSystem:
                                 acc = acc + PK[a * nrK + i1 + r] * PK[a * nrK + i1 + c]
                             V[rel[rowsK[i1 + r]]] -= acc
                 else:
-                    dgemm(&notrans, &transa, &mU, &nU, &wK, &one, &PK[i1], &nrK, &PK[i1],
-                          &nrK, &zero, U, &mU)
+                    # U = L_K[i1:] L_K[i1:i2]': its square top by dsyrk (the lower
+                    # triangle, all that is read), the rows below by dgemm
+                    dsyrk(&uplo, &notrans, &nU, &wK, &one, &PK[i1], &nrK, &zero, U, &mU)
+                    below = mU - nU
+                    if below > 0:
+                        dgemm(&notrans, &transa, &below, &nU, &wK, &one, &PK[i2], &nrK,
+                              &PK[i1], &nrK, &zero, &U[nU], &mU)
                     for c in range(nU):
                         V = &P[(rowsK[i1 + c] - f) * nr]
-                        for r in range(c, mU):
-                            V[rel[rowsK[i1 + r]]] -= U[c * mU + r]
+                        if dense:
+                            for r in range(c, mU):
+                                V[rowsK[i1 + r] - f] -= U[c * mU + r]
+                        else:
+                            for r in range(c, mU):
+                                V[rel[rowsK[i1 + r]]] -= U[c * mU + r]
                 self.sptr[K] = i2
                 if i2 < nrK:
                     self._link(shead, snext, K, rowsK[i2])
@@ -1054,6 +1069,7 @@ cdef class BlockedSystem:
         written) otherwise; below the bound q_t − tr_t cancels (it is O(θ_t²))."""
         cdef int nt = self.term_k.shape[0], m = self.m, q2 = self.q2, trim = m - lim
         cdef int nlev = self.L11.shape[0], t, e, J, f, w, nr, c, cc, rr, end, r
+        cdef bint dense
         cdef double total, kv, y, side
         cdef double* Q
         cdef const int* crow = &self.c_rows[0]
@@ -1074,6 +1090,7 @@ cdef class BlockedSystem:
                 continue
             nr = <int> (self.super_rows_ptr[J + 1] - self.super_rows_ptr[J])
             self._rel_map(J)
+            dense = self.super_rows[self.super_rows_ptr[J + 1] - 1] - f == nr - 1
             for c in range(w):
                 Q = &self.Kp[self.panel_off[J] + <int64_t> c * nr]
                 for e in range(self.col_ptr[f + c], self.col_ptr[f + c + 1]):
@@ -1081,8 +1098,12 @@ cdef class BlockedSystem:
                     end = self.c_indptr[self.col_level[e] + 1] - trim
                     y = Yv[cc]
                     side = 0.0
-                    for rr in range(cc + 1, end):
-                        side = side + Q[rel[crow[rr]]] * Yv[rr]
+                    if dense:  # rows f, f + 1, …, as in _schur_factor
+                        for rr in range(cc + 1, end):
+                            side = side + Q[crow[rr] - f] * Yv[rr]
+                    else:
+                        for rr in range(cc + 1, end):
+                            side = side + Q[rel[crow[rr]]] * Yv[rr]
                     total = total + y * (Q[rel[crow[cc]]] * y + 2.0 * side)
         for t in range(nt):
             G[self.tmpl_off[t]] = 0.0
