@@ -7,9 +7,10 @@ them, and returns log-determinants.  Two layouts are served:
 
 * the *blocked* layout (``BlockedSystem``): the first random-effects term's
   block of Λ'Z'ZΛ + I is block diagonal, so it is factored level by level; the
-  Schur complement of everything else (later terms, X, y) is dense and is
-  factored by LAPACK.  This is MixedModels.jl's insight, with all blocks after
-  the first merged into one dense block.
+  Schur complement of everything else (later terms, X, y) is factored by
+  supernodes (``linkmix.schur``'s layout: one dense panel, or a fill-reducing
+  order's), each panel by LAPACK.  This is MixedModels.jl's insight, with the
+  blocks after the first factored as one sparse system.
 * the *sparse* layout (``lambdat_zt_values``): writes the values of Λ'Z' in
   place into a CSC matrix whose pattern CHOLMOD has analysed once.
 
