@@ -3,7 +3,9 @@
 Owns reading the data, fitting, printing and writing for ``fit``, ``nlfit``,
 ``batch``, ``sample`` and ``example``.  ``linkmix.cli`` owns the arguments and their checks and
 hands over here, so ``linkmix --help`` and a bad option never load the numerical
-stack.
+stack.  Each subcommand imports what only it needs (the batch machinery, the linked and
+nonlinear models, plots, the sampler's summaries, the seed example), so a plain ``fit``
+loads none of them.
 """
 
 from __future__ import annotations
@@ -16,16 +18,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from . import datasets
-from .batch import adjusted_p_values, ROW_COLUMNS, ROW_TYPES, iter_fit_groups
-from .comparison import lrt
 from .errors import ArgumentError, DataError
-from .examples import seed_example
 from .fitting import lmer, nlmer
 from .io import read_table
-from .plots import pair, trace, volcano
 from .results import json_text
-from .sampling import posterior_summary
 
 __all__ = ["run"]
 
@@ -51,6 +47,7 @@ def fit_command(args) -> int:
                        engine=args.engine, missing=args.missing, optimizer=args.optimizer)
         test = None
         if args.lrt is not None:
+            from .comparison import lrt
             general = lmer(args.lrt or args.formula, data, REML=False, engine=args.engine,
                            missing=args.missing)
             test = lrt(fit, general)
@@ -88,6 +85,8 @@ def nlfit_command(args) -> int:
 
 def batch_command(args) -> int:
     """``linkmix batch``."""
+    from .batch import adjusted_p_values, iter_fit_groups
+
     data = read_table(args.data, factors=args.factor)
     for col in args.log2:
         if col not in data.columns:
@@ -136,6 +135,7 @@ def batch_command(args) -> int:
                                 f"they have {sorted(known)}")
         effects = args.effect or _default_effect(results)
         for effect in effects:
+            from .plots import volcano
             path = os.path.join(args.plots, f"volcano_{_safe(effect)}.png")
             volcano(results, effect).savefig(path, dpi=120)
             print(f"wrote {path}")
@@ -204,6 +204,8 @@ class _TableWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        from .batch import ROW_TYPES
+
         arrow = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(),
                  "bool": pa.bool_()}
         self.schema = pa.Schema.from_pandas(self.keys.head(0), preserve_index=False)
@@ -229,6 +231,7 @@ class _TableWriter:
             if self.parquet:
                 self.writer = self._parquet_writer()
             else:
+                from .batch import ROW_COLUMNS
                 pd.DataFrame(columns=[*self.keys.columns, *ROW_COLUMNS]).to_csv(
                     self.path, index=False, sep=self.sep)
         if self.writer is not None:
@@ -280,6 +283,9 @@ def _safe(name: str) -> str:
 
 def example_command(args) -> int:
     """``linkmix example``."""
+    from . import datasets
+    from .examples import seed_example
+
     if args.data:
         data = datasets.add_seed_columns(read_table(args.data))
         source = args.data
@@ -299,6 +305,9 @@ def example_command(args) -> int:
 
 def sample_command(args) -> int:
     """``linkmix sample``: the maximum-likelihood fit, then its posterior draws."""
+    from .plots import pair, trace
+    from .sampling import posterior_summary
+
     data = read_table(args.data, factors=args.factor)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

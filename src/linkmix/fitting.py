@@ -3,7 +3,9 @@
 Owns the dispatch only: a plain call fits ``LinearMixedModel`` (REML by default) or
 ``NonlinearMixedModel``; ``constraints`` or ``mean`` make it a maximum-likelihood fit of
 a linked model (``linkmix.linked``).  The model modules do not know this one, so
-the imports run one way: fitting → linked → model, nonlinear → results.
+the imports run one way: fitting → linked → model, nonlinear → results; the linked and
+nonlinear modules are imported by the calls that fit them (a plain ``lmer``, the
+``linkmix fit`` command's usual case, does not load them).
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ import pandas as pd
 
 from . import arguments
 from .errors import ArgumentError, FitError
-from .linked import LinkedModel
 from .model import LinearMixedModel
-from .nonlinear import NonlinearMixedModel
 
 __all__ = ["lmer", "nlmer"]
 
@@ -55,6 +55,7 @@ def lmer(formula: str, data: pd.DataFrame, *, REML: bool | None = None, constrai
         if fit_options or optimizer != "auto":
             raise ArgumentError(f"options {sorted(fit_options) or ['optimizer']} apply to plain "
                                 f"fits only; linked fits take n_starts, method, seed, start")
+        from .linked import LinkedModel
         model = LinkedModel(formula, data, constraints=constraints, mean=mean, engine=engine,
                             missing=missing)
         return model.fit(n_starts=n_starts, method=method, seed=seed, start=start)
@@ -93,9 +94,11 @@ def nlmer(formula: str, data: pd.DataFrame, random=None, *, fixed=None, model=No
     ...                     random="lKe + lKa + lCl || Subject")  # doctest: +SKIP
     """
     if constraints is not None:
+        from .linked import LinkedModel
         linked = LinkedModel.nonlinear(formula, data, random, fixed=fixed, model=model,
                                        engine=engine, missing=missing, constraints=constraints)
         return linked.fit(n_starts=n_starts, method=method, seed=seed, start=start)
+    from .nonlinear import NonlinearMixedModel
     model_ = NonlinearMixedModel(formula, data, random, fixed=fixed, model=model, engine=engine,
                                  missing=missing)
     return model_.fit(start=start, **fit_options)
