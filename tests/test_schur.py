@@ -233,7 +233,9 @@ def test_the_checks_on_two_threads_give_the_same_fit(crossed_design, monkeypatch
     for workers in (1, 2):
         threads_seen.clear()
         prss_threads.clear()
-        model = linkmix.LinearMixedModel.from_design(crossed_design, REML=False)
+        # one layout for both: "auto" times the layouts, and may pick either
+        model = linkmix.LinearMixedModel.from_design(crossed_design, REML=False,
+                                                     engine="blocked-sparse")
         fits[workers] = model.fit(workers=workers)
         assert len(threads_seen) == workers
         assert (prss_threads - threads_seen != set()) == (workers == 2)
