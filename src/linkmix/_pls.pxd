@@ -68,6 +68,7 @@ cdef class BlockedSystem:
                             double* S) noexcept nogil
     cdef void _column_modes(self, int col, double* x) noexcept nogil
     cdef void _rel_map(self, int J) noexcept nogil
+    cdef bint _contiguous_rows(self, int J) noexcept nogil
     cdef void _selected_inverse(self, int lim) noexcept nogil
     cdef void _level_Y(self, int trim) noexcept nogil
     cdef bint _scalar_traces(self, int lim) noexcept nogil

@@ -523,7 +523,7 @@ cdef class BlockedSystem:
             for i in range(nr):
                 rel[rows[i]] = i
             V = &self.L21[0, 0]
-            dense = rows[nr - 1] - f == nr - 1  # rows f, f + 1, …: a row's place is row − f
+            dense = self._contiguous_rows(J)
             for c in range(w):  # levels of term 1: S[rows, col] −= V_e V_e[col]', a column
                 PK = &P[c * nr]  # at a time (its numbers stay in cache)
                 for e in range(self.col_ptr[f + c], self.col_ptr[f + c + 1]):
@@ -985,6 +985,12 @@ cdef class BlockedSystem:
         for i in range(self.super_rows_ptr[J + 1] - r0):
             self.rel[self.super_rows[r0 + i]] = <int> i
 
+    cdef bint _contiguous_rows(self, int J) noexcept nogil:
+        """Whether supernode J's rows are f, f + 1, … (its first column f on): a row's
+        place in them is then row − f, without ``rel`` (InstEval's dense root)."""
+        cdef int64_t r0 = self.super_rows_ptr[J], r1 = self.super_rows_ptr[J + 1]
+        return self.super_rows[r1 - 1] - self.super_first[J] == r1 - r0 - 1
+
     cdef void _selected_inverse(self, int lim) noexcept nogil:
         """K_S = S_lim⁻¹ on the pattern of its factor (S_lim: S's leading ``lim`` rows,
         the block of Ã⁻¹ over the later terms (and X)), into ``Kp`` in Sp's layout.
@@ -1091,7 +1097,7 @@ cdef class BlockedSystem:
                 continue
             nr = <int> (self.super_rows_ptr[J + 1] - self.super_rows_ptr[J])
             self._rel_map(J)
-            dense = self.super_rows[self.super_rows_ptr[J + 1] - 1] - f == nr - 1
+            dense = self._contiguous_rows(J)
             for c in range(w):
                 Q = &self.Kp[self.panel_off[J] + <int64_t> c * nr]
                 for e in range(self.col_ptr[f + c], self.col_ptr[f + c + 1]):
@@ -1099,7 +1105,7 @@ cdef class BlockedSystem:
                     end = self.c_indptr[self.col_level[e] + 1] - trim
                     y = Yv[cc]
                     side = 0.0
-                    if dense:  # rows f, f + 1, …, as in _schur_factor
+                    if dense:
                         for rr in range(cc + 1, end):
                             side = side + Q[crow[rr] - f] * Yv[rr]
                     else:

@@ -133,9 +133,10 @@ def batch_command(args) -> int:
         if unknown:
             raise ArgumentError(f"--effect {unknown[0]!r} is not a parameter of the fits; "
                                 f"they have {sorted(known)}")
+        from .plots import volcano
+
         effects = args.effect or _default_effect(results)
         for effect in effects:
-            from .plots import volcano
             path = os.path.join(args.plots, f"volcano_{_safe(effect)}.png")
             volcano(results, effect).savefig(path, dpi=120)
             print(f"wrote {path}")
