@@ -276,8 +276,9 @@ def test_lbfgs_stops_line_searches_that_f_cannot_resolve(monkeypatch):
     """Near the optimum a line search's trial steps can change f by less than its
     rounding; L-BFGS-B then shrinks them up to 40 times before it gives up.  Stopped once
     the predicted change |g'Δx| is within ``ROUNDING``: no start of 40 spends more than
-    25 evaluations, where without that stop some spend over 30, at the same optimum
-    (within the distance f can resolve)."""
+    25 evaluations or more than it would without that stop, and some spend fewer, at the
+    same optimum (within the distance f can resolve).  How many a search spends without
+    the stop is scipy's line search: 30-odd at most before scipy 1.17, 22 with 1.17.1."""
     from linkmix import optimize
 
     value_and_gradient, centre, rng = _rounded_quadratic()
@@ -297,8 +298,8 @@ def test_lbfgs_stops_line_searches_that_f_cannot_resolve(monkeypatch):
     guarded = evaluations()
     monkeypatch.setattr(optimize, "ROUNDING", 0.0)
     unguarded = evaluations()
-    assert guarded.max() <= 25 < unguarded.max()
-    assert guarded.sum() < unguarded.sum()
+    assert guarded.max() <= 25
+    assert np.all(guarded <= unguarded) and guarded.sum() < unguarded.sum()
 
 
 def test_the_quadratic_models_step_is_its_minimum_along_the_gradient():
