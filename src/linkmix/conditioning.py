@@ -152,43 +152,6 @@ class RandomBases:
             out[offset:offset + count] = [L[i, j] for i, j in positions]
         return out
 
-    def theta_working_jacobian(self, theta, margin: float = 0.0) -> np.ndarray | None:
-        """∂θ_w/∂θ at lme4's θ, exactly; None where a vector term's T is singular (the
-        lower factor is not differentiable there) or has a diagonal entry within
-        ``margin`` of zero (so that differences around θ would straddle the kink).
-
-        A scalar entry maps by its factor.  For a vector term, M = B⁻¹T and
-        M' = QR give T_w = R' (signs made non-negative); a change dM' moves R by
-        dR = U R with C = Q'dM'R⁻¹ and U = triu(C) + tril(C, −1)' (Q'dQ is skew).
-        """
-        theta = np.asarray(theta, dtype=float)
-        J = np.diag(np.where(self._scalar, 1.0 / np.where(self._scalar, self.scalar_factor, 1.0),
-                             0.0))
-        for t, offset, count in self._vector_terms:
-            term = self.layout.terms[t]
-            positions = term.theta_positions()
-            T = np.zeros((term.k, term.k))
-            for (i, j), value in zip(positions, theta[offset:offset + count]):
-                T[i, j] = value
-            if np.min(np.abs(np.diag(T))) <= margin:
-                return None
-            B = self.bases[t]
-            M = solve_triangular(B, T, lower=False)
-            Q, R = np.linalg.qr(M.T)
-            diag = np.abs(np.diag(R))
-            if not diag.min() > 1e-12 * max(1.0, diag.max()):
-                return None
-            signs = np.where(np.diag(R) < 0, -1.0, 1.0)
-            for column, (a, b) in enumerate(positions):
-                E = np.zeros((term.k, term.k))
-                E[a, b] = 1.0
-                dM = solve_triangular(B, E, lower=False)
-                C = Q.T @ solve_triangular(R, dM, lower=False, trans=True).T
-                U = np.triu(C) + np.tril(C, -1).T
-                dT_w = (signs[:, None] * (U @ R)).T
-                J[offset:offset + count, offset + column] = [dT_w[i, j] for i, j in positions]
-        return J
-
     def theta(self, theta_w) -> np.ndarray:
         """lme4's θ from the working θ_w: T = lower factor of B T_w."""
         return self._map(theta_w, forward=True)
@@ -215,10 +178,6 @@ class _RandomCoordinates:
     def theta_working(self, theta) -> np.ndarray:
         """θ_w from lme4's θ."""
         return self.random.theta_working(theta)
-
-    def theta_working_jacobian(self, theta, margin: float = 0.0) -> np.ndarray | None:
-        """∂θ_w/∂θ (see ``RandomBases.theta_working_jacobian``)."""
-        return self.random.theta_working_jacobian(theta, margin)
 
 
 class Conditioning(_RandomCoordinates):
@@ -292,6 +251,13 @@ class Conditioning(_RandomCoordinates):
             return np.zeros(0)
         step = solve_triangular(self._R, beta_w, lower=False)
         return self.beta0 + (self.scale * math.sqrt(self.n)) * step / self._D
+
+    def beta_jacobian(self) -> np.ndarray:
+        """∂β/∂β_w = s·D⁻¹R⁻¹√n (p × p)."""
+        if not self.p:
+            return np.zeros((0, 0))
+        R_inv = solve_triangular(self._R, np.eye(self.p), lower=False)
+        return R_inv * ((self.scale * math.sqrt(self.n)) / self._D[:, None])
 
     def beta_working(self, beta) -> np.ndarray:
         """β_w = R D (β − β₀) / (s√n)."""

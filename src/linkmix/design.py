@@ -129,6 +129,29 @@ class RandomEffectsLayout:
         return np.array([1.0 if i == j else 0.0
                          for term in self.terms for i, j in term.theta_positions()])
 
+    def column_flips(self, theta) -> list[tuple[np.ndarray, int]]:
+        """θ's other representations of the same covariances, for an optimiser stopped on
+        a bound: ``(theta', k)`` for each column of a T whose diagonal entry (θ_k) is zero
+        and which has a nonzero entry below it, ``theta'`` with that column negated.
+
+        TT' is the sum of the columns' outer products, so negating a column leaves it
+        unchanged; the bound T_jj ≥ 0 picks a column's sign only while T_jj > 0.  At
+        T_jj = 0 the derivative inward is 2·T_:j'(∂D/∂Σ)e_j, whose sign is the column's:
+        an optimiser held at the bound by one sign may fall inward from the other."""
+        theta = np.asarray(theta, dtype=float)
+        out, index = [], 0
+        for term in self.terms:
+            positions = term.theta_positions()
+            for j in range(term.k if term.k > 1 else 0):
+                column = [index + m for m, (_, c) in enumerate(positions) if c == j]
+                diagonal, below = column[0], column[1:]
+                if theta[diagonal] == 0.0 and np.any(theta[below] != 0.0):
+                    flipped = theta.copy()
+                    flipped[below] = -flipped[below]
+                    out.append((flipped, diagonal))
+            index += len(positions)
+        return out
+
     def T_blocks(self, theta) -> list[np.ndarray]:
         """Each term's lower-triangular T at ``theta``."""
         blocks, index = [], 0

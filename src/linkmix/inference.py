@@ -7,8 +7,9 @@ methods:
 * **Satterthwaite** (lmerTest's method): the variance parameters φ = (θ, σ) have
   covariance A = 2H⁺, H the Hessian of −2 log L (REML: of the restricted likelihood)
   over φ at the estimates with β̂(θ) profiled (lmerTest's ``devfun_vp``)
-  and H⁺ its inverse over the eigenvalues above ``EIGEN_TOL``; with g_k = λ'(∂Φ/∂φ_k)λ,
-  df = 2v² / g'Ag.
+  and H⁺ its inverse over the directions that are not flat (``_scaled_pinv``); with
+  g_k = λ'(∂Φ/∂φ_k)λ, df = 2v² / g'Ag.  φ = (θ_w, log σ), coordinates in which nothing
+  depends on the units of y or of the covariates.
 * **Kenward–Roger** (pbkrtest's method, REML fits): the covariance of y is
   Σ = Σ_i γ_i G_i over every variance and covariance γ_i of every term and σ²; Φ is
   replaced by the bias-corrected Φ_A = Φ + 2ΦUΦ and the df come from the moments of the
@@ -40,10 +41,11 @@ __all__ = ["DDF_METHODS", "FixedEffectTests", "Satterthwaite", "KenwardRoger", "
            "benjamini_hochberg", "quadratic_forms"]
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "wald")
-#: Eigenvalues of the variance parameters' Hessian at or below this are left out of its
-#: inverse (lmerTest's tolerance): a direction in which the criterion is flat carries no
-#: information about the variance of the estimate.
-EIGEN_TOL = 1e-8
+#: Eigenvalues of a Hessian scaled to a unit diagonal at or below this times the largest
+#: are left out of its inverse (``_scaled_pinv``): a direction in which the criterion is
+#: flat carries no information about the variance of the estimate.  lmerTest cuts at
+#: 1e-8 absolute in (θ, σ), which depends on the units of y (σ's curvature is 2m/σ²).
+EIGEN_RTOL = 1e-8
 #: Kenward–Roger works with q × q and n × q dense matrices: beyond this many entries of
 #: the n × q ones, it refuses rather than exhaust memory.
 KR_MAX_ENTRIES = 50_000_000
@@ -166,11 +168,12 @@ class Satterthwaite:
     vcov_beta : ndarray (p, p)
         Φ = cov(β̂) = σ²(X'V₀⁻¹X)⁻¹.
     vcov_varpar : ndarray (d, d)
-        A = 2H⁺ over φ = (θ, σ), d = dim θ + 1.
+        A = 2H⁺ over φ = (θ_w, log σ), d = dim θ + 1 (a linked fit: its own φ).
     jacobian : ndarray (d, p, p)
         ∂Φ/∂φ_k.
     hessian_eigenvalues : ndarray (d,)
-        Of H, for a report on how well the variance parameters are determined.
+        Of H scaled to a unit diagonal, for a report on how well the variance
+        parameters are determined.
     """
 
     vcov_beta: np.ndarray
@@ -179,72 +182,79 @@ class Satterthwaite:
     hessian_eigenvalues: np.ndarray
 
     @classmethod
-    def of(cls, model, theta, sigma, profiled_hessian=None) -> "Satterthwaite":
-        """From a linear mixed model at its estimates θ̂, σ̂ (lme4's θ).
+    def of(cls, model, theta_w, sigma, workers: int | None = None) -> "Satterthwaite":
+        """From a linear mixed model at its estimates: the working θ_w
+        (``linkmix.conditioning``) and σ̂; ``workers`` as ``model.gradient_stencil``.
 
-        The criterion is D(θ, σ) = m·log(2πσ²) + r²(θ)/σ² + ℓ(θ), m = n (ML) or n − p
-        (REML), ℓ = log|L|² (+ log|R_X|² for REML), so H's σ row is exact:
-        ∂²D/∂σ² = −2m/σ² + 6r²/σ⁴ and ∂²D/∂θ∂σ = −2(∂r²/∂θ)/σ³.  The θ block,
+        The variance parameters are φ = (θ_w, s = log σ): neither depends on the units of
+        y or of any covariate (θ_w is relative to σ, in coordinates where every random
+        effect's columns are of unit size), and the df, a function of the estimates and
+        the criterion's curvature at an interior optimum, are the same in any
+        parametrisation; lmerTest's (θ, σ) give the same df where its numerics hold.
+        The criterion is D(θ, s) = 2m·s + r²(θ)e^{−2s} + ℓ(θ) + const, m = n (ML) or
+        n − p (REML), ℓ = log|L|² (+ log|R_X|² for REML), so H's s row is exact:
+        ∂²D/∂s² = 4r²/σ² and ∂²D/∂θ∂s = −2(∂r²/∂θ)/σ².  The θ block,
         ∂²(ℓ + r²/σ²)/∂θ², is where the model gives exact gradients
-        (``criterion_gradients``) either ``profiled_hessian`` + m·gg'/r⁴ (g = ∂r²/∂θ;
-        the Hessian of the profiled criterion ℓ + m·log r² at θ̂ in lme4's θ, e.g. from
-        the fit's checks) or the central difference of the exact gradient; else it is
-        differenced with one Richardson step (lmerTest's numDeriv takes several),
-        ∂r²/∂θ centrally.  θ is not bounded below here (lmerTest's convention: D is even
-        in a diagonal entry of T, so at θ = 0 the differences see its curvature).  The
-        Jacobian of M = (X'V₀⁻¹X)⁻¹ is exact where the model gives it
-        (``unscaled_vcov_gradient``), else differenced in θ; that of σ² is 2σ.
+        (``working_gradients``) the Hessian of the profiled criterion ℓ + m·log r² from
+        central differences of its exact gradient at steps h and h/2 with one
+        Richardson step (``model.gradient_stencil`` evaluates the 4d points, on two
+        threads for a large model), plus m·gg'/r⁴ (g = ∂r²/∂θ_w); else it is differenced
+        with one Richardson step (lmerTest's numDeriv takes several), ∂r²/∂θ centrally.
+        θ is not bounded below here (lmerTest's convention: D is even in a diagonal
+        entry of T, so at θ = 0 the differences see its curvature).  The Jacobian of
+        M = (X'V₀⁻¹X)⁻¹ is exact where the model gives it
+        (``working_unscaled_vcov_gradient``), else differenced; that of σ²M over s is
+        2σ²M.  A = 2H⁺ is taken on H scaled to a unit diagonal (``_scaled_pinv``).
         """
-        theta = np.asarray(theta, dtype=float)
-        nt = theta.size
+        theta_w = np.asarray(theta_w, dtype=float)
+        nt = theta_w.size
         REML = model.REML
-
-        def parts(t):
-            """(ℓ(t), r²(t))."""
-            state = model.state(t)
-            return state.logdet_L + (state.logdet_RX if REML else 0.0), state.r2
+        s2 = sigma**2
 
         def theta_part(t):
-            logdets, r2 = parts(t)
-            return logdets + r2 / sigma**2
+            state = model.working_state(t)
+            return state.logdet_L + (state.logdet_RX if REML else 0.0) + state.r2 / s2
 
-        def theta_part_gradient(t):
-            logdets, r2 = model.criterion_gradients(t)
-            return logdets + r2 / sigma**2
-
-        state = model.state(theta)
+        state = model.working_state(theta_w)
         m = state.n - (state.p if REML else 0)
         H = np.empty((nt + 1, nt + 1))
-        H[-1, -1] = -2.0 * m / sigma**2 + 6.0 * state.r2 / sigma**4
-        # exact where the working map stays smooth over the differences' stencil
-        margin = 100 * numdiff.step(float(np.max(np.abs(theta), initial=0.0)), 1e-4)
-        exact = nt and getattr(model, "criterion_gradients", lambda t, margin: None)(
-            theta, margin)
-        if exact and profiled_hessian is not None:
-            H[:nt, :nt] = profiled_hessian + m * np.outer(exact[1], exact[1]) / state.r2**2
-        elif exact:  # central differences of the exact gradient: error O(h²), 2·nt factorings
-            H_theta = numdiff.jacobian(theta_part_gradient, theta, rel_step=1e-4)
-            H[:nt, :nt] = 0.5 * (H_theta + H_theta.T)
+        H[-1, -1] = 4.0 * state.r2 / s2
+        exact = model.working_gradients(theta_w) if nt else None
+        if exact is not None:
+            stencil = model.gradient_stencil(workers)
+
+            def gradients(points):  # of the profiled criterion ℓ + m·log r²
+                slopes = [slope for _, slope in stencil(points)]
+                if any(slope is None for slope in slopes):
+                    raise FitError("the model's system is not positive definite next to the "
+                                   "estimates: Satterthwaite's degrees of freedom cannot be "
+                                   "computed")
+                return slopes
+
+            # fourth order: the truncation error of plain central differences depends on
+            # θ_w's size (2e-6 of a df between a slope's fits in metres and in km)
+            H_profiled = numdiff.richardson_jacobian(gradients, theta_w, rel_step=1e-4)
+            H[:nt, :nt] = (0.5 * (H_profiled + H_profiled.T)
+                           + m * np.outer(exact[1], exact[1]) / state.r2**2)
         elif nt:
-            H[:nt, :nt] = numdiff.richardson_hessian(theta_part, theta)
-            grad_r2 = numdiff.jacobian(lambda t: parts(t)[1], theta, rel_step=1e-5)[0]
-            H[:nt, -1] = H[-1, :nt] = -2.0 * grad_r2 / sigma**3
-        if exact:
-            H[:nt, -1] = H[-1, :nt] = -2.0 * exact[1] / sigma**3
+            H[:nt, :nt] = numdiff.richardson_hessian(theta_part, theta_w)
+            grad_r2 = numdiff.jacobian(lambda t: model.working_state(t).r2, theta_w,
+                                       rel_step=1e-5)[0]
+            exact = (None, grad_r2)
+        if nt:
+            H[:nt, -1] = H[-1, :nt] = -2.0 * exact[1] / s2
         if not np.all(np.isfinite(H)):
             raise FitError("the criterion is not finite next to the estimates: Satterthwaite's "
                            "degrees of freedom cannot be computed")
-        values, vectors = np.linalg.eigh(0.5 * (H + H.T))
-        keep = values > EIGEN_TOL
-        A = 2.0 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
-        M = model.unscaled_vcov(theta)
+        A, values = _scaled_pinv(H)
+        M = model.working_unscaled_vcov(theta_w)
         p = M.shape[0]
-        dM = model.unscaled_vcov_gradient(theta, margin) if exact else None
+        dM = model.working_unscaled_vcov_gradient(theta_w) if nt else np.zeros((0, p, p))
         if dM is None:
-            dM = numdiff.jacobian(lambda t: model.unscaled_vcov(t).ravel(), theta).T.reshape(
-                nt, p, p) if nt else np.zeros((0, p, p))
-        jacobian = np.concatenate([sigma**2 * dM, (2.0 * sigma * M)[None]], axis=0)
-        return cls(sigma**2 * M, A, jacobian, values)
+            dM = numdiff.jacobian(lambda t: model.working_unscaled_vcov(t).ravel(),
+                                  theta_w).T.reshape(nt, p, p)
+        jacobian = np.concatenate([s2 * dM, (2.0 * s2 * M)[None]], axis=0)
+        return cls(s2 * M, 2.0 * A, jacobian, values)
 
     @classmethod
     def on_manifold(cls, model, z, second_order) -> "Satterthwaite":
@@ -294,32 +304,57 @@ class Satterthwaite:
         return variance, df
 
 
+def _scaled_pinv(H: np.ndarray, rtol: float = EIGEN_RTOL) -> tuple[np.ndarray, np.ndarray]:
+    """(H⁺, eigenvalues of S) for a symmetric H: H⁺ = D S⁺ D with S = DHD scaled to a unit
+    diagonal (D_kk = H_kk^(−1/2), 1 where H_kk ≤ 0) and S⁺ its inverse over the
+    eigenvalues above ``rtol`` times the largest.
+
+    The scaling makes the cut independent of each coordinate's units: for a
+    nonsingular H, H⁺ = H⁻¹ exactly, and rescaling any coordinate rescales H⁺ with it
+    (a plain eigenvalue cut on H keeps or drops a direction by its units)."""
+    diagonal = np.diagonal(H)
+    d = np.where(diagonal > 0, 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0)), 1.0)
+    S = d[:, None] * H * d[None, :]
+    values, vectors = np.linalg.eigh(0.5 * (S + S.T))
+    keep = values > rtol * max(float(values.max(initial=0.0)), 0.0)
+    inverse = (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
+    return d[:, None] * inverse * d[None, :], values
+
+
 @dataclass(frozen=True)
 class KenwardRoger:
-    """Kenward and Roger's adjusted covariance of β̂ and what their df need.
+    """Kenward and Roger's adjusted covariance of β̂ and what their df need, computed in a
+    model's working coordinates (``linkmix.conditioning``: orthonormal fixed-effects
+    columns, y and the random effects' columns of unit size), so that nothing depends
+    on the units of y or of a covariate; β = β₀ + Gβ_w.
 
     Attributes
     ----------
     vcov_beta : ndarray (p, p)
-        Φ, the unadjusted covariance.
+        Φ, the unadjusted covariance of β̂_w.
     vcov_adjusted : ndarray (p, p)
-        Φ_A = Φ + 2ΦUΦ.
+        Φ_A = Φ + 2ΦUΦ, of β̂_w.
     P : ndarray (m, p, p)
         P_i = −X'Σ⁻¹G_iΣ⁻¹X for each of the m variance parameters γ_i.
     W : ndarray (m, m)
         The covariance of γ̂: 2 × the inverse of the expected information
-        I_ij = tr(Σ⁻¹G_iΣ⁻¹G_j) − 2tr(ΦQ_ij) + tr(ΦP_iΦP_j) (a pseudo-inverse when
-        the information is singular, as pbkrtest).
+        I_ij = tr(Σ⁻¹G_iΣ⁻¹G_j) − 2tr(ΦQ_ij) + tr(ΦP_iΦP_j) (over the directions
+        that are not flat when it is singular, as pbkrtest's pseudo-inverse).
+    beta_jacobian : ndarray (p, p)
+        G = ∂β/∂β_w: a contrast λ'β is (G'λ)'β_w.
     """
 
     vcov_beta: np.ndarray
     vcov_adjusted: np.ndarray
     P: np.ndarray
     W: np.ndarray
+    beta_jacobian: np.ndarray
 
     @classmethod
-    def of(cls, design, theta, sigma, vcov_beta) -> "KenwardRoger":
-        """From a REML fit's design (X, the random-effects terms), lme4's θ, σ and Φ."""
+    def of(cls, model, theta_w, sigma) -> "KenwardRoger":
+        """From a REML fit's model (``LinearMixedModel``) at its working θ_w and σ̂."""
+        conditioning = model.conditioning
+        design = conditioning.working
         X = design.X
         n, p = X.shape
         Z = design.Z_sparse().tocsc()
@@ -328,13 +363,13 @@ class KenwardRoger:
             raise ArgumentError(f"Kenward-Roger needs dense n × q matrices (n = {n}, q = {q}); "
                                 f"use ddf='satterthwaite' for a model this large")
         gammas = _covariance_parameters(design)      # F_i of the m − 1 random-effects γ_i
-        Lam = design.Lambda_sparse(np.asarray(theta, dtype=float))
+        Lam = design.Lambda_sparse(np.asarray(theta_w, dtype=float))
         ZL = (Z @ Lam).toarray()                                # n × q
         U = ZL.T @ ZL + np.eye(q)
         from scipy.linalg import cho_factor, cho_solve
 
         U_factor = cho_factor(U)
-        s2 = sigma**2
+        s2 = (sigma / conditioning.scale) ** 2
 
         def sigma_inv(B):
             """Σ⁻¹B = σ⁻²(B − ZΛU⁻¹Λ'Z'B)."""
@@ -373,17 +408,15 @@ class KenwardRoger:
                 Q[i, j] = Q[j, i].T
                 K[i, j] = K[j, i]
 
-        Phi = np.asarray(vcov_beta, dtype=float)
+        Phi = np.linalg.inv(X.T @ T)
+        Phi = 0.5 * (Phi + Phi.T)
         PhiP = [Phi @ P[i] for i in range(m)]
         info = np.empty((m, m))
         for i in range(m):
             for j in range(i, m):
                 info[i, j] = info[j, i] = (K[i, j] - 2.0 * np.sum(Phi * Q[i, j])
                                            + np.sum(PhiP[i] * PhiP[j].T))
-        if np.min(np.abs(np.linalg.eigvalsh(info))) > 1e-10:
-            W = 2.0 * np.linalg.inv(info)
-        else:
-            W = 2.0 * np.linalg.pinv(info)
+        W = 2.0 * _scaled_pinv(info)[0]
         W = 0.5 * (W + W.T)
         Uc = np.zeros((p, p))
         for i in range(m):
@@ -391,12 +424,12 @@ class KenwardRoger:
                 Uc += W[i, j] * (Q[i, j] - P[i] @ Phi @ P[j])
         Uc = 0.5 * (Uc + Uc.T)   # Σ_ij over both orders, as pbkrtest's UU + t(UU)
         adjusted = Phi + 2.0 * Phi @ Uc @ Phi
-        return cls(Phi, 0.5 * (adjusted + adjusted.T), P, W)
+        return cls(Phi, 0.5 * (adjusted + adjusted.T), P, W, conditioning.beta_jacobian())
 
     def test(self, L) -> tuple[np.ndarray, np.ndarray]:
-        """(λ'Φ_Aλ, df) for each row λ of L: Kenward and Roger's df of the one-row
-        Wald statistic (pbkrtest's ``Lb_ddf`` with q = 1)."""
-        L = np.atleast_2d(np.asarray(L, dtype=float))
+        """(λ'Φ_Aλ, df) for each row λ of L (over β): Kenward and Roger's df of the
+        one-row Wald statistic (pbkrtest's ``Lb_ddf`` with q = 1)."""
+        L = np.atleast_2d(np.asarray(L, dtype=float)) @ self.beta_jacobian
         variance = quadratic_forms(L, self.vcov_adjusted)
         df = np.array([self._df(row) for row in L])
         return variance, df

@@ -230,7 +230,8 @@ class _SigmaProfile(_Profile):
     def minimum(self, v: float) -> float:
         model = self.model
         summary = minimize_bounded(lambda t: model.variance_deviance(t, v), self.theta,
-                                   model.design.theta_lower, check_gradient=False)
+                                   model.design.theta_lower, check_gradient=False,
+                                   equivalents=model.design.column_flips)
         return summary.fun_final
 
 

@@ -184,8 +184,12 @@ class LinearMixedModel:
     def state(self, theta) -> PLSState:
         """The PLS state at lme4's θ and β̂(θ), in the user's units (r² of y as given,
         log|R_X|² of X as given)."""
+        return self.working_state(self.conditioning.theta_working(self._checked(theta)[0]))
+
+    def working_state(self, theta_w) -> PLSState:
+        """``state`` at the working θ_w (``linkmix.conditioning``)."""
         c = self.conditioning
-        state = PLSState.of(self._factored_at(theta))
+        state = PLSState.of(self._factored_at(theta_w))
         return state._replace(r2=c.scale**2 * state.r2,
                               logdet_RX=state.logdet_RX - 2.0 * c.log_det_A)
 
@@ -240,53 +244,31 @@ class LinearMixedModel:
             offset += len(term.theta_positions())
         return out
 
-    def criterion_gradients(self, theta, margin: float = 0.0):
-        """(∂ℓ/∂θ, ∂r²/∂θ) at lme4's θ and β̂(θ), exactly, in the user's units (ℓ =
-        log|L|², + log|R_X|² for REML): the engine's gradients in the working θ_w
-        through ∂θ_w/∂θ.  None where the engine gives no gradient or the working map
-        is not differentiable (a vector term's T singular, or a diagonal entry of it
-        within ``margin`` of zero)."""
-        J = self._exact_jacobian(theta, margin)
-        if J is None:
-            return None
-        engine = self._factored_at(theta)
-        logdets = engine.logdet_gradient(self.REML)
-        r2 = self.conditioning.scale ** 2 * engine.prss_gradient()
-        return J.T @ logdets, J.T @ r2
-
-    def _exact_jacobian(self, theta, margin: float):
-        """∂θ_w/∂θ at lme4's θ where the engine gives exact gradients and the working
-        map is differentiable (``Conditioning.theta_working_jacobian``); else None."""
+    def working_gradients(self, theta_w):
+        """(∂ℓ/∂θ_w, ∂r²/∂θ_w) at the working θ_w and β̂, exactly, r² in the user's units
+        (ℓ = log|L|², + log|R_X|² for REML); None where the engine gives no gradient."""
         if not self.deviance.has_gradient:
             return None
-        return self.conditioning.theta_working_jacobian(self._checked(theta)[0], margin)
+        engine = self._factored_at(theta_w)
+        return (engine.logdet_gradient(self.REML),
+                self.conditioning.scale ** 2 * engine.prss_gradient())
 
-    def theta_hessian(self, theta, working_hessian):
-        """A Hessian of the profiled criterion over the working θ_w (as the fit's checks
-        take it) in lme4's θ at ``theta``: J'HJ with J = ∂θ_w/∂θ; None where J is not
-        defined.  The chain rule's other term, ∇d·∂²θ_w/∂θ², is left out: at an interior
-        optimum ∇d is zero to the optimiser's tolerance (and θ_w is linear in θ for
-        scalar terms)."""
-        J = self._exact_jacobian(theta, 0.0)
-        return None if J is None else J.T @ working_hessian @ J
+    def working_unscaled_vcov_gradient(self, theta_w):
+        """∂M/∂θ_w,j, M = (X'V₀⁻¹X)⁻¹ in the user's units (``unscaled_vcov``), at the
+        working θ_w, exactly, shape (n_theta, p, p); None where the engine gives no
+        gradient.
 
-    def unscaled_vcov_gradient(self, theta, margin: float = 0.0):
-        """∂M/∂θ_i, M = (X'V₀⁻¹X)⁻¹ (``unscaled_vcov``), at lme4's θ, exactly, shape
-        (n_theta, p, p); None where ``criterion_gradients`` gives none.
-
-        With the working G_j = ∂(X_w'V₀⁻¹X_w)/∂θ_w,j from the engine, L_w its factor's
-        X block and M = KK' (K = A L_w⁻ᵀ, ``Conditioning.beta_cov_root``),
-        ∂M/∂θ_w,j = −P G_j P' with P = K L_w⁻¹, then the chain rule through ∂θ_w/∂θ."""
-        J = self._exact_jacobian(theta, margin)
-        if J is None:
+        With G_j = ∂(X_w'V₀⁻¹X_w)/∂θ_w,j from the engine, L_w its factor's X block and
+        M = KK' (K = A L_w⁻ᵀ, ``Conditioning.beta_cov_root``), ∂M/∂θ_w,j = −P G_j P'
+        with P = K L_w⁻¹."""
+        if not self.deviance.has_gradient:
             return None
-        engine = self._factored_at(theta)
+        engine = self._factored_at(theta_w)
         p = self.design.p
         L_w = engine.Lxy[:p, :p]
         P = solve_triangular(L_w, self.conditioning.beta_cov_root(L_w).T, lower=True,
                              trans=True).T
-        dM = -np.einsum("ab,jbc,dc->jad", P, engine.xvx_gradient(), P)
-        return np.tensordot(J.T, dM, axes=1)
+        return -np.einsum("ab,jbc,dc->jad", P, engine.xvx_gradient(), P)
 
     def variance_deviance(self, theta, sigma) -> float:
         """−2 log L (ML) or −2 log of the restricted likelihood (REML) at lme4's θ, σ and
@@ -296,20 +278,45 @@ class LinearMixedModel:
 
     def unscaled_vcov(self, theta) -> np.ndarray:
         """(X'V₀⁻¹X)⁻¹ at lme4's θ, V₀ = I + ZΛΛ'Z': cov(β̂) = σ² times this."""
-        engine = self._factored_at(theta)
+        return self.working_unscaled_vcov(self.conditioning.theta_working(
+            self._checked(theta)[0]))
+
+    def working_unscaled_vcov(self, theta_w) -> np.ndarray:
+        """``unscaled_vcov`` at the working θ_w."""
+        engine = self._factored_at(theta_w)
         K = self.conditioning.beta_cov_root(engine.Lxy[:self.design.p, :self.design.p])
         return K @ K.T
 
-    def _factored_at(self, theta):
-        """The engine factored at lme4's θ (a FitError where it is not positive definite)."""
-        theta, _ = self._checked(theta)
-        if not self.engine.update(self.conditioning.theta_working(theta)):
-            raise FitError(f"the model's system is not positive definite at θ = {theta}")
+    def _factored_at(self, theta_w):
+        """The engine factored at the working θ_w (a FitError where it is not positive
+        definite)."""
+        if not self.engine.update(np.asarray(theta_w, dtype=float)):
+            raise FitError(f"the model's system is not positive definite at θ = "
+                           f"{self.conditioning.theta(theta_w)}")
         return self.engine
 
     @functools.cached_property
     def _Z(self):
         return self.design.Z_sparse()
+
+    def gradient_stencil(self, workers: int | None = None):
+        """points (working θ_w) → their (d, ∇d) of the profiled criterion, for a stencil of
+        differences: on two threads (``_on_two_threads``) where an evaluation is costly
+        (above ``GRADIENT_ABOVE``), ``workers`` (default ``threads.evaluation_workers``)
+        allow two and BLAS runs on one thread (the caller keeps it so), else one after
+        another; None where the engine gives no gradient."""
+        if not self.deviance.has_gradient:
+            return None
+        if self._two_threads(evaluation_workers() if workers is None else workers):
+            return self._on_two_threads()
+        return lambda points: [self.deviance.value_and_gradient(x) for x in points]
+
+    def _two_threads(self, workers: int) -> bool:
+        """Whether stencils of gradient evaluations run on two threads: an evaluation is
+        costly, ``workers`` allow two, and BLAS runs on one thread anyway (switching a
+        threaded pool to one thread and back costs more than the second core gives)."""
+        return (workers > 1 and self.deviance.has_gradient and self.engine.prefers_one_thread
+                and self.engine.evaluation_work() > GRADIENT_ABOVE)
 
     def _on_two_threads(self):
         """points → their (d(θ), ∇d(θ)): the engine takes every other point on this
@@ -408,20 +415,18 @@ class LinearMixedModel:
         else:
             start = self.conditioning.theta_working(self._checked(theta_start,
                                                                   name="theta_start")[0])
-        # Two evaluations at once only where BLAS runs on one thread anyway: switching a
-        # threaded pool to one thread and back costs more than the second core gives.
-        # The same holds for ∂r²/∂θ alongside the traces within one evaluation.
-        single = self.engine.prefers_one_thread
-        two = costly and workers > 1 and single
+        # ∂r²/∂θ alongside the traces within one evaluation where stencils take two threads
+        two = self._two_threads(workers)
         helper = ThreadPoolExecutor(1) if two else contextlib.nullcontext()
-        with one_blas_thread(single), helper as pool:
+        with one_blas_thread(self.engine.prefers_one_thread), helper as pool:
             gradient = (functools.partial(self.deviance.value_and_gradient, helper=pool)
                         if exact else None)
             summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,
                                        check_gradient=check_gradient, polish=True,
                                        gradient=gradient,
                                        gradients=self._on_two_threads() if two else None,
-                                       curvature=self._curvature_model, **optimizer_options)
+                                       curvature=self._curvature_model,
+                                       equivalents=design.column_flips, **optimizer_options)
             if not np.isfinite(summary.fun_final):
                 raise FitError(f"the deviance is not finite at the optimum θ = "
                                f"{self.conditioning.theta(summary.x_final)}; the design may "

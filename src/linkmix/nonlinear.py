@@ -433,12 +433,17 @@ class NonlinearMixedModel:
         def objective(x):  # x = (θ, z), β = β₀ + Az
             return self.laplace(x[:nt], begin.beta + begin.beta_root @ x[nt:])
 
+        def flips(x):  # θ's other representations, z unchanged
+            return [(np.concatenate([theta, x[nt:]]), k)
+                    for theta, k in design.column_flips(x[:nt])]
+
         x0 = np.concatenate([begin.theta, np.zeros(p)])
         with np.errstate(all="ignore"):
             summary = minimize_bounded(objective, x0, lower,
                                        initial_step=np.concatenate([begin.theta_steps,
                                                                     np.ones(p)]),
-                                       check_gradient=check_gradient, **optimizer_options)
+                                       check_gradient=check_gradient, equivalents=flips,
+                                       **optimizer_options)
         if not math.isfinite(summary.fun_final):
             raise FitError("the Laplace deviance is not finite at the optimum")
         if not summary.converged:

@@ -6,7 +6,8 @@ bound, the second-order forward formula (−3f(x) + 4f(x + h) − f(x + 2h)) / 2
 Second derivatives are central too: (f₊ − 2f₀ + f₋)/h² on the diagonal and
 (f₊₊ + f₋₋ − f₊₀ − f₋₀ − f₀₊ − f₀₋ + 2f₀)/(2h_ih_j) off it, over the coordinates
 away from their bounds (at a bound, (f(x + 2h) − 2f(x + h) + f(x))/h² for a curvature
-alone).  Everything is second order in h, except ``richardson_hessian`` (fourth).
+alone).  Everything is second order in h, except ``richardson_hessian`` and
+``richardson_jacobian`` (fourth).
 
 ``jacobian`` and ``hessian`` differentiate a function of a vector; ``rowwise_jacobian``
 differentiates a function applied to each row of an array at once (a model function
@@ -19,8 +20,8 @@ import math
 
 import numpy as np
 
-__all__ = ["step", "jacobian", "hessian", "richardson_hessian", "curvatures",
-           "rowwise_jacobian"]
+__all__ = ["step", "jacobian", "hessian", "richardson_hessian", "richardson_jacobian",
+           "curvatures", "rowwise_jacobian"]
 
 
 def step(value: float, rel_step: float) -> float:
@@ -132,6 +133,27 @@ def richardson_hessian(fun, x, *, rel_step: float = 2e-3) -> np.ndarray:
     coarse = hessian(fun, x, rel_step=rel_step)[1]
     fine = hessian(fun, x, rel_step=rel_step / 2)[1]
     return (4.0 * fine - coarse) / 3.0
+
+
+def richardson_jacobian(values_at, x, *, rel_step: float = 1e-4) -> np.ndarray:
+    """The Jacobian of a function with no bounds, accurate to fourth order in h:
+    (4J(h/2) − J(h))/3 from central differences at steps h and h/2.  ``values_at`` maps a
+    list of the 4d points to their function values (one stencil, so that the caller may
+    spread it over threads)."""
+    x = np.asarray(x, dtype=float)
+    steps = [step(v, rel_step) for v in x.tolist()]
+    points = []
+    for k, h in enumerate(steps):
+        for move in (h, -h, h / 2, -h / 2):
+            point = x.copy()
+            point[k] += move
+            points.append(point)
+    values = [np.atleast_1d(np.asarray(v, dtype=float)) for v in values_at(points)]
+    columns = []
+    for k, h in enumerate(steps):
+        up, down, up_half, down_half = values[4 * k:4 * k + 4]
+        columns.append((4.0 * (up_half - down_half) / h - (up - down) / (2 * h)) / 3.0)
+    return np.column_stack(columns) if columns else np.zeros((0, 0))
 
 
 def curvatures(fun, x, *, lower=None, rel_step: float = 1e-4, f0: float | None = None,

@@ -35,8 +35,10 @@ OPTIMIZER_OPTIONS = ("ftol_abs", "xtol_abs", "maxeval", "initial_step")
 #: What a fit with a zero Hessian eigenvalue (``OptSummary.degenerate``) is told.
 SINGULAR_HESSIAN = ("Hessian is numerically singular: parameters are not uniquely determined "
                     "(the criterion is flat in some direction of θ)")
-#: θ entries on a zero lower bound closer than this are tried at the bound.
-BOUNDARY_SNAP = 1e-5
+#: θ entries on a zero lower bound closer than this are tried at the bound: the checks'
+#: differencing step (1e-4 below 1), so that a coordinate they treat as on its bound is
+#: there (an optimiser stops anywhere within ~1e-4 of a bound where f is flat).
+BOUNDARY_SNAP = 1e-4
 #: Largest finite-difference gradient component (deviance units) accepted at an
 #: interior optimum: lme4's check.conv.grad tolerance.
 GRADIENT_TOL = 2e-3
@@ -50,11 +52,14 @@ ROUNDING = 1e-14
 #: Below it its line searches fail on rounding and restart (a simulated 4-factor design
 #: took 26 evaluations instead of 13 at ftol_abs = 1e-8, 3e-14 of its deviance).
 LBFGS_FTOL_FLOOR = 100 * ROUNDING
-#: A point within this many differencing steps of where the checks took their Hessian
-#: shares it (``_within_stencil``).  At 1e-3 (10⁻⁷ relative) the polish after an
-#: L-BFGS-B fit moved beyond it in 21 of 72 interior fits, and Satterthwaite's df then
-#: differenced the Hessian again (2d evaluations); at 1e-2 in 4.
+#: L-BFGS-B stops when its next point is within this many differencing steps of its
+#: lowest point and f cannot resolve the step (``_within_stencil``).
 REUSE_WITHIN = 1e-2
+#: Most chord steps (Newton steps with the checks' Hessian) the polish takes after its
+#: Newton step where the exact gradient is given.  Satterthwaite's df move about ten
+#: times as much as θ relative; one Newton step from an ftol-stopped optimum left θ
+#: 2e-8 (relative) from where fits of the same data in other units stopped.
+CHORD_STEPS = 3
 _EPS = float(np.finfo(float).eps)
 
 
@@ -143,10 +148,6 @@ class OptSummary:
     restarts: int = 0
     hessian_eigenvalues: np.ndarray = None
     degenerate: bool = False
-    #: ∂²fun/∂x² at ``x_final`` from central differences of the exact gradient, where the
-    #: checks took it there (or within ``_within_stencil``) over every coordinate (none
-    #: on its bound); else None
-    hessian: np.ndarray = field(default=None, repr=False)
     log: list = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -283,7 +284,8 @@ def _run_lbfgs(fun_grad, x0, lower, ftol_abs, maxeval, first_step=None):
 def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: float = 1e-8,
                      xtol_abs: float = 1e-8, maxeval: int = 100_000, initial_step=None,
                      check_gradient: bool = True, polish: bool = False,
-                     gradient=None, gradients=None, curvature=None) -> OptSummary:
+                     gradient=None, gradients=None, curvature=None,
+                     equivalents=None) -> OptSummary:
     """Minimise ``fun`` over x ≥ ``lower`` (entries of ``lower`` may be -inf).
 
     After the optimiser stops, entries within ``BOUNDARY_SNAP`` of a finite
@@ -296,7 +298,9 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     converged fit then takes one Newton step with the checks' gradient and Hessian
     (``newton_polish``; one more evaluation), which the checks already paid for: the
     optimiser's stopping rule leaves the estimates about 1e-4 (relative) from the
-    optimum, enough to move a p value of a t test by 1e-6.
+    optimum, enough to move a p value of a t test by 1e-6.  With ``gradient``, up to
+    ``CHORD_STEPS`` chord steps follow (one evaluation each), so that the optimum does
+    not depend on where the optimiser stopped.
 
     ``gradient`` (x → (fun(x), ∇fun(x)), exact) is required by ``optimizer="lbfgs"``;
     with it the checks take the gradient as it is and the Hessian from central
@@ -304,6 +308,10 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     evaluations instead of d(d + 1)); ``gradients`` (a list of points → their
     ``gradient`` values, e.g. on several threads) evaluates that stencil, by default
     one point after another.
+
+    ``equivalents`` (x → [(x', k), …]) lists other points with the same value where x
+    has coordinates on their bounds (``RandomEffectsLayout.column_flips``): where f falls
+    inward along x'_k, the optimiser runs again from there.
 
     ``initial_step`` is BOBYQA's and COBYQA's initial trust-region radius and the length
     of L-BFGS-B's first trial step (the largest entry where given per coordinate).
@@ -381,14 +389,41 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         if value <= best:
             x, best = snapped, value
 
-    checked_at = [None]
-
     def check(x, best):
-        checked_at[0] = x
         if gradient is not None:
             return _gradient_checks(plain_with_gradient, x, lower, best,
                                     many=stencil_with_gradient if gradients else None)
         return _derivative_checks(fun, x, lower, f0=best)
+
+    def rerun(point, value):
+        """(ok, message, x, f): the optimiser run again from ``point`` (f = ``value``),
+        and the lower of its answer and the start."""
+        if runner is None:
+            ok, message, x_new = _run_lbfgs(recorded_with_gradient, point, lower, ftol_abs,
+                                            maxeval, first_step)
+        else:
+            ok, message, x_new = runner(recorded, point, lower, ftol_abs, xtol_abs, maxeval,
+                                        RESTART_STEP)
+        summary.restarts += 1
+        summary.n_evaluations = len(log)
+        if x_new is None:
+            return ok, message, point, value
+        x_new = np.maximum(np.asarray(x_new, dtype=float), lower)
+        new_value = _recorded_value(log, x_new)
+        new_value = fun(x_new) if new_value is None else new_value
+        return (ok, message, x_new, new_value) if new_value <= value else \
+            (ok, message, point, value)
+
+    for _ in range(2 if equivalents is not None else 0):
+        # the same point in another representation, from which f may fall inward
+        found = None
+        for point, k in (equivalents(x) if math.isfinite(best) else ()):
+            found = _inward(fun, point, lower, best, [k])
+            if found is not None:
+                break
+        if found is None:
+            break
+        ok, message, x, best = rerun(*found)
 
     checks = check(x, best) if check_gradient else None
     grad_ok = checks is None or checks.max_gradient <= GRADIENT_TOL
@@ -400,14 +435,7 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         restart = _inward(fun, x, lower, best, checks.escape)
         if restart is None:
             break
-        ok, message, x_new = _run_lbfgs(recorded_with_gradient, restart[0], lower, ftol_abs,
-                                        maxeval, first_step)
-        summary.restarts += 1
-        summary.n_evaluations = len(log)
-        x_new = np.maximum(np.asarray(x_new, dtype=float), lower)
-        value = _recorded_value(log, x_new)
-        x, best = min([(x_new, fun(x_new) if value is None else value), restart],
-                      key=lambda item: item[1])
+        ok, message, x, best = rerun(*restart)
         checks = check(x, best)
         grad_ok = checks.max_gradient <= GRADIENT_TOL
         saddle = checks.negative > 0
@@ -418,15 +446,7 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
                    if checks.escape else _down_negative_curvature(fun, x, lower, best, checks))
         if restart is not None:
             x, best = restart
-        ok, message, x_new = runner(recorded, x, lower, ftol_abs, xtol_abs, maxeval,
-                                    RESTART_STEP)
-        summary.restarts += 1
-        summary.n_evaluations = len(log)
-        if x_new is not None:
-            x_new = np.maximum(np.asarray(x_new, dtype=float), lower)
-            value = fun(x_new)
-            if value <= best:
-                x, best = x_new, value
+        ok, message, x, best = rerun(x, best)
         checks = check(x, best)
         grad_ok = checks.max_gradient <= GRADIENT_TOL
     notes = []
@@ -446,12 +466,10 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
             notes.append(SINGULAR_HESSIAN)
     summary.converged = bool(ok and math.isfinite(best) and grad_ok and hessian_ok)
     if polish and summary.converged and checks is not None:
-        x, best = _newton_step(recorded, x, lower, best, checks)
+        x, best = _newton_step(recorded, x, lower, best, checks,
+                               recorded_with_gradient if gradient is not None else None)
         summary.n_evaluations = len(log)
     summary.message = "; ".join([message, *notes])
-    if gradient is not None and checks is not None and len(checks.interior) == len(x) \
-            and _within_stencil(x, checked_at[0]):
-        summary.hessian = checks.hessian
     summary.x_final = x
     summary.fun_final = best
     summary.seconds = time.perf_counter() - start
@@ -545,30 +563,44 @@ def newton_polish(fun, x, lower, f0: float | None = None):
     return _newton_step(fun, x, lower, f0, _derivative_checks(fun, x, lower, f0=f0))
 
 
-def _newton_step(fun, x, lower, f0: float, checks):
+def _newton_step(fun, x, lower, f0: float, checks, fun_grad=None):
     """``newton_polish`` with the derivatives ``checks`` already computed at x.  A step
     whose value is within the objective's ``ROUNDING`` of f0 is taken: its predicted
     decrease is then below what an evaluation can show, and the factor at hand is the
-    step's (the caller's report at x would factor again)."""
+    step's (the caller's report at x would factor again).
+
+    With ``fun_grad`` (x → (f, ∇f), exact), the step's point is evaluated with its
+    gradient and up to ``CHORD_STEPS`` chord steps x − H⁻¹∇f(x) follow, H the checks'
+    Hessian, each taken on the same rule, while the one before moved some coordinate by
+    more than a thousandth of its differencing step (the chord converges linearly, at
+    the rate H's change over the step)."""
     idx = checks.interior
     if not len(idx) or checks.negative or checks.zero \
             or not math.isfinite(checks.max_gradient):  # not finite, or H not definite
         return x, f0
     try:
-        step = _spd_solve(checks.hessian, checks.gradient[idx])
+        factor = np.linalg.cholesky(checks.hessian)
     except np.linalg.LinAlgError:
         return x, f0
-    trial = x.copy()
-    trial[idx] -= step
-    trial = np.maximum(trial, lower)
-    value = float(fun(trial))
-    return (trial, value) if value <= f0 + ROUNDING * max(1.0, abs(f0)) else (x, f0)
-
-
-def _spd_solve(H, g) -> np.ndarray:
-    """H⁻¹g for a symmetric positive definite H (``LinAlgError`` otherwise)."""
-    L = np.linalg.cholesky(H)
-    return solve_triangular(L, solve_triangular(L, g, lower=True), lower=True, trans=True)
+    gradient = checks.gradient[idx]
+    for _ in range(1 + (CHORD_STEPS if fun_grad is not None else 0)):
+        trial = x.copy()
+        trial[idx] -= solve_triangular(factor, solve_triangular(factor, gradient, lower=True),
+                                       lower=True, trans=True)
+        trial = np.maximum(trial, lower)
+        if fun_grad is None:
+            value, slope = float(fun(trial)), None
+        else:
+            value, slope = fun_grad(trial)
+        if not value <= f0 + ROUNDING * max(1.0, abs(f0)):
+            break
+        moved = not all(abs(a - b) <= 1e-3 * step(b, 1e-4)
+                        for a, b in zip(trial.tolist(), x.tolist()))
+        x, f0 = trial, float(value)
+        if slope is None or not moved or not np.all(np.isfinite(slope)):
+            break
+        gradient = np.asarray(slope, dtype=float)[idx]
+    return x, f0
 
 
 def _recorded_value(log, x) -> float:

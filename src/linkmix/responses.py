@@ -178,7 +178,7 @@ class LinearResponse:
         model.set_response(self.design.y)
         lower = model.design.theta_lower
         opt = minimize_bounded(model.deviance, model.design.theta_start(), lower,
-                               check_gradient=False)
+                               check_gradient=False, equivalents=model.design.column_flips)
         # the start's gradient is what decides whether a projected start is already the
         # constrained optimum (START_KKT_TOL): polish BOBYQA's answer first
         theta_w, _ = newton_polish(model.deviance, opt.x_final, lower, f0=opt.fun_final)

@@ -26,12 +26,12 @@ from .inference import FixedEffectTests, KenwardRoger, Satterthwaite, check_ddf
 from .linalg import solve_triangular
 from .optimize import SINGULAR_HESSIAN
 from .parameters import variance_components
-from .threads import one_blas_thread
+from .threads import evaluation_workers, one_blas_thread
 
 __all__ = ["Report", "Printable", "LMMEstimates", "LMMResults", "NLMMResults", "json_text",
            "Summary", "fixed_effects_table", "format_table", "BOUNDARY_FIT"]
 
-#: lme4's isSingular tolerance on diagonal entries of T.
+#: lme4's isSingular tolerance, here on a term's smallest SD relative to σ (``singular``).
 SINGULAR_TOL = 1e-4
 #: σ̂ below this fraction of the spread the fixed effects leave in y: the random effects
 #: fit the data (almost) exactly, and σ and their SDs are not determined.
@@ -63,10 +63,18 @@ class Report:
 
     @cached_property
     def singular(self) -> bool:
-        """Whether a diagonal entry of some T is (numerically) zero, as lme4's isSingular."""
-        lower = self.design.theta_lower
-        return any(value < SINGULAR_TOL
-                   for value, bound in zip(self.theta.tolist(), lower.tolist()) if bound == 0.0)
+        """Whether some term's covariance is (numerically) singular, as lme4's isSingular:
+        in some direction of its coefficients the random effects' SD is below
+        ``SINGULAR_TOL``·σ, with the term's covariates orthonormalised (Z_t = √n·Q_tR_t,
+        the smallest singular value of R_tT_t).  lme4 reads T's diagonal in the
+        covariates' own units, so a slope's call changes when its covariate is rescaled
+        or moved; these singular values do not."""
+        n = self.design.n
+        for term, T in zip(self.design.terms, self.design.T_blocks(self.theta)):
+            R = np.linalg.qr(term.Z / math.sqrt(n), mode="r")
+            if np.linalg.svd(R @ T, compute_uv=False).min(initial=np.inf) < SINGULAR_TOL:
+                return True
+        return False
 
     @property
     def message(self) -> str | None:
@@ -350,22 +358,20 @@ class LMMResults(FixedEffectTests, Report):
     def _ddf_method(self, method: str):
         """The contrast-free parts of a ddf method, computed once per fit."""
         if method not in self._ddf_parts:
+            if method == "kenward-roger" and not self.REML:
+                raise ArgumentError("Kenward-Roger's method needs a REML fit (as in pbkrtest "
+                                    "and lmerTest); refit with REML=True or use "
+                                    "ddf='satterthwaite'")
+            model = self._model_at_fit()
+            theta_w = model.conditioning.theta_working(self.theta)
             if method == "kenward-roger":
-                if not self.REML:
-                    raise ArgumentError("Kenward-Roger's method needs a REML fit (as in "
-                                        "pbkrtest and lmerTest); refit with REML=True or use "
-                                        "ddf='satterthwaite'")
-                part = KenwardRoger.of(self.design, self.theta, self.sigma,
-                                       self.vcov.to_numpy())
+                part = KenwardRoger.of(model, theta_w, self.sigma)
             else:
-                model = self._model_at_fit()
-                hessian = self.optsummary.hessian  # the checks' at θ̂, where they took one
                 # on the fit's BLAS threads: after a one-thread fit, OpenBLAS's pool
                 # restarted for a factorisation and a trace took 60-100 ms, not 15 (InstEval)
+                workers = evaluation_workers()  # as the fit had them, before the limit
                 with one_blas_thread(model.engine.prefers_one_thread):
-                    part = Satterthwaite.of(model, self.theta, self.sigma,
-                                            None if hessian is None
-                                            else model.theta_hessian(self.theta, hessian))
+                    part = Satterthwaite.of(model, theta_w, self.sigma, workers)
             self._ddf_parts[method] = part
         return self._ddf_parts[method]
 
