@@ -288,13 +288,15 @@ CENTRE_RATIO = 10.0
 
 
 class LinkedCoordinates(_RandomCoordinates):
-    """The coordinates z = (θ_w, γ, log σ) a linked model's optimiser works in.
+    """The coordinates z = (θ_w, γ, log(σ/s)) a linked model's optimiser works in.
 
     θ_w is ``RandomBases``' working θ; β = Mγ, X_w = XM.  Unlike ``Conditioning``,
     X may be rank deficient (a linked model keeps it so), so M does not
     orthogonalise: it centres a column far from zero on its mean (when X has an
-    intercept column) and scales a column of extreme size by a power of two, and is
-    the identity for a well-scaled design, whose optimiser path is then unchanged.
+    intercept column), divides each column by a power of two near its RMS and
+    multiplies by one near the response's SD, so that γ has no units: the
+    optimiser's tolerances, the KKT residual and the steps of every difference then
+    mean the same whatever the units of y and of the covariates.
 
     Parameters
     ----------
@@ -305,8 +307,9 @@ class LinkedCoordinates(_RandomCoordinates):
     working : LMMDesign
         The design with X_w and the working random-effects terms.
     M : ndarray (p × p)
-    identity : bool
-        Whether z is lme4's own (θ, β, log σ), as for a well-scaled design.
+    response_scale : float
+        s, a power of two near the response's SD: γ's unit is s/(column's size), and
+        z's last coordinate is log(σ/s).
     sd_factor : ndarray
         For each θ entry of a scalar term, the factor b with θ = b·θ_w (NaN for the
         entries of vector terms).
@@ -326,16 +329,21 @@ class LinkedCoordinates(_RandomCoordinates):
                     X_w[:, j] = X[:, j] - mean[j]
                     M[i0, j] = -mean[j] / X[0, i0]
         for j in range(p):
-            scale = extreme_scale(X_w[:, j])
+            scale = pow2_rms(X_w[:, j])
             X_w[:, j] /= scale
             M[:, j] /= scale
-        self.M = M
+        self._design, self._M_columns, self._X_columns = design, M, X_w
         self.sd_factor = self.random.scalar_factor
-        #: z is lme4's own (θ, β, log σ): nothing to map (a well-scaled design)
-        self.identity = bool(np.array_equal(M, np.eye(p)) and all(
-            np.array_equal(B, np.eye(len(B))) for B in self.random.bases))
-        self.working = dataclasses.replace(design, X=np.ascontiguousarray(X_w),
-                                           terms=self.random.working_terms)
+        self.set_response(design.y)
+
+    def set_response(self, y) -> None:
+        """γ's unit for the response ``y``: ``M`` and the working design follow it (its
+        spread, a power of two; the columns' own scaling is kept)."""
+        y = np.asarray(y, dtype=float)
+        self.response_scale = s = pow2_rms(y - y.mean()) if y.size else 1.0
+        self.M = self._M_columns * s
+        self.working = dataclasses.replace(self._design, X=np.ascontiguousarray(self._X_columns * s),
+                                           y=y, terms=self.random.working_terms)
 
     def beta(self, gamma) -> np.ndarray:
         return self.M @ np.asarray(gamma, dtype=float)

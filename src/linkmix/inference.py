@@ -290,7 +290,11 @@ class Satterthwaite:
             return G @ N @ np.linalg.solve(0.5 * (reduced + reduced.T), N.T) @ G.T
 
         vcov = beta_cov(z[phi])
-        J = numdiff.jacobian(lambda values: beta_cov(values).ravel(), z[phi])
+        # Φ holds a differenced Hessian where the mean is linked: a step of 1e-3 keeps its
+        # rounding from dominating, and one Richardson step its truncation (2e-5 of a df
+        # at 1e-6 with plain differences)
+        J = numdiff.richardson_jacobian(lambda points: [beta_cov(v).ravel() for v in points],
+                                        z[phi], rel_step=1e-3)
         return cls(vcov, A, J.T.reshape(len(phi), p, p), second_order.eigenvalues)
 
     def test(self, L) -> tuple[np.ndarray, np.ndarray]:

@@ -88,7 +88,7 @@ class LinkedResults(FixedEffectTests, Report):
         self._satterthwaite: Satterthwaite | None = None
         if derivatives:
             with np.errstate(all="ignore"):
-                self.second_order = model.reduced_hessian(z, self._kkt)
+                self.second_order = best.second_order or model.reduced_hessian(z, self._kkt)
                 if self.second_order.cov_z is not None:
                     self._satterthwaite = Satterthwaite.on_manifold(model, z,
                                                                     self.second_order)
@@ -118,7 +118,8 @@ class LinkedResults(FixedEffectTests, Report):
                 naturals.append(nat)
         self.equally_likely = [o for o in self.optima
                                if o.neg2ll - self.optima[0].neg2ll <= EQUAL_LIKELIHOOD]
-        self.converged = bool(best.success and self.kkt_residual <= 2e-3)
+        self.converged = bool(best.success and self.kkt_residual <= 2e-3
+                              and not (self.second_order and self.second_order.negative))
 
     @cached_property
     def beta(self) -> pd.Series:
@@ -218,7 +219,11 @@ class LinkedResults(FixedEffectTests, Report):
         """Everything a user should know about this fit's reliability, one sentence each."""
         out = []
         if not self.converged:
-            out.append(f"did not converge ({self._best.message}; KKT residual "
+            saddle = self.second_order is not None and self.second_order.negative
+            out.append("did not converge: the point reached is a saddle of the likelihood on "
+                       "the constraint manifold (its Hessian has a negative eigenvalue), not "
+                       "a maximum" if saddle else
+                       f"did not converge ({self._best.message}; KKT residual "
                        f"{self.kkt_residual:.2e})")
         if not self.identified:
             out.append(self.verdict)

@@ -135,24 +135,39 @@ def richardson_hessian(fun, x, *, rel_step: float = 2e-3) -> np.ndarray:
     return (4.0 * fine - coarse) / 3.0
 
 
-def richardson_jacobian(values_at, x, *, rel_step: float = 1e-4) -> np.ndarray:
-    """The Jacobian of a function with no bounds, accurate to fourth order in h:
-    (4J(h/2) − J(h))/3 from central differences at steps h and h/2.  ``values_at`` maps a
-    list of the 4d points to their function values (one stencil, so that the caller may
-    spread it over threads)."""
+def richardson_jacobian(values_at, x, *, rel_step: float = 1e-4, lower=None,
+                        indices=None) -> np.ndarray:
+    """The Jacobian of a function (columns: the coordinates ``indices``, default all),
+    accurate to fourth order in h: (4J(h/2) − J(h))/3 from ``jacobian``'s differences at
+    steps h and h/2 (central; where x_k − h would cross ``lower``, the second-order
+    forward formula, whose error is O(h²) as well).  ``values_at`` maps a list of points
+    to their function values: the whole stencil goes in one call, so that the caller may
+    spread it over threads."""
     x = np.asarray(x, dtype=float)
-    steps = [step(v, rel_step) for v in x.tolist()]
-    points = []
-    for k, h in enumerate(steps):
-        for move in (h, -h, h / 2, -h / 2):
+    lower = np.full(len(x), -np.inf) if lower is None else np.asarray(lower, dtype=float)
+    indices = list(range(len(x)) if indices is None else indices)
+    steps = [step(x[k], rel_step) for k in indices]
+    inside = [x[k] - h >= lower[k] for k, h in zip(indices, steps)]
+    points = [x] if not all(inside) else []
+    for k, h, central in zip(indices, steps, inside):
+        for offset in ((h, -h, h / 2, -h / 2) if central else (h, 2 * h, h / 2)):
             point = x.copy()
-            point[k] += move
+            point[k] += offset
             points.append(point)
     values = [np.atleast_1d(np.asarray(v, dtype=float)) for v in values_at(points)]
-    columns = []
+    f0 = values.pop(0) if not all(inside) else None
+    columns, at = [], 0
     for k, h in enumerate(steps):
-        up, down, up_half, down_half = values[4 * k:4 * k + 4]
-        columns.append((4.0 * (up_half - down_half) / h - (up - down) / (2 * h)) / 3.0)
+        if inside[k]:
+            up, down, up_half, down_half = values[at:at + 4]
+            coarse, fine = (up - down) / (2 * h), (up_half - down_half) / h
+            at += 4
+        else:
+            up, up2, up_half = values[at:at + 3]
+            coarse = (-3 * f0 + 4 * up - up2) / (2 * h)
+            fine = (-3 * f0 + 4 * up_half - up) / h
+            at += 3
+        columns.append((4.0 * fine - coarse) / 3.0)
     return np.column_stack(columns) if columns else np.zeros((0, 0))
 
 

@@ -109,14 +109,19 @@ class KKT:
 @dataclass
 class ReducedHessian:
     """Second-order analysis of a constrained optimum: eigenvalues of the Hessian of
-    −log L on the constraint manifold, whether it is singular, the covariance of z it
-    implies (None when singular), and the Hessian of the Lagrangian D − λ'c in z it
-    came from (None where there was nothing to reduce)."""
+    −log L on the constraint manifold, whether it is singular (a zero eigenvalue: the
+    likelihood is flat along it), the covariance of z it implies (None when singular or
+    not positive definite), the Hessian of the Lagrangian D − λ'c in z it came from
+    (None where there was nothing to reduce), how many eigenvalues are negative (a
+    saddle, not a maximum of the likelihood) and the directions in z of the negative
+    ones, then the zero ones (columns, most negative first)."""
 
     eigenvalues: np.ndarray
     singular: bool
     cov_z: np.ndarray | None
     lagrangian: np.ndarray | None = None
+    negative: int = 0
+    directions: np.ndarray | None = None
 
 
 @dataclass
@@ -716,6 +721,7 @@ class ConstrainedRun:
     max_violation: float = math.inf
     kkt_residual: float = math.inf
     kkt: KKT | None = field(default=None, repr=False)
+    second_order: ReducedHessian | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return {"x_initial": list(map(float, self.x_initial)),

@@ -13,7 +13,8 @@ written in backticks: ```sd[Days|Subject]```.
 
 The optimiser of a linked model works on ``z = (θ, β, log σ)``, or, when the space
 has working coordinates (``linkmix.conditioning.LinkedCoordinates``), on
-``z = (θ_w, γ, log σ)`` with lme4's θ and β = Mγ recovered from them;
+``z = (θ_w, γ, log(σ/s))`` with lme4's θ, β = Mγ and σ recovered from them (s the
+response's scale, so that no coordinate of z depends on the data's units);
 ``ParameterSpace`` maps ``z`` to the natural vector (fixed effects, then per term
 the SDs and the correlations, then ``sigma``) and differentiates that map.
 """
@@ -63,9 +64,7 @@ class ParameterSpace:
 
     def __init__(self, design, coordinates=None):
         self.design = design
-        # identity coordinates map nothing: keep the hot path (every constraint and
-        # mean evaluation reads natural values) free of them
-        self.coordinates = None if coordinates is None or coordinates.identity else coordinates
+        self.coordinates = coordinates
         self.fixed_names = list(design.fixed_names)
         self.p = design.p
         self.theta_lower = design.theta_lower
@@ -106,16 +105,22 @@ class ParameterSpace:
     def dim_z(self) -> int:
         return self.n_theta + self.p + 1
 
+    @property
+    def sigma_unit(self) -> float:
+        """s in z's last coordinate log(σ/s): the working coordinates' response scale (1
+        without them)."""
+        return 1.0 if self.coordinates is None else self.coordinates.response_scale
+
     def split(self, z):
         """z's three parts: θ (θ_w with working coordinates), β (γ), σ."""
         z = np.asarray(z, dtype=float)
         nt, p = self.n_theta, self.p
-        return z[:nt], z[nt:nt + p], np.exp(z[nt + p])
+        return z[:nt], z[nt:nt + p], self.sigma_unit * np.exp(z[nt + p])
 
     def join(self, theta, beta, sigma) -> np.ndarray:
         """z from its three parts (in z's own coordinates)."""
         return np.concatenate([np.asarray(theta, float), np.asarray(beta, float),
-                               [np.log(sigma)]])
+                               [np.log(sigma / self.sigma_unit)]])
 
     def user(self, z):
         """lme4's θ, β and σ at z."""
@@ -143,14 +148,16 @@ class ParameterSpace:
 
     @property
     def log_sigma_bounds(self) -> tuple[float, float]:
-        """log σ within [log s − 20, log s + 5], s the response's SD: keeps optimiser
-        steps from overflowing without excluding any sensible fit."""
+        """z's last coordinate within [log(sd/s) − 20, log(sd/s) + 5], sd the response's
+        SD: keeps optimiser steps from overflowing without excluding any sensible fit."""
         y = self.design.y
         scale = float(np.std(y)) if len(y) > 1 and np.std(y) > 0 else 1.0
-        return (np.log(scale) - 20.0, np.log(scale) + 5.0)
+        centre = np.log(scale / self.sigma_unit)
+        return (centre - 20.0, centre + 5.0)
 
     def z_names(self) -> list[str]:
-        return ([f"theta[{i}]" for i in range(self.n_theta)] + self.fixed_names + ["log(sigma)"])
+        return ([f"theta[{i}]" for i in range(self.n_theta)] + self.fixed_names
+                + ["log(sigma)" if self.coordinates is None else "log(sigma/s)"])
 
     # ---- natural scale ------------------------------------------------------
     def natural(self, theta, beta, sigma) -> np.ndarray:

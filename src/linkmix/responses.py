@@ -114,7 +114,10 @@ class LinearResponse:
         return self.coordinates.effects(b_w)
 
     def gradient(self, z, step: float = 1e-5) -> np.ndarray:
-        """∇D at ``z``: exact in β and log σ, central differences in θ."""
+        """∇D at ``z``: exact in β and log σ; in θ exact where the engine gives
+        ∂log|L|²/∂θ and ∂r²/∂θ (blocked engines; r² is the penalised residual sum of
+        squares of the response at z's β, so by the envelope theorem), plus the chain
+        rule through f(Π); else central differences in θ."""
         z = np.asarray(z, dtype=float)
         self._ensure_state(z)
         nt, p = self.space.n_theta, self.space.p
@@ -124,10 +127,17 @@ class LinearResponse:
         grad = np.empty(len(z))
         grad[nt:nt + p] = self.working.X.T @ w
         grad[-1] = 2.0 * self.n - 2.0 * r2 / sigma**2
-        if self.has_mean:  # the chain rule through f(Π): w'∂f/∂z
-            grad[nt:] += w @ numdiff.jacobian(self._mean_at, z, indices=range(nt, len(z)))
-        grad[:nt] = numdiff.jacobian(self.deviance, z, lower=self.space.z_lower(),
-                                     rel_step=step, indices=range(nt))[0]
+        exact = getattr(self.engine, "supports_gradient", False)
+        if exact:
+            grad[:nt] = self.engine.logdet_gradient() + self.engine.prss_gradient() / sigma**2
+        if self.has_mean:  # the chain rule through f(Π): w'∂f/∂z, fourth order (the
+            first = 0 if exact else nt  # Hessian differences this gradient again)
+            grad[first:] += w @ numdiff.richardson_jacobian(
+                lambda points: [self._mean_at(x) for x in points], z, rel_step=1e-4,
+                indices=range(first, len(z)))
+        if not exact:
+            grad[:nt] = numdiff.jacobian(self.deviance, z, lower=self.space.z_lower(),
+                                         rel_step=step, indices=range(nt))[0]
         return grad
 
     def hessian(self, z, grad=None, step: float = 1e-4):
@@ -200,8 +210,8 @@ class LinearResponse:
         """Refit-ready for another response of the same layout (batch fits)."""
         self.design = dataclasses.replace(self.design, y=np.asarray(y, dtype=float),
                                           row_index=row_index)
-        self.working = dataclasses.replace(self.working, y=self.design.y,
-                                           row_index=row_index)
+        self.coordinates.set_response(self.design.y)
+        self.working = dataclasses.replace(self.coordinates.working, row_index=row_index)
         self.space.rebind(self.design)
         self._state_z = self._engine_response = None
 
