@@ -181,7 +181,8 @@ def test_linked_fit_without_derivatives():
     data = linkmix.datasets.simulate_peptide(seed=3)
     model = linkmix.LinkedModel("x ~ 1 + t2 + (1 | replicate)", data, constraints="t2 <= 100")
     full, bare = model.fit(), model.fit(derivatives=False)
-    assert bare.objective == full.objective
+    # the full fit's optimum is polished by Newton steps on the KKT conditions
+    assert bare.objective == pytest.approx(full.objective, rel=1e-9)
     assert bare.reduced_hessian_eigenvalues is None and bare.reduced_hessian_singular is None
     assert np.isnan(bare.params.std_error).all() and np.isfinite(full.params.std_error).all()
     assert "not checked" in bare.verdict and "not checked" in str(bare.summary())

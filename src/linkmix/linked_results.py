@@ -82,6 +82,9 @@ class LinkedResults(FixedEffectTests, Report):
         self.theta, self.sigma, self._beta = theta.copy(), sigma, np.array(beta, dtype=float)
         self.natural = space.natural_from_z(z)
 
+        #: ∂(natural parameters)/∂z at the optimum: z's coordinates follow the model's
+        #: response (``set_response``), so it is read now
+        self._natural_jacobian = space.natural_jacobian(z)
         self._kkt = getattr(best, "kkt", None) or model.kkt(z)
         self.kkt_residual = self._kkt.residual
         self.second_order: ReducedHessian | None = None
@@ -148,10 +151,6 @@ class LinkedResults(FixedEffectTests, Report):
         J = self._natural_jacobian
         return np.sqrt(np.clip(np.diag(J @ cov_z @ J.T), 0.0, None))
 
-    @cached_property
-    def _natural_jacobian(self) -> np.ndarray:
-        """∂(natural parameters)/∂z at the optimum (differenced: computed once)."""
-        return self.space.natural_jacobian(self.z)
 
     # ---- tests of fixed effects (coef_table, contrast: FixedEffectTests) -------------
     @property

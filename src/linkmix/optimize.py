@@ -578,35 +578,73 @@ def _newton_step(fun, x, lower, f0: float, checks, fun_grad=None):
     gradient and up to ``CHORD_STEPS`` chord steps x − H⁻¹∇f(x) follow, H the checks'
     Hessian, each taken on the same rule, while the one before moved some coordinate by
     more than a thousandth of its differencing step (the chord converges linearly, at
-    the rate H's change over the step)."""
+    the rate H's change over the step).  A step that would take coordinates past their
+    bounds puts them on the bounds and continues from there over the others, with the
+    gradient evaluated there: a variance flat near zero is even in its θ, so the
+    Hessian's coupling where the optimiser stopped (θ ≈ 1e-2) is not the coupling at 0,
+    and one step clipped at the bound rose above where it started (1e-6 above lme4's
+    deviance, the optimum on the bound).  Without ``fun_grad``, one step, the
+    coordinates that would cross on their bounds and the rest solved for."""
     idx = checks.interior
     if not len(idx) or checks.negative or checks.zero \
             or not math.isfinite(checks.max_gradient):  # not finite, or H not definite
         return x, f0
-    try:
-        factor = np.linalg.cholesky(checks.hessian)
-    except np.linalg.LinAlgError:
-        return x, f0
+    H, lower_i = checks.hessian, lower[idx]
     gradient = checks.gradient[idx]
-    for _ in range(1 + (CHORD_STEPS if fun_grad is not None else 0)):
-        trial = x.copy()
-        trial[idx] -= solve_triangular(factor, solve_triangular(factor, gradient, lower=True),
-                                       lower=True, trans=True)
-        trial = np.maximum(trial, lower)
+    fixed = np.zeros(len(idx), dtype=bool)
+    best, current = (x, f0), x
+    for _ in range(2 + (CHORD_STEPS if fun_grad is not None else 0)):
+        found = _bounded_newton(H, gradient, current[idx], lower_i, fixed)
+        if found is None:
+            break
+        move, now_fixed = found
+        trial = current.copy()
+        if fun_grad is not None and (now_fixed & ~fixed).any():
+            fixed = now_fixed   # onto the bounds first; the rest from there
+            trial[idx[fixed]] = lower_i[fixed]
+        else:
+            trial[idx] += move
         if fun_grad is None:
             value, slope = float(fun(trial)), None
         else:
             value, slope = fun_grad(trial)
-        if not value <= f0 + ROUNDING * max(1.0, abs(f0)):
+        if not np.isfinite(value):
             break
         moved = not all(abs(a - b) <= 1e-3 * step(b, 1e-4)
-                        for a, b in zip(trial.tolist(), x.tolist()))
-        x, f0 = trial, float(value)
+                        for a, b in zip(trial.tolist(), current.tolist()))
+        current = trial
+        if value <= best[1] + ROUNDING * max(1.0, abs(best[1])):
+            best = (trial, float(value))
+        elif not (fixed.any() and fun_grad is not None):
+            break   # a step that rose: stop (on the bounds, the rest still to come)
         if slope is None or not moved or not np.all(np.isfinite(slope)):
             break
         gradient = np.asarray(slope, dtype=float)[idx]
-    return x, f0
+    return best
 
+
+def _bounded_newton(H, g, x, lower, fixed=None):
+    """(d, fixed'): the Newton step d = −H⁻¹g for coordinates at x with ``fixed`` ones
+    held on their bounds (the others solved for: H_ff d_f = −g_f − H_fb d_b), adding to
+    them those that x + d would take past ``lower`` until none does; None where a
+    system is not positive definite."""
+    fixed = np.zeros(len(x), dtype=bool) if fixed is None else fixed.copy()
+    while True:
+        move = np.zeros(len(x))
+        move[fixed] = lower[fixed] - x[fixed]
+        free = ~fixed
+        if free.any():
+            rhs = -(g[free] + H[np.ix_(free, fixed)] @ move[fixed])
+            try:
+                factor = np.linalg.cholesky(H[np.ix_(free, free)])
+            except np.linalg.LinAlgError:
+                return None
+            move[free] = solve_triangular(factor, solve_triangular(factor, rhs, lower=True),
+                                          lower=True, trans=True)
+        crossing = free & (x + move < lower)
+        if not crossing.any():
+            return np.maximum(x + move, lower) - x, fixed
+        fixed |= crossing
 
 def _recorded_value(log, x) -> float:
     """The recorded value of x when x is the lowest point evaluated (an optimiser's answer
