@@ -1,5 +1,7 @@
 """Formula + data → design: terms, levels, missing values, bad input."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +9,8 @@ import pytest
 import linkmix
 from linkmix import DataError, FormulaError, MissingDataWarning, RankDeficiencyWarning
 from linkmix.design import build_design
+
+from conftest import DATA
 
 
 @pytest.fixture
@@ -97,9 +101,35 @@ def test_bad_input_gets_a_specific_error(sleepstudy, formula, data_change, error
 
 
 def test_too_many_random_effects():
+    """lme4's per-term check: a term with as many random effects as observations."""
     data = pd.DataFrame({"g": list("aabbcc"), "x": [0.0, 1, 0, 1, 0, 1], "y": np.arange(6.0)})
-    with pytest.raises(DataError, match="6 random effects for 6 observations"):
+    with pytest.raises(DataError, match=r"the term \(1 \+ x \| g\) has 6 random effects"):
         linkmix.lmer("y ~ 1 + (1 + x | g)", data)
+
+
+@pytest.mark.parametrize("case", json.loads((DATA / "lme4_identifiability.json").read_text()),
+                         ids=lambda case: case["file"])
+def test_models_with_more_random_effects_than_rows_that_lme4_fits(case):
+    """Not refused for q ≥ n in all when every variance is identified (lme4 fits these,
+    make_lme4_identifiability.R): the same REML criterion and θ."""
+    data = pd.read_csv(DATA / "identifiability" / case["file"])
+    fit = linkmix.lmer(case["formula"], data)
+    assert sum(term.q for term in fit.design.terms) == case["n_random"] >= case["n"]
+    assert fit.objective == pytest.approx(case["objective"], rel=1e-8)
+    np.testing.assert_allclose(fit.theta, case["theta"], atol=1e-5)
+
+
+def test_variances_that_cannot_be_told_apart_are_refused_by_name():
+    """Two terms of the same grouping (a copy of g1) give the same covariance of y: with
+    q ≥ n the check finds it and names both terms."""
+    data = pd.read_csv(DATA / "identifiability" / "crossed_slopes_25_effects.csv")
+    data["g3"] = data.g1
+    with pytest.raises(DataError, match=r"\(Intercept\) in \(1 \| g3\) and the variance of "
+                                        r"\(Intercept\) in \(1 \| g1\) cannot be told apart"):
+        linkmix.lmer("y ~ 1 + (1|g1) + (1|g3) + (1|g2)", data)
+    data["row"] = [f"r{i}" for i in range(len(data))]
+    with pytest.raises(DataError, match=r"'row' of \(1 \| row\) has 20 levels for 20 obs"):
+        linkmix.lmer("y ~ 1 + (1|row)", data)
 
 
 def test_data_must_be_a_dataframe():

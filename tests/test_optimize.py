@@ -84,7 +84,7 @@ def test_theta_start_is_used():
     model = linkmix.LinearMixedModel(ref["formula"], load_dataset("sleepstudy"), REML=False)
     fit = model.fit(theta_start=ref["theta"])
     assert fit.objective == pytest.approx(ref["objective"], rel=1e-9)
-    with pytest.raises(ValueError, match="theta_start has 2 entries"):
+    with pytest.raises(ValueError, match="theta_start must be a vector of 3 entries"):
         model.fit(theta_start=[1.0, 0.0])
 
 

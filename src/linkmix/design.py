@@ -25,6 +25,7 @@ from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_ter
                       plain_message)
 
 __all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns",
+           "check_identifiable", "term_label",
            "model_frame", "without_unused_levels", "require_numeric_response", "require_columns",
            "required_variables", "materialize", "group_codes", "lme4_term_order",
            "rename_intercept", "assemble_design", "design_from_arrays", "INTERCEPT"]
@@ -522,19 +523,88 @@ def assemble_design(spec: FormulaSpec, y: np.ndarray, X: np.ndarray, names: list
         if not np.isfinite(term.Z).all():
             raise DataError(f"random-effects covariates of {term.coef_names} have infinite values")
     terms = lme4_term_order(terms)
-    n = len(y)
-    for term in terms if check_sizes else ():
-        if term.n_levels >= n:
-            raise DataError(f"grouping factor {term.group!r} has {term.n_levels} levels for "
-                            f"{n} observations; the number of levels must be smaller than the "
-                            f"number of observations")
-    q = sum(term.q for term in terms)
-    if check_sizes and q >= n:
-        raise DataError(f"the model has {q} random effects for {n} observations; the residual "
-                        f"variance is not identifiable (need fewer random effects than observations)")
+    if check_sizes:
+        check_identifiable(terms, len(y))
     return LMMDesign(formula=spec, y=y, X=X, fixed_names=names, terms=terms,
                      fixed_spec=fixed_spec, n_dropped=n_dropped, dropped_columns=dropped,
                      row_index=row_index)
+
+
+#: The covariance structure's Gram matrix (scaled to a unit diagonal) is singular when its
+#: smallest eigenvalue is below this: one variance is then a combination of the others.
+UNIDENTIFIABLE = 1e-10
+
+
+def term_label(term: RandomTerm) -> str:
+    """A term as a formula writes it, e.g. ``(1 + x | g)``."""
+    coefficients = " + ".join("1" if c == INTERCEPT else c for c in term.coef_names)
+    return f"({coefficients} {'||' if term.independent else '|'} {term.group})"
+
+
+def check_identifiable(terms: list[RandomTerm], n: int) -> None:
+    """Refuse, naming the term, what cannot be estimated (lme4's checks, per term, and
+    what they approximate, exactly).
+
+    Per term t, as lme4: fewer levels than observations (a level per observation is
+    the residual) and fewer random effects q_t than observations.  lme4 stops at q ≥ n
+    for no term together, and neither does this: q ≥ n in all is fine where the
+    covariance matrices σ²I and G_tab = Z_t(I ⊗ E_ab)Z_t' (one per variance and
+    covariance) are linearly independent, for then V = σ²I + Σγ_tab·G_tab determines
+    every variance.  That is checked from their Gram matrix tr(G_iG_j) = tr(F_iCF_jC)
+    (C = Z'Z, F_i the q × q pattern of G_i) whenever q ≥ n: a singular Gram matrix
+    names the parameters its null vector moves.
+    """
+    q = 0
+    for term in terms:
+        label = term_label(term)
+        if term.n_levels >= n:
+            raise DataError(f"grouping factor {term.group!r} of {label} has {term.n_levels} "
+                            f"levels for {n} observations: its variance and the residual "
+                            f"variance are not identifiable (the number of levels must be "
+                            f"smaller than the number of observations)")
+        if term.q >= n:
+            raise DataError(f"the term {label} has {term.q} random effects ({term.k} per level "
+                            f"of {term.n_levels}) for {n} observations: its variances and the "
+                            f"residual variance are not identifiable")
+        q += term.q
+    if q < n:
+        return
+    Z = sp.hstack([sp.csr_matrix((term.Z.ravel(), (np.repeat(np.arange(n), term.k),
+                                                   (term.codes[:, None] * term.k
+                                                    + np.arange(term.k)).ravel())),
+                                 shape=(n, term.q)) for term in terms], format="csc")
+    C = (Z.T @ Z).tocsr()
+    patterns, names, offset = [], [], 0
+    for term in terms:
+        for b in range(term.k):
+            for a in range(b, term.k):
+                E = np.zeros((term.k, term.k))
+                E[a, b] = E[b, a] = 1.0
+                F = sp.block_diag([sp.csr_matrix((offset, offset)),
+                                   sp.kron(sp.identity(term.n_levels), E),
+                                   sp.csr_matrix((C.shape[0] - offset - term.q,) * 2)],
+                                  format="csr")
+                patterns.append(F @ C)
+                names.append(f"the variance of {term.coef_names[a]} in {term_label(term)}"
+                             if a == b else f"a covariance in {term_label(term)}")
+        offset += term.q
+    m = len(patterns) + 1
+    gram = np.empty((m, m))
+    for i, FC in enumerate(patterns):
+        for j in range(i, len(patterns)):
+            gram[i, j] = gram[j, i] = FC.multiply(patterns[j].T).sum()
+        gram[i, -1] = gram[-1, i] = FC.diagonal().sum()
+    gram[-1, -1] = n
+    scale = 1.0 / np.sqrt(np.diag(gram))
+    values, vectors = np.linalg.eigh(scale[:, None] * gram * scale[None, :])
+    if values[0] > UNIDENTIFIABLE * values[-1]:
+        return
+    null = np.abs(vectors[:, 0]) * scale
+    involved = [name for name, weight in zip(names + ["the residual variance"], null)
+                if weight > 1e-6 * null.max()]
+    raise DataError(f"the model has {q} random effects for {n} observations, and "
+                    f"{' and '.join(involved)} cannot be told apart: the covariance of y "
+                    f"they give is the same (drop or merge a term)")
 
 
 def _numeric_array(value, name: str, ndim: int) -> np.ndarray:

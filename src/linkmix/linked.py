@@ -55,6 +55,14 @@ ESCAPES = 2
 FLAT_EIGENVALUE = 1e-8
 
 
+def parameter_units(natural, J) -> np.ndarray:
+    """Each natural parameter's unit for differencing: the larger of |Π_k| and how far
+    it moves per unit of z (|∂Π_k/∂z|, the rows of J), 1 where both are 0.  A step
+    relative to it is small next to Π_k whatever the data's units."""
+    units = np.maximum(np.abs(natural), np.linalg.norm(J, axis=1))
+    return np.where(units > 0, units, 1.0)
+
+
 def _as_list(constraints):
     """One constraint or several, as a list (``make_constraint`` judges each)."""
     if constraints is None:
@@ -153,7 +161,8 @@ class LinkedModel:
             self.mean = mean
         else:
             self.mean = MeanTerm(mean, space.names, data.loc[design.row_index])
-        response.bind(space, self._mean_at, self.mean is not None)
+        response.bind(space, self._mean_at,
+                      self._mean_jacobian if self.mean is not None else None)
         self.n = design.n
         self.fixed_rank = int(np.linalg.matrix_rank(design.X)) if design.p else 0
         self._eq = [c for c in self.constraints if c.kind == "eq"]
@@ -182,12 +191,22 @@ class LinkedModel:
 
     def mean_hessian(self, z) -> np.ndarray:
         """∂²D/∂β∂β' at ``z`` over z's β coordinates (no constraint terms): the response's
-        exact block where it has one, else central differences of ∂D/∂β with one
-        Richardson step."""
+        exact block where it has one; for a linear response with a linked mean f,
+        (2/σ²)·(C'V₀⁻¹C − Σ_i r̃_i ∂²f_i/∂β∂β') with C = X + ∂f/∂β and r̃ the
+        conditional residual (= V₀⁻¹(y − Xβ − f)), the second term over the fixed
+        effects f reads (``_mean_curvature``); else central differences of ∂D/∂β with
+        one Richardson step."""
         exact = self.response.beta_hessian(z)
         if exact is not None:
             return exact
         nt, p = self.space.n_theta, self.space.p
+        if isinstance(self.response, LinearResponse):
+            z = np.asarray(z, dtype=float)
+            C = self.working.X + self._mean_jacobian(z)[:, nt:nt + p]
+            sigma = self.space.split(z)[2]
+            curvature = self._mean_curvature(z, self.conditional_residual(z))
+            H = self.response.gram(z, C) - 2.0 * curvature / sigma**2
+            return 0.5 * (H + H.T)
         # fourth order: Satterthwaite's df difference this Hessian again
         H = numdiff.richardson_jacobian(lambda points: [self.gradient(x)[nt:nt + p]
                                                         for x in points],
@@ -217,6 +236,47 @@ class LinkedModel:
 
     def _mean_at(self, z) -> np.ndarray:
         return self.mean(self.params_at(z)) if self.mean is not None else 0.0
+
+    def _mean_read(self) -> list[int]:
+        """Indices of the natural parameters the linked mean reads (all for a callable)."""
+        used = self.mean.parameters_used
+        return list(range(len(self.space.names))) if used is None else \
+            [self.space.index[name] for name in used]
+
+    def _mean_jacobian(self, z) -> np.ndarray:
+        """∂f/∂z (n × dim z) of the linked mean: differences in the parameters it reads,
+        each in its unit (``parameter_units``), with one Richardson step (the
+        gradient this enters is differenced again for Hessians), then ∂Π/∂z."""
+        natural = self.space.natural_from_z(z)
+        J = self.space.natural_jacobian(z)
+        units = parameter_units(natural, J)
+        read = self._mean_read()
+        D = numdiff.richardson_jacobian(
+            lambda points: [self.mean_at_natural(u * units) for u in points],
+            natural / units, rel_step=1e-4, indices=read)
+        return (D / units[read]) @ J[read]
+
+    def _mean_curvature(self, z, weights) -> np.ndarray:
+        """Σ_i w_i ∂²f_i/∂γ∂γ' over z's β coordinates: second differences of w'f in the
+        fixed effects the mean reads (in their units), through β = Mγ."""
+        nt, p = self.space.n_theta, self.space.p
+        read = [k for k in self._mean_read() if k < p]  # fixed effects come first
+        out = np.zeros((p, p))
+        if not read:
+            return out
+        natural = self.space.natural_from_z(z)
+        J = self.space.natural_jacobian(z)
+        units = parameter_units(natural, J)[read]
+
+        def weighted(values):
+            moved = natural.copy()
+            moved[read] = values * units
+            return float(weights @ self.mean_at_natural(moved))
+
+        # a wide step: its Richardson error is O(h⁴), and beta_cov differences this again
+        H = numdiff.richardson_hessian(weighted, natural[read] / units, rel_step=1e-2)
+        M = J[read][:, nt:nt + p]
+        return M.T @ (H / np.outer(units, units)) @ M
 
     def mean_at_natural(self, natural):
         """f(Π) at a natural vector (0 without a linked mean)."""
@@ -282,17 +342,15 @@ class LinkedModel:
         """Values of the inequality constraints (≥ 0 when satisfied)."""
         return self._constraint_values(self._ineq, z)
 
-    def _jacobian(self, group, z, step=1e-7) -> np.ndarray:
+    def _jacobian(self, group, z, step=1e-5) -> np.ndarray:
         """∂c/∂z = ∂c/∂Π · ∂Π/∂z (rows divided by the constraints' scales): central
         differences in the named parameters each constraint reads (all of them for a
-        callable), then the chain rule.  Parameter k's step is ``step`` times the larger
-        of |Π_k| and its unit |∂Π_k/∂z| (how far it moves per unit of z), so that it is
-        small next to Π_k in any units."""
+        callable), then the chain rule; parameter k's step is ``step`` times its unit
+        (``parameter_units``)."""
         space = self.space
         natural = space.natural_from_z(z)
         J = space.natural_jacobian(z)
-        steps = step * np.maximum(np.abs(natural), np.linalg.norm(J, axis=1))
-        steps = np.where(steps > 0, steps, step)
+        steps = step * parameter_units(natural, J)
         grad_nat = np.zeros((len(group), len(natural)))
         for i, con in enumerate(group):
             if con.parameters_used is not None:  # perturb one entry of one dict in place
@@ -642,13 +700,15 @@ class LinkedModel:
             def weighted(x):
                 J = self._constraint_rows(x)
                 return J.T @ lam[: J.shape[0]]
-            return numdiff.jacobian(weighted, z, lower=self.space.z_lower(), rel_step=step)
+            # J is differenced itself: a step of 1e-3 keeps its rounding from dominating,
+            # and one Richardson step the truncation
+            return numdiff.richardson_jacobian(lambda points: [weighted(x) for x in points],
+                                               z, lower=self.space.z_lower(), rel_step=1e-3)
         space = self.space
         natural = space.natural_from_z(z)
         J = space.natural_jacobian(z)
         # each parameter differenced in its own unit (as ``_jacobian``), c_i over its scale
-        units = np.maximum(np.abs(natural), np.linalg.norm(J, axis=1))
-        units = np.where(units > 0, units, 1.0)
+        units = parameter_units(natural, J)
         scales = np.concatenate([self._scales["eq"], self._scales["ineq"]])
         nt, p = space.n_theta, space.p
         theta, _, sigma = space.split(z)
@@ -752,7 +812,8 @@ class LinkedModel:
         is flat there, and SLSQP stops anywhere near the bound.  Then up to
         ``POLISH_STEPS`` Newton steps on the KKT conditions ∇D − J'λ = 0, c = 0 of the
         constraints active at z and the coordinates on their bounds (held there),
-        [H J'; J 0][dz; −dλ] = −[∇D − J'λ; c] with H the Lagrangian's Hessian, each taken
+        [H J'; J 0][dz; −dλ] = −[∇D − J'λ; c] with H the Lagrangian's Hessian at the
+        first point (a chord: the steps are small next to H's changes), each taken
         while it lowers the KKT residual, keeps the constraints within
         ``FEASIBILITY_TOL`` and z within its bounds.  SLSQP stops with a KKT residual of
         about 1e-4 (deviance per unit of z), which moves Satterthwaite's df by 1e-5: a
@@ -764,13 +825,15 @@ class LinkedModel:
             snapped = np.where(near, lower, z)
             if self.deviance(snapped) <= self.deviance(z) and self._feasible(snapped):
                 z, kkt = snapped, self.kkt(snapped)
+        H = None
         for _ in range(POLISH_STEPS):
             bound = np.flatnonzero(np.isfinite(lower) & (z <= lower))
             J = np.vstack([self.active_constraint_rows(z, z), np.eye(len(z))[bound]])
             multipliers = np.linalg.lstsq(J.T, kkt.gradient, rcond=None)[0] if len(J) else \
                 np.zeros(0)
-            H = self.lagrangian_hessian(z, self._constraint_multipliers(z, kkt),
-                                        grad=kkt.gradient)
+            if H is None:  # the chord: one Hessian for every step
+                H = self.lagrangian_hessian(z, self._constraint_multipliers(z, kkt),
+                                            grad=kkt.gradient)
             m = J.shape[0]
             c = self._active_values(z, z)
             c = np.concatenate([c, np.zeros(m - len(c))])   # bound coordinates: held

@@ -141,8 +141,8 @@ class LinearMixedModel:
         """θ (and β, σ) as float arrays of this model's sizes, or an ArgumentError."""
         theta = np.asarray(theta, dtype=float)
         if theta.shape != self.design.theta_lower.shape:
-            raise ArgumentError(f"{name} has {theta.size} entries; this model's θ has "
-                                f"{self.design.theta_lower.size} entries")
+            raise ArgumentError(f"{name} must be a vector of {self.design.theta_lower.size} "
+                                f"entries (this model's θ), not shape {theta.shape}")
         if beta is not None:
             beta = np.asarray(beta, dtype=float)
             if beta.shape != (self.design.p,):

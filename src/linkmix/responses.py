@@ -70,9 +70,11 @@ class LinearResponse:
         self._engine_response = None
         self._base = None
 
-    def bind(self, space, mean_at, has_mean: bool) -> None:
-        """The model's parameter space (z's meaning) and its mean f(Π) at z."""
-        self.space, self._mean_at, self.has_mean = space, mean_at, has_mean
+    def bind(self, space, mean_at, mean_jacobian=None) -> None:
+        """The model's parameter space (z's meaning), its mean f(Π) at z and, with a
+        linked mean, ∂f/∂z (n × dim z; None without one)."""
+        self.space, self._mean_at, self._mean_jacobian = space, mean_at, mean_jacobian
+        self.has_mean = mean_jacobian is not None
 
     # ---- the full deviance and its gradient ----------------------------------
     def deviance(self, z) -> float:
@@ -130,11 +132,9 @@ class LinearResponse:
         exact = getattr(self.engine, "supports_gradient", False)
         if exact:
             grad[:nt] = self.engine.logdet_gradient() + self.engine.prss_gradient() / sigma**2
-        if self.has_mean:  # the chain rule through f(Π): w'∂f/∂z, fourth order (the
-            first = 0 if exact else nt  # Hessian differences this gradient again)
-            grad[first:] += w @ numdiff.richardson_jacobian(
-                lambda points: [self._mean_at(x) for x in points], z, rel_step=1e-4,
-                indices=range(first, len(z)))
+        if self.has_mean:  # the chain rule through f(Π): w'∂f/∂z
+            first = 0 if exact else nt
+            grad[first:] += (w @ self._mean_jacobian(z))[first:]
         if not exact:
             grad[:nt] = numdiff.jacobian(self.deviance, z, lower=self.space.z_lower(),
                                          rel_step=step, indices=range(nt))[0]
@@ -143,7 +143,8 @@ class LinearResponse:
     def hessian(self, z, grad=None, step: float = 1e-4):
         """(∇²D, ∇D) at ``z`` without a linked mean (else None): the (β, log σ) block
         exact, ∂²D/∂β∂β' = 2X'V₀⁻¹X/σ² (V₀ = I + ZΛΛ'Z'), ∂²D/∂β∂log σ = −2·∂D/∂β,
-        ∂²D/∂(log σ)² = 4r²/σ²; the θ columns by central differences of the gradient.
+        ∂²D/∂(log σ)² = 4r²/σ²; the θ columns by differences of the gradient with one
+        Richardson step.
         ``grad`` is ∇D at ``z`` where the caller has it."""
         if self.has_mean:
             return None
@@ -155,8 +156,10 @@ class LinearResponse:
         self._ensure_state(z)
         r2 = self._state_r2
         H = np.empty((len(z), len(z)))
-        H[:, :nt] = numdiff.jacobian(self.gradient, z, lower=self.space.z_lower(),
-                                     rel_step=step, indices=range(nt))
+        # fourth order in the step: the polish and Satterthwaite's df read this Hessian
+        H[:, :nt] = numdiff.richardson_jacobian(lambda points: [self.gradient(x) for x in points],
+                                                z, lower=self.space.z_lower(), rel_step=step,
+                                                indices=range(nt))
         H[:nt, nt:] = H[nt:, :nt].T
         H[nt:nt + p, nt:nt + p] = self.beta_hessian(z)
         H[nt:nt + p, -1] = H[-1, nt:nt + p] = -2.0 * grad[nt:nt + p]
@@ -165,15 +168,18 @@ class LinearResponse:
 
     def beta_hessian(self, z) -> np.ndarray | None:
         """∂²D/∂β∂β' = 2X'V₀⁻¹X/σ² at ``z`` (V₀ = I + ZΛΛ'Z'), exact; None with a linked
-        mean (then D is not quadratic in β)."""
+        mean (then D is not quadratic in β: ``gram`` gives its first part)."""
         if self.has_mean:
             return None
+        return self.gram(z, self.working.X)
+
+    def gram(self, z, C) -> np.ndarray:
+        """2C'V₀⁻¹C/σ² at ``z`` for columns C (n × m)."""
         z = np.asarray(z, dtype=float)
         theta, _, sigma = self.space.split(z)
         self._ensure_state(z)  # the factor at z's θ
-        X = self.working.X
-        B = self.working.Lambda_times(theta, self.Z.T @ X, transpose=True)
-        return 2.0 * self.engine.marginal_gram(X, B) / sigma**2
+        B = self.working.Lambda_times(theta, self.Z.T @ C, transpose=True)
+        return 2.0 * self.engine.marginal_gram(C, B) / sigma**2
 
     # ---- starts and scales ------------------------------------------------------
     def base_start(self) -> np.ndarray:
@@ -235,7 +241,7 @@ class NonlinearResponse:
         self.n = nlmm.design.n
         self._state = None
 
-    def bind(self, space, mean_at, has_mean: bool) -> None:
+    def bind(self, space, mean_at, mean_jacobian=None) -> None:
         self.space = space
 
     def _deviance_from(self, z, u_start) -> float:
