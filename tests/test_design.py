@@ -189,3 +189,42 @@ def test_categorical_with_unused_levels_fits_like_text():
     rows = linkmix.fit_groups(table, "g", "y ~ Condition + (1|rep)", n_jobs=1)
     assert set(rows.parameter.dropna()) >= {"Condition[T.3]"}
     assert "Condition[T.2]" not in set(rows.parameter)
+
+
+def test_a_factor_with_one_level_is_left_out_and_said(sleepstudy):
+    """lme4 refuses it ('contrasts can be applied only to factors with 2 or more
+    levels'); one formula over many groups (a peptide in one fragment) meets it, so it
+    is left out, and the warning, ``warnings``, the summary and the JSON say so."""
+    data = sleepstudy.assign(site="A", flag=True)
+    plain = linkmix.lmer("Reaction ~ Days + (1|Subject)", data)
+    for formula, name, level in [("Reaction ~ Days + site + (1|Subject)", "site", "A"),
+                                 ("Reaction ~ Days + flag + (1|Subject)", "flag", "True")]:
+        said = f"the factor '{name}' has one level ('{level}') in the rows used"
+        with pytest.warns(RankDeficiencyWarning, match=said.replace("(", "\\(").replace(")", "\\)")):
+            fit = linkmix.lmer(formula, data)
+        assert fit.objective == pytest.approx(plain.objective, rel=1e-12)
+        assert any(w.startswith(said) for w in fit.warnings) and said in str(fit.summary())
+        assert fit.to_dict()["single_level_factors"] == {name: level}
+
+
+def test_dropped_columns_and_boundary_calls_are_named_everywhere(sleepstudy):
+    """In ``warnings``, the summary and the JSON: an aliased column by name, and what is
+    on the boundary (an SD, or a correlation of ±1) with the term it belongs to."""
+    with pytest.warns(RankDeficiencyWarning, match="Days2"):
+        fit = linkmix.lmer("Reaction ~ Days + Days2 + (1|Subject)",
+                           sleepstudy.assign(Days2=2 * sleepstudy.Days))
+    dropped = "fixed-effects column Days2 dropped: the design is rank deficient"
+    assert any(w.startswith(dropped) for w in fit.warnings) and dropped in str(fit.summary())
+    assert fit.to_dict()["dropped_columns"] == ["Days2"]
+    assert fit.to_dict()["warnings"] == fit.warnings
+    inference = DATA / "inference"
+    for file, formula, factors, said in [
+            ("Dyestuff2_singular.csv", "Yield ~ 1 + (1 | Batch)", ["Batch"],
+             "sd[(Intercept)|Batch] estimated as 0 in (1 | Batch)"),
+            ("Orthodont_unbalanced.csv", "distance ~ age * Sex + (age | Subject)",
+             ["Sex", "Subject"], "cor[(Intercept),age|Subject] = +1 in (1 + age | Subject)")]:
+        data = pd.read_csv(inference / file, dtype={c: str for c in factors})
+        fit = linkmix.lmer(formula, data)
+        boundary = f"boundary (singular) fit: {said}"
+        assert fit.boundary == [boundary] and fit.singular and boundary in fit.warnings
+        assert boundary in str(fit.summary()) and boundary in fit.to_dict()["warnings"]

@@ -25,7 +25,7 @@ from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_ter
                       plain_message)
 
 __all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns",
-           "check_identifiable", "term_label",
+           "check_identifiable", "term_label", "single_level_factors",
            "model_frame", "without_unused_levels", "require_numeric_response", "require_columns",
            "required_variables", "materialize", "group_codes", "lme4_term_order",
            "rename_intercept", "assemble_design", "design_from_arrays", "INTERCEPT"]
@@ -229,6 +229,8 @@ class LMMDesign(RandomEffectsLayout):
     n_dropped: int = 0
     dropped_columns: list[str] = field(default_factory=list)
     row_index: pd.Index | np.ndarray | None = None  # labels of the rows of data used
+    #: categorical fixed-effects variables with one level, left out: {name: level}
+    single_level_factors: dict = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -287,6 +289,22 @@ def model_frame(data: pd.DataFrame, used, missing: str = "drop", stacklevel: int
     if len(data) == 0:
         raise DataError("no complete rows are left to fit")
     return without_unused_levels(data, used_cols), n_dropped
+
+
+def single_level_factors(data: pd.DataFrame, fixed_variables) -> dict:
+    """{name: level} of the categorical fixed-effects variables with one level in the rows
+    used.  Their contrasts are no columns (lme4 refuses them: 'contrasts can be applied
+    only to factors with 2 or more levels'); a fit leaves them out and says so, since a
+    table of many groups (a peptide measured in one fragment) is fitted with one formula."""
+    out = {}
+    for name in sorted(fixed_variables):
+        column = data[name]
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            continue
+        levels = column.dropna().unique()
+        if len(levels) == 1:
+            out[name] = str(levels[0])
+    return out
 
 
 def require_numeric_response(values: pd.Series, name: str) -> None:
@@ -482,13 +500,26 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
     data, n_dropped = model_frame(data, used, missing)
 
     y = response.loc[data.index].to_numpy(dtype=float)
+    single = single_level_factors(data, fixed_vars)
+    if single:
+        warnings.warn("; ".join(single_level_sentence(name, level)
+                                for name, level in single.items()),
+                      RankDeficiencyWarning, stacklevel=3)
     fixed_matrix = materialize(spec.fixed, data, "the fixed-effects part")
     X = np.ascontiguousarray(np.asarray(fixed_matrix, dtype=float))
     terms = [t for term_spec in spec.random for t in _build_terms(term_spec, data)]
-    return assemble_design(spec, y, X, rename_intercept(list(fixed_matrix.columns)), terms,
+    design = assemble_design(spec, y, X, rename_intercept(list(fixed_matrix.columns)), terms,
                            fixed_spec=fixed_matrix.model_spec,
                            drop_rank_deficient=drop_rank_deficient, check_sizes=check_sizes,
                            n_dropped=n_dropped, row_index=data.index)
+    design.single_level_factors = single
+    return design
+
+
+def single_level_sentence(name: str, level: str) -> str:
+    """What a fit says of a factor left out for having one level."""
+    return (f"the factor {name!r} has one level ({level!r}) in the rows used: its effect "
+            f"cannot be estimated and is left out of the fixed effects")
 
 
 def assemble_design(spec: FormulaSpec, y: np.ndarray, X: np.ndarray, names: list[str],

@@ -22,7 +22,7 @@ from . import sampling
 from .errors import ArgumentError
 from .inference import FixedEffectTests, Satterthwaite, check_ddf, quadratic_forms
 from .optimize import ReducedHessian
-from .results import BOUNDARY_FIT, Printable, Report, fixed_effects_table, format_table
+from .results import Printable, Report, fixed_effects_table, format_table
 
 __all__ = ["Optimum", "LinkedResults", "LinkedSummary"]
 
@@ -226,9 +226,7 @@ class LinkedResults(FixedEffectTests, Report):
                        f"{self.kkt_residual:.2e})")
         if not self.identified:
             out.append(self.verdict)
-        if self.singular:
-            out.append(BOUNDARY_FIT)
-        return out
+        return out + self.boundary
 
     # ---- quantities -------------------------------------------------------------
     @property

@@ -93,6 +93,11 @@ class DerivativeChecks:
     interior: np.ndarray
     #: coordinates on their bound along which f falls inward (a saddle or maximum there)
     escape: list = field(default_factory=list)
+    #: directions (vectors over all coordinates) along which f is flat: eigenvectors of a
+    #: zero eigenvalue, and coordinates on their bound with zero curvature inward
+    flat: list = field(default_factory=list)
+    #: τ of the eigenvalues' classification
+    tau: float = 0.0
 
 
 @dataclass
@@ -153,6 +158,8 @@ class OptSummary:
     restarts: int = 0
     hessian_eigenvalues: np.ndarray = None
     degenerate: bool = False
+    #: directions in x along which the checks found the function flat (``degenerate``)
+    flat_directions: list = field(default_factory=list)
     log: list = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -163,6 +170,7 @@ class OptSummary:
                 "max_gradient": self.max_gradient, "restarts": self.restarts,
                 "hessian_eigenvalues": None if self.hessian_eigenvalues is None else
                 list(map(float, self.hessian_eigenvalues)), "degenerate": self.degenerate,
+                "flat_directions": [list(map(float, v)) for v in self.flat_directions],
                 "tolerances": self.tolerances,
                 "seconds": self.seconds}
 
@@ -467,8 +475,9 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
             notes.append(f"degenerate Hessian with {checks.negative} negative "
                          f"eigenvalue(s): not a minimum")
         elif checks.zero:
-            summary.degenerate = True
             notes.append(SINGULAR_HESSIAN)
+        summary.flat_directions = [v.copy() for v in checks.flat]
+        summary.degenerate = bool(not checks.negative and checks.flat)
     summary.converged = bool(ok and math.isfinite(best) and grad_ok and hessian_ok)
     if polish and summary.converged and checks is not None:
         x, best = _newton_step(recorded, x, lower, best, checks,
@@ -536,9 +545,12 @@ def _gradient_checks(fun_grad, x, lower, f0: float, g0=None,
         z = x.copy()
         z[k] += h[k]
         _, g = fun_grad(z)
-        if g[k] < 0 and (g[k] - g0[k]) / h[k] < -tau_rounding:
+        curvature = (g[k] - g0[k]) / h[k]
+        if g[k] < 0 and curvature < -tau_rounding:
             checks.negative += 1
             checks.escape.append(k)
+        elif abs(curvature) <= checks.tau:   # flat at the bound: any small value fits
+            checks.flat.append(np.eye(d)[k])
     return checks
 
 
@@ -722,12 +734,20 @@ def _judge(gradient, H, idx, f0: float, tau_rounding: float) -> DerivativeChecks
     gradient = np.array(grad)
     if not (all(map(math.isfinite, H.ravel().tolist())) and all(map(math.isfinite, grad))):
         return DerivativeChecks(math.inf, np.full(len(idx), np.nan), 0, 0, gradient, H, idx)
-    eigenvalues = H.diagonal().copy() if len(idx) <= 1 else np.linalg.eigvalsh(H)
+    if len(idx) <= 1:
+        eigenvalues, vectors = H.diagonal().copy(), np.ones((len(idx), len(idx)))
+    else:
+        eigenvalues, vectors = np.linalg.eigh(H)
     values = eigenvalues.tolist()
     top = max(map(abs, values), default=0.0)
     tau = max(1e-6 * top, tau_rounding)
     checks = DerivativeChecks(math.nan, eigenvalues, sum(v < -tau for v in values),
-                              sum(abs(v) <= tau for v in values), gradient, H, idx)
+                              sum(abs(v) <= tau for v in values), gradient, H, idx, tau=tau)
+    for j, value in enumerate(values):
+        if abs(value) <= tau:
+            direction = np.zeros(d)
+            direction[idx] = vectors[:, j]
+            checks.flat.append(direction)
     raw = max(map(abs, grad), default=0.0)
     if raw <= GRADIENT_TOL:
         checks.max_gradient = raw

@@ -19,25 +19,26 @@ import pandas as pd
 from formulaic.errors import FormulaicError
 
 from . import sampling
-from .design import INTERCEPT
+from .design import INTERCEPT, single_level_sentence, term_label
 from .errors import ArgumentError, DataError
 from .formula import EVALUATION_CONTEXT
 from .inference import FixedEffectTests, KenwardRoger, Satterthwaite, check_ddf
 from .linalg import solve_triangular
 from .optimize import SINGULAR_HESSIAN
-from .parameters import variance_components
+from .parameters import cor_name, sd_name, variance_components
 from .threads import evaluation_workers, one_blas_thread
 
 __all__ = ["Report", "Printable", "LMMEstimates", "LMMResults", "NLMMResults", "json_text",
-           "Summary", "fixed_effects_table", "format_table", "BOUNDARY_FIT"]
+           "Summary", "fixed_effects_table", "format_table", "BOUNDARY_PREFIX", "boundary_report"]
 
 #: lme4's isSingular tolerance, here on a term's smallest SD relative to σ (``singular``).
 SINGULAR_TOL = 1e-4
 #: σ̂ below this fraction of the spread the fixed effects leave in y: the random effects
 #: fit the data (almost) exactly, and σ and their SDs are not determined.
 SIGMA_VANISHES = 1e-4
-#: The warning of a fit with a variance component on its boundary (lme4's isSingular).
-BOUNDARY_FIT = "boundary (singular) fit: a variance component is estimated as zero"
+#: How the warning of a fit with a variance component on its boundary (lme4's
+#: isSingular) begins; ``boundary_report`` says what is there.
+BOUNDARY_PREFIX = "boundary (singular) fit:"
 
 
 class Report:
@@ -62,19 +63,16 @@ class Report:
         return self.design.n_dropped
 
     @cached_property
+    def boundary(self) -> list[str]:
+        """What is on the boundary, one sentence per term whose covariance is singular
+        (``boundary_report``); empty for an interior fit."""
+        return boundary_report(self.design, self.theta)
+
+    @property
     def singular(self) -> bool:
-        """Whether some term's covariance is (numerically) singular, as lme4's isSingular:
-        in some direction of its coefficients the random effects' SD is below
-        ``SINGULAR_TOL``·σ, with the term's covariates orthonormalised (Z_t = √n·Q_tR_t,
-        the smallest singular value of R_tT_t).  lme4 reads T's diagonal in the
-        covariates' own units, so a slope's call changes when its covariate is rescaled
-        or moved; these singular values do not."""
-        n = self.design.n
-        for term, T in zip(self.design.terms, self.design.T_blocks(self.theta)):
-            R = np.linalg.qr(term.Z / math.sqrt(n), mode="r")
-            if np.linalg.svd(R @ T, compute_uv=False).min(initial=np.inf) < SINGULAR_TOL:
-                return True
-        return False
+        """Whether some term's covariance is (numerically) singular, as lme4's isSingular
+        (``boundary_report`` says which, and how it is measured)."""
+        return bool(self.boundary)
 
     @property
     def message(self) -> str | None:
@@ -106,6 +104,19 @@ class Report:
         return text
 
 
+def dropped_columns_report(design) -> list[str]:
+    """Sentences naming what the fixed effects left out: factors with one level, and
+    columns dropped as aliased with others."""
+    out = [single_level_sentence(name, level)
+           for name, level in getattr(design, "single_level_factors", {}).items()]
+    dropped = list(getattr(design, "dropped_columns", []) or [])
+    if dropped:
+        out.append(f"fixed-effects column{'s' if len(dropped) > 1 else ''} "
+                   f"{', '.join(dropped)} dropped: the design is rank deficient (a linear "
+                   f"combination of the others)")
+    return out
+
+
 def _json_ready(value):
     """``value`` with numpy scalars and arrays as Python values and NaN/±inf as None."""
     if isinstance(value, dict):
@@ -124,6 +135,43 @@ def _json_ready(value):
 def json_text(record: dict) -> str:
     """Strict JSON (RFC 8259: no NaN or Infinity; they become ``null``) of a record."""
     return json.dumps(_json_ready(record), indent=2, allow_nan=False)
+
+
+def boundary_report(design, theta) -> list[str]:
+    """A sentence for each term whose covariance is (numerically) singular, naming what
+    is at zero: in some direction of its coefficients the random effects' SD is below
+    ``SINGULAR_TOL``·σ, measured with the term's covariates orthonormalised
+    (Z_t = √n·Q_tR_t: the smallest singular value of R_tT_t).  lme4's isSingular reads
+    T's diagonal in the covariates' own units, so a slope's call changes when its
+    covariate is rescaled or moved; these singular values do not.
+
+    The sentence names an SD that is zero (relative to σ and its covariate's RMS), else
+    a correlation of ±1, else the term's rank."""
+    out = []
+    n = design.n
+    for term, T in zip(design.terms, design.T_blocks(theta)):
+        R = np.linalg.qr(term.Z / math.sqrt(n), mode="r")
+        if not np.linalg.svd(R @ T, compute_uv=False).min(initial=np.inf) < SINGULAR_TOL:
+            continue
+        label = term_label(term)
+        size = np.sqrt(np.mean(term.Z**2, axis=0))   # each covariate's RMS
+        sd = np.sqrt(np.diag(T @ T.T)) * size         # relative to σ, in its units
+        zero = [sd_name(coef, term.group) for coef, value in zip(term.coef_names, sd)
+                if value < SINGULAR_TOL]
+        if zero:
+            out.append(f"{BOUNDARY_PREFIX} {' and '.join(zero)} estimated as 0 in {label}")
+            continue
+        cov = T @ T.T
+        corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+        ones = [f"{cor_name(term.coef_names[j], term.coef_names[i], term.group)} = "
+                f"{corr[i, j]:+.0f}" for j in range(term.k) for i in range(j + 1, term.k)
+                if abs(corr[i, j]) > 1 - 1e-6]
+        if ones:
+            out.append(f"{BOUNDARY_PREFIX} {' and '.join(ones)} in {label}")
+            continue
+        rank = int(np.sum(np.linalg.svd(R @ T, compute_uv=False) >= SINGULAR_TOL))
+        out.append(f"{BOUNDARY_PREFIX} the covariance of {label} has rank {rank} of {term.k}")
+    return out
 
 
 class Printable:
@@ -250,19 +298,46 @@ class LMMResults(FixedEffectTests, Report):
     @property
     def warnings(self) -> list[str]:
         """Everything a user should know about this fit's reliability, one sentence each."""
-        out = []
+        out = dropped_columns_report(self.design)
         if not self.converged:
             out.append(f"did not converge: {self.optsummary.message}")
         elif self.optsummary.degenerate:
-            out.append(SINGULAR_HESSIAN)
+            out += self.flat_report()
         if self.sigma_vanishes:
             out.append(f"the residual SD is numerically zero ({self.sigma:.3g}, "
                        f"{self.estimates.sigma_relative:.1e} of the spread the fixed effects "
                        f"leave): the random effects fit the data exactly, so σ and their SDs "
                        f"are not determined")
-        if self.singular:
-            out.append(BOUNDARY_FIT)
-        return out
+        return out + self.boundary
+
+    def flat_report(self) -> list[str]:
+        """A sentence for each direction along which the criterion is flat at the
+        optimum (``OptSummary.flat_directions``), naming the parameters that move along
+        it: they are not determined by the data."""
+        out = []
+        x = np.asarray(self.optsummary.x_final, dtype=float)
+        space, beta = self.parameter_space, self.estimates.beta
+        at = space.natural(self._theta_of(x), beta, self.sigma)
+        for direction in self.optsummary.flat_directions:
+            step = 1e-3 * max(1.0, float(np.max(np.abs(x))))
+            moved = space.natural(self._theta_of(np.maximum(x + step * direction,
+                                                            self._x_lower())), beta, self.sigma)
+            change = np.abs(moved - at)
+            if not np.isfinite(change).all() or not change.max() > 0:
+                continue
+            names = [name for name, value in zip(space.names, change)
+                     if value > 0.01 * change.max()]
+            out.append(f"the criterion is flat along {' and '.join(names)} (a zero "
+                       f"eigenvalue of its Hessian): {'it is' if len(names) == 1 else 'they are'}"
+                       f" not determined by the data")
+        return out or [SINGULAR_HESSIAN]
+
+    def _theta_of(self, x) -> np.ndarray:
+        """lme4's θ at a point of the optimiser's coordinates (the working θ_w)."""
+        return self.model.conditioning.theta(x)
+
+    def _x_lower(self) -> np.ndarray:
+        return self.design.theta_lower
 
     @property
     def deviance(self) -> float:
@@ -506,6 +581,7 @@ class LMMResults(FixedEffectTests, Report):
             "degenerate": self.degenerate,
             "warnings": self.warnings,
             "dropped_columns": self.design.dropped_columns,
+            "single_level_factors": getattr(self.design, "single_level_factors", {}),
             "engine": self.engine_kind,
             "optimizer": self.optsummary.as_dict(),
         }
@@ -573,6 +649,14 @@ class NLMMResults(LMMResults):
     def deviance(self) -> float:
         return self.objective
 
+    def _theta_of(self, x) -> np.ndarray:
+        """lme4's θ at a point of the optimiser's (θ, z) coordinates."""
+        return x[:len(self.theta)]
+
+    def _x_lower(self) -> np.ndarray:
+        return np.concatenate([self.design.theta_lower,
+                               np.full(len(self.optsummary.x_final) - len(self.theta), -np.inf)])
+
     def fitted(self) -> np.ndarray:
         """μ(φ̂) with the conditional modes: m(Xβ̂ + b̃)."""
         return self.model.conditional_mean(self.theta, self.beta.to_numpy(), self._u)
@@ -626,8 +710,6 @@ class Summary(Printable):
                  f"Formula: {fit.design.formula.text}"]
         if fit.n_dropped:
             lines.append(f"Rows dropped for missing values: {fit.n_dropped}")
-        if fit.design.dropped_columns:
-            lines.append(f"Rank-deficient design, dropped: {', '.join(fit.design.dropped_columns)}")
         lines.append("")
         crit = fit.criterion
         lines.append(f"     AIC      BIC   logLik  {crit}")
@@ -648,7 +730,7 @@ class Summary(Printable):
         lines.append("")
         lines.append(f"optimizer: {opt.optimizer}, {opt.n_evaluations} evaluations, "
                      f"engine: {fit.engine_kind}")
-        lines += [warning if warning == BOUNDARY_FIT else f"WARNING: {warning}"
+        lines += [warning if warning.startswith(BOUNDARY_PREFIX) else f"WARNING: {warning}"
                   for warning in fit.warnings]
         return "\n".join(lines)
 
