@@ -14,6 +14,7 @@ non-response columns are equal.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -22,6 +23,7 @@ import sys
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures import wait as futures_wait
 from statistics import NormalDist
 
@@ -34,7 +36,7 @@ from .design import required_variables, build_design, require_numeric_response
 from .engine import ENGINES
 from .groupdesign import TableDesign
 from .inference import benjamini_hochberg, check_ddf, parse_contrast
-from .errors import ArgumentError, DataError, LinkmixError
+from .errors import ArgumentError, DataError, LinkmixError, WorkerLostWarning
 from .formula import parse_formula
 from .linked import LinkedModel
 from .model import LinearMixedModel
@@ -653,10 +655,83 @@ def _ordered(submit, chunks: _Chunks, size_for, n_workers, wait_first):
 
 
 def _run_pool(spec, by, chunks, workers, size_for):
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from _ordered(lambda chunk: pool.submit(fit_chunk, spec, by, *chunk), chunks,
-                            size_for, workers,
-                            lambda fs: futures_wait(fs, return_when=FIRST_COMPLETED).done)
+    """``_ordered`` over a local process pool that survives its workers' deaths (the
+    out-of-memory killer, a crash in a compiled library): the chunks in flight when a
+    worker died are fitted again in a new pool; a chunk lost twice runs alone in a
+    process of its own, and if that dies too its groups are reported as failed.  Every
+    group is in the output once."""
+    pool = [ProcessPoolExecutor(max_workers=workers)]
+    lost = collections.Counter()   # chunk → times its pool broke under it
+
+    def submit(chunk):
+        return _Attempt(chunk, lost, pool, workers, spec, by)
+
+    def wait_first(attempts):
+        finished = futures_wait([a.future for a in attempts],
+                                return_when=FIRST_COMPLETED).done
+        return [a for a in attempts if a.future in finished]
+
+    try:
+        yield from _ordered(submit, chunks, size_for, workers, wait_first)
+    finally:
+        pool[0].shutdown(wait=False, cancel_futures=True)
+
+
+class _Attempt:
+    """A chunk submitted to a pool that may break: ``result()`` is the chunk's columns,
+    fitted again as ``_run_pool`` says when the pool broke under it."""
+
+    def __init__(self, chunk, lost, pool, workers, spec, by):
+        self.chunk, self.lost, self.pool, self.workers = chunk, lost, pool, workers
+        self.spec, self.by = spec, by
+        self.key = tuple(map(str, chunk[0][:1])) + (len(chunk[0]),)
+        self.future = self._submit()
+
+    def _submit(self):
+        self.submitted_to = self.pool[0]
+        try:
+            return self.submitted_to.submit(fit_chunk, self.spec, self.by, *self.chunk)
+        except BrokenProcessPool:
+            self._renew()
+            self.submitted_to = self.pool[0]
+            return self.submitted_to.submit(fit_chunk, self.spec, self.by, *self.chunk)
+
+    def _renew(self):
+        """A new pool in place of the broken one this attempt ran in (the first of its
+        attempts to find it broken replaces it; every attempt shares the list)."""
+        if self.pool[0] is self.submitted_to:
+            self.submitted_to.shutdown(wait=False, cancel_futures=True)
+            self.pool[0] = ProcessPoolExecutor(max_workers=self.workers)
+
+    def result(self):
+        while True:
+            try:
+                return self.future.result()
+            except BrokenProcessPool:
+                self.lost[self.key] += 1
+                warnings.warn(f"a worker process died (killed, perhaps out of memory) while "
+                              f"fitting {len(self.chunk[0])} groups from {self.chunk[0][0]}; "
+                              f"fitting them again", WorkerLostWarning, stacklevel=2)
+                if self.lost[self.key] >= 2:
+                    return _alone(self.spec, self.by, self.chunk)
+                self._renew()
+                self.future = self._submit()
+
+
+def _alone(spec, by, chunk) -> dict:
+    """A chunk fitted in a process of its own (one that killed its workers twice); its
+    groups are reported as failed if that process dies too."""
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        try:
+            return pool.submit(fit_chunk, spec, by, *chunk).result()
+        except BrokenProcessPool:
+            pass
+    keys, _, positions = chunk
+    out = _Columns(by)
+    for key, rows in zip(keys, positions):
+        out.add_error(dict(zip(by, key)), "the process fitting this group died twice "
+                      "(killed, perhaps out of memory): not fitted", len(rows), 0)
+    return out.columns
 
 
 def _run_dask(spec, by, chunks, scheduler, size_for):

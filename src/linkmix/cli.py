@@ -228,7 +228,11 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="write a volcano plot per --effect here (default: the first "
                             "--contrast, else the first fixed effect after the intercept)")
     batch.add_argument("--effect", action="append", default=[], metavar="PARAMETER",
-                       help="parameter for the volcano plot (default: the last fixed effect)")
+                       help="parameter for the volcano plot (default: the first --contrast, "
+                            "else the first fixed effect after the intercept)")
+    batch.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run: keep the groups already in "
+                            "OUTPUT.partial and fit the rest")
     batch.add_argument("--chunk-size", type=_whole(1), metavar="GROUPS",
                        help="groups per chunk: each chunk is written as soon as it is fitted")
     batch.add_argument("--no-progress", action="store_true")
@@ -320,6 +324,9 @@ def main(argv=None, *, fast_exit: bool = False) -> int:
     except LinkmixError as exc:
         print(f"linkmix: error: {exc}", file=sys.stderr)
         status = 2
+    except KeyboardInterrupt:
+        print("linkmix: interrupted; nothing was written", file=sys.stderr)
+        status = 130
     if fast_exit and args.command in SINGLE_FITS:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -11,6 +11,7 @@ loads none of them.
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import sys
 import warnings
@@ -20,15 +21,16 @@ import pandas as pd
 
 from .errors import ArgumentError, DataError
 from .fitting import lmer, nlmer
-from .io import read_table
+from .io import atomic_output, read_table
 from .results import json_text
 
 __all__ = ["run"]
 
 
 def write_json(record: dict, path: str) -> None:
-    """``record`` as strict JSON (RFC 8259: null, never NaN) in ``path``."""
-    with open(path, "w") as fh:
+    """``record`` as strict JSON (RFC 8259: null, never NaN) in ``path``, whole or not
+    at all (``atomic_output``)."""
+    with atomic_output(path) as temporary, open(temporary, "w") as fh:
         fh.write(json_text(record) + "\n")
 
 
@@ -99,6 +101,13 @@ def batch_command(args) -> int:
                             f"{bad.index[0]} has {bad.iloc[0]!r}")
         with np.errstate(divide="ignore", invalid="ignore"):
             data[f"log2{col}"] = np.where(values > 0, np.log2(values), np.nan)
+    writer = _TableWriter(args.output, data[args.by])
+    done = writer.resume() if args.resume else None
+    if done is not None:
+        before = len(data)
+        data = data[~_group_keys(data, args.by).isin(done)]
+        print(f"resuming: {len(done)} groups already in {writer.path} "
+              f"({before - len(data)} rows) are skipped")
     parts = iter_fit_groups(data, args.by, args.formula, constraints=args.constraint or None,
                             mean=args.mean, REML=False if args.ml else None,
                             n_starts=args.starts, n_jobs=args.jobs, scheduler=args.dask,
@@ -107,26 +116,30 @@ def batch_command(args) -> int:
                             progress=False if args.no_progress else None)
     out = args.output
     tally = _BatchTally(args.by)
-    kept = []  # the plots need the whole table; otherwise each chunk is written and let go
-    tests = ([], [])  # every row's parameter and p value, for the adjustment across groups
-    with _TableWriter(out, data[args.by]) as writer:
-        for part in parts:
-            writer.write(part)
-            tally.add(part)
-            tests[0].extend(part["parameter"].tolist())
-            tests[1].extend(part["p_value"].tolist())
-            if args.plots:
-                kept.append(part)
-        writer.adjusted = adjusted_p_values(*tests)
+    try:
+        # the arguments are checked and the first chunk fitted before any file is made
+        first = next(parts, None) if len(data) else None
+        with writer:
+            for part in itertools.chain([] if first is None else [first], parts):
+                writer.write(part)
+                tally.add(part)
+            writer.adjusted = adjusted_p_values(*writer.tests)
+    except KeyboardInterrupt:
+        print(f"linkmix: interrupted: {tally.groups} groups fitted"
+              + (f" and {writer.resumed} resumed" if writer.resumed else "")
+              + (f" are in {writer.path}; run the same command with --resume to fit the "
+                 f"rest" if writer.started else "; nothing was written"), file=sys.stderr)
+        return 130
     print(tally.report())
+    if writer.resumed:
+        print(f"{writer.resumed} groups fitted by the interrupted run are kept")
     print(f"wrote {out}")
     if tally.groups and not tally.fitted:
         print(f"linkmix: error: no group could be fitted (first error: {tally.first_error})",
               file=sys.stderr)
         return 1
     if args.plots:
-        results = pd.concat(kept, ignore_index=True)
-        results["p_adjusted"] = writer.adjusted
+        results = pd.read_parquet(out) if writer.parquet else pd.read_csv(out, sep=writer.sep)
         os.makedirs(args.plots, exist_ok=True)
         known = set(results["parameter"].dropna())
         unknown = [e for e in args.effect if e not in known]
@@ -138,7 +151,8 @@ def batch_command(args) -> int:
         effects = args.effect or _default_effect(results)
         for effect in effects:
             path = os.path.join(args.plots, f"volcano_{_safe(effect)}.png")
-            volcano(results, effect).savefig(path, dpi=120)
+            with atomic_output(path) as temporary:
+                volcano(results, effect).savefig(temporary, dpi=120)
             print(f"wrote {path}")
     return 0
 
@@ -184,9 +198,21 @@ class _BatchTally:
         return "\n".join(lines)
 
 
+def _group_keys(frame: pd.DataFrame, by) -> pd.Series:
+    """Each row's group as one text key (the values of ``by`` joined), comparable between
+    a table and a results file read back (where a numeric key may come back as text)."""
+    return frame[list(by)].astype(str).agg("\x1f".join, axis=1)
+
+
 class _TableWriter:
-    """Writes a result table chunk by chunk: CSV/TSV appended, Parquet as row groups of
-    one schema (fixed here, since a chunk may hold no warning or error at all)."""
+    """Writes a result table chunk by chunk to ``path + ".partial"``: CSV/TSV appended,
+    Parquet as row groups of one schema (fixed here, since a chunk may hold no warning
+    or error at all).  Once every group is written, the table with ``p_adjusted``
+    filled in is moved to ``path`` (``atomic_output``) and the partial file removed.
+
+    An interrupted run (Ctrl-C, or any failure after groups were written) keeps the
+    partial file for ``--resume``; a run that wrote nothing leaves no file.  ``tests``
+    holds every row's parameter and p value, for the adjustment across groups."""
 
     def __init__(self, path: str, keys):
         self.final = path
@@ -196,7 +222,39 @@ class _TableWriter:
         self.keys = keys
         self.writer = None
         self.started = False
+        self.resumed = 0      # groups an earlier run wrote
+        self.tests = ([], [])
         self.adjusted = None  # set by the caller when every chunk is written
+
+    def resume(self):
+        """The groups (``_group_keys``) an interrupted run already wrote to the partial
+        file, whose rows are kept; None where there is none."""
+        if not os.path.exists(self.path):
+            return None
+        from .batch import ROW_COLUMNS
+
+        try:
+            done = pd.read_parquet(self.path) if self.parquet else \
+                pd.read_csv(self.path, sep=self.sep, dtype={c: str for c in self.keys.columns},
+                            keep_default_na=False, na_values=[""])
+        except Exception as exc:
+            raise DataError(f"--resume: cannot read {self.path} ({exc}); remove it to start "
+                            f"again") from None
+        expected = [*self.keys.columns, *ROW_COLUMNS]
+        if list(done.columns) != expected:
+            raise DataError(f"--resume: {self.path} holds other columns than this command "
+                            f"writes ({list(done.columns)[:6]}…); remove it to start again")
+        self.tests[0].extend(done["parameter"].tolist())
+        self.tests[1].extend(pd.to_numeric(done["p_value"]).tolist())
+        keys = _group_keys(done, self.keys.columns).unique()
+        self.resumed = len(keys)
+        if self.parquet and len(done):   # a Parquet file is not appended to: copied on
+            previous = self.path + ".resumed"
+            os.replace(self.path, previous)
+            self.write(done, record=False)
+            os.remove(previous)
+        self.started = len(done) > 0
+        return set(keys)
 
     def __enter__(self):
         return self
@@ -214,7 +272,10 @@ class _TableWriter:
             self.schema = self.schema.append(pa.field(name, arrow[kind]))
         return pq.ParquetWriter(self.path, self.schema)
 
-    def write(self, part) -> None:
+    def write(self, part, record: bool = True) -> None:
+        if record:
+            self.tests[0].extend(part["parameter"].tolist())
+            self.tests[1].extend(part["p_value"].tolist())
         if self.parquet:
             import pyarrow as pa
 
@@ -227,27 +288,28 @@ class _TableWriter:
                         index=False, sep=self.sep)
         self.started = True
 
-    def __exit__(self, *exc) -> None:
-        if not self.started:  # no group at all: the columns alone
+    def __exit__(self, kind, *exc) -> None:
+        if not self.started and kind is None:  # no group at all: the columns alone
             if self.parquet:
                 self.writer = self._parquet_writer()
             else:
                 from .batch import ROW_COLUMNS
                 pd.DataFrame(columns=[*self.keys.columns, *ROW_COLUMNS]).to_csv(
                     self.path, index=False, sep=self.sep)
+            self.started = True
         if self.writer is not None:
             self.writer.close()
-        if exc[0] is not None or self.adjusted is None:
-            os.replace(self.path, self.final)
+            self.writer = None
+        if kind is not None or self.adjusted is None:
+            if not self.started and os.path.exists(self.path):
+                os.remove(self.path)   # nothing written: nothing left behind
             return
-        try:
-            self._fill_adjusted()
-        finally:
-            if os.path.exists(self.path):
-                os.remove(self.path)
+        with atomic_output(self.final) as temporary:
+            self._fill_adjusted(temporary)
+        os.remove(self.path)
 
-    def _fill_adjusted(self) -> None:
-        """Copy the written table to the final path with ``p_adjusted`` filled in, row by
+    def _fill_adjusted(self, target: str) -> None:
+        """Copy the written table to ``target`` with ``p_adjusted`` filled in, row by
         row as it was written (values are copied as text or Arrow data: unchanged)."""
         values = self.adjusted
         if self.parquet:
@@ -257,7 +319,7 @@ class _TableWriter:
             source = pq.ParquetFile(self.path)
             column = source.schema_arrow.get_field_index("p_adjusted")
             start = 0
-            with pq.ParquetWriter(self.final, source.schema_arrow) as out:
+            with pq.ParquetWriter(target, source.schema_arrow) as out:
                 for batch in source.iter_batches():
                     part = values[start:start + batch.num_rows]
                     start += batch.num_rows
@@ -267,7 +329,7 @@ class _TableWriter:
             return
         import csv
 
-        with open(self.path, newline="") as source, open(self.final, "w", newline="") as out:
+        with open(self.path, newline="") as source, open(target, "w", newline="") as out:
             reader = csv.reader(source, delimiter=self.sep)
             writer = csv.writer(out, delimiter=self.sep, lineterminator="\n")
             header = next(reader)
@@ -327,12 +389,14 @@ def sample_command(args) -> int:
     print(posterior_summary(idata))
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    idata.to_netcdf(args.output)
+    with atomic_output(args.output) as temporary:
+        idata.to_netcdf(temporary)
     print(f"\nDraws written to {args.output}")
     if args.plots:
         os.makedirs(args.plots, exist_ok=True)
         for name, figure in (("trace", trace(idata)), ("pair", pair(idata))):
-            figure.savefig(os.path.join(args.plots, f"{name}.png"), dpi=110)
+            with atomic_output(os.path.join(args.plots, f"{name}.png")) as temporary:
+                figure.savefig(temporary, dpi=110)
         print(f"Trace and pair plots written to {args.plots}")
     return 0
 

@@ -1,7 +1,8 @@
 """Exception and warning types: every bad input names its problem through one of these."""
 
 __all__ = ["LinkmixError", "FormulaError", "DataError", "FitError", "ArgumentError",
-           "MissingDataWarning", "RankDeficiencyWarning", "ConvergenceWarning"]
+           "MissingDataWarning", "RankDeficiencyWarning", "ConvergenceWarning",
+           "WorkerLostWarning"]
 
 
 class LinkmixError(ValueError):
@@ -34,3 +35,7 @@ class RankDeficiencyWarning(UserWarning):
 
 class ConvergenceWarning(UserWarning):
     """The optimiser stopped without meeting its convergence checks."""
+
+
+class WorkerLostWarning(UserWarning):
+    """A batch's worker process died; the groups it was fitting are fitted again."""

@@ -1,25 +1,56 @@
-"""Reading data files: CSV/TSV/Parquet → DataFrame, keeping quoted codes as text.
+"""Files in and out: CSV/TSV/Parquet → DataFrame keeping quoted codes as text, and
+output that appears only whole.
 
 R's ``write.csv`` quotes factors and character columns; a quoted column of
 digits (a subject id, a treatment code) is a factor, not a number.  ``read_table``
 keeps such columns as strings so that they enter formulas as categories.
+
+``atomic_output`` is how every file linkmix writes comes about: under a temporary name
+beside it, moved into place only when complete, so a refused or failed command leaves
+no file (or the one that was there before) behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gzip
 import os
+import tempfile
 
 import pandas as pd
 
 from .errors import DataError
 
-__all__ = ["read_table"]
+__all__ = ["read_table", "atomic_output"]
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path in ``path``'s folder; when the block ends without an
+    exception, move it to ``path`` (``os.replace``: atomic on one file system), else
+    remove it."""
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    # the extension kept last: writers that read the format off the name (matplotlib)
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.",
+                                         suffix=os.path.splitext(name)[1] or ".tmp", dir=folder)
+    os.close(handle)
+    try:
+        yield temporary
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)   # mkstemp's 0600 is not a file's usual mode
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def _quoted_columns(path: str, sep: str, sample_lines: int = 200) -> list[str]:
     """Names of columns whose sampled non-empty fields are all double-quoted."""
-    with open(path, newline="") as fh:
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="") as fh:
         header = next(csv.reader([fh.readline()], delimiter=sep), [])
         quoted = [True] * len(header)
         seen = [False] * len(header)
@@ -34,7 +65,8 @@ def _quoted_columns(path: str, sep: str, sample_lines: int = 200) -> list[str]:
 
 
 def read_table(path, *, factors=()) -> pd.DataFrame:
-    """Read a CSV, TSV or Parquet file into a DataFrame.
+    """Read a CSV, TSV or Parquet file (CSV and TSV may be gzipped: ``.csv.gz``) into a
+    DataFrame.
 
     Quoted columns of a CSV/TSV and the columns named in ``factors`` are read
     as strings (categories in formulas); ``NA`` and empty fields are missing.
@@ -51,7 +83,7 @@ def read_table(path, *, factors=()) -> pd.DataFrame:
         if lower.endswith((".parquet", ".pq")):
             frame = pd.read_parquet(path)
         else:
-            sep = "\t" if lower.endswith((".tsv", ".tab")) else ","
+            sep = "\t" if lower.removesuffix(".gz").endswith((".tsv", ".tab")) else ","
             text_cols = set(_quoted_columns(path, sep)) | set(factors)
             frame = pd.read_csv(path, sep=sep, dtype={c: str for c in text_cols},
                                 na_values=["NA", ""], keep_default_na=False)

@@ -23,6 +23,7 @@ from .design import INTERCEPT, single_level_sentence, term_label
 from .errors import ArgumentError, DataError
 from .formula import EVALUATION_CONTEXT
 from .inference import FixedEffectTests, KenwardRoger, Satterthwaite, check_ddf
+from .io import atomic_output
 from .linalg import solve_triangular
 from .optimize import SINGULAR_HESSIAN
 from .parameters import cor_name, sd_name, variance_components
@@ -99,7 +100,7 @@ class Report:
         """The fit as strict JSON text (``null`` for NaN); written to ``path`` as well."""
         text = json_text(self.to_dict())
         if path is not None:
-            with open(path, "w") as fh:
+            with atomic_output(path) as temporary, open(temporary, "w") as fh:
                 fh.write(text + "\n")
         return text
 
