@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian machine: install what linkmix needs, then run a job.
-#   bash run.sh example   set up, then fit the seed proteomics example end to end
+#   bash run.sh example [--json FILE]   set up, then fit the seed proteomics example end to end
 #   bash run.sh test      set up, then run the whole test suite
 #   bash run.sh bench     set up, then compare speed with lme4 (installs R and lme4)
 #   bash run.sh bench-stan   set up, then compare posterior sampling with Stan (installs brms)
@@ -46,12 +46,12 @@ setup() {
 case "${1:-}" in
     example)
         setup test
-        # the seed proteomics model: M2 (constraint) and M1 (linked mean), uniqueness verdict
-        "$VENV/bin/linkmix" example --json linkmix-example.json
+        # the seed proteomics model: M2 (constraint) and M1 (linked mean), uniqueness verdict;
+        # further arguments go to `linkmix example` (e.g. --json fits.json)
+        "$VENV/bin/linkmix" example "${@:2}"
         echo
         echo "=== a peptide whose link has three equally likely solutions ==="
         "$VENV/bin/linkmix" example --three-optima --starts 20 | sed -n '/^=== M2/,/^Uniqueness/p'
-        echo "wrote linkmix-example.json"
         ;;
     test)
         setup test

@@ -53,7 +53,7 @@ def test_a_users_optimiser_reaches_lme4s_fit(REML):
     assert fit.objective == pytest.approx(ref["objective"], rel=1e-8)
     np.testing.assert_allclose(fit.beta.to_numpy(), list(ref["beta"].values()), rtol=1e-5)
     assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-5)
-    assert list(fit.params.name[:2]) == ["(Intercept)", "Days"]
+    assert list(fit.params.index[:2]) == ["(Intercept)", "Days"]
 
 
 def test_full_deviance_gradient_is_exact():

@@ -82,6 +82,14 @@ def assert_one_line_error(code, err, fragment):
     (lambda f: ["fit", f["batch"], "-f", "Intensity ~ 1 + t2 + (1|replicate)"], "(e.g. 'abc')"),
     (lambda f: ["fit", f["peptide"], "-f", PLAIN, "--factor", "Nope"], "unknown column(s) ['Nope']"),
     (lambda f: ["fit", f["peptide"], "-f", PLAIN, "--engine", "gpu"], "invalid choice"),
+    (lambda f: ["fit", f["peptide"], "-f", PLAIN, "-c", "t2 = 1"],
+     "an equation is written with '=='"),
+    (lambda f: ["fit", f["peptide"], "-f", PLAIN, "-c", "t2 => 1"],
+     "an inequality is written with '>=' or '<='"),
+    (lambda f: ["fit", f["peptide"], "-f", PLAIN, "--ml", "--ddf", "kenward-roger"],
+     "refit without --ml or use --ddf satterthwaite"),
+    (lambda f: ["fit", f["peptide"], "-f", PLAIN, "--contrast", "t2 - nope"],
+     "cannot read the contrast 't2 - nope' at position 6"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(files, capsys, args, fragment):
     code, err = run(args(files), capsys)
@@ -250,3 +258,38 @@ def test_the_program_imports_with_the_collector_paused_then_back_on():
              "print(gc.isenabled(), gc.get_freeze_count() > 1000)")
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert run.stdout.split() == ["True", "True"], run.stderr
+
+
+def test_fit_tests_contrasts_as_batch_does(files, capsys, tmp_path):
+    """``linkmix fit --contrast``: named contrasts and ``pairwise:``, printed and in the
+    JSON, the numbers of ``fit.contrast``."""
+    data = linkmix.datasets.simulate_msstats(1, seed=1)
+    path = tmp_path / "peptide.csv"
+    data.to_csv(path, index=False)
+    formula = "log2Intensity ~ Condition + Feature + (1|BioReplicate)"
+    out = tmp_path / "fit.json"
+    code = cli_main(["fit", str(path), "-f", formula, "--contrast", "pairwise:Condition",
+                     "--contrast", "Condition[T.C2] - 2*Condition[T.C3]", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Contrasts (satterthwaite t tests):" in text and "Condition[C3] - Condition[C2]" in text
+    record = json.loads(out.read_text())["contrasts"]
+    fit = linkmix.lmer(formula, data)
+    expected = fit.contrast(["Condition[T.C3] - Condition[T.C2]",
+                             "Condition[T.C2] - 2*Condition[T.C3]"])
+    for label, row in zip(["Condition[C3] - Condition[C2]",
+                           "Condition[T.C2] - 2*Condition[T.C3]"], expected.itertuples()):
+        assert record[label]["estimate"] == pytest.approx(row.estimate, rel=1e-10)
+        assert record[label]["df"] == pytest.approx(row.df, rel=1e-8)
+
+
+def test_p_values_below_double_precision_print_as_a_bound():
+    """R's format.pval: a t of 40 has p = 0 in doubles, printed '< 2.2e-16', not 0."""
+    from linkmix.results import format_p
+
+    assert format_p(0.0) == "< 2.2e-16" and format_p(1e-300) == "< 2.2e-16"
+    assert format_p(0.01234) == "0.0123" and format_p(float("nan")) == ""
+    orange = linkmix.datasets.load("Orange")
+    fit = linkmix.nlmer("circumference ~ SSlogis(age, Asym, xmid, scal)", orange,
+                        random="Asym | Tree")
+    assert "< 2.2e-16" in str(fit.summary()) and " 0 " not in str(fit.summary())

@@ -45,7 +45,7 @@ def test_batch_equals_single_fits(experiment, plain_results):
     group = data[data.peptide == "PEP00007"]
     single = linkmix.lmer(PLAIN, group)
     rows = plain_results[plain_results.peptide == "PEP00007"].set_index("parameter")
-    for name, est in single.params.set_index("name").estimate.items():
+    for name, est in single.params.estimate.items():
         assert rows.estimate[name] == pytest.approx(est, rel=1e-6, abs=1e-8), name
     assert rows.loglik.iloc[0] == pytest.approx(single.loglik, rel=1e-9)
 
@@ -95,7 +95,7 @@ def test_constrained_batch_reports_residuals_and_optima():
     c2 = results[results.parameter == "t2"].set_index("peptide").estimate
     single = linkmix.lmer(M2_FORMULA, data[data.peptide == "PEP00002"],
                           constraints=M2_CONSTRAINT, n_starts=3)
-    assert c2["PEP00002"] == pytest.approx(single.params.set_index("name").estimate["t2"],
+    assert c2["PEP00002"] == pytest.approx(single.params.estimate["t2"],
                                            abs=1e-6)
 
 

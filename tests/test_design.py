@@ -30,7 +30,7 @@ def test_double_bar_splits_factor_into_independent_levels(peptide):
     assert design.n_theta == 2
     fit = linkmix.lmer("x ~ treatment * modification + (0 + treatment || replicate)", peptide,
                        REML=False)
-    names = set(fit.params.name)
+    names = set(fit.params.index)
     assert {"sd[treatment[1]|replicate]", "sd[treatment[2]|replicate]", "sigma"} <= names
     assert not any(name.startswith("cor[") for name in names)
 

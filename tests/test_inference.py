@@ -230,7 +230,7 @@ def test_two_forms_of_the_seed_model_agree():
     np.testing.assert_allclose(t2.loc[shared, "df"], t1["df"], rtol=0.02)
     np.testing.assert_allclose(t2.loc[shared, "std_error"], t1["std_error"], rtol=1e-4)
     assert np.all((t2["p_value"] > 0) & (t2["p_value"] < 1))
-    np.testing.assert_allclose(t2["std_error"], m2.params.set_index("name").loc[
+    np.testing.assert_allclose(t2["std_error"], m2.params.loc[
         t2.index, "std_error"], rtol=1e-12)
     with pytest.raises(ArgumentError, match="linked fit is maximum likelihood"):
         m2.coef_table("kenward-roger")

@@ -55,7 +55,7 @@ def test_profile_ends_are_where_the_statistic_is_the_cutoff(sleepstudy):
     table = linkmix.confint(fit, parm=["Days", "sigma"])
     for name in ("Days", "sigma"):
         lower, upper = table.loc[name, ["lower", "upper"]]
-        assert lower < fit.params.set_index("name").loc[name, "estimate"] < upper
+        assert lower < fit.params.loc[name, "estimate"] < upper
         for end in (lower, upper):
             quoted = name if name.isidentifier() else f"`{name}`"
             refit = linkmix.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy,

@@ -67,7 +67,7 @@ def test_constrained_fit_matches_dense_reference(ref):
     assert fit.objective <= ref["neg2ll"] + 1e-5
     assert fit.objective == pytest.approx(ref["neg2ll"], abs=1e-5)
     assert max(abs(v) for v in fit.constraint_residuals.values()) < 1e-8
-    params = fit.params.set_index("name").estimate
+    params = fit.params.estimate
     best = ref["optima"][0]
     for ref_name, ours in NAMES.items():
         if ours in params:
@@ -81,7 +81,7 @@ def test_linked_mean_equals_constrained_fit(ref):
     m1, m2 = m1_fit(ref), m2_fit(ref)
     assert m1.converged
     assert m1.loglik == pytest.approx(m2.loglik, abs=1e-6)
-    p1, p2 = m1.params.set_index("name").estimate, m2.params.set_index("name").estimate
+    p1, p2 = m1.params.estimate, m2.params.estimate
     for name in p1.index:
         assert p1[name] == pytest.approx(p2[name], abs=1e-4), name
     # M1's c2 is the link evaluated at its estimates
@@ -101,7 +101,7 @@ def test_seed_link_only_identifies(ref):
     test = linkmix.lrt(fit, cells)
     assert test.df == 0 and math.isnan(test.p_value) and test.statistic < 1e-5
     # Wald SEs of identified effects agree with the unconstrained fit's
-    assert fit.params.set_index("name").std_error["m2"] == pytest.approx(cells.se["m2"], rel=1e-3)
+    assert fit.params.std_error["m2"] == pytest.approx(cells.se["m2"], rel=1e-3)
 
 
 @pytest.mark.parametrize("ref", BINDING_REFS, ids=case_id)
@@ -125,8 +125,8 @@ def test_redundant_constraint_reproduces_the_plain_fit():
     np.testing.assert_allclose(linked.theta, plain.theta, atol=1e-3)
     np.testing.assert_allclose(linked.beta.to_numpy(), plain.beta.to_numpy(), rtol=1e-5)
     assert linked.sigma == pytest.approx(plain.sigma, rel=1e-5)
-    p_lin = linked.params.set_index("name")
-    p_pl = plain.params.set_index("name")
+    p_lin = linked.params
+    p_pl = plain.params
     for name in p_pl.index:
         assert p_lin.estimate[name] == pytest.approx(p_pl.estimate[name], rel=1e-3, abs=1e-4)
     np.testing.assert_allclose(p_lin.std_error[["(Intercept)", "Days"]],
@@ -144,7 +144,7 @@ def test_three_equally_likely_optima_are_all_reported():
     # independent check: c2 solves c = A(1 + 2^(d2 - c))/(1 + 2^(d1 - c)) at the
     # unconstrained fit's identified quantities (A from the SDs, d_j = c2 + b2j)
     with pytest.warns(linkmix.RankDeficiencyWarning):
-        cells = linkmix.lmer(M2_FORMULA, data, REML=False).params.set_index("name").estimate
+        cells = linkmix.lmer(M2_FORMULA, data, REML=False).params.estimate
     A = math.exp(0.5 * math.log(2) ** 2 * (cells[SD2] ** 2 - cells[SD1] ** 2))
     d1, d2 = cells["t2"] + cells["t2m1"], cells["t2"]
 
@@ -248,8 +248,8 @@ def test_callable_constraint_gives_the_same_fit():
     data = peptide(SEED_REFS[0])
     by_callable = linkmix.lmer(M2_FORMULA, data, constraints=link)
     assert by_callable.loglik == pytest.approx(m2_fit(SEED_REFS[0]).loglik, abs=1e-8)
-    assert by_callable.params.set_index("name").estimate["t2"] == pytest.approx(
-        m2_fit(SEED_REFS[0]).params.set_index("name").estimate["t2"], abs=1e-5)
+    assert by_callable.params.estimate["t2"] == pytest.approx(
+        m2_fit(SEED_REFS[0]).params.estimate["t2"], abs=1e-5)
 
 
 def test_trust_constr_reaches_the_same_optimum():

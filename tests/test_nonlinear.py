@@ -64,7 +64,7 @@ def test_laplace_fit_matches_nlmer(name):
     np.testing.assert_allclose(fit.beta.to_numpy(), beta_ref, rtol=1e-3)
     assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-3)
     # random-effect SDs σ·θ (all terms scalar here)
-    sd = fit.params.set_index("name").estimate
+    sd = fit.params.estimate
     theta_ref = np.atleast_1d(ref["theta"])
     for term, theta in zip(fit.design.terms, theta_ref):
         expected = ref["sigma"] * theta
@@ -348,7 +348,9 @@ def test_results_prediction_and_summary():
     np.testing.assert_allclose(fit.residuals(), data.circumference.to_numpy() - by_hand,
                                rtol=1e-9, atol=1e-9)
     new = pd.DataFrame({"age": [1000.0, 1000.0], "Tree": ["1", "unseen"]})
-    pred = fit.predict(new)
+    with pytest.raises(linkmix.DataError, match="allow_new_levels"):
+        fit.predict(new)
+    pred = fit.predict(new, allow_new_levels=True)
     pop = fit.predict(new, include_random=False)
     assert pred[1] == pytest.approx(pop[1]) and pred[0] != pytest.approx(pop[0])
     re = fit.ranef()["Tree"]
@@ -420,7 +422,8 @@ def test_prediction_with_a_covariate_on_a_parameter():
     shape = 1 - np.exp(-np.exp(beta["lrc"]) * (500.0 - beta["c0"]))
     np.testing.assert_allclose(fit.predict(new, include_random=False), asym * shape, rtol=1e-12)
     with_b = asym + np.array([b["Qn1"], b["Mn1"], 0.0])
-    np.testing.assert_allclose(fit.predict(new), with_b * shape, rtol=1e-12)
+    np.testing.assert_allclose(fit.predict(new, allow_new_levels=True), with_b * shape,
+                               rtol=1e-12)
 
 
 def test_links_work_for_nonlinear_models():
@@ -430,13 +433,13 @@ def test_links_work_for_nonlinear_models():
     plain = linkmix.nlmer(formula, data, random=random)
     redundant = linkmix.nlmer(formula, data, random=random, constraints="sigma >= 0.01")
     assert redundant.objective == pytest.approx(plain.objective, abs=1e-5)
-    p_red = redundant.params.set_index("name").estimate
-    for name, value in plain.params.set_index("name").estimate.items():
+    p_red = redundant.params.estimate
+    for name, value in plain.params.estimate.items():
         assert p_red[name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
     # a fixed effect tied to a variance component
     linked = linkmix.nlmer(formula, data, random=random,
                            constraints="lKa == 4 * `sd[lKa|Subject]`")
-    est = linked.params.set_index("name").estimate
+    est = linked.params.estimate
     assert est["lKa"] == pytest.approx(4 * est["sd[lKa|Subject]"], abs=1e-8)
     assert linked.converged and linked.objective > plain.objective
     assert linkmix.lrt(linked, plain).df == 1

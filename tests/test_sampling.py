@@ -75,7 +75,7 @@ def test_posterior_matches_numerical_integration(dyestuff_draws):
 
 def test_draws_are_named_reproducible_and_diagnosed(dyestuff_draws):
     data, fit, idata = dyestuff_draws
-    assert list(idata.posterior.data_vars) == list(fit.params["name"])
+    assert list(idata.posterior.data_vars) == list(fit.params.index)
     summary = arviz.summary(idata)
     assert summary["r_hat"].max() < 1.05 and summary["ess_bulk"].min() > 100
     rate = idata.sample_stats["acceptance_rate"]
@@ -330,7 +330,7 @@ def test_evidence_by_bridge_sampling_matches_integration():
 def test_summary_reports_diagnostics(dyestuff_draws):
     _, fit, idata = dyestuff_draws
     summary = linkmix.posterior_summary(idata)
-    assert list(summary.table.index) == list(fit.params["name"])
+    assert list(summary.table.index) == list(fit.params.index)
     text = str(summary)
     assert "Acceptance: mean" in text and "r_hat" in text and "Likelihood: exact" in text
     row = summary.table.loc["sigma"]

@@ -35,7 +35,7 @@ from .constraints import Expression, make_constraint
 from .design import required_variables, build_design, require_numeric_response
 from .engine import ENGINES
 from .groupdesign import TableDesign
-from .inference import benjamini_hochberg, check_ddf, parse_contrast
+from .inference import benjamini_hochberg, check_ddf, expand_contrasts, parse_contrast
 from .errors import ArgumentError, DataError, LinkmixError, WorkerLostWarning
 from .formula import parse_formula
 from .linked import LinkedModel
@@ -332,54 +332,6 @@ def _check_links(spec: GroupSpec, data: pd.DataFrame, sample) -> None:
                    what="mean")
 
 
-def _expand_contrasts(contrasts, data: pd.DataFrame, sample) -> tuple:
-    """(label, text) pairs: ``pairwise:F`` becomes every pair of F's levels (later minus
-    earlier, labelled ``F[b] - F[a]``); any other text is its own label.  Each text is
-    read against the sample design's fixed effects, so a misspelt name fails here, once."""
-    names = None if sample is None else sample[0].fixed_names
-    out = []
-    for text in contrasts:
-        text = text.strip()
-        if text.startswith("pairwise:"):
-            factor = text[len("pairwise:"):].strip()
-            out += _pairwise(factor, data, names)
-        else:
-            if names is not None:
-                parse_contrast(text, names)
-            out.append((text, text))
-    labels = [label for label, _ in out]
-    if len(set(labels)) < len(labels):
-        raise ArgumentError(f"contrasts repeat: {labels}")
-    return tuple(out)
-
-
-def _pairwise(factor: str, data: pd.DataFrame, names) -> list:
-    """Every pair of a treatment-coded factor's levels as a contrast of its columns."""
-    if factor not in data.columns:
-        raise ArgumentError(f"pairwise:{factor}: unknown column {factor!r}; the data has "
-                            f"{list(map(str, data.columns))}")
-    levels = sorted(map(str, data[factor].dropna().unique()))
-    column = {level: f"{factor}[T.{level}]" for level in levels}
-    if names is not None:
-        present = [level for level in levels if column[level] in names]
-        if len(present) != len(levels) - 1 or any(
-                name.startswith(f"{factor}[") and ":" in name for name in names):
-            raise ArgumentError(f"pairwise:{factor} needs {factor} as a treatment-coded main "
-                                f"effect (columns {factor}[T.level], no interactions); the "
-                                f"fixed effects are {names}")
-        reference = next(level for level in levels if column[level] not in names)
-        column[reference] = None
-    if len(levels) < 2:
-        raise ArgumentError(f"pairwise:{factor}: the column has {len(levels)} level(s)")
-    out = []
-    for i, first in enumerate(levels):
-        for later in levels[i + 1:]:
-            parts = [f"`{column[later]}`" if column[later] else "",
-                     f"- `{column[first]}`" if column[first] else ""]
-            out.append((f"{factor}[{later}] - {factor}[{first}]", " ".join(p for p in parts if p)))
-    return out
-
-
 def progress_bar(total: int, enabled, unit: str = "group", desc: str = "linkmix"):
     """A tqdm bar of ``total`` steps, or None: when not ``enabled`` (default: when stderr
     is a terminal) or tqdm is not installed."""
@@ -557,7 +509,8 @@ def _fit_columns(data: pd.DataFrame, by, formula: str, *, constraints=None, mean
     sample = _sample_design(spec, data)
     _check_links(spec, data, sample)
     if contrasts:
-        spec = dataclasses.replace(spec, contrasts=_expand_contrasts(contrasts, data, sample))
+        spec = dataclasses.replace(spec, contrasts=expand_contrasts(
+            contrasts, data, None if sample is None else sample[0].fixed_names))
     indices = data.groupby(by, sort=True, dropna=False, observed=True).indices
     if not indices:
         return

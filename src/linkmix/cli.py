@@ -106,6 +106,10 @@ def _build_parser() -> argparse.ArgumentParser:
                           "satterthwaite; kenward-roger needs a REML fit)")
     fit.add_argument("--missing", choices=("drop", "raise"), default="drop",
                      help="rows with missing values: drop and report (default) or fail")
+    fit.add_argument("--contrast", action="append", default=[], metavar="EXPR",
+                     help="test a contrast of the fixed effects, e.g. 'Condition[T.C2] - "
+                          "Condition[T.C3]', or every pair of a factor's levels with "
+                          "'pairwise:Condition' (repeatable; t tests by --ddf)")
     links = fit.add_argument_group(
         "links", "constraints between parameters, or a mean depending on them; either makes "
                  "the fit maximum likelihood on the full deviance")
@@ -322,7 +326,7 @@ def main(argv=None, *, fast_exit: bool = False) -> int:
         commands = _import_commands(own_process=fast_exit)
         status = commands.run(args)
     except LinkmixError as exc:
-        print(f"linkmix: error: {exc}", file=sys.stderr)
+        print(f"linkmix: error: {_in_flags(str(exc))}", file=sys.stderr)
         status = 2
     except KeyboardInterrupt:
         print("linkmix: interrupted; nothing was written", file=sys.stderr)
@@ -332,6 +336,21 @@ def main(argv=None, *, fast_exit: bool = False) -> int:
         sys.stderr.flush()
         os._exit(status)
     return status
+
+
+#: The library's spelling of an option in its messages → the command line's.
+_FLAGS = [("refit with REML=True", "refit without --ml"), ("drop REML=True", "drop --ml"),
+          ("(REML=False)", "(--ml)"), ("REML=False", "--ml"),
+          ("ddf='kenward-roger'", "--ddf kenward-roger"), ("ddf='satterthwaite'",
+                                                          "--ddf satterthwaite"),
+          ("ddf='wald'", "--ddf wald"), ("n_starts", "--starts")]
+
+
+def _in_flags(message: str) -> str:
+    """A library message with its options spelled as the command line takes them."""
+    for library, flag in _FLAGS:
+        message = message.replace(library, flag)
+    return message
 
 
 def _import_commands(own_process: bool):

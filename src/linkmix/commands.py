@@ -53,7 +53,19 @@ def fit_command(args) -> int:
             general = lmer(args.lrt or args.formula, data, REML=False, engine=args.engine,
                            missing=args.missing)
             test = lrt(fit, general)
+    contrasts = None
+    if args.contrast:
+        from .inference import expand_contrasts
+        from .results import format_p, format_table
+
+        pairs = expand_contrasts(args.contrast, data, fit.fixed_names)
+        contrasts = fit.contrast([text for _, text in pairs], args.ddf)
+        contrasts.index = [label for label, _ in pairs]
     print(fit.summary(args.ddf))
+    if contrasts is not None:
+        shown = contrasts.assign(p_value=[format_p(p) for p in contrasts["p_value"]])
+        print(f"\nContrasts ({args.ddf or fit.default_ddf} t tests):")
+        print(format_table(shown))
     if test is not None:
         print()
         print(test)
@@ -62,6 +74,8 @@ def fit_command(args) -> int:
     if args.json:
         record = fit.to_dict()
         record["fixef_tests"] = fit.tests_record(args.ddf)
+        if contrasts is not None:
+            record["contrasts"] = {label: row.to_dict() for label, row in contrasts.iterrows()}
         if test is not None:
             record["lrt"] = test.as_dict()
         write_json(record, args.json)

@@ -14,8 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import FitError
+from .results import P_FLOOR
 
 __all__ = ["LRTResult", "lrt"]
+
+
+def _p_text(p: float) -> str:
+    """'= 0.0123', or '< 2.2e-16' below what double precision resolves."""
+    return f"< {P_FLOOR:g}" if p < P_FLOOR else f"= {p:.4g}"
 
 
 @dataclass
@@ -31,7 +37,7 @@ class LRTResult:
 
     def __str__(self) -> str:
         text = (f"Likelihood-ratio test: chi2 = {self.statistic:.4f}, df = {self.df}, "
-                f"p = {self.p_value:.4g}  (logLik {self.loglik_restricted:.4f} vs "
+                f"p {_p_text(self.p_value)}  (logLik {self.loglik_restricted:.4f} vs "
                 f"{self.loglik_general:.4f})")
         return text + (f"\n{self.note}" if self.note else "")
 

@@ -121,7 +121,13 @@ class Expression:
         try:
             node = ast.parse(source.strip(), mode="eval").body
         except SyntaxError as exc:
-            raise ConstraintError(f"cannot parse {what} {text!r}: {exc.msg}") from None
+            hint = ""
+            if "=>" in source or "=<" in source:
+                hint = "; an inequality is written with '>=' or '<='"
+            elif re.search(r"(?<![=<>!])=(?!=)", source):
+                hint = ("; an equation is written with '==' (e.g. 'a == b'), an inequality "
+                        "with '>=' or '<='")
+            raise ConstraintError(f"cannot parse {what} {text!r}: {exc.msg}{hint}") from None
         self._quoted = quoted
         self.parameters_used = []
         kind = None

@@ -80,13 +80,22 @@ class RandomTerm:
     def q(self) -> int:
         return self.k * self.n_levels
 
-    def level_index(self, newdata: pd.DataFrame) -> np.ndarray:
-        """Each row's level of this term in ``newdata`` (-1 for a level not seen in the fit)."""
+    def level_index(self, newdata: pd.DataFrame, allow_new_levels: bool = True) -> np.ndarray:
+        """Each row's level of this term in ``newdata``: -1 for a level not seen in the
+        fit where ``allow_new_levels``, else a DataError naming such levels (lme4's
+        ``allow.new.levels``)."""
         absent = [c for c in self.group_columns if c not in newdata.columns]
         if absent:
             raise DataError(f"newdata lacks grouping column(s) {absent}")
         labels = newdata[list(self.group_columns)].astype(str).agg(":".join, axis=1)
-        return self.levels.get_indexer(labels)
+        index = self.levels.get_indexer(labels)
+        if not allow_new_levels and (index < 0).any():
+            new = list(dict.fromkeys(labels[index < 0]))
+            raise DataError(f"newdata has level(s) {new[:5]}{' …' if len(new) > 5 else ''} of "
+                            f"{self.group!r} not seen in the fit; pass allow_new_levels=True to "
+                            f"predict them at the population level (random effects 0), as "
+                            f"lme4's allow.new.levels")
+        return index
 
     def theta_positions(self) -> list[tuple[int, int]]:
         """(row, column) of T's free entries in lme4's θ order (lower triangle by columns)."""

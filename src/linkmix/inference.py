@@ -38,7 +38,7 @@ from .errors import ArgumentError, FitError
 
 __all__ = ["DDF_METHODS", "FixedEffectTests", "Satterthwaite", "KenwardRoger", "t_tests",
            "t_pvalues", "check_ddf", "contrast_matrix", "parse_contrast",
-           "benjamini_hochberg", "quadratic_forms"]
+           "benjamini_hochberg", "quadratic_forms", "expand_contrasts", "pairwise_contrasts"]
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "wald")
 #: Eigenvalues of a Hessian scaled to a unit diagonal at or below this times the largest
@@ -518,6 +518,54 @@ def contrast_matrix(spec, names) -> tuple[list[str], np.ndarray]:
     if not np.all(np.isfinite(L)):
         raise ArgumentError("a contrast matrix must be finite")
     return [_label(row, names) for row in L], L
+
+
+def expand_contrasts(contrasts, data: pd.DataFrame, names=None) -> tuple:
+    """(label, text) pairs: ``pairwise:F`` becomes every pair of F's levels (later minus
+    earlier, labelled ``F[b] - F[a]``); any other text is its own label.  Each text is
+    read against the fixed effects ``names`` where given, so a misspelt name fails here,
+    once."""
+    out = []
+    for text in contrasts:
+        text = text.strip()
+        if text.startswith("pairwise:"):
+            factor = text[len("pairwise:"):].strip()
+            out += pairwise_contrasts(factor, data, names)
+        else:
+            if names is not None:
+                parse_contrast(text, names)
+            out.append((text, text))
+    labels = [label for label, _ in out]
+    if len(set(labels)) < len(labels):
+        raise ArgumentError(f"contrasts repeat: {labels}")
+    return tuple(out)
+
+
+def pairwise_contrasts(factor: str, data: pd.DataFrame, names=None) -> list:
+    """Every pair of a treatment-coded factor's levels as a contrast of its columns."""
+    if factor not in data.columns:
+        raise ArgumentError(f"pairwise:{factor}: unknown column {factor!r}; the data has "
+                            f"{list(map(str, data.columns))}")
+    levels = sorted(map(str, data[factor].dropna().unique()))
+    column = {level: f"{factor}[T.{level}]" for level in levels}
+    if names is not None:
+        present = [level for level in levels if column[level] in names]
+        if len(present) != len(levels) - 1 or any(
+                name.startswith(f"{factor}[") and ":" in name for name in names):
+            raise ArgumentError(f"pairwise:{factor} needs {factor} as a treatment-coded main "
+                                f"effect (columns {factor}[T.level], no interactions); the "
+                                f"fixed effects are {names}")
+        reference = next(level for level in levels if column[level] not in names)
+        column[reference] = None
+    if len(levels) < 2:
+        raise ArgumentError(f"pairwise:{factor}: the column has {len(levels)} level(s)")
+    out = []
+    for i, first in enumerate(levels):
+        for later in levels[i + 1:]:
+            parts = [f"`{column[later]}`" if column[later] else "",
+                     f"- `{column[first]}`" if column[first] else ""]
+            out.append((f"{factor}[{later}] - {factor}[{first}]", " ".join(p for p in parts if p)))
+    return out
 
 
 def _label(row, names) -> str:

@@ -67,7 +67,7 @@ def confint(fit, method: str = "profile", *, level: float = 0.95, parm=None,
     level : float
         Coverage, in (0, 1).
     parm : str or list of str, optional
-        Parameter names (``fit.params["name"]``); default all.
+        Parameter names (``fit.params.index``); default all.
     nsim, seed, n_jobs, progress
         The bootstrap's simulations, seed, worker processes and progress bar (tqdm,
         default when stderr is a terminal).
@@ -241,7 +241,7 @@ class _ConstrainedProfile(_Profile):
     refit."""
 
     def __init__(self, model, base, name):
-        self.name, self.v_hat = name, float(base.params.set_index("name").loc[name, "estimate"])
+        self.name, self.v_hat = name, float(base.params.loc[name, "estimate"])
         self.deviance = base.objective
         self.target = [self.v_hat]
         constraint = {"type": "eq", "fun": self._residual, "label": f"{name} == v"}

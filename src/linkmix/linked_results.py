@@ -22,7 +22,7 @@ from . import sampling
 from .errors import ArgumentError
 from .inference import FixedEffectTests, Satterthwaite, check_ddf, quadratic_forms
 from .optimize import ReducedHessian
-from .results import Printable, Report, fixed_effects_table, format_table
+from .results import Printable, Report, fixed_effects_table, format_table, params_table
 
 __all__ = ["Optimum", "LinkedResults", "LinkedSummary"]
 
@@ -305,14 +305,13 @@ class LinkedResults(FixedEffectTests, Report):
 
     @cached_property
     def params(self) -> pd.DataFrame:
-        """Every parameter by name with Wald SEs from the reduced Hessian (delta method)."""
+        """Every parameter indexed by name (as ``LMMResults.params``), with Wald SEs from
+        the reduced Hessian (delta method)."""
         space = self.space
         with np.errstate(invalid="ignore", divide="ignore"):
             statistic = np.where(np.array(space.kinds) == "fixef",
                                  self.natural / self.se_natural, np.nan)
-        return pd.DataFrame({"name": space.names, "kind": space.kinds, "group": space.groups,
-                             "term": space.terms, "estimate": self.natural,
-                             "std_error": self.se_natural, "statistic": statistic})
+        return params_table(space, self.natural, self.se_natural, statistic)
 
     def _b(self) -> np.ndarray:
         return self._b_at_z
@@ -350,9 +349,9 @@ class LinkedResults(FixedEffectTests, Report):
             "theta": self.theta.tolist(),
             "fixef": {k: float(v) for k, v in self.beta.items()},
             "sigma": self.sigma,
-            "params": {r.name: float(r.estimate) for r in params.itertuples(index=False)},
-            "std_errors": {r.name: (None if np.isnan(r.std_error) else float(r.std_error))
-                           for r in params.itertuples(index=False)},
+            "params": {name: float(value) for name, value in params["estimate"].items()},
+            "std_errors": {name: (None if np.isnan(value) else float(value))
+                           for name, value in params["std_error"].items()},
             "fixef_tests": self.tests_record(),
             "constraint_residuals": {k: float(v) for k, v in self.constraint_residuals.items()},
             "kkt_residual": self.kkt_residual,
@@ -398,7 +397,7 @@ class LinkedSummary(Printable):
         lines.append(f"{fit.aic:8.2f} {fit.bic:8.2f} {fit.loglik:8.3f} {fit.objective:9.4f}  "
                      f"{fit.n_free}")
         lines.append("")
-        table = fit.params.set_index("name")[["estimate", "std_error"]]
+        table = fit.params[["estimate", "std_error"]]
         table.columns = ["Estimate", "Std. Error"]
         table.index.name = None
         lines.append(format_table(table))

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import arguments
-from .design import INTERCEPT, LMMDesign, materialize
+from .design import INTERCEPT, LMMDesign, materialize, require_columns, required_variables
 from .deviance import LOG_2PI, PLSState
 from ._pnls import PNLS
 from .engine import BlockedEngine, make_engine
@@ -375,16 +375,23 @@ class NonlinearMixedModel:
                              converged=True)
         return NLMMResults(self, summary, self.estimates(x, objective))
 
-    def predict(self, newdata: pd.DataFrame, beta, b_terms=None) -> np.ndarray:
+    def predict(self, newdata: pd.DataFrame, beta, b_terms=None,
+                allow_new_levels: bool = False) -> np.ndarray:
         """m(φ) at the rows of ``newdata``: φ = Xβ from each parameter's fixed formula,
         plus each term's random effects (``b_terms``, one levels × k array per term) where
-        the row's level was seen in the fit (0 elsewhere, and when ``b_terms`` is None)."""
+        the row's level was seen in the fit (0 elsewhere where ``allow_new_levels``, else
+        a DataError; 0 when ``b_terms`` is None)."""
         design = self.design
         if not isinstance(newdata, pd.DataFrame):
             raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}")
         missing = [c for c in design.covariate_names if c not in newdata.columns]
         if missing:
             raise DataError(f"newdata lacks covariate column(s) {missing}")
+        for j in design.params:
+            if design.fixed_specs[j].strip() != "1":
+                require_columns(newdata, sorted(required_variables(
+                    design.fixed_specs[j], f"the fixed effects of {j}")),
+                    f"newdata (the fixed effects of {j} read it)")
         covariates = tuple(newdata[c].to_numpy(dtype=float) for c in design.covariate_names)
         columns = []
         for j, sl in zip(design.params, design.beta_slices):
@@ -397,7 +404,7 @@ class NonlinearMixedModel:
         phi = np.column_stack(columns)
         if b_terms is not None:
             for term, cols, b in zip(design.terms, design.term_params, b_terms):
-                idx = term.level_index(newdata)
+                idx = term.level_index(newdata, allow_new_levels)
                 phi[:, cols] += np.where(idx[:, None] >= 0, b[np.maximum(idx, 0)], 0.0)
         return design.model.evaluate(phi, covariates, False)[0]
 

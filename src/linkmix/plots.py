@@ -100,7 +100,7 @@ def profile(fit, parameter: str, *, grid=None, points: int = 15, width: float = 
     """
     if getattr(fit, "REML", False):
         raise LinkmixError("profile likelihoods need a maximum-likelihood fit (REML=False)")
-    params = fit.params.set_index("name")
+    params = fit.params
     if parameter not in params.index:
         raise LinkmixError(f"unknown parameter {parameter!r}; parameters: {list(params.index)}")
     estimate, se = params.loc[parameter, ["estimate", "std_error"]]
@@ -266,7 +266,7 @@ def posterior_density(idata, parameter: str, fit=None, *, log: bool = False,
     if fit is not None:
         optima = getattr(fit, "equally_likely", None)
         marks = ([o.params[parameter] for o in optima] if optima
-                 else [float(fit.params.set_index("name").loc[parameter, "estimate"])])
+                 else [float(fit.params.loc[parameter, "estimate"])])
         for k, mark in enumerate(marks):
             ax.axvline(mark, color="C3", ls="--", lw=1.2,
                        label="maximum-likelihood optima" if k == 0 else None)

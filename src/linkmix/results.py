@@ -19,7 +19,8 @@ import pandas as pd
 from formulaic.errors import FormulaicError
 
 from . import sampling
-from .design import INTERCEPT, single_level_sentence, term_label
+from .design import (INTERCEPT, require_columns, required_variables, single_level_sentence,
+                     term_label)
 from .errors import ArgumentError, DataError
 from .formula import EVALUATION_CONTEXT
 from .inference import FixedEffectTests, KenwardRoger, Satterthwaite, check_ddf
@@ -30,7 +31,8 @@ from .parameters import cor_name, sd_name, variance_components
 from .threads import evaluation_workers, one_blas_thread
 
 __all__ = ["Report", "Printable", "LMMEstimates", "LMMResults", "NLMMResults", "json_text",
-           "Summary", "fixed_effects_table", "format_table", "BOUNDARY_PREFIX", "boundary_report"]
+           "Summary", "fixed_effects_table", "format_table", "format_p", "BOUNDARY_PREFIX",
+           "boundary_report", "params_table"]
 
 #: lme4's isSingular tolerance, here on a term's smallest SD relative to σ (``singular``).
 SINGULAR_TOL = 1e-4
@@ -103,6 +105,13 @@ class Report:
             with atomic_output(path) as temporary, open(temporary, "w") as fh:
                 fh.write(text + "\n")
         return text
+
+
+def params_table(space, estimate, se, statistic) -> pd.DataFrame:
+    """``params``: one row per parameter of ``space``, indexed by name."""
+    return pd.DataFrame({"kind": space.kinds, "group": space.groups, "term": space.terms,
+                         "estimate": estimate, "std_error": se, "statistic": statistic},
+                        index=pd.Index(space.names, name="name"))
 
 
 def dropped_columns_report(design) -> list[str]:
@@ -491,18 +500,16 @@ class LMMResults(FixedEffectTests, Report):
 
     @cached_property
     def params(self) -> pd.DataFrame:
-        """Every parameter on its natural scale, by stable name (``linkmix.parameters``).
+        """Every parameter on its natural scale, indexed by its stable name
+        (``linkmix.parameters``: ``fit.params.loc["sd[Days|Subject]", "estimate"]``).
 
-        Columns: ``name, kind (fixef|sd|cor|sigma), group, term, estimate,
-        std_error, statistic`` (the last two for fixed effects only).
+        Columns: ``kind (fixef|sd|cor|sigma), group, term, estimate, std_error,
+        statistic`` (the last two for fixed effects only).
         """
-        space = self.parameter_space
-        names, kinds, estimate, se = self.natural_estimates()
+        _, _, estimate, se = self.natural_estimates()
         with np.errstate(invalid="ignore", divide="ignore"):
             statistic = estimate / se
-        return pd.DataFrame({"name": names, "kind": kinds, "group": space.groups,
-                             "term": space.terms, "estimate": estimate, "std_error": se,
-                             "statistic": statistic})
+        return params_table(self.parameter_space, estimate, se, statistic)
 
     # ---- random effects, fitted values, prediction --------------------------
     def _b(self) -> np.ndarray:
@@ -519,11 +526,12 @@ class LMMResults(FixedEffectTests, Report):
         """y − fitted (conditional residuals)."""
         return self.design.y - self.fitted()
 
-    def predict(self, newdata: pd.DataFrame | None = None, *, include_random: bool = True
-                ) -> np.ndarray:
+    def predict(self, newdata: pd.DataFrame | None = None, *, include_random: bool = True,
+                allow_new_levels: bool = False) -> np.ndarray:
         """Predictions ``Xβ̂ (+ Zb̃)`` for ``newdata`` (default: the fitted data).
 
-        Levels not seen in the fit get random effects 0 (population level).
+        A grouping level not seen in the fit is refused unless ``allow_new_levels``, when
+        its random effects are 0 (the population level), as lme4's ``allow.new.levels``.
         """
         if newdata is None:
             return self.fitted() if include_random else self.design.X @ self.beta.to_numpy()
@@ -532,6 +540,12 @@ class LMMResults(FixedEffectTests, Report):
         if self.design.fixed_spec is None:
             raise DataError("this model was built from arrays, not a formula: it predicts its "
                             "own rows only (predict() without newdata)")
+        spec = self.design.formula
+        needed = set(required_variables(spec.fixed, "the fixed-effects part"))
+        for term in spec.random if include_random else ():
+            needed |= set(required_variables(term.expr, "a random-effects expression"))
+            needed |= set(term.group)
+        require_columns(newdata, sorted(needed), "newdata (the formula reads it)")
         X = self._new_matrix(self.design.fixed_spec, newdata, "fixed-effects part")
         X = X[[c if c != INTERCEPT else "Intercept" for c in self.design.fixed_names]]
         mu = X.to_numpy(dtype=float) @ self.beta.to_numpy()
@@ -539,7 +553,7 @@ class LMMResults(FixedEffectTests, Report):
             for term, b in zip(self.design.terms, self._b_by_term()):
                 Z = self._new_matrix(term.expr_spec, newdata, "random-effects expression")
                 Z = Z.to_numpy(dtype=float)[:, list(term.expr_columns)]
-                idx = term.level_index(newdata)
+                idx = term.level_index(newdata, allow_new_levels)
                 contrib = np.einsum("ik,ik->i", Z, b[np.maximum(idx, 0)])
                 mu = mu + np.where(idx >= 0, contrib, 0.0)
         return mu
@@ -559,7 +573,7 @@ class LMMResults(FixedEffectTests, Report):
 
     def to_dict(self) -> dict:
         """A JSON-ready record of the fit."""
-        params = {row.name: float(row.estimate) for row in self.params.itertuples(index=False)}
+        params = {name: float(value) for name, value in self.params["estimate"].items()}
         return {
             "formula": self.design.formula.text,
             "REML": self.REML,
@@ -662,10 +676,11 @@ class NLMMResults(LMMResults):
         """μ(φ̂) with the conditional modes: m(Xβ̂ + b̃)."""
         return self.model.conditional_mean(self.theta, self.beta.to_numpy(), self._u)
 
-    def predict(self, newdata: pd.DataFrame | None = None, *, include_random: bool = True
-                ) -> np.ndarray:
-        """Predictions m(φ) for ``newdata`` (default: the fitted data); unseen levels and
-        ``include_random=False`` use the population parameters (b = 0)."""
+    def predict(self, newdata: pd.DataFrame | None = None, *, include_random: bool = True,
+                allow_new_levels: bool = False) -> np.ndarray:
+        """Predictions m(φ) for ``newdata`` (default: the fitted data); ``include_random=
+        False`` uses the population parameters (b = 0), as do levels not seen in the fit
+        where ``allow_new_levels`` (else they are refused, as lme4's)."""
         design = self.design
         if newdata is None:
             if include_random:
@@ -673,7 +688,8 @@ class NLMMResults(LMMResults):
             phi = design.phi(self.beta.to_numpy())
             return design.model.evaluate(phi, design.covariates, False)[0]
         return self.model.predict(newdata, self.beta.to_numpy(),
-                                  self._b_by_term() if include_random else None)
+                                  self._b_by_term() if include_random else None,
+                                  allow_new_levels)
 
     def to_dict(self) -> dict:
         record = super().to_dict()
@@ -745,11 +761,24 @@ def fixed_effects_table(fit, ddf: str, where: str = "") -> list[str]:
     if not wald:
         shown["df"] = table["df"]
     shown["z value" if wald else "t value"] = table["t_value"]
-    shown["Pr(>|z|)" if wald else "Pr(>|t|)"] = [f"{p:.3g}" for p in table["p_value"]]
+    shown["Pr(>|z|)" if wald else "Pr(>|t|)"] = [format_p(p) for p in table["p_value"]]
     method = {"wald": "Wald z tests",
               "satterthwaite": "t tests use Satterthwaite's method",
               "kenward-roger": "t tests and SEs use Kenward-Roger's method"}[ddf]
     return [f"Fixed effects ({method}{' ' + where if where else ''}):", format_table(shown)]
+
+
+#: Below this a p value is printed as a bound, as R's format.pval does: double precision
+#: does not resolve the tail beyond it (0 is printed for a t of 40).
+P_FLOOR = 2.2e-16
+
+
+def format_p(p: float) -> str:
+    """A p value as a summary prints it: 3 significant digits, ``< 2.2e-16`` below
+    ``P_FLOOR``, empty where it is missing."""
+    if not np.isfinite(p):
+        return ""
+    return f"< {P_FLOOR:g}" if p < P_FLOOR else f"{p:.3g}"
 
 
 def format_table(frame: pd.DataFrame) -> str:
