@@ -2,6 +2,7 @@
 # One entry point for a fresh Debian machine: install what linkmix needs, then run a job.
 #   bash run.sh example [--json FILE]   set up, then fit the seed proteomics example end to end
 #   bash run.sh test      set up, then run the whole test suite
+#   bash run.sh docs      set up, then build the documentation site into site/
 #   bash run.sh bench     set up, then compare speed with lme4 (installs R and lme4)
 #   bash run.sh bench-stan   set up, then compare posterior sampling with Stan (installs brms)
 set -euo pipefail
@@ -57,6 +58,12 @@ case "${1:-}" in
         setup test
         "$VENV/bin/python" -m pytest -q -p no:cacheprovider "${@:2}"
         ;;
+    docs)
+        setup test
+        # the documentation site, from docs/ and the docstrings, into site/
+        "$VENV/bin/python" -m mkdocs build --strict "${@:2}"
+        echo "wrote site/index.html"
+        ;;
     bench)
         apt_install r-base-core r-cran-lme4
         setup test,bench
@@ -74,7 +81,7 @@ case "${1:-}" in
         "$VENV/bin/python" benchmarks/posterior_stan.py "${@:2}"
         ;;
     *)
-        echo "usage: bash run.sh {example|test|bench|bench-stan}" >&2
+        echo "usage: bash run.sh {example|test|docs|bench|bench-stan}" >&2
         exit 2
         ;;
 esac

@@ -38,7 +38,7 @@ import linkmix.datasets
 from _peak import run_with_peak
 
 HERE = pathlib.Path(__file__).resolve().parent
-SHARED_DATA = HERE.parent.parent / "shared" / "data"
+DATA_DIR = HERE.parent / "tests" / "data"   # InstEval.csv.gz; other folders by --data
 
 # name: (csv stem, formula, REML, factor columns for R, repeats per round)
 CASES = {
@@ -74,10 +74,10 @@ cat(sprintf("objective=%.12f\nseconds=%.6f\nfeval=%d\nversion=%s\n",
 def data_path(stem: str, data_dir: pathlib.Path) -> pathlib.Path:
     if stem in linkmix.datasets.names():
         return pathlib.Path(linkmix.datasets.path(stem))
-    path = data_dir / f"{stem}.csv"
-    if not path.exists():
-        raise SystemExit(f"{path} not found: pass --data DIR holding {stem}.csv")
-    return path
+    for path in (data_dir / f"{stem}.csv", data_dir / f"{stem}.csv.gz"):
+        if path.exists():
+            return path
+    raise SystemExit(f"{stem}.csv not found in {data_dir}: pass --data DIR holding it")
 
 
 def run_lme4(path, formula, reml, factors, reps):
@@ -214,7 +214,7 @@ NLMER_CASES = {
 def nlmer_case(name: str, data_dir: pathlib.Path, reps: int, have_r: bool) -> dict:
     """nlmer's Laplace fit against linkmix.nlmer (whole call, self-started), same run."""
     stem, group, formula, random = NLMER_CASES[name]
-    path = data_dir / f"{stem}.csv"
+    path = data_path(stem, data_dir)
     data = linkmix.read_table(path)
     times = []
     for _ in range(reps + 1):
@@ -261,7 +261,7 @@ def combine_rounds(name, formula, reml, rounds) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--data", type=pathlib.Path, default=SHARED_DATA,
+    parser.add_argument("--data", type=pathlib.Path, default=DATA_DIR,
                         help="folder with the CSV files not shipped with linkmix (InstEval)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="turns of lme4 and linkmix per case; ratios are the median of "

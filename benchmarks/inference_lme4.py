@@ -53,12 +53,12 @@ p <- read.csv(args[1], colClasses = c(Condition = "character", BioReplicate = "c
 out <- list(
   satterthwaite = timed(function() coef(summary(lmer(PEPTIDE, p)))),
   kenward_roger = timed(function() coef(summary(lmer(PEPTIDE, p), ddf = "Kenward-Roger"))))
-shared <- args[2]
+data_dir <- args[2]
 factors <- list(sleepstudy = "Subject", Penicillin = c("plate", "sample"),
                 Orthodont = "Subject")
 formulas <- list(PROFILES)
 for (name in names(factors)) {
-  d <- read.csv(file.path(shared, paste0(name, ".csv")))
+  d <- read.csv(file.path(data_dir, paste0(name, ".csv")))
   for (f in factors[[name]]) d[[f]] <- factor(d[[f]])
   if (name == "Orthodont") d$Sex <- factor(d$Sex, levels = c("Male", "Female"))
   m <- lme4::lmer(as.formula(formulas[[name]]), d)
@@ -76,7 +76,8 @@ def r_times(repeats: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".R", delete=False) as handle:
         handle.write(script)
     done = subprocess.run(["Rscript", handle.name, str(PEPTIDE),
-                           str(HERE.parent.parent / "shared" / "data"), str(repeats)],
+                           str(pathlib.Path(linkmix.datasets.path("sleepstudy")).parent),
+                           str(repeats)],
                           check=True, capture_output=True, text=True)
     return json.loads(done.stdout)
 

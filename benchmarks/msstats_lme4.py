@@ -9,7 +9,7 @@ Cases (lme4 and linkmix alternate, medians of ``--repeats`` runs; the machine is
    alone), and whole commands (``linkmix batch`` against ``Rscript`` reading the table
    and looping, start-up included).
 2. ``DDASkyline`` per peptide and per precursor, ``DDA`` per protein (MSstats' own
-   example tables, ``../shared/data/msstats`` or ``tests/data``): whole commands.
+   example tables, from ``tests/data``): whole commands.
 3. ``per-protein``: the Skyline proteins' feature models (n ≈ 700–1,900, p ≈ 60–160):
    time per fit in process and the peak resident memory the fits add (``/usr/bin/time``'s
    maximum RSS of a process that reads the table and fits every protein, minus one that
@@ -138,9 +138,6 @@ def whole(csv, by, formula, repeats, script, tmp, jobs=1) -> dict:
 
 
 def msstats_csv(name: str, tmp: pathlib.Path) -> pathlib.Path:
-    shared = HERE.parent.parent / "shared" / "data" / "msstats" / f"{name}.csv"
-    if shared.exists():
-        return shared
     target = tmp / f"{name}.csv"
     target.write_bytes(gzip.decompress((DATA / f"msstats_{name}.csv.gz").read_bytes()))
     return target

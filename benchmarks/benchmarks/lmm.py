@@ -1,7 +1,7 @@
 """asv benchmarks of linear mixed-model fits, grouped by random-effects structure.
 
 Each ``time_*`` holds only the timed call; ``setup`` loads the data and builds
-the model.  InstEval is read from ``../shared/data`` (or ``$LINKMIX_DATA``) and
+the model.  InstEval is read from ``tests/data`` (or ``$LINKMIX_DATA``) and
 skipped when absent.
 """
 
@@ -23,8 +23,9 @@ def _load(stem):
     if stem in linkmix.datasets.names():
         return linkmix.datasets.load(stem)
     folder = pathlib.Path(os.environ.get(
-        "LINKMIX_DATA", pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"))
-    path = folder / f"{stem}.csv"
+        "LINKMIX_DATA", pathlib.Path(__file__).resolve().parents[2] / "tests" / "data"))
+    path = next((p for p in (folder / f"{stem}.csv", folder / f"{stem}.csv.gz") if p.exists()),
+                folder / f"{stem}.csv")
     if not path.exists():
         raise NotImplementedError(f"{path} not found")  # asv skips the benchmark
     return linkmix.read_table(path)

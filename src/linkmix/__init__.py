@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 #: Public name → the module that owns it.
 _OWNERS = {
-    "datasets": None, "fit_groups": "batch", "iter_fit_groups": "batch", "Constraint": "constraints",
+    "datasets": None, "plots": None, "fit_groups": "batch", "iter_fit_groups": "batch", "Constraint": "constraints",
     "ConstraintError": "constraints", "parse_formula": "formula", "read_table": "io",
     "LinkedModel": "linked", "LinearMixedModel": "model", "lmer": "fitting",
     "NonlinearMixedModel": "nonlinear", "nlmer": "fitting", "LinkedResults": "linked_results",

@@ -241,6 +241,15 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="groups per chunk: each chunk is written as soon as it is fitted")
     batch.add_argument("--no-progress", action="store_true")
 
+    dataset = sub.add_parser(
+        "dataset", help="write a dataset shipped with linkmix to a CSV file",
+        description="Write a shipped dataset (R's sleepstudy, Dyestuff, Penicillin, "
+                    "Orthodont, Orange, Theoph; MSstats' DDA example) to a CSV file, to try "
+                    "the other commands on; without a name, list them.")
+    dataset.add_argument("name", nargs="?", help="the dataset; omit to list them")
+    dataset.add_argument("--output", "-o", metavar="FILE.csv",
+                         help="where to write it (default: NAME.csv here)")
+
     example = sub.add_parser(
         "example", help="the seed proteomics example: fit M1 and M2 to one peptide",
         description="Simulate (or read) one peptide of the seed experiment, fit the linked "
@@ -298,6 +307,8 @@ def _check(args) -> None:
         if args.random is not None and args.mean is not None:
             raise ArgumentError("--mean is for linear models; a nonlinear model's mean is its "
                                 "formula")
+    if args.command == "dataset" and args.name is not None:
+        args.output = _writable(args.output or f"{args.name}.csv", "--output", {".csv": None})
     if args.command == "batch":
         _writable(args.output, "--output", TABLE_FORMATS)
         if args.plots:

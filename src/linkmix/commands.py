@@ -380,6 +380,21 @@ def example_command(args) -> int:
     return 0
 
 
+def dataset_command(args) -> int:
+    """``linkmix dataset``: a shipped dataset as a CSV file (or their names)."""
+    from . import datasets
+
+    if args.name is None:
+        print("\n".join(datasets.names()))
+        return 0
+    if args.name not in datasets.names():
+        raise ArgumentError(f"unknown dataset {args.name!r}; shipped: {datasets.names()}")
+    with atomic_output(args.output) as temporary:
+        datasets.load(args.name).to_csv(temporary, index=False)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def sample_command(args) -> int:
     """``linkmix sample``: the maximum-likelihood fit, then its posterior draws."""
     from .plots import pair, trace
@@ -418,4 +433,5 @@ def sample_command(args) -> int:
 def run(args) -> int:
     """Run the subcommand ``args.command`` with checked arguments; its exit status."""
     return {"fit": fit_command, "nlfit": nlfit_command, "batch": batch_command,
-            "example": example_command, "sample": sample_command}[args.command](args)
+            "example": example_command, "sample": sample_command,
+            "dataset": dataset_command}[args.command](args)

@@ -1,9 +1,10 @@
 """Datasets: small public ones shipped with linkmix, and the seed peptide simulator.
 
-``load(name)`` returns a shipped dataset (exports of R's lme4 and nlme data) with
+``load(name)`` returns a shipped dataset (exports of R's lme4 and nlme data, and
+MSstats' DDA example table of peptide intensities) with
 R's factor columns as strings, read by ``linkmix.read_table``; ``path(name)``
 gives the CSV file itself.  ``simulate_peptide`` draws one peptide of the seed
-proteomics experiment (DESIGN.md) from a seeded generator; ``simulate_msstats`` a
+proteomics experiment (docs/model.md) from a seeded generator; ``simulate_msstats`` a
 long proteomics table; ``simulate_ratings`` an InstEval-like crossed design of any
 size.
 """
@@ -24,7 +25,9 @@ __all__ = ["load", "path", "names", "simulate_peptide", "simulate_experiment", "
 
 _FILES = {"sleepstudy": "sleepstudy.csv", "Dyestuff": "Dyestuff.csv",
           "Dyestuff2": "Dyestuff2.csv", "Penicillin": "Penicillin.csv",
-          "Orthodont": "Orthodont.csv", "Orange": "Orange.csv", "Theoph": "Theoph.csv"}
+          "Orthodont": "Orthodont.csv", "Orange": "Orange.csv", "Theoph": "Theoph.csv",
+          # MSstats' DDA example (6 proteins, 6 conditions × 3 runs; gzipped CSV)
+          "msstats_DDA": "msstats_DDA.csv.gz"}
 
 
 def names() -> list[str]:

@@ -1,6 +1,6 @@
 """The likelihood of a mixed model: one PLS state, and the criteria it gives.
 
-Owns the formulas of DESIGN.md, written once for every model.  A factorisation at θ
+Owns the formulas of docs/model.md, written once for every model.  A factorisation at θ
 (and, for a nonlinear model, PNLS at ũ) leaves a ``PLSState``: n observations, p
 profiled fixed effects, r² the penalised residual sum of squares, log|L|² and
 log|R_X|².  From it:

@@ -1,4 +1,4 @@
-"""The seed proteomics example of DESIGN.md, fitted in both of its forms.
+"""The seed proteomics example (docs/model.md), fitted in both of its forms.
 
 Owns the seed model's formulas, its link g and the report that compares the
 two forms; ``linkmix example`` (the README's main command) prints it.

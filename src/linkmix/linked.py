@@ -812,7 +812,7 @@ class LinkedModel:
         is flat there, and SLSQP stops anywhere near the bound.  Then up to
         ``POLISH_STEPS`` Newton steps on the KKT conditions ∇D − J'λ = 0, c = 0 of the
         constraints active at z and the coordinates on their bounds (held there),
-        [H J'; J 0][dz; −dλ] = −[∇D − J'λ; c] with H the Lagrangian's Hessian at the
+        ``[H J'; J 0][dz; −dλ] = −[∇D − J'λ; c]`` with H the Lagrangian's Hessian at the
         first point (a chord: the steps are small next to H's changes), each taken
         while it lowers the KKT residual, keeps the constraints within
         ``FEASIBILITY_TOL`` and z within its bounds.  SLSQP stops with a KKT residual of

@@ -4,7 +4,7 @@ Owns the model over its design (``linkmix.nonlinear_design``): penalised nonline
 least squares (PNLS) for the conditional modes, the Laplace deviance, adaptive
 Gauss–Hermite quadrature, the linear mixed model that approximates it (the
 Lindstrom–Bates start, the vcov of the estimates), the fit and its estimates, and
-predictions.  Notation (DESIGN.md, NLMM):
+predictions.  Notation (docs/model.md, nonlinear models):
 
 * per-observation model parameters ``φ_i = (X_j β_j)_i + b_ij`` for each model
   parameter j, with ``b = Λ_θ u`` (random effects are per-group shifts of φ);

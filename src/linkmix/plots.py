@@ -37,6 +37,9 @@ def _figure(width=6.0, height=4.5):
 def volcano(results: pd.DataFrame, effect: str, *, fdr: float = 0.05, label=None):
     """Volcano plot of one parameter or contrast across groups: estimate against −log10 p.
 
+    The p values are the table's t tests (``p_value``, by the ddf of the fit); a table
+    without them (written by linkmix before 0.3) falls back to Wald z tests.
+
     Parameters
     ----------
     results : DataFrame from ``fit_groups``
@@ -46,9 +49,6 @@ def volcano(results: pd.DataFrame, effect: str, *, fdr: float = 0.05, label=None
     fdr : float
         Groups whose Benjamini–Hochberg adjusted p (``p_adjusted``, across the groups
         for this effect) is below this are highlighted.
-
-    The p values are the table's t tests (``p_value``, by the ddf of the fit); a table
-    without them (written by linkmix before 0.3) falls back to Wald z tests.
 
     Returns
     -------

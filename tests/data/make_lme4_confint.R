@@ -1,11 +1,12 @@
 # Produces lme4_confint.json: lme4's profile-likelihood intervals (confint(method =
 # "profile"), level 0.95; lme4 profiles the maximum-likelihood fit, refitting a REML fit)
 # and Wald intervals of four models, for tests/test_intervals.py.
-# Run: Rscript tests/data/make_lme4_confint.R ../shared/data > tests/data/lme4_confint.json
+# Run: Rscript tests/data/make_lme4_confint.R src/linkmix/data > tests/data/lme4_confint.json
+# (the CSV exports of R's datasets that linkmix ships)
 suppressMessages({library(lme4); library(jsonlite)})
-shared <- commandArgs(trailingOnly = TRUE)[1]
+data_dir <- commandArgs(trailingOnly = TRUE)[1]
 read <- function(name, factors) {
-  d <- read.csv(file.path(shared, paste0(name, ".csv")))
+  d <- read.csv(file.path(data_dir, paste0(name, ".csv")))
   for (f in factors) d[[f]] <- factor(d[[f]])
   d
 }

@@ -1,6 +1,6 @@
 # Produces lme4_insteval.json: lme4's ML fit of InstEval's 3-term model, a reference
-# for tests/test_insteval.py (the dataset is not in ../shared/refs).
-# Run: Rscript tests/data/make_lme4_insteval.R ../shared/data/InstEval.csv > tests/data/lme4_insteval.json
+# for tests/test_insteval.py.
+# Run: Rscript tests/data/make_lme4_insteval.R tests/data/InstEval.csv.gz > tests/data/lme4_insteval.json
 suppressMessages(library(lme4))
 d <- read.csv(commandArgs(trailingOnly = TRUE)[1])
 for (col in c("s", "d", "dept", "service")) d[[col]] <- factor(d[[col]])

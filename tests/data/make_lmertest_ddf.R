@@ -9,12 +9,14 @@
 # levels sort as strings in both languages).
 #
 # Needs: lme4, lmerTest, pbkrtest, jsonlite (Debian: r-cran-lmertest r-cran-pbkrtest).
-# Run: Rscript tests/data/make_lmertest_ddf.R ../shared/data tests/data \
+# DATA is a folder of the CSV exports: sleepstudy.csv, Orthodont.csv, … (as in
+# src/linkmix/data) and msstats/DDASkyline.csv (tests/data/msstats_DDASkyline.csv.gz).
+# Run: Rscript tests/data/make_lmertest_ddf.R DATA tests/data \
 #        > tests/data/lmertest_ddf.json
 suppressMessages({library(lmerTest); library(pbkrtest); library(jsonlite)})
 invisible(Sys.setlocale("LC_COLLATE", "C"))
 args <- commandArgs(trailingOnly = TRUE)
-shared <- args[1]
+data_dir <- args[1]
 out_dir <- file.path(args[2], "inference")
 dir.create(out_dir, showWarnings = FALSE)
 tight <- lmerControl(optimizer = "nloptwrap", check.conv.singular = "ignore",
@@ -22,7 +24,7 @@ tight <- lmerControl(optimizer = "nloptwrap", check.conv.singular = "ignore",
                                     ftol_rel = 0, maxeval = 1e5))
 
 skyline <- function() {
-  d <- read.csv(file.path(shared, "msstats", "DDASkyline.csv"))
+  d <- read.csv(file.path(data_dir, "msstats", "DDASkyline.csv"))
   d$Intensity[!is.na(d$Intensity) & d$Intensity <= 0] <- NA
   d$log2Intensity <- log2(d$Intensity)
   d
@@ -36,37 +38,37 @@ x <- round(rnorm(96), 3)
 sim <- data.frame(g = g, h = h, x = x,
                   y = round(2 + 0.5 * x + rnorm(12)[as.integer(factor(g))] + rnorm(96), 4))
 
-orthodont <- read.csv(file.path(shared, "Orthodont.csv"))
+orthodont <- read.csv(file.path(data_dir, "Orthodont.csv"))
 orthodont$distance[seq(3, nrow(orthodont), by = 7)] <- NA   # unbalanced, missing rows
 orthodont <- orthodont[-seq(5, nrow(orthodont), by = 11), ]
 
 sky <- skyline()
 cases <- list(
-  list(name = "sleepstudy_slopes", data = read.csv(file.path(shared, "sleepstudy.csv")),
+  list(name = "sleepstudy_slopes", data = read.csv(file.path(data_dir, "sleepstudy.csv")),
        factors = "Subject", formula = "Reaction ~ Days + (Days | Subject)",
        REML = c(TRUE, FALSE), L = list(c(1, 10))),
-  list(name = "sleepstudy_independent", data = read.csv(file.path(shared, "sleepstudy.csv")),
+  list(name = "sleepstudy_independent", data = read.csv(file.path(data_dir, "sleepstudy.csv")),
        factors = "Subject", formula = "Reaction ~ Days + (Days || Subject)",
        REML = c(TRUE, FALSE), L = list(c(1, 5))),
-  list(name = "Penicillin_crossed", data = read.csv(file.path(shared, "Penicillin.csv")),
+  list(name = "Penicillin_crossed", data = read.csv(file.path(data_dir, "Penicillin.csv")),
        factors = c("plate", "sample"), formula = "diameter ~ 1 + (1 | plate) + (1 | sample)",
        REML = c(TRUE, FALSE), L = list()),
-  list(name = "Machines_nested", data = read.csv(file.path(shared, "Machines.csv")),
+  list(name = "Machines_nested", data = read.csv(file.path(data_dir, "Machines.csv")),
        factors = c("Worker", "Machine"),
        formula = "score ~ Machine + (1 | Worker) + (1 | Worker:Machine)",
        REML = c(TRUE, FALSE), L = list(c(0, 1, -1), c(0, 0.5, 0.5))),
-  list(name = "Oats_splitplot", data = read.csv(file.path(shared, "Oats.csv")),
+  list(name = "Oats_splitplot", data = read.csv(file.path(data_dir, "Oats.csv")),
        factors = c("Block", "Variety"),
        formula = "yield ~ nitro + Variety + (1 | Block) + (1 | Block:Variety)",
        REML = c(TRUE, FALSE), L = list(c(0, 0, 1, -1))),
   list(name = "Orthodont_unbalanced", data = orthodont, factors = c("Subject", "Sex"),
        formula = "distance ~ age * Sex + (age | Subject)",
        REML = c(TRUE, FALSE), L = list(c(0, 1, 0, 1), c(0, 0, 1, 12))),
-  list(name = "cake_many_fixed", data = read.csv(file.path(shared, "cake.csv")),
+  list(name = "cake_many_fixed", data = read.csv(file.path(data_dir, "cake.csv")),
        factors = c("replicate", "recipe", "temperature"),
        formula = "angle ~ recipe + temperature + (1 | replicate) + (1 | recipe:replicate)",
        REML = c(TRUE, FALSE), L = list(c(0, 1, -1, 0, 0, 0, 0, 0))),
-  list(name = "Dyestuff2_singular", data = read.csv(file.path(shared, "Dyestuff2.csv")),
+  list(name = "Dyestuff2_singular", data = read.csv(file.path(data_dir, "Dyestuff2.csv")),
        factors = "Batch", formula = "Yield ~ 1 + (1 | Batch)",
        REML = c(TRUE, FALSE), L = list()),
   list(name = "simulated_singular_crossed", data = sim, factors = c("g", "h"),

@@ -3,7 +3,9 @@
 # self-starting models, a user model, scalar, diagonal and correlated random effects on
 # 1-3 parameters, covariates on parameters, real and simulated data (known truth).
 #
-# Run from tests/data: Rscript make_nlmer_suite.R
+# Run from tests/data: Rscript make_nlmer_suite.R DATA
+# DATA: a folder of CSV exports (write.csv(..., row.names = FALSE)) of R's Orange, Theoph,
+# Indometh, Loblolly and CO2; each case's data as fitted is then in nlmer_suite/.
 # Writes nlmer_suite/<case>.csv (the data of each case, as fitted) and nlmer_suite.json:
 # per case nlmer's estimates, its reported deviance, nlmer's own deviance function at its
 # estimates (devfun, at its default PNLS tolerance and at the tightest that converges: the
@@ -16,9 +18,9 @@ options(digits = 15)
 out_dir <- "nlmer_suite"
 dir.create(out_dir, showWarnings = FALSE)
 
+data_dir <- commandArgs(trailingOnly = TRUE)[1]
 read_shared <- function(name) {
-  local <- file.path("..", "..", "..", "shared", "data", paste0(name, ".csv"))
-  read.csv(local, stringsAsFactors = TRUE)
+  read.csv(file.path(data_dir, paste0(name, ".csv")), stringsAsFactors = TRUE)
 }
 
 # ---- simulated data: known truth, unbalanced groups, some values missing -----------------
