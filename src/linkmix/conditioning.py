@@ -21,9 +21,9 @@ instead the engine works in coordinates in which every number is O(1):
 * random effects: a correlated term's columns Z_t D_t⁻¹ = Q_t R_t become
   Z_t B_t = √n·Q_t (a slope is centred on its mean when the term has an
   intercept), with B_t = D_t⁻¹R_t⁻¹√n and T_t T_t' = B_t T_w T_w' B_t'; a scalar
-  term (including each of a ``||`` term's) is only scaled, by a power of two near
-  its column's RMS (an intercept's is 1), since shifting one of several independent
-  terms would change the family: the optimiser then takes a slope's variance in the
+  term (including each of a ``||`` term's) is only scaled, by its column's RMS (an
+  intercept's is 1), since shifting one of several independent terms would change the
+  family: the optimiser then takes a slope's variance in the
   same steps whatever its covariate's units (with x ≈ 1000, lme4's θ of a slope
   beside an intercept is 1e-3 at the optimum, and a start of 1 stopped BOBYQA, and
   lme4, at the other, worse, optimum);
@@ -110,7 +110,11 @@ class RandomBases:
         for t, term in enumerate(layout.terms):
             n_theta = len(term.theta_positions())
             if term.k == 1:
-                c = pow2_rms(term.Z[:, 0])
+                # its RMS itself, not a power of two near it: θ_w is then the same number
+                # whatever the covariate's units, as a vector term's is in its orthonormal
+                # basis, and so is every difference taken in it (Satterthwaite's Hessian)
+                size = rms(term.Z[:, 0])
+                c = size if size > 0 and math.isfinite(size) else 1.0
                 B, Zw = np.array([[1.0 / c]]), (term.Z if c == 1.0 else term.Z / c)
             else:
                 found = _orthonormal_basis(term.Z)

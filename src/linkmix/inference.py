@@ -196,10 +196,11 @@ class Satterthwaite:
         ∂²D/∂s² = 4r²/σ² and ∂²D/∂θ∂s = −2(∂r²/∂θ)/σ².  The θ block,
         ∂²(ℓ + r²/σ²)/∂θ², is where the model gives exact gradients
         (``working_gradients``) the Hessian of the profiled criterion ℓ + m·log r² from
-        central differences of its exact gradient at steps h and h/2 with one
-        Richardson step (``model.gradient_stencil`` evaluates the 4d points, on two
-        threads for a large model), plus m·gg'/r⁴ (g = ∂r²/∂θ_w); else it is differenced
-        with one Richardson step (lmerTest's numDeriv takes several), ∂r²/∂θ centrally.
+        central differences of its exact gradient (``model.gradient_stencil`` evaluates
+        the 2d points, on two threads for a large model; θ_w does not depend on units,
+        so neither does the differences' truncation error), plus m·gg'/r⁴
+        (g = ∂r²/∂θ_w); else it is differenced with one Richardson step (lmerTest's
+        numDeriv takes several), ∂r²/∂θ centrally.
         θ is not bounded below here (lmerTest's convention: D is even in a diagonal
         entry of T, so at θ = 0 the differences see its curvature).  The Jacobian of
         M = (X'V₀⁻¹X)⁻¹ is exact where the model gives it
@@ -231,9 +232,7 @@ class Satterthwaite:
                                    "computed")
                 return slopes
 
-            # fourth order: the truncation error of plain central differences depends on
-            # θ_w's size (2e-6 of a df between a slope's fits in metres and in km)
-            H_profiled = numdiff.richardson_jacobian(gradients, theta_w, rel_step=1e-4)
+            H_profiled = numdiff.central_jacobian(gradients, theta_w, rel_step=1e-4)
             H[:nt, :nt] = (0.5 * (H_profiled + H_profiled.T)
                            + m * np.outer(exact[1], exact[1]) / state.r2**2)
         elif nt:

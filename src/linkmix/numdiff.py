@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 __all__ = ["step", "jacobian", "hessian", "richardson_hessian", "richardson_jacobian",
-           "curvatures", "rowwise_jacobian"]
+           "central_jacobian", "curvatures", "rowwise_jacobian"]
 
 
 def step(value: float, rel_step: float) -> float:
@@ -143,6 +143,17 @@ def richardson_jacobian(values_at, x, *, rel_step: float = 1e-4, lower=None,
     forward formula, whose error is O(h²) as well).  ``values_at`` maps a list of points
     to their function values: the whole stencil goes in one call, so that the caller may
     spread it over threads."""
+    return _stencil_jacobian(values_at, x, rel_step, lower, indices, richardson=True)
+
+
+def central_jacobian(values_at, x, *, rel_step: float = 1e-4, indices=None) -> np.ndarray:
+    """``jacobian``'s central differences (no bounds) with the whole stencil of 2d
+    points evaluated by one call of ``values_at`` (points → values), as
+    ``richardson_jacobian``."""
+    return _stencil_jacobian(values_at, x, rel_step, None, indices, richardson=False)
+
+
+def _stencil_jacobian(values_at, x, rel_step, lower, indices, richardson: bool):
     x = np.asarray(x, dtype=float)
     lower = np.full(len(x), -np.inf) if lower is None else np.asarray(lower, dtype=float)
     indices = list(range(len(x)) if indices is None else indices)
@@ -150,7 +161,10 @@ def richardson_jacobian(values_at, x, *, rel_step: float = 1e-4, lower=None,
     inside = [x[k] - h >= lower[k] for k, h in zip(indices, steps)]
     points = [x] if not all(inside) else []
     for k, h, central in zip(indices, steps, inside):
-        for offset in ((h, -h, h / 2, -h / 2) if central else (h, 2 * h, h / 2)):
+        offsets = (h, -h) if central else (h, 2 * h)
+        if richardson:
+            offsets += (h / 2, -h / 2) if central else (h / 2,)
+        for offset in offsets:
             point = x.copy()
             point[k] += offset
             points.append(point)
@@ -159,15 +173,16 @@ def richardson_jacobian(values_at, x, *, rel_step: float = 1e-4, lower=None,
     columns, at = [], 0
     for k, h in enumerate(steps):
         if inside[k]:
-            up, down, up_half, down_half = values[at:at + 4]
-            coarse, fine = (up - down) / (2 * h), (up_half - down_half) / h
-            at += 4
+            up, down = values[at:at + 2]
+            coarse = (up - down) / (2 * h)
+            fine = (values[at + 2] - values[at + 3]) / h if richardson else None
+            at += 4 if richardson else 2
         else:
-            up, up2, up_half = values[at:at + 3]
+            up, up2 = values[at:at + 2]
             coarse = (-3 * f0 + 4 * up - up2) / (2 * h)
-            fine = (-3 * f0 + 4 * up_half - up) / h
-            at += 3
-        columns.append((4.0 * fine - coarse) / 3.0)
+            fine = (-3 * f0 + 4 * values[at + 2] - up) / h if richardson else None
+            at += 3 if richardson else 2
+        columns.append((4.0 * fine - coarse) / 3.0 if richardson else coarse)
     return np.column_stack(columns) if columns else np.zeros((0, 0))
 
 
