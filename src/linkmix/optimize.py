@@ -555,13 +555,10 @@ def _gradient_checks(fun_grad, x, lower, f0: float, g0=None,
 
 
 def _within_stencil(x, checked, rel_step: float = 1e-4) -> bool:
-    """Whether x is so near the point the checks differenced at that their Hessian holds
-    there as well: every |x_k − c_k| ≤ ``REUSE_WITHIN``·h_k (h_k the differences' step,
-    so the shift is ≤ 10⁻⁶ relative).  Over 29 designs from perturbed starts (the lme4
-    references, InstEval, simulated crossed designs), Satterthwaite's df from that
-    Hessian differed from fresh differences at x by at most 1.5e-5 relative, as much
-    as at shifts of 2e-7 (the fresh differences' own error).  The Newton polish of an
-    exactly-differentiated optimum is such a step, or none."""
+    """Whether x is within ``REUSE_WITHIN`` differencing steps of ``checked`` in every
+    coordinate (|x_k − c_k| ≤ ``REUSE_WITHIN``·h_k, a shift of at most 10⁻⁶ relative):
+    where L-BFGS-B's next point is this near its lowest, a line search no longer moves f
+    by more than its rounding."""
     return checked is not None and all(abs(a - c) <= REUSE_WITHIN * step(c, rel_step)
                                        for a, c in zip(x.tolist(), checked.tolist()))
 
