@@ -43,14 +43,24 @@ def test_every_model_lme4_fits_is_fitted(fits):
 
 
 def test_no_criterion_above_lme4s(fits):
-    """At or below lme4's REML criterion / deviance (1e-6 relative, the design's bar)
-    on all 300 fits; many lme4 fits with a rescaled y stop far above their optimum."""
+    """At or below lme4's REML criterion / deviance (1e-8 relative) on all 300 fits; many
+    lme4 fits with a rescaled y stop far above their optimum.  A shifted covariate's slope
+    variance is almost a second intercept: the two trade along a flat, curved ridge to
+    the bound, where lme4 ends (before the ridge rule, three fits stopped on it 1e-7 to
+    3e-7 above lme4)."""
     worse = []
     for ref in REFERENCE:
         fit = fits[ref["case"], ref["REML"]]
-        if fit.objective > ref["objective"] + 1e-6 * abs(ref["objective"]):
+        if fit.objective > ref["objective"] + 1e-8 * abs(ref["objective"]):
             worse.append((ref["case"], ref["REML"], fit.objective, ref["objective"]))
     assert not worse
+
+
+def test_every_fit_converges(fits):
+    """The derivative checks pass at every optimum (three fits on a ridge were reported
+    as not converged before it was followed to its end)."""
+    assert not [(key, fit.optsummary.message) for key, fit in fits.items()
+                if not fit.optsummary.converged]
 
 
 def test_the_criterion_at_lme4s_theta_is_lme4s(fits):
