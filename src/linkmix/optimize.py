@@ -315,9 +315,8 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
     eigenvalue; a zero eigenvalue marks the fit ``degenerate``.  Where the checks'
     quadratic model still promises more than ``RIDGE_DECREASE`` (a flat ridge) and the
     gradient is given, L-BFGS-B runs on from there, as it does for the restart.  With
-    ``polish``, a
-    converged fit then takes one Newton step with the checks' gradient and Hessian
-    (``newton_polish``; one more evaluation), which the checks already paid for: the
+    ``polish``, a converged fit then takes one Newton step with the checks' gradient
+    and Hessian (``newton_polish``; one more evaluation), which the checks paid for: the
     optimiser's stopping rule leaves the estimates about 1e-4 (relative) from the
     optimum, enough to move a p value of a t test by 1e-6.  With ``gradient``, up to
     ``CHORD_STEPS`` chord steps follow (one evaluation each), so that the optimum does
@@ -475,8 +474,8 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
         ok, message, x, best = rerun(x, best, along_ridge=gradient is not None)
         checks = check(x, best)
         grad_ok = checks.max_gradient <= GRADIENT_TOL
-    if (ok and gradient is not None and checks is not None and not checks.negative
-            and math.isfinite(best) and _expected_decrease(checks, x, lower) > RIDGE_DECREASE):
+    if (ok and gradient is not None and checks is not None and math.isfinite(best)
+            and _expected_decrease(checks, x, lower) > RIDGE_DECREASE):
         # A flat ridge: the gradient passes its check while the quadratic model still
         # promises a decrease an evaluation shows (a slope variance that is almost a
         # second intercept trades with it along an arc to the bound).  Without the
