@@ -1,7 +1,8 @@
 """Formula specs + a DataFrame → the numbers of a linear mixed model.
 
 Owns: checking the data against the formula (columns, types, missing values,
-levels), the fixed-effects matrix X (through formulaic, with rank check), the
+levels), the fixed-effects matrix X (``model_columns``: compiled for plain
+right-hand sides, else formulaic; with rank check), the
 response y, and the random-effects terms (grouping codes, raw covariates Z,
 level labels) in lme4's term order, plus the θ template of Λ.
 """
@@ -20,6 +21,7 @@ from formulaic.errors import FormulaicError
 
 from . import arguments
 from .errors import DataError, FormulaError, MissingDataWarning, RankDeficiencyWarning
+from .columns import plain_columns, sorted_levels
 from .linalg import pow2_column_scales, scaled_qr
 from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_terms, parse_formula,
                       plain_message)
@@ -27,7 +29,7 @@ from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_ter
 __all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns",
            "check_identifiable", "term_label", "single_level_factors",
            "model_frame", "without_unused_levels", "require_numeric_response", "require_columns",
-           "required_variables", "materialize", "group_codes", "lme4_term_order",
+           "required_variables", "materialize", "model_columns", "group_codes", "lme4_term_order",
            "rename_intercept", "assemble_design", "design_from_arrays", "INTERCEPT"]
 
 INTERCEPT = "(Intercept)"
@@ -286,10 +288,13 @@ def model_frame(data: pd.DataFrame, used, missing: str = "drop", stacklevel: int
     categories are removed, as R's model frames do."""
     arguments.choice(missing, "missing", ("drop", "raise"))
     used_cols = [c for c in data.columns if c in set(used)]
-    incomplete = data[used_cols].isna().any(axis=1).to_numpy()
-    n_dropped = int(incomplete.sum())
-    if n_dropped:
-        bad = [c for c in used_cols if data[c].isna().any()]
+    # column by column on numpy arrays: a DataFrame's isna().any(axis=1) costs 100 times more
+    holes = {c: np.asarray(data[c].array.isna()) for c in used_cols}
+    bad = [c for c, hole in holes.items() if hole.any()]
+    n_dropped = 0
+    if bad:
+        incomplete = np.logical_or.reduce([holes[c] for c in bad])
+        n_dropped = int(incomplete.sum())
         if missing == "raise":
             raise DataError(f"{n_dropped} row(s) have missing values in column(s) {bad}")
         warnings.warn(f"dropped {n_dropped} of {len(data)} rows with missing values in "
@@ -300,7 +305,7 @@ def model_frame(data: pd.DataFrame, used, missing: str = "drop", stacklevel: int
     return without_unused_levels(data, used_cols), n_dropped
 
 
-def single_level_factors(data: pd.DataFrame, fixed_variables) -> dict:
+def single_level_factors(data, fixed_variables) -> dict:
     """{name: level} of the categorical fixed-effects variables with one level in the rows
     used.  Their contrasts are no columns (lme4 refuses them: 'contrasts can be applied
     only to factors with 2 or more levels'); a fit leaves them out and says so, since a
@@ -310,7 +315,8 @@ def single_level_factors(data: pd.DataFrame, fixed_variables) -> dict:
         column = data[name]
         if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
             continue
-        levels = column.dropna().unique()
+        levels = pd.unique(column.to_numpy(dtype=object))
+        levels = levels[~pd.isna(levels)]
         if len(levels) == 1:
             out[name] = str(levels[0])
     return out
@@ -363,8 +369,26 @@ def materialize(rhs: str, data: pd.DataFrame, where: str, output: str = "pandas"
                            f"{plain_message(str(exc))}") from None
 
 
-def group_codes(data: pd.DataFrame, columns: tuple[str, ...]):
-    """Integer codes and labels of the (interaction of) grouping columns.
+def model_columns(rhs: str, data: pd.DataFrame, where: str, frame=None):
+    """(X as a C-contiguous float array, column names as formulaic gives them, the spec
+    that rebuilds them for new data) of a right-hand side over complete rows.
+
+    A plain right-hand side (columns and their interactions, see ``linkmix.columns``)
+    is filled by compiled code from its cached layout; anything else goes through
+    formulaic (``materialize``).  Both give the same numbers and names.  ``frame``
+    ({column: Series} of ``data``'s columns, fetched once) spares pandas' lookups.
+    """
+    plain = plain_columns(rhs, check_terms(rhs, where), data, frame)
+    if plain is not None:
+        return plain
+    matrix = materialize(rhs, data, where)
+    return (np.ascontiguousarray(np.asarray(matrix, dtype=float)), list(matrix.columns),
+            matrix.model_spec)
+
+
+def group_codes(data, columns: tuple[str, ...]):
+    """Integer codes and labels of the (interaction of) grouping columns of ``data`` (a
+    DataFrame or a {column: Series} mapping).
 
     The labels are an object-dtype Index: a batch takes each group's levels from the
     table's, and taking from pandas' Arrow-backed strings costs ~100 μs a call.
@@ -376,9 +400,9 @@ def group_codes(data: pd.DataFrame, columns: tuple[str, ...]):
             values = values.cat.remove_unused_categories()
             codes, labels = values.cat.codes.to_numpy(), values.cat.categories
         else:
-            codes, labels = pd.factorize(values, sort=True)
+            labels, codes = sorted_levels(values.to_numpy())
         codes_list.append(np.asarray(codes, dtype=np.int64))
-        labels_list.append(np.asarray(labels.astype(str)))
+        labels_list.append(np.asarray(labels).astype(str))
     if len(columns) == 1:
         return codes_list[0].astype(np.int32), pd.Index(labels_list[0], name=columns[0],
                                                         dtype=object)
@@ -410,18 +434,17 @@ def lme4_term_order(terms: list[RandomTerm]) -> list[RandomTerm]:
     return terms
 
 
-def _build_terms(spec: RandomTermSpec, data: pd.DataFrame) -> list[RandomTerm]:
+def _build_terms(spec: RandomTermSpec, data: pd.DataFrame, frame) -> list[RandomTerm]:
     where = f"random-effects term ({spec.expr} {'||' if spec.independent else '|'} {spec.group_name})"
-    matrix = materialize(spec.expr, data, where)
-    names = rename_intercept(list(matrix.columns))
-    Z = np.ascontiguousarray(np.asarray(matrix, dtype=float))
+    Z, names, expr_spec = model_columns(spec.expr, data, where, frame)
+    names = rename_intercept(names)
     if Z.shape[1] == 0:
         raise FormulaError(f"{where} has no coefficients")
-    codes, levels = group_codes(data, spec.group)
+    codes, levels = group_codes(frame, spec.group)
     split = [(j,) for j in range(Z.shape[1])] if spec.independent else [tuple(range(Z.shape[1]))]
     return [RandomTerm(group=spec.group_name, group_columns=spec.group,
                        coef_names=tuple(names[j] for j in cols), levels=levels, codes=codes,
-                       Z=np.ascontiguousarray(Z[:, list(cols)]), expr_spec=matrix.model_spec,
+                       Z=np.ascontiguousarray(Z[:, list(cols)]), expr_spec=expr_spec,
                        expr_columns=cols, independent=spec.independent)
             for cols in split]
 
@@ -508,17 +531,17 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
     require_numeric_response(response, spec.response)
     data, n_dropped = model_frame(data, used, missing)
 
-    y = response.loc[data.index].to_numpy(dtype=float)
-    single = single_level_factors(data, fixed_vars)
+    frame = {c: data[c] for c in used}  # pandas builds a Series per lookup: once each
+    y = frame[spec.response].to_numpy(dtype=float)
+    single = single_level_factors(frame, fixed_vars)
     if single:
         warnings.warn("; ".join(single_level_sentence(name, level)
                                 for name, level in single.items()),
                       RankDeficiencyWarning, stacklevel=3)
-    fixed_matrix = materialize(spec.fixed, data, "the fixed-effects part")
-    X = np.ascontiguousarray(np.asarray(fixed_matrix, dtype=float))
-    terms = [t for term_spec in spec.random for t in _build_terms(term_spec, data)]
-    design = assemble_design(spec, y, X, rename_intercept(list(fixed_matrix.columns)), terms,
-                           fixed_spec=fixed_matrix.model_spec,
+    X, fixed_names, fixed_spec = model_columns(spec.fixed, data, "the fixed-effects part", frame)
+    terms = [t for term_spec in spec.random for t in _build_terms(term_spec, data, frame)]
+    design = assemble_design(spec, y, X, rename_intercept(fixed_names), terms,
+                           fixed_spec=fixed_spec,
                            drop_rank_deficient=drop_rank_deficient, check_sizes=check_sizes,
                            n_dropped=n_dropped, row_index=data.index)
     design.single_level_factors = single
