@@ -28,7 +28,7 @@ from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_ter
 
 __all__ = ["RandomTerm", "RandomEffectsLayout", "LMMDesign", "build_design", "drop_dependent_columns",
            "check_identifiable", "term_label", "single_level_factors",
-           "model_frame", "without_unused_levels", "require_numeric_response", "require_columns",
+           "model_frame", "complete_rows", "require_numeric_response", "require_columns",
            "required_variables", "materialize", "model_columns", "group_codes", "lme4_term_order",
            "rename_intercept", "assemble_design", "design_from_arrays", "INTERCEPT"]
 
@@ -272,24 +272,28 @@ def _theta_template(sizes: tuple[int, ...]):
     return tmpl, tmpl_off, term_k, lower
 
 
-def without_unused_levels(data: pd.DataFrame, columns) -> pd.DataFrame:
-    """``data`` with unused categories removed from its categorical ``columns``, as R's
-    model frames do: a level no row has must not become the reference level (it would
-    silently change which contrasts are estimated)."""
-    unused = {c: data[c].cat.remove_unused_categories() for c in columns
-              if isinstance(data[c].dtype, pd.CategoricalDtype)}
-    return data.assign(**unused) if unused else data
-
-
 def model_frame(data: pd.DataFrame, used, missing: str = "drop", stacklevel: int = 4):
     """(the complete rows of ``data`` in the ``used`` columns, how many were dropped): the
-    one missing-data rule of every model.  ``missing="raise"`` refuses incomplete rows;
-    ``"drop"`` drops them with a ``MissingDataWarning`` naming the columns.  Unused
-    categories are removed, as R's model frames do."""
+    one missing-data rule of every model (see ``complete_rows``)."""
+    data, _, n_dropped = complete_rows(data, used, missing, stacklevel + 1)
+    return data, n_dropped
+
+
+def complete_rows(data: pd.DataFrame, used, missing: str = "drop", stacklevel: int = 4):
+    """(the complete rows of ``data`` in the ``used`` columns, {column: its Series over
+    them} for the used columns, how many rows were dropped).
+
+    ``missing="raise"`` refuses incomplete rows; ``"drop"`` drops them with a
+    ``MissingDataWarning`` naming the columns.  Unused categories are removed, as R's
+    model frames do: a level no row has must not become the reference level (it would
+    silently change which contrasts are estimated).  Each column is looked up once
+    (pandas builds a Series per lookup) and tested on its array (a frame's
+    ``isna().any(axis=1)`` costs a hundred times more on a small table).
+    """
     arguments.choice(missing, "missing", ("drop", "raise"))
-    used_cols = [c for c in data.columns if c in set(used)]
-    # column by column on numpy arrays: a DataFrame's isna().any(axis=1) costs 100 times more
-    holes = {c: np.asarray(data[c].array.isna()) for c in used_cols}
+    wanted = set(used)
+    frame = {c: data[c] for c in data.columns if c in wanted}
+    holes = {c: np.asarray(column.array.isna()) for c, column in frame.items()}
     bad = [c for c, hole in holes.items() if hole.any()]
     n_dropped = 0
     if bad:
@@ -300,9 +304,15 @@ def model_frame(data: pd.DataFrame, used, missing: str = "drop", stacklevel: int
         warnings.warn(f"dropped {n_dropped} of {len(data)} rows with missing values in "
                       f"column(s) {bad}", MissingDataWarning, stacklevel=stacklevel)
         data = data.loc[~incomplete]
+        frame = {c: data[c] for c in frame}
     if len(data) == 0:
         raise DataError("no complete rows are left to fit")
-    return without_unused_levels(data, used_cols), n_dropped
+    unused = {c: column.cat.remove_unused_categories() for c, column in frame.items()
+              if isinstance(column.dtype, pd.CategoricalDtype)}
+    if unused:
+        data = data.assign(**unused)
+        frame.update(unused)
+    return data, frame, n_dropped
 
 
 def single_level_factors(data, fixed_variables) -> dict:
@@ -527,11 +537,8 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
         where = f"random-effects term ({term.expr} | {term.group_name})"
         require_columns(data, sorted(expr_vars) + list(term.group), where)
         used |= expr_vars | set(term.group)
-    response = data[spec.response]
-    require_numeric_response(response, spec.response)
-    data, n_dropped = model_frame(data, used, missing)
-
-    frame = {c: data[c] for c in used}  # pandas builds a Series per lookup: once each
+    require_numeric_response(data[spec.response], spec.response)
+    data, frame, n_dropped = complete_rows(data, used, missing)
     y = frame[spec.response].to_numpy(dtype=float)
     single = single_level_factors(frame, fixed_vars)
     if single:

@@ -87,12 +87,19 @@ class Deviance:
     def __call__(self, theta) -> float:
         """Profiled objective at θ (``inf`` where the system is not positive definite)."""
         self.n_evaluations += 1
-        if not self.engine.update(theta):
+        engine = self.engine
+        if not engine.update(theta):
             return math.inf
-        state = PLSState.of(self.engine)
-        if state.r2 <= 0.0:
+        # PLSState.profiled written out: this is the optimiser's inner loop
+        r2 = engine.prss()
+        if r2 <= 0.0:
             return -math.inf
-        return state.profiled(self.REML)
+        if self.REML and engine.p:
+            dof = engine.design.n - engine.p
+            return engine.logdet_L + engine.logdet_RX() + dof * (
+                1.0 + math.log(2.0 * math.pi * r2 / dof))
+        n = engine.design.n
+        return engine.logdet_L + n * (1.0 + math.log(2.0 * math.pi * r2 / n))
 
     @property
     def has_gradient(self) -> bool:

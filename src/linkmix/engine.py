@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from . import _pls, _symbolic, schur
 from .errors import ArgumentError
 from .linalg import solve_triangular
-from .threads import SMALL_PROBLEM, one_blas_thread
+from .threads import SMALL_PROBLEM, TINY_PROBLEM, one_blas_thread
 
 __all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "cheapest_engine", "ENGINES"]
 
@@ -61,14 +61,26 @@ class _EngineBase:
     def prefers_one_thread(self) -> bool:
         """Whether the model is too small for BLAS threads to pay: n(p + 1) plus the
         numbers in the Schur complement's panels at most ``SMALL_PROBLEM``."""
+        return self._size() <= SMALL_PROBLEM
+
+    @property
+    def limits_blas_threads(self) -> bool:
+        """Whether a fit runs with BLAS limited to one thread: a small model
+        (``prefers_one_thread``) that is not tiny (above ``TINY_PROBLEM``), whose BLAS
+        calls OpenBLAS would run on one thread anyway while setting and lifting the
+        limit costs about 20 μs, a tenth of such a fit."""
+        return TINY_PROBLEM < self._size() <= SMALL_PROBLEM
+
+    def _size(self) -> int:
         design = self.design
-        return design.n * (design.p + 1) + getattr(self, "schur_size", 0) <= SMALL_PROBLEM
+        return design.n * (design.p + 1) + getattr(self, "schur_size", 0)
 
     def _factored(self, theta) -> bool:
         """Whether the current factor is already the one at ``theta`` (the optimiser's
         last point is evaluated again by the fit's report, the report's pieces one
         after another)."""
-        return self.theta is not None and np.array_equal(self.theta, theta)
+        # bytes, not np.array_equal: this runs on every evaluation, and costs 10 times less
+        return self.theta is not None and self.theta.tobytes() == theta.tobytes()
 
     def beta_hat(self) -> np.ndarray:
         """β̂(θ) from the current factor."""
@@ -211,6 +223,7 @@ class BlockedEngine(_EngineBase):
         self._G_xy = self._xy_block(self.Gp)
         self.Lxy = self._xy_block(self.Sp)
         self.system = self._make_system()
+        self._work = None
         self._fill_values()
 
     def _make_system(self):
@@ -254,8 +267,11 @@ class BlockedEngine(_EngineBase):
         return tuple(np.ascontiguousarray(a, dtype=np.int32) for a in (J, local, index))
 
     def evaluation_work(self) -> float:
-        """Estimated multiply-adds of one factorisation (its θ-dependent work)."""
-        return self.layout.flops + self.first_term_work()
+        """Estimated multiply-adds of one factorisation (its θ-dependent work); fixed by
+        the pattern, so computed once."""
+        if self._work is None:
+            self._work = self.layout.flops + self.first_term_work()
+        return self._work
 
     def first_term_work(self) -> float:
         """Multiply-adds of the first term's fill, Σ_j k1·(rows of level j)² / 2."""

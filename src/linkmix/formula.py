@@ -325,7 +325,8 @@ def _parse_group(text: str, whole: str) -> list[tuple[str, ...]]:
 
 
 def parse_formula(text: str) -> FormulaSpec:
-    """Parse an lme4-style mixed-model formula.
+    """Parse an lme4-style mixed-model formula (``FormulaSpec`` is immutable: a text is
+    parsed once per process, as batch fits and repeated fits reuse it).
 
     Parameters
     ----------
@@ -340,6 +341,11 @@ def parse_formula(text: str) -> FormulaSpec:
     """
     if not isinstance(text, str) or not text.strip():
         raise FormulaError("the formula must be a non-empty string such as 'y ~ x + (1 | g)'")
+    return _parse_formula(text)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_formula(text: str) -> FormulaSpec:
     sides = split_top_level(text, "~")
     if len(sides) != 2:
         raise FormulaError(f"the formula {text!r} must have exactly one '~' with the response on its left")

@@ -418,7 +418,7 @@ class LinearMixedModel:
         # ∂r²/∂θ alongside the traces within one evaluation where stencils take two threads
         two = self._two_threads(workers)
         helper = ThreadPoolExecutor(1) if two else contextlib.nullcontext()
-        with one_blas_thread(self.engine.prefers_one_thread), helper as pool:
+        with one_blas_thread(self.engine.limits_blas_threads), helper as pool:
             gradient = (functools.partial(self.deviance.value_and_gradient, helper=pool)
                         if exact else None)
             summary = minimize_bounded(self.deviance, start, lower, optimizer=optimizer,

@@ -455,7 +455,7 @@ class LMMResults(FixedEffectTests, Report):
                 # on the fit's BLAS threads: after a one-thread fit, OpenBLAS's pool
                 # restarted for a factorisation and a trace took 60-100 ms, not 15 (InstEval)
                 workers = evaluation_workers()  # as the fit had them, before the limit
-                with one_blas_thread(model.engine.prefers_one_thread):
+                with one_blas_thread(model.engine.limits_blas_threads):
                     part = Satterthwaite.of(model, theta_w, self.sigma, workers)
             self._ddf_parts[method] = part
         return self._ddf_parts[method]

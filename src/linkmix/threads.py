@@ -14,11 +14,15 @@ import contextlib
 import functools
 import os
 
-__all__ = ["one_blas_thread", "evaluation_workers", "SMALL_PROBLEM"]
+__all__ = ["one_blas_thread", "evaluation_workers", "SMALL_PROBLEM", "TINY_PROBLEM"]
 
 #: Largest n·(p+1) + (numbers in the Schur complement's panels) of a fit run with one
 #: thread.
 SMALL_PROBLEM = 2_000_000
+#: Largest such size of a fit that sets no limit: its matrix products and
+#: factorisations (of order at most ~45) stay below OpenBLAS's thresholds for starting
+#: threads (a product of m·n·k under 262,144, a Cholesky factor of order under 128).
+TINY_PROBLEM = 2_000
 
 
 @functools.lru_cache(maxsize=1)
