@@ -25,6 +25,7 @@ import numpy as np
 import scipy.special
 
 from .errors import LinkmixError
+from .tape import Tape
 
 __all__ = ["ConstraintError", "Expression", "Constraint", "MeanTerm", "make_constraint",
            "FUNCTIONS"]
@@ -99,10 +100,32 @@ class Expression:
         key = (text, self._params, frozenset(self._columns), what, equation)
         if key not in _COMPILED:
             _COMPILED[key] = self._build(equation)
-        code, self.parameters_used, self.kind = _COMPILED[key]
-        scope = {"__builtins__": {}, "_fn": FUNCTIONS, "_col": self._columns,
-                 "_cmp": _compare_by_name}
+        code, self.parameters_used, self.kind, self._body = _COMPILED[key]
+        self._scope = scope = {"__builtins__": {}, "_fn": FUNCTIONS, "_col": self._columns,
+                               "_cmp": _compare_by_name}
         self._fn = lambda env: eval(code, scope, {"_env": env})
+        self._tape = None
+
+    def derivatives(self, values: Mapping):
+        """(f, ∂f/∂p, ∂²f/∂p∂p') at ``values`` (name → value) in the parameters p the
+        expression reads (``parameters_used``, in that order), exactly, from its
+        compiled tape (``linkmix.tape``), with shapes (r,), (r, d), (r, d, d): r data
+        rows where f reads a column, else 1.  None where the tape does not take the
+        expression (its derivatives are then differenced)."""
+        if self._tape is None:
+            rows = len(next(iter(self._columns.values()))) if self._columns else 1
+            self._tape = Tape.of(self._body, self.parameters_used, self._constant, rows) \
+                or False
+        if self._tape is False:
+            return None
+        with np.errstate(all="ignore"):
+            return self._tape.derivatives([values[name] for name in self.parameters_used])
+
+    def _constant(self, node):
+        """The value of a part of the expression that reads no parameter."""
+        code = compile(ast.fix_missing_locations(ast.Expression(node)), "<linkmix>", "eval")
+        with np.errstate(all="ignore"):
+            return eval(code, self._scope, {"_env": {}})
 
     def _build(self, equation: bool):
         """Parse, check and compile; for an equation, compile its residual
@@ -145,7 +168,7 @@ class Expression:
             body = self._rewrite(node)
         tree = ast.fix_missing_locations(ast.Expression(body))
         code = compile(tree, f"<linkmix {what}>", "eval")
-        return code, list(self.parameters_used), kind
+        return code, list(self.parameters_used), kind, body
 
     # -- compilation ---------------------------------------------------------
     # The validated tree is rewritten into one Python expression over three
@@ -327,6 +350,20 @@ class MeanTerm:
         else:
             raise ConstraintError(f"mean must be a string or a callable(params, data), "
                                   f"not {type(spec).__name__}")
+
+    def derivatives(self, values: Mapping):
+        """(f, ∂f/∂p, ∂²f/∂p∂p') of a mean written as a string, exactly, in the parameters
+        it reads (``parameters_used``), shapes (n,), (n, d), (n, d, d); None for a
+        callable (its derivatives are differenced)."""
+        if self.parameters_used is None:
+            return None
+        exact = self._expr.derivatives(values)
+        if exact is None:
+            return None
+        value, grad, hess = exact
+        d = len(self.parameters_used)
+        return (np.broadcast_to(value, (self.n,)), np.broadcast_to(grad, (self.n, d)),
+                np.broadcast_to(hess, (self.n, d, d)))
 
     def __call__(self, params: Mapping) -> np.ndarray:
         try:

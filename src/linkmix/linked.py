@@ -26,7 +26,7 @@ import numpy as np
 import scipy.linalg
 
 from . import arguments, numdiff
-from .constraints import ConstraintError, MeanTerm, Params, make_constraint
+from .constraints import ConstraintError, Expression, MeanTerm, Params, make_constraint
 from .design import build_design
 from .errors import FitError
 from .model import LinearMixedModel
@@ -243,29 +243,50 @@ class LinkedModel:
         return list(range(len(self.space.names))) if used is None else \
             [self.space.index[name] for name in used]
 
+    def _mean_derivatives(self, natural):
+        """(f, ∂f/∂Π, ∂²f/∂Π∂Π') over the parameters a mean written as a string reads
+        (``_mean_read``), exactly (``MeanTerm.derivatives``); None for a callable mean
+        or where a derivative is not finite (then they are differenced)."""
+        exact = self.mean.derivatives(dict(zip(self.space.names, natural.tolist())))
+        if exact is None or not all(np.all(np.isfinite(a)) for a in exact):
+            return None
+        return exact
+
     def _mean_jacobian(self, z) -> np.ndarray:
-        """∂f/∂z (n × dim z) of the linked mean: differences in the parameters it reads,
-        each in its unit (``parameter_units``), with one Richardson step (the
-        gradient this enters is differenced again for Hessians), then ∂Π/∂z."""
+        """∂f/∂z (n × dim z) of the linked mean: ∂f/∂Π exactly for a mean written as a
+        string, else differences in the parameters it reads, each in its unit
+        (``parameter_units``), with one Richardson step (the gradient this enters is
+        differenced again for Hessians); then ∂Π/∂z."""
         natural = self.space.natural_from_z(z)
         J = self.space.natural_jacobian(z)
-        units = parameter_units(natural, J)
         read = self._mean_read()
+        exact = self._mean_derivatives(natural)
+        if exact is not None:
+            return exact[1] @ J[read]
+        units = parameter_units(natural, J)
         D = numdiff.richardson_jacobian(
             lambda points: [self.mean_at_natural(u * units) for u in points],
             natural / units, rel_step=1e-4, indices=read)
         return (D / units[read]) @ J[read]
 
     def _mean_curvature(self, z, weights) -> np.ndarray:
-        """Σ_i w_i ∂²f_i/∂γ∂γ' over z's β coordinates: second differences of w'f in the
-        fixed effects the mean reads (in their units), through β = Mγ."""
+        """Σ_i w_i ∂²f_i/∂γ∂γ' over z's β coordinates, through β = Mγ: exactly for a mean
+        written as a string, else second differences of w'f in the fixed effects the
+        mean reads (in their units)."""
         nt, p = self.space.n_theta, self.space.p
-        read = [k for k in self._mean_read() if k < p]  # fixed effects come first
+        all_read = self._mean_read()
+        read = [k for k in all_read if k < p]  # fixed effects come first
         out = np.zeros((p, p))
         if not read:
             return out
         natural = self.space.natural_from_z(z)
         J = self.space.natural_jacobian(z)
+        M = J[read][:, nt:nt + p]
+        exact = self._mean_derivatives(natural)
+        if exact is not None:
+            where = [all_read.index(k) for k in read]
+            H = np.einsum("i,ijk->jk", weights, exact[2])[np.ix_(where, where)]
+            return M.T @ H @ M
         units = parameter_units(natural, J)[read]
 
         def weighted(values):
@@ -275,7 +296,6 @@ class LinkedModel:
 
         # a wide step: its Richardson error is O(h⁴), and beta_cov differences this again
         H = numdiff.richardson_hessian(weighted, natural[read] / units, rel_step=1e-2)
-        M = J[read][:, nt:nt + p]
         return M.T @ (H / np.outer(units, units)) @ M
 
     def mean_at_natural(self, natural):
@@ -342,17 +362,32 @@ class LinkedModel:
         """Values of the inequality constraints (≥ 0 when satisfied)."""
         return self._constraint_values(self._ineq, z)
 
+    def _constraint_derivatives(self, con, natural):
+        """(c, ∂c/∂p, ∂²c/∂p∂p') of a constraint written as a string over the parameters p
+        it reads, exactly (``Expression.derivatives``); None for a callable or where a
+        derivative is not finite (then they are differenced)."""
+        if not isinstance(con.fun, Expression):
+            return None
+        exact = con.fun.derivatives(dict(zip(self.space.names, natural.tolist())))
+        if exact is None or not all(np.all(np.isfinite(a)) for a in exact):
+            return None
+        return exact[0][0], exact[1][0], exact[2][0]
+
     def _jacobian(self, group, z, step=1e-5) -> np.ndarray:
-        """∂c/∂z = ∂c/∂Π · ∂Π/∂z (rows divided by the constraints' scales): central
-        differences in the named parameters each constraint reads (all of them for a
-        callable), then the chain rule; parameter k's step is ``step`` times its unit
-        (``parameter_units``)."""
+        """∂c/∂z = ∂c/∂Π · ∂Π/∂z (rows divided by the constraints' scales): ∂c/∂Π exactly
+        for a constraint written as a string, else central differences in the named
+        parameters each constraint reads (all of them for a callable), parameter k's
+        step ``step`` times its unit (``parameter_units``); then the chain rule."""
         space = self.space
         natural = space.natural_from_z(z)
         J = space.natural_jacobian(z)
         steps = step * parameter_units(natural, J)
         grad_nat = np.zeros((len(group), len(natural)))
         for i, con in enumerate(group):
+            exact = self._constraint_derivatives(con, natural)
+            if exact is not None:
+                grad_nat[i, [space.index[name] for name in con.parameters_used]] = exact[1]
+                continue
             if con.parameters_used is not None:  # perturb one entry of one dict in place
                 env = self._env(con, natural)
                 for name in con.parameters_used:
@@ -665,11 +700,14 @@ class LinkedModel:
 
     def lagrangian_hessian(self, z, multipliers, step: float = 1e-4, grad=None) -> np.ndarray:
         """∇²(D − λ'c) at ``z`` (``grad``: ∇D at ``z`` where the caller has it, as from
-        ``kkt``).  Where the response has an exact Hessian block (linear, no linked
-        mean), that, less λ'∇²c (only where ∇D does not vanish); otherwise central
+        ``kkt``).  Where the response has an exact (β, log σ) block (linear models; with
+        a linked mean, its β block is ``mean_hessian``'s), that and its θ columns
+        differenced, less λ'∇²c (only where ∇D does not vanish); otherwise central
         differences of the Lagrangian's gradient."""
         z = np.asarray(z, dtype=float)
-        exact = self.response.hessian(z, grad, step)
+        linear_mean = self.mean is not None and isinstance(self.response, LinearResponse)
+        exact = self.response.hessian(z, grad, step,
+                                      beta_block=self.mean_hessian(z) if linear_mean else None)
         if exact is None:
             def lagrangian_grad(x):
                 g = self.gradient(x)
@@ -717,21 +755,26 @@ class LinkedModel:
         for weight, scale, con in zip(lam, scales, constraints):
             if weight == 0:
                 continue
-            env = self._env(con, natural)
             used = list(con.parameters_used)
             idx = [space.index[name] for name in used]
-
-            def of_used(values):  # c/scale as a function of the parameters it reads, in units
-                env.update(zip(used, values * units[idx]))
-                return self._call(con, env) / scale
-
-            g_used, h_used, _, _ = numdiff.hessian(of_used, natural[idx] / units[idx],
-                                                   rel_step=1e-4)
-            env.update(zip(used, natural[idx]))
             grad = np.zeros(len(natural))
             hess = np.zeros((len(natural), len(natural)))
-            grad[idx] = g_used / units[idx]
-            hess[np.ix_(idx, idx)] = h_used / np.outer(units[idx], units[idx])
+            exact = self._constraint_derivatives(con, natural)
+            if exact is not None:
+                grad[idx] = exact[1] / scale
+                hess[np.ix_(idx, idx)] = exact[2] / scale
+            else:
+                env = self._env(con, natural)
+
+                def of_used(values):  # c/scale over the parameters it reads, in units
+                    env.update(zip(used, values * units[idx]))
+                    return self._call(con, env) / scale
+
+                g_used, h_used, _, _ = numdiff.hessian(of_used, natural[idx] / units[idx],
+                                                       rel_step=1e-4)
+                env.update(zip(used, natural[idx]))
+                grad[idx] = g_used / units[idx]
+                hess[np.ix_(idx, idx)] = h_used / np.outer(units[idx], units[idx])
             curvature = J.T @ hess @ J
             # ∇²Π: sd_k = σ·b_k|z_k| and σ = e^{log σ} are the only non-linear entries
             # (β = Mγ is linear)

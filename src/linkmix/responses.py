@@ -140,13 +140,15 @@ class LinearResponse:
                                          rel_step=step, indices=range(nt))[0]
         return grad
 
-    def hessian(self, z, grad=None, step: float = 1e-4):
-        """(∇²D, ∇D) at ``z`` without a linked mean (else None): the (β, log σ) block
-        exact, ∂²D/∂β∂β' = 2X'V₀⁻¹X/σ² (V₀ = I + ZΛΛ'Z'), ∂²D/∂β∂log σ = −2·∂D/∂β,
-        ∂²D/∂(log σ)² = 4r²/σ²; the θ columns by differences of the gradient with one
-        Richardson step.
+    def hessian(self, z, grad=None, step: float = 1e-4, beta_block=None):
+        """(∇²D, ∇D) at ``z``: the β block exact, ∂²D/∂β∂β' = 2X'V₀⁻¹X/σ²
+        (V₀ = I + ZΛΛ'Z') or, with a linked mean, ``beta_block`` (the caller's, who
+        knows the mean's curvature; None without it); without a linked mean also
+        ∂²D/∂β∂log σ = −2·∂D/∂β and ∂²D/∂(log σ)² = 4r²/σ²; the other columns (θ, and
+        log σ where a linked mean may read σ) by differences of the exact gradient with
+        one Richardson step.
         ``grad`` is ∇D at ``z`` where the caller has it."""
-        if self.has_mean:
+        if self.has_mean and beta_block is None:
             return None
         z = np.asarray(z, dtype=float)
         nt, p = self.space.n_theta, self.space.p
@@ -156,14 +158,16 @@ class LinearResponse:
         self._ensure_state(z)
         r2 = self._state_r2
         H = np.empty((len(z), len(z)))
+        differenced = list(range(nt)) + ([len(z) - 1] if self.has_mean else [])
         # fourth order in the step: the polish and Satterthwaite's df read this Hessian
-        H[:, :nt] = numdiff.richardson_jacobian(lambda points: [self.gradient(x) for x in points],
-                                                z, lower=self.space.z_lower(), rel_step=step,
-                                                indices=range(nt))
-        H[:nt, nt:] = H[nt:, :nt].T
-        H[nt:nt + p, nt:nt + p] = self.beta_hessian(z)
-        H[nt:nt + p, -1] = H[-1, nt:nt + p] = -2.0 * grad[nt:nt + p]
-        H[-1, -1] = 4.0 * r2 / sigma**2
+        H[:, differenced] = numdiff.richardson_jacobian(
+            lambda points: [self.gradient(x) for x in points], z, lower=self.space.z_lower(),
+            rel_step=step, indices=differenced)
+        H[differenced, :] = H[:, differenced].T
+        H[nt:nt + p, nt:nt + p] = self.beta_hessian(z) if beta_block is None else beta_block
+        if not self.has_mean:
+            H[nt:nt + p, -1] = H[-1, nt:nt + p] = -2.0 * grad[nt:nt + p]
+            H[-1, -1] = 4.0 * r2 / sigma**2
         return H, grad
 
     def beta_hessian(self, z) -> np.ndarray | None:
@@ -277,7 +281,7 @@ class NonlinearResponse:
         self._state = state  # the differences moved it; z's own r² and ũ are known
         return grad
 
-    def hessian(self, z, grad=None, step: float = 1e-4):
+    def hessian(self, z, grad=None, step: float = 1e-4, beta_block=None):
         return None  # no exact block: the model differences its gradient
 
     def beta_hessian(self, z):
