@@ -227,6 +227,9 @@ MAX_Q_FOR_DRAWS = 3000
 #: Largest number of random effects whose deviance gradient is computed densely (beyond
 #: it NUTS differences the log posterior).
 MAX_Q_FOR_GRADIENT = 400
+#: How many times a NUTS chain that could not adapt its step size, or stuck (every
+#: draw divergent), runs again from another start.
+CHAIN_RESTARTS = 3
 
 
 class _DenseLinear:
@@ -783,28 +786,61 @@ def _nuts(posterior, centres, spread, walkers, seeds, tune, draws, progress, tar
                           for i in range(dim)])
 
     system = mici.systems.EuclideanMetricSystem(neg_log_density, grad_neg_log_dens=gradient)
-    sampler = mici.samplers.DynamicMultinomialHMC(
-        system, mici.integrators.LeapfrogIntegrator(system), np.random.default_rng(seeds[0]))
+
+    def run(starts, rng):
+        """mici's chains from ``starts``: (positions, stats) per chain, or None where
+        a chain could not adapt its step size (mici then stops every chain)."""
+        sampler = mici.samplers.DynamicMultinomialHMC(
+            system, mici.integrators.LeapfrogIntegrator(system), rng)
+        adapters = [mici.adapters.DualAveragingStepSizeAdapter(target_accept),
+                    mici.adapters.OnlineCovarianceMetricAdapter()]
+        try:
+            output = sampler.sample_chains(
+                tune, draws, starts, adapters=adapters, n_worker=1,
+                display_progress=progress,
+                trace_funcs=[lambda state: {"pos": state.pos,
+                                            "lp": -system.neg_log_dens(state)}])
+        except (mici.errors.Error, ValueError):
+            return None
+        traced, statistics = output.traces, output.statistics
+        stats = {"lp": traced["lp"], "acceptance_rate": statistics["accept_stat"],
+                 "diverging": statistics["diverging"], "tree_depth": statistics["tree_depth"],
+                 "n_steps": statistics["n_step"], "step_size": statistics["step_size"]}
+        if len(traced["pos"]) != len(starts):
+            return None
+        return [(np.asarray(traced["pos"][c]), {k: np.asarray(v[c]) for k, v in stats.items()})
+                for c in range(len(starts))]
+
+    def failed(chain) -> bool:  # could not start, or every kept draw divergent and rejected
+        return chain is None or (bool(np.all(chain[1]["diverging"]))
+                                 and not np.any(np.ptp(chain[0], axis=0) > 0))
+
     starts = [_start(posterior, centres[c % len(centres)], spread,
                      np.random.default_rng(child)) for c, child in enumerate(seeds)]
-    adapters = [mici.adapters.DualAveragingStepSizeAdapter(target_accept),
-                mici.adapters.OnlineCovarianceMetricAdapter()]
-    output = sampler.sample_chains(
-        tune, draws, starts, adapters=adapters, n_worker=1, display_progress=progress,
-        trace_funcs=[lambda state: {"pos": state.pos,
-                                    "lp": -system.neg_log_dens(state)}])
-    traced, statistics = output.traces, output.statistics
-    stats = {"lp": np.asarray(traced["lp"]),
-             "acceptance_rate": np.asarray(statistics["accept_stat"]),
-             "diverging": np.asarray(statistics["diverging"]),
-             "tree_depth": np.asarray(statistics["tree_depth"]),
-             "n_steps": np.asarray(statistics["n_step"]),
-             "step_size": np.asarray(statistics["step_size"])}
+    chains = run(starts, np.random.default_rng(seeds[0])) or [None] * len(seeds)
+    restarted = 0
+    for c, child in enumerate(seeds):
+        # a chain that could not start, or that stuck (every kept draw divergent, as
+        # after a step size adapted where the posterior curves far more than elsewhere:
+        # seen on the seed model's manifold), runs again alone from another start
+        for attempt in range(CHAIN_RESTARTS):
+            if not failed(chains[c]):
+                break
+            restarted += 1
+            start_seed, sampler_seed = child.spawn(2)
+            start = _start(posterior, centres[c % len(centres)], spread,
+                           np.random.default_rng(start_seed))
+            chains[c] = (run([start], np.random.default_rng(sampler_seed)) or [None])[0]
+        if failed(chains[c]):
+            raise FitError(f"NUTS chain {c} could not adapt its step size, or stuck with "
+                           f"every draw divergent, from {CHAIN_RESTARTS + 1} starts; try "
+                           f"target_accept=0.99 or sampler='ensemble'")
+    stats = {key: np.stack([chain[1][key] for chain in chains]) for key in chains[0][1]}
     from importlib.metadata import version
     attrs = {"sampler": f"NUTS (mici {version('mici')}: dynamic multinomial HMC, dense "
                         f"metric, target acceptance {target_accept:g})",
-             "chains": len(seeds)}
-    return np.asarray(traced["pos"]), stats, attrs
+             "chains": len(seeds), "restarted_chains": restarted}
+    return np.stack([chain[0] for chain in chains]), stats, attrs
 
 
 def _ensemble(posterior, centres, spread, walkers, seeds, tune, draws, progress,
