@@ -36,6 +36,7 @@ import time
 import linkmix
 import linkmix.datasets
 from _peak import run_with_peak
+from _timing import median_seconds
 
 HERE = pathlib.Path(__file__).resolve().parent
 DATA_DIR = HERE.parent / "tests" / "data"   # InstEval.csv.gz; other folders by --data
@@ -145,24 +146,17 @@ def peptide_case(reps: int, have_r: bool) -> dict:
 
     data = datasets.simulate_peptide(1)
 
-    def median_time(fn):
-        fn()
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         row = {"case": "peptide (16 obs)",
-               "plain": median_time(lambda: linkmix.lmer(M2_FORMULA, data, REML=False)),
-               "M2": median_time(lambda: linkmix.lmer(M2_FORMULA, data,
-                                                      constraints=M2_CONSTRAINT)),
-               "M2+summary": median_time(lambda: str(linkmix.lmer(
-                   M2_FORMULA, data, constraints=M2_CONSTRAINT).summary())),
-               "M1": median_time(lambda: linkmix.lmer(M1_FORMULA, data, mean=M1_MEAN)),
+               "plain": median_seconds(lambda: linkmix.lmer(M2_FORMULA, data, REML=False),
+                                       reps),
+               "M2": median_seconds(lambda: linkmix.lmer(M2_FORMULA, data,
+                                                         constraints=M2_CONSTRAINT), reps),
+               "M2+summary": median_seconds(lambda: str(linkmix.lmer(
+                   M2_FORMULA, data, constraints=M2_CONSTRAINT).summary()), reps),
+               "M1": median_seconds(lambda: linkmix.lmer(M1_FORMULA, data, mean=M1_MEAN),
+                                    reps),
                "objective": linkmix.lmer(M2_FORMULA, data, REML=False).objective,
                "objective_M2": linkmix.lmer(M2_FORMULA, data, constraints=M2_CONSTRAINT).objective}
     if have_r:

@@ -42,6 +42,7 @@ import pandas as pd
 import linkmix
 import linkmix.datasets
 from linkmix.examples import M1_FORMULA, M1_MEAN, M2_CONSTRAINT, M2_FORMULA
+from _timing import median_seconds
 
 HERE = pathlib.Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
@@ -90,17 +91,6 @@ def single_cases():
             (peptide_16(), "log2Intensity ~ Condition + (1 | BioReplicate)",
              ["Condition", "BioReplicate"]),
     }
-
-
-def per_call(fn, reps: int) -> float:
-    """Median seconds of ``reps`` calls after one untimed call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peers():
@@ -153,7 +143,7 @@ def rounds_of(timers: dict, rounds: int) -> dict:
 def small_rows(modules, rounds, reps):
     rows = []
     for label, (data, formula, factors) in single_cases().items():
-        timers = {name: (lambda fit=fit: per_call(lambda: fit(data), reps))
+        timers = {name: (lambda fit=fit: median_seconds(lambda: fit(data), reps))
                   for name, fit in python_fitters(formula, modules).items()}
         timers["lme4"] = lambda: run_lme4(data, formula, factors, reps)
         rows.append((label, rounds_of(timers, rounds)))
@@ -197,10 +187,10 @@ def seed_rows(rounds, reps):
     data = linkmix.datasets.simulate_peptide(1)
     plain = "x ~ treatment + modification + (1 | replicate)"
     timers = {
-        "linkmix M2 + summary": lambda: per_call(
+        "linkmix M2 + summary": lambda: median_seconds(
             lambda: str(linkmix.lmer(M2_FORMULA, data, constraints=M2_CONSTRAINT).summary()),
             reps),
-        "linkmix M1": lambda: per_call(lambda: linkmix.lmer(M1_FORMULA, data, mean=M1_MEAN),
+        "linkmix M1": lambda: median_seconds(lambda: linkmix.lmer(M1_FORMULA, data, mean=M1_MEAN),
                                        max(3, reps // 3)),
         "lme4": lambda: run_lme4(data, plain, ["treatment", "modification", "replicate"], reps),
     }
@@ -217,7 +207,7 @@ def insteval_rows(modules, rounds):
     for col in ("s", "d", "dept", "service"):
         data[col] = data[col].astype(str)
     formula = "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)"
-    timers = {name: (lambda fit=fit: per_call(lambda: fit(data), 1))
+    timers = {name: (lambda fit=fit: median_seconds(lambda: fit(data), 1))
               for name, fit in python_fitters(formula, modules).items()}
     timers["lme4"] = lambda: run_lme4(data, formula, ["s", "d", "dept", "service"], 1)
     return [("InstEval ML `service + (1|s) + (1|d) + (1|dept:service)`",

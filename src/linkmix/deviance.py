@@ -87,19 +87,12 @@ class Deviance:
     def __call__(self, theta) -> float:
         """Profiled objective at θ (``inf`` where the system is not positive definite)."""
         self.n_evaluations += 1
-        engine = self.engine
-        if not engine.update(theta):
+        if not self.engine.update(theta):
             return math.inf
-        # PLSState.profiled written out: this is the optimiser's inner loop
-        r2 = engine.prss()
-        if r2 <= 0.0:
+        state = PLSState.of(self.engine)
+        if state.r2 <= 0.0:
             return -math.inf
-        if self.REML and engine.p:
-            dof = engine.design.n - engine.p
-            return engine.logdet_L + engine.logdet_RX() + dof * (
-                1.0 + math.log(2.0 * math.pi * r2 / dof))
-        n = engine.design.n
-        return engine.logdet_L + n * (1.0 + math.log(2.0 * math.pi * r2 / n))
+        return state.profiled(self.REML)
 
     @property
     def has_gradient(self) -> bool:

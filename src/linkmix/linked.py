@@ -243,11 +243,13 @@ class LinkedModel:
         return list(range(len(self.space.names))) if used is None else \
             [self.space.index[name] for name in used]
 
-    def _mean_derivatives(self, natural):
-        """(f, ∂f/∂Π, ∂²f/∂Π∂Π') over the parameters a mean written as a string reads
-        (``_mean_read``), exactly (``MeanTerm.derivatives``); None for a callable mean
-        or where a derivative is not finite (then they are differenced)."""
-        exact = self.mean.derivatives(dict(zip(self.space.names, natural.tolist())))
+    def _exact_derivatives(self, expression, natural):
+        """(f, ∂f/∂p, ∂²f/∂p∂p') at a natural vector over the parameters p a constraint
+        or mean written as a string reads, exactly (its ``derivatives``); None for a
+        callable (``expression`` None, or a mean's None) or where a derivative is not
+        finite: then they are differenced."""
+        exact = None if expression is None else \
+            expression.derivatives(dict(zip(self.space.names, natural.tolist())))
         if exact is None or not all(np.all(np.isfinite(a)) for a in exact):
             return None
         return exact
@@ -260,7 +262,7 @@ class LinkedModel:
         natural = self.space.natural_from_z(z)
         J = self.space.natural_jacobian(z)
         read = self._mean_read()
-        exact = self._mean_derivatives(natural)
+        exact = self._exact_derivatives(self.mean, natural)
         if exact is not None:
             return exact[1] @ J[read]
         units = parameter_units(natural, J)
@@ -282,7 +284,7 @@ class LinkedModel:
         natural = self.space.natural_from_z(z)
         J = self.space.natural_jacobian(z)
         M = J[read][:, nt:nt + p]
-        exact = self._mean_derivatives(natural)
+        exact = self._exact_derivatives(self.mean, natural)
         if exact is not None:
             where = [all_read.index(k) for k in read]
             H = np.einsum("i,ijk->jk", weights, exact[2])[np.ix_(where, where)]
@@ -363,15 +365,10 @@ class LinkedModel:
         return self._constraint_values(self._ineq, z)
 
     def _constraint_derivatives(self, con, natural):
-        """(c, ∂c/∂p, ∂²c/∂p∂p') of a constraint written as a string over the parameters p
-        it reads, exactly (``Expression.derivatives``); None for a callable or where a
-        derivative is not finite (then they are differenced)."""
-        if not isinstance(con.fun, Expression):
-            return None
-        exact = con.fun.derivatives(dict(zip(self.space.names, natural.tolist())))
-        if exact is None or not all(np.all(np.isfinite(a)) for a in exact):
-            return None
-        return exact[0][0], exact[1][0], exact[2][0]
+        """``_exact_derivatives`` of one constraint (a scalar: its only row)."""
+        exact = self._exact_derivatives(con.fun if isinstance(con.fun, Expression) else None,
+                                        natural)
+        return None if exact is None else tuple(a[0] for a in exact)
 
     def _jacobian(self, group, z, step=1e-5) -> np.ndarray:
         """∂c/∂z = ∂c/∂Π · ∂Π/∂z (rows divided by the constraints' scales): ∂c/∂Π exactly

@@ -803,11 +803,11 @@ def _nuts(posterior, centres, spread, walkers, seeds, tune, draws, progress, tar
         except (mici.errors.Error, ValueError):
             return None
         traced, statistics = output.traces, output.statistics
+        if len(traced["pos"]) != len(starts):
+            return None
         stats = {"lp": traced["lp"], "acceptance_rate": statistics["accept_stat"],
                  "diverging": statistics["diverging"], "tree_depth": statistics["tree_depth"],
                  "n_steps": statistics["n_step"], "step_size": statistics["step_size"]}
-        if len(traced["pos"]) != len(starts):
-            return None
         return [(np.asarray(traced["pos"][c]), {k: np.asarray(v[c]) for k, v in stats.items()})
                 for c in range(len(starts))]
 
@@ -823,7 +823,7 @@ def _nuts(posterior, centres, spread, walkers, seeds, tune, draws, progress, tar
         # a chain that could not start, or that stuck (every kept draw divergent, as
         # after a step size adapted where the posterior curves far more than elsewhere:
         # seen on the seed model's manifold), runs again alone from another start
-        for attempt in range(CHAIN_RESTARTS):
+        for _ in range(CHAIN_RESTARTS):
             if not failed(chains[c]):
                 break
             restarted += 1

@@ -47,9 +47,10 @@ class Tape:
     rows where f reads a column, else 1.
     """
 
-    def __init__(self, parameters, n_rows: int):
+    def __init__(self, parameters, n_rows: int, evaluate_constant):
         self.parameters = list(parameters)
         self.n_rows = n_rows
+        self._evaluate_constant = evaluate_constant
         self._code: list[tuple[int, int, int, int]] = []
         self._varies: list[bool] = []
         self._consts: list[float] = []
@@ -61,9 +62,9 @@ class Tape:
         ``_env[name]``, ``_col[name]``, ``_fn[name](…)`` and ``_cmp(op, a, b)``), or
         None where it holds a part the tape does not take.  ``evaluate_constant(node)``
         evaluates a part that reads no parameter."""
-        tape = cls(parameters, n_rows)
+        tape = cls(parameters, n_rows, evaluate_constant)
         try:
-            tape._add(body, evaluate_constant)
+            tape._add(body)
         except _Unsupported:
             return None
         tape.code = np.array(tape._code, dtype=np.int32).reshape(-1, 4)
@@ -101,39 +102,39 @@ class Tape:
         return any(isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
                    and n.value.id == "_env" for n in ast.walk(node))
 
-    def _add(self, node, evaluate_constant) -> int:
+    def _add(self, node) -> int:
         if not self._reads_parameter(node):
             try:
-                return self._constant(evaluate_constant(node))
+                return self._constant(self._evaluate_constant(node))
             except (TypeError, ValueError):
                 raise _Unsupported from None
         if isinstance(node, ast.Subscript):  # _env[name]
             return self._emit("PARAM", self.parameters.index(node.slice.value))
         if isinstance(node, ast.UnaryOp):
-            operand = self._add(node.operand, evaluate_constant)
+            operand = self._add(node.operand)
             return self._operation("NEG", operand) if isinstance(node.op, ast.USub) else operand
         if isinstance(node, ast.BinOp):
             if isinstance(node.op, ast.Pow):
-                return self._power(node, evaluate_constant)
-            left = self._add(node.left, evaluate_constant)
-            right = self._add(node.right, evaluate_constant)
+                return self._power(node)
+            left = self._add(node.left)
+            right = self._add(node.right)
             return self._operation(_BINARY[type(node.op)], left, right)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
                 and node.func.id == "_cmp":
             op = _COMPARISONS[node.args[0].value]
-            return self._operation(op, *(self._add(a, evaluate_constant) for a in node.args[1:]))
+            return self._operation(op, *(self._add(a) for a in node.args[1:]))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Subscript):  # _fn[name]
             name = node.func.slice.value
-            args = [self._add(a, evaluate_constant) for a in node.args]
+            args = [self._add(a) for a in node.args]
             arity = 3 if name == "where" else 2 if name in ("minimum", "maximum") else 1
             if len(args) != arity:
                 raise _Unsupported
             return self._operation(_FUNCTIONS[name], *args)
         raise _Unsupported
 
-    def _power(self, node, evaluate_constant) -> int:
-        base = self._add(node.left, evaluate_constant)
-        exponent = self._add(node.right, evaluate_constant)
+    def _power(self, node) -> int:
+        base = self._add(node.left)
+        exponent = self._add(node.right)
         base_free = not self._reads_parameter(node.left)
         exponent_free = not self._reads_parameter(node.right)
         if exponent_free:

@@ -1,0 +1,18 @@
+"""In-process timing for the benchmark scripts."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def median_seconds(fn, reps: int) -> float:
+    """Median seconds of ``reps`` calls of ``fn`` after one untimed call (imports,
+    caches and the first factorisation's allocations are not what is measured)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
