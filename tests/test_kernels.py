@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 import linkmix
 from linkmix.design import build_design
 from linkmix.deviance import Deviance
-from linkmix.engine import make_engine
+from linkmix.engine import dense_curvature, make_engine
 from conftest import load_dataset
 
 
@@ -400,3 +400,52 @@ def test_logdet_gradient_matches_dense(design, kind, REML, small):
         expected.append(value)
     np.testing.assert_allclose(engine.logdet_gradient(REML), expected, rtol=1e-9,
                                atol=1e-10 * np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize("REML", [False, True])
+def test_dense_curvature_matches_the_engine_numpy_and_differences(design, REML):
+    """The dense kernel's parts at a θ with every coefficient of T free: values and
+    gradients as the engine's, M = (X'V₀⁻¹X)⁻¹ as numpy's, and the Hessians of ℓ and r²
+    and ∂M/∂θ as central differences of its own exact gradients and M."""
+    rng = np.random.default_rng(5)
+    lower = design.theta_lower
+    theta = np.where(np.isfinite(lower), rng.uniform(0.2, 1.5, len(lower)),
+                     rng.uniform(-0.8, 0.8, len(lower)))
+    kernel = dense_curvature(design, REML, always=True)
+    engine = make_engine(design, "blocked")
+    assert kernel.evaluate(theta, 2) and engine.update(theta)
+    np.testing.assert_allclose([kernel.logdet_A, kernel.logdet_RX, kernel.r2],
+                               [engine.logdet_L, engine.logdet_RX(), engine.prss()], rtol=1e-10)
+    np.testing.assert_allclose(kernel.beta, engine.beta_hat(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(kernel.grad_ell, engine.logdet_gradient(REML), rtol=1e-8,
+                               atol=1e-10)
+    np.testing.assert_allclose(kernel.grad_r2, engine.prss_gradient(), rtol=1e-8,
+                               atol=1e-10 * kernel.r2)
+    ZL = design.Z_sparse().toarray() @ design.Lambda_sparse(theta).toarray()
+    V = ZL @ ZL.T + np.eye(design.n)
+    np.testing.assert_allclose(kernel.M, np.linalg.inv(design.X.T @ np.linalg.solve(V, design.X)),
+                               rtol=1e-8)
+    ell_h, r2_h, M_h = kernel.hess_ell, kernel.hess_r2, kernel.dM
+    h = 1e-5
+    for i, e in enumerate(h * np.eye(len(theta))):
+        parts = []
+        for point in (theta + e, theta - e):
+            assert kernel.evaluate(point, 2)
+            parts.append((kernel.grad_ell, kernel.grad_r2, kernel.M))
+        (ell_a, r2_a, M_a), (ell_b, r2_b, M_b) = parts
+        np.testing.assert_allclose(ell_h[:, i], (ell_a - ell_b) / (2 * h), rtol=1e-5,
+                                   atol=1e-6 * np.abs(ell_h).max())
+        np.testing.assert_allclose(r2_h[:, i], (r2_a - r2_b) / (2 * h), rtol=1e-5,
+                                   atol=1e-6 * np.abs(r2_h).max())
+        np.testing.assert_allclose(M_h[i], (M_a - M_b) / (2 * h), rtol=1e-5,
+                                   atol=1e-6 * np.abs(M_h).max())
+
+
+def test_dense_curvature_is_kept_for_small_models_only(design):
+    """The kernel is made where it costs less than differencing the engine's gradient:
+    for sleepstudy's and Penicillin's designs (q ≤ 40), not the one with 250 levels."""
+    kernel = dense_curvature(design, False, make_engine(design, "blocked"))
+    if design.q <= 40:
+        assert kernel is not None
+    if design.q > 200:
+        assert kernel is None

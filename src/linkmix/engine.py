@@ -41,12 +41,13 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from . import _pls, _symbolic, schur
+from . import _dense, _pls, _symbolic, schur
 from .errors import ArgumentError
 from .linalg import solve_triangular
 from .threads import SMALL_PROBLEM, TINY_PROBLEM, one_blas_thread
 
-__all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "cheapest_engine", "ENGINES"]
+__all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "cheapest_engine", "ENGINES",
+           "dense_curvature"]
 
 
 class _EngineBase:
@@ -640,3 +641,49 @@ def _factor_seconds(engine, theta, beat: float = math.inf) -> float:
     start = time.perf_counter()
     engine.update(theta)
     return time.perf_counter() - start
+
+
+#: Multiply-adds an evaluation's Python costs, in the units of ``evaluation_work``
+#: (about 15 μs of calls around a small factorisation): what a differenced Hessian
+#: pays per point besides the kernels.
+EVALUATION_OVERHEAD = 5e4
+#: Largest q + p for which the exact curvature is kept dense (its inverse holds
+#: (q + p)² numbers).
+DENSE_CURVATURE_SIZE = 1000
+
+
+def dense_curvature(design, REML: bool, engine=None, always: bool = False):
+    """The exact second derivatives' kernel of ``design`` (``_dense.DenseCurvature``),
+    or None where it would cost more than differencing the engine's exact gradient
+    (unless ``always``).
+
+    Its work at θ is about (q + p)³ (the inverse of Ã) plus 2q²(q + p) (T and Y);
+    a differenced Hessian takes 2d gradient evaluations, each about three
+    factorisations (``engine.evaluation_work()``) plus ``EVALUATION_OVERHEAD``.
+    """
+    q, p, d = design.q, design.p, design.n_theta
+    size = q + p
+    if d == 0 or size > DENSE_CURVATURE_SIZE:
+        return None
+    work = size**3 + 2.0 * q * q * size
+    per_point = 3.0 * (engine.evaluation_work() if engine is not None else 0.0)
+    if not always and work > 2 * d * (per_point + EVALUATION_OVERHEAD):
+        return None
+    columns, values, offset = [], [], 0
+    rows, cols, ptr = [], [], [0]
+    for t, term in enumerate(design.terms):
+        k = term.k
+        base = term.codes.astype(np.int32) * k + offset
+        columns += [base + a for a in range(k)]
+        values += [term.Z[:, a] for a in range(k)]
+        starts = offset + np.arange(term.n_levels, dtype=np.int32) * k
+        for a, b in term.theta_positions():
+            rows.append(starts + a)
+            cols.append(starts + b)
+            ptr.append(ptr[-1] + term.n_levels)
+        offset += term.q
+    Xy = np.column_stack([design.X, design.y])
+    G, ZtXy = _dense.dense_products(np.ascontiguousarray(np.column_stack(columns), dtype=np.int32),
+                                    np.ascontiguousarray(np.column_stack(values)), Xy, q)
+    return _dense.DenseCurvature(G, ZtXy, Xy.T @ Xy, np.concatenate(rows), np.concatenate(cols),
+                                 np.array(ptr, dtype=np.int32), REML)

@@ -205,7 +205,9 @@ class Satterthwaite:
         entry of T, so at θ = 0 the differences see its curvature).  The Jacobian of
         M = (X'V₀⁻¹X)⁻¹ is exact where the model gives it
         (``working_unscaled_vcov_gradient``), else differenced; that of σ²M over s is
-        2σ²M.  A = 2H⁺ is taken on H scaled to a unit diagonal (``_scaled_pinv``).
+        2σ²M.  A = 2H⁺ is taken on H scaled to a unit diagonal (``_scaled_pinv``).  A small
+        model gives H and ∂M/∂θ_w exactly from its dense kernel (``working_curvature``,
+        ``exact``): nothing is differenced.
         """
         theta_w = np.asarray(theta_w, dtype=float)
         nt = theta_w.size
@@ -216,6 +218,9 @@ class Satterthwaite:
             state = model.working_state(t)
             return state.logdet_L + (state.logdet_RX if REML else 0.0) + state.r2 / s2
 
+        curvature = model.working_curvature(theta_w) if nt else None
+        if curvature is not None:
+            return cls.exact(curvature, sigma)
         state = model.working_state(theta_w)
         m = state.n - (state.p if REML else 0)
         H = np.empty((nt + 1, nt + 1))
@@ -253,6 +258,25 @@ class Satterthwaite:
             dM = numdiff.jacobian(lambda t: model.working_unscaled_vcov(t).ravel(),
                                   theta_w).T.reshape(nt, p, p)
         jacobian = np.concatenate([s2 * dM, (2.0 * s2 * M)[None]], axis=0)
+        return cls(s2 * M, 2.0 * A, jacobian, values)
+
+    @classmethod
+    def exact(cls, curvature, sigma) -> "Satterthwaite":
+        """From a model's exact curvature at its estimates (``working_curvature``):
+        H's θ block ∂²(ℓ + r²/σ²)/∂θ_w², its s row as in ``of``, and ∂M/∂θ_w as
+        given."""
+        s2 = sigma**2
+        nt = len(curvature.ell_gradient)
+        H = np.empty((nt + 1, nt + 1))
+        H[:nt, :nt] = curvature.ell_hessian + curvature.r2_hessian / s2
+        H[:nt, -1] = H[-1, :nt] = -2.0 * curvature.r2_gradient / s2
+        H[-1, -1] = 4.0 * curvature.r2 / s2
+        if not np.all(np.isfinite(H)):
+            raise FitError("the criterion is not finite next to the estimates: Satterthwaite's "
+                           "degrees of freedom cannot be computed")
+        A, values = _scaled_pinv(H)
+        M = curvature.M
+        jacobian = np.concatenate([s2 * curvature.M_gradient, (2.0 * s2 * M)[None]], axis=0)
         return cls(s2 * M, 2.0 * A, jacobian, values)
 
     @classmethod

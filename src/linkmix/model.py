@@ -17,6 +17,7 @@ import functools
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,10 +26,11 @@ from . import arguments
 from .conditioning import Conditioning
 from .design import build_design, design_from_arrays
 from .deviance import Deviance, PLSState
-from .engine import make_engine
+from .engine import dense_curvature, make_engine
 from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
 from .linalg import solve_triangular
-from .optimize import OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded
+from .optimize import (OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded,
+                       minimize_newton)
 from .parameters import ParameterSpace
 from .results import SIGMA_VANISHES, LMMEstimates, LMMResults
 from .threads import evaluation_workers, one_blas_thread
@@ -42,7 +44,21 @@ GRADIENT_ABOVE = 1e6
 #: takes: at θ = 0 a term carries no information and the model no curvature.
 VARIANCE_FLOOR = 1e-4
 
-__all__ = ["LinearMixedModel"]
+__all__ = ["LinearMixedModel", "Curvature"]
+
+
+class Curvature(NamedTuple):
+    """Exact derivatives over the working θ_w at one point (``working_curvature``):
+    of ℓ (log|L|², + log|R_X|² for REML) and of r² (user units), r² itself, and
+    M = (X'V₀⁻¹X)⁻¹ with ∂M/∂θ_w,i (user units; shape d × p × p)."""
+
+    ell_gradient: np.ndarray
+    r2_gradient: np.ndarray
+    ell_hessian: np.ndarray
+    r2_hessian: np.ndarray
+    r2: float
+    M: np.ndarray
+    M_gradient: np.ndarray
 
 
 class LinearMixedModel:
@@ -135,6 +151,7 @@ class LinearMixedModel:
         self.design = dataclasses.replace(self.design, y=np.asarray(y, dtype=float),
                                           row_index=row_index)
         self.engine.set_response(self.conditioning.set_response(self.design.y))
+        self.__dict__.pop("_dense", None)  # its products hold y: made again on use
         self._check_response()
 
     def _checked(self, theta, beta=None, sigma=None, name: str = "theta"):
@@ -272,6 +289,27 @@ class LinearMixedModel:
         # indices in C, O(n_theta·p⁴) — 160 ms for p = 160, against 1 ms
         return -(P @ engine.xvx_gradient() @ P.T)
 
+    @functools.cached_property
+    def _dense(self):
+        """The exact curvature's kernel over the working design, or None where
+        differencing the engine's gradient costs less (``engine.dense_curvature``)."""
+        return dense_curvature(self.conditioning.working, self.REML, self.engine)
+
+    def working_curvature(self, theta_w) -> Curvature | None:
+        """The exact first and second derivatives over the working θ_w of the criterion's
+        parts, r² in the user's units, and M = (X'V₀⁻¹X)⁻¹ (``unscaled_vcov``) with its
+        derivatives; None where the model has no dense kernel (a large model) or the
+        system is not positive definite at θ_w."""
+        kernel = self._dense
+        if kernel is None or not kernel.evaluate(np.asarray(theta_w, dtype=float), 2):
+            return None
+        c = self.conditioning
+        s2 = c.scale ** 2
+        B = c.beta_jacobian() / c.scale  # β = β₀ + s·B β_w
+        return Curvature(kernel.grad_ell, s2 * kernel.grad_r2, kernel.hess_ell,
+                         s2 * kernel.hess_r2, s2 * kernel.r2, B @ kernel.M @ B.T,
+                         B @ kernel.dM @ B.T)
+
     def variance_deviance(self, theta, sigma) -> float:
         """−2 log L (ML) or −2 log of the restricted likelihood (REML) at lme4's θ, σ and
         β̂(θ): the criterion as a function of the variance parameters alone (lmerTest's
@@ -352,7 +390,8 @@ class LinearMixedModel:
         return LMMEstimates(theta=c.theta(theta_w), beta=c.beta(beta_w), sigma=c.scale * sigma_w,
                             objective=objective, b=c.effects(b_w),
                             beta_cov_root=c.beta_cov_root(engine.Lxy[:p, :p]),
-                            sigma_relative=sigma_w / c.working_rms, ml_deviance=ml_deviance)
+                            sigma_relative=sigma_w / c.working_rms, ml_deviance=ml_deviance,
+                            theta_working=theta_w.copy())
 
     def results_at(self, theta) -> LMMResults:
         """The fit's report at a given lme4 θ (no optimisation), e.g. at another
@@ -361,6 +400,35 @@ class LinearMixedModel:
         summary = OptSummary("none (θ given)", theta_w, x_final=theta_w,
                              fun_final=self.deviance(theta_w), converged=True)
         return LMMResults(self, summary, self.estimates(summary.x_final))
+
+    def working_hessian(self, theta_w):
+        """(d, ∇d, ∇²d) of the working criterion at θ_w, exactly, from the dense kernel
+        (``working_curvature``'s parts); None where the system is not positive
+        definite, r² is zero, or the model has no dense kernel."""
+        kernel = self._dense
+        if kernel is None or not kernel.evaluate(np.asarray(theta_w, dtype=float), 2):
+            return None
+        self.deviance.n_evaluations += 1
+        state = PLSState(kernel.r2, kernel.logdet_A, self.design.n, self.design.p,
+                         kernel.logdet_RX)
+        gradient, hessian = state.profiled_derivatives(self.REML, kernel.grad_ell,
+                                                       kernel.grad_r2, kernel.hess_ell,
+                                                       kernel.hess_r2)
+        return state.profiled(self.REML), gradient, hessian
+
+    def _fit_newton(self, theta_start, keep: bool = False):
+        """The fit by ``minimize_newton`` on the exact Hessian from T = I (or
+        ``theta_start``), or None where it did not converge (unless ``keep``)."""
+        design = self.design
+        start = (design.theta_start() if theta_start is None else
+                 self.conditioning.theta_working(self._checked(theta_start,
+                                                               name="theta_start")[0]))
+        summary = minimize_newton(self.working_hessian, start, design.theta_lower)
+        # a vector term's column on its bound: the other sign may fall inward, which
+        # the general path (``minimize_bounded``'s equivalents) looks at
+        if not keep and (not summary.converged or design.column_flips(summary.x_final)):
+            return None
+        return self._results(summary, stacklevel=4)
 
     def fit(self, *, optimizer: str = "auto", theta_start=None, check_gradient: bool = True,
             workers: int | None = None, **optimizer_options) -> LMMResults:
@@ -394,13 +462,22 @@ class LinearMixedModel:
         **optimizer_options
             ``ftol_abs``, ``xtol_abs``, ``maxeval``, ``initial_step``.
         """
-        arguments.choice(optimizer, "optimizer", ("auto", *OPTIMIZERS))
+        arguments.choice(optimizer, "optimizer", ("auto", "newton", *OPTIMIZERS))
         arguments.flag(check_gradient, "check_gradient")
         workers = evaluation_workers() if workers is None else arguments.count(workers,
                                                                                 "workers")
+        if optimizer == "newton" and self._dense is None:
+            raise ArgumentError("optimizer 'newton' needs the exact Hessian, which this model "
+                                "is too large to compute densely; use 'auto'")
+        if optimizer in ("auto", "newton") and self._dense is not None \
+                and not optimizer_options:
+            newton = self._fit_newton(theta_start)
+            if newton is not None or optimizer == "newton":
+                return newton if newton is not None else \
+                    self._fit_newton(theta_start, keep=True)
         exact = self.deviance.has_gradient
         costly = exact and self.engine.evaluation_work() > GRADIENT_ABOVE
-        if optimizer == "auto":
+        if optimizer in ("auto", "newton"):
             optimizer = "lbfgs" if costly else "bobyqa"
         if optimizer == "lbfgs" and not exact:
             raise ArgumentError(f"optimizer 'lbfgs' needs the exact gradient, which the "
@@ -429,11 +506,16 @@ class LinearMixedModel:
                                        gradients=self._on_two_threads() if two else None,
                                        curvature=self._curvature_model,
                                        equivalents=design.column_flips, **optimizer_options)
-            if not np.isfinite(summary.fun_final):
-                raise FitError(f"the deviance is not finite at the optimum θ = "
-                               f"{self.conditioning.theta(summary.x_final)}; the design may "
-                               f"be degenerate")
-            estimates = self.estimates(summary.x_final)
+            return self._results(summary, stacklevel=3)
+
+    def _results(self, summary, stacklevel: int) -> LMMResults:
+        """The fit at the optimiser's answer, with its convergence verdict (a warning
+        ``stacklevel`` frames up where it did not converge)."""
+        if not np.isfinite(summary.fun_final):
+            raise FitError(f"the deviance is not finite at the optimum θ = "
+                           f"{self.conditioning.theta(summary.x_final)}; the design may "
+                           f"be degenerate")
+        estimates = self.estimates(summary.x_final)
         if estimates.sigma_relative < SIGMA_VANISHES:
             # An exact fit: the deviance falls without bound as σ → 0, so wherever the
             # optimiser stopped (its gradient there may be tiny) is not an optimum.
@@ -441,6 +523,6 @@ class LinearMixedModel:
             summary.message += "; the deviance decreases without bound as σ → 0"
         if not summary.converged:
             warnings.warn(f"the fit did not converge: {summary.message}", ConvergenceWarning,
-                          stacklevel=2)
+                          stacklevel=stacklevel)
         return LMMResults(self, summary, estimates)
 

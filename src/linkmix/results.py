@@ -217,6 +217,8 @@ class LMMEstimates:
         σ̂ relative to the spread the fixed effects leave in y (NaN where not defined).
     ml_deviance : float
         −2 log L at θ, β̂(θ) and σ at its ML scaling sqrt(r²/n): a REML fit's ``deviance``.
+    theta_working : ndarray or None
+        The working θ_w the estimates were made at (``linkmix.conditioning``), where known.
     """
 
     theta: np.ndarray
@@ -227,6 +229,7 @@ class LMMEstimates:
     beta_cov_root: np.ndarray
     sigma_relative: float = math.nan
     ml_deviance: float = math.nan
+    theta_working: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -448,7 +451,9 @@ class LMMResults(FixedEffectTests, Report):
                                     "and lmerTest); refit with REML=True or use "
                                     "ddf='satterthwaite'")
             model = self._model_at_fit()
-            theta_w = model.conditioning.theta_working(self.theta)
+            theta_w = self.estimates.theta_working
+            if theta_w is None:
+                theta_w = model.conditioning.theta_working(self.theta)
             if method == "kenward-roger":
                 part = KenwardRoger.of(model, theta_w, self.sigma)
             else:
