@@ -143,7 +143,12 @@ class FixedEffectTests:
                                   for column in ("df", "t_value", "p_value")}}
 
     def _t_tests(self, L, labels, ddf) -> pd.DataFrame:
-        return pd.DataFrame(self.t_test_columns(L, ddf), index=pd.Index(labels))
+        columns = self.t_test_columns(L, ddf)
+        # one float block with object labels: a third of the time of a dict of columns
+        # with pandas' Arrow-string labels, which a small fit's whole table would spend
+        return pd.DataFrame(np.column_stack(list(columns.values())),
+                            index=pd.Index(labels, dtype=object),
+                            columns=pd.Index(list(columns), dtype=object))
 
     def t_test_columns(self, L, ddf: str | None = None) -> dict:
         """The t tests of the rows of a contrast matrix ``L`` as arrays by column name
