@@ -324,7 +324,9 @@ def test_evidence_by_bridge_sampling_matches_integration():
     with pytest.raises(ArgumentError, match="proper priors"):
         fit.sample(draws=10, evidence=True)
     with pytest.raises(ArgumentError, match="evidence=True"):
-        linkmix.bayes_factor(idata, fit.sample(draws=10, tune=10, chains=1, progress=False))
+        # seeded: ten unseeded tuning steps fail to adapt now and then
+        linkmix.bayes_factor(idata, fit.sample(draws=20, tune=100, chains=1, seed=1,
+                                               progress=False))
 
 
 def test_summary_reports_diagnostics(dyestuff_draws):
