@@ -444,7 +444,7 @@ def test_dense_curvature_matches_the_engine_numpy_and_differences(design, REML):
 def test_dense_curvature_is_kept_for_small_models_only(design):
     """The kernel is made where it costs less than differencing the engine's gradient:
     for sleepstudy's and Penicillin's designs (q ≤ 40), not the one with 250 levels."""
-    kernel = dense_curvature(design, False, make_engine(design, "blocked"))
+    kernel = dense_curvature(design, False)
     if design.q <= 40:
         assert kernel is not None
     if design.q > 200:

@@ -25,11 +25,16 @@ z = Z'(y − Xβ̂ − ZΛũ) and g_i = R v_i − P_u'D_i'z,
 and M = S_ββ, ∂M/∂θ_i = −(S∂Ã_iS)_ββ = −(U D_i S_uβ + its transpose), U = (SR)_β.
 The traces are sums over pairs of entries of D_i and D_j, so the work beyond the
 factorisation and the inverse is O(q²(q + p)) for T and Y and the entries' pairs.
+
+``newton`` minimises over θ ≥ lower by Newton's method in a trust region, every
+iteration compiled: on the profiled criterion of a kernel (``profiled_objective``;
+its formulas are ``linkmix.deviance.PLSState``'s), or on any Python function giving
+(f, ∇f, ∇²f) (``PythonObjective``).
 """
 
-from libc.math cimport log
+from libc.math cimport INFINITY, fabs, log, sqrt
 from scipy.linalg.cython_blas cimport dgemm
-from scipy.linalg.cython_lapack cimport dpotrf, dpotri
+from scipy.linalg.cython_lapack cimport dpotrf, dpotri, dpotrs, dsyev
 
 import numpy as np
 
@@ -87,9 +92,10 @@ cdef class DenseCurvature:
     cdef readonly bint REML
     cdef double[::1, :] G, ZtXy, XyXy, GL, C, S, Sl, SR, Y, U, V, GV, Rv, Sg
     cdef int[::1] e_row, e_col, e_ptr
-    cdef double[::1] v, z
+    cdef double[::1] v, z, gl, gr
+    cdef double[:, ::1] hl, hr, Mb
+    cdef double[:, :, ::1] dMb
     cdef readonly double logdet_A, logdet_RX, r2
-    cdef readonly object beta, u, grad_ell, grad_r2, hess_ell, hess_r2, M, dM
 
     def __init__(self, G, ZtXy, XyXy, entry_row, entry_col, entry_ptr, bint REML):
         self.q = G.shape[0]
@@ -117,7 +123,56 @@ cdef class DenseCurvature:
         self.Sg = np.empty((q + p, max(d, 1)), order="F")
         self.v = np.empty(q + p)
         self.z = np.empty(q)
+        self.gl = np.zeros(d)
+        self.gr = np.zeros(d)
+        self.hl = np.zeros((d, d))
+        self.hr = np.zeros((d, d))
+        self.Mb = np.zeros((p, p))
+        self.dMb = np.zeros((d, p, p))
         self.logdet_A = self.logdet_RX = self.r2 = np.nan
+
+    # the last evaluation's parts, as copies
+    @property
+    def beta(self):
+        return np.array(self.v[self.q:])
+
+    @property
+    def u(self):
+        return np.array(self.v[:self.q])
+
+    @property
+    def grad_ell(self):
+        return np.array(self.gl)
+
+    @property
+    def grad_r2(self):
+        return np.array(self.gr)
+
+    @property
+    def hess_ell(self):
+        return np.array(self.hl)
+
+    @property
+    def hess_r2(self):
+        return np.array(self.hr)
+
+    @property
+    def M(self):
+        return np.array(self.Mb)
+
+    @property
+    def dM(self):
+        return np.array(self.dMb)
+
+    def RX_factor(self):
+        """The lower Cholesky factor R_X' (p × p) of X'V₀⁻¹X from the last
+        ``evaluate``."""
+        out = np.zeros((self.p, self.p))
+        cdef int i, j
+        for j in range(self.p):
+            for i in range(j, self.p):
+                out[i, j] = self.C[self.q + i, self.q + j]
+        return out
 
     def set_response_products(self, ZtXy, XyXy):
         """Replace Z'[X y] and [X y]'[X y] (another response of the same design)."""
@@ -127,13 +182,21 @@ cdef class DenseCurvature:
     def evaluate(self, const double[::1] theta, int order=2):
         """Factor Ã at θ and compute the parts up to ``order`` (0, 1 or 2); False where
         the system is not positive definite (or r² = 0)."""
+        if theta.shape[0] != self.d:
+            raise ValueError(f"theta has {theta.shape[0]} entries, not {self.d}")
+        return bool(self._evaluate(theta, order))
+
+    def profiled_objective(self, int n):
+        """The profiled criterion over n observations (ML or REML as the kernel) as an
+        ``Objective`` for ``newton``; calling it gives (d, ∇d, ∇²d) or None."""
+        return _KernelObjective(self, n)
+
+    cdef int _evaluate(self, const double[::1] theta, int order) noexcept:
         cdef int q = self.q, p = self.p, m = self.m, d = self.d, qp = q + p
         cdef int i, j, e, f, r, c, a, b, x, y, info = 0, nl
         cdef double t, s, total
         cdef double[::1, :] G = self.G, GL = self.GL, C = self.C, ZtXy = self.ZtXy
         cdef int[::1] er = self.e_row, ec = self.e_col, ep = self.e_ptr
-        if theta.shape[0] != d:
-            raise ValueError(f"theta has {theta.shape[0]} entries, not {d}")
         # GΛ by Λ's entries, then C = [Λ'GΛ + I, Λ'Z'[X y]; ., [X y]'[X y]]
         GL[:, :] = 0.0
         C[:, :] = 0.0
@@ -158,7 +221,7 @@ cdef class DenseCurvature:
                 C[q + x, q + j] = self.XyXy[x, j]
         dpotrf(b"L", &m, &C[0, 0], &m, &info)
         if info != 0:
-            return False
+            return 0
         total = 0.0
         for x in range(q):
             total += log(C[x, x])
@@ -177,16 +240,14 @@ cdef class DenseCurvature:
             for y in range(x + 1, qp):
                 s -= C[y, x] * v[y]
             v[x] = s / C[x, x]
-        self.beta = np.asarray(v[q:]).copy()
-        self.u = np.asarray(v[:q]).copy()
         if order < 1:
-            return True
-        self._first_order(theta)
+            return 1
+        self._first_order()
         if order >= 2:
             self._second_order()
-        return True
+        return 1
 
-    cdef void _first_order(self, const double[::1] theta):
+    cdef void _first_order(self) noexcept:
         cdef int q = self.q, p = self.p, m = self.m, d = self.d, qp = q + p
         cdef int i, e, r, c, x, y, info = 0, nl
         cdef double s
@@ -203,14 +264,12 @@ cdef class DenseCurvature:
             for y in range(q):
                 s -= GL[x, y] * v[y]
             z[x] = s
-        grad_r2 = np.zeros(d)
-        cdef double[::1] gr = grad_r2
+        cdef double[::1] gr = self.gr
         for i in range(d):
             s = 0.0
             for e in range(ep[i], ep[i + 1]):
                 s += z[er[e]] * v[ec[e]]
             gr[i] = -2.0 * s
-        self.grad_r2 = grad_r2
         # S = Ã⁻¹ over (u, β); ℓ's inverse Sl: S's u block (REML) or A⁻¹ (ML)
         for y in range(qp):
             for x in range(y, qp):
@@ -236,16 +295,14 @@ cdef class DenseCurvature:
             else:
                 dgemm(b"N", b"T", &q, &q, &q, &one, &Sl[0, 0], &q, &GL[0, 0], &q, &zero,
                       &SR[0, 0], &qp)
-        grad_ell = np.zeros(d)
-        cdef double[::1] gl = grad_ell
+        cdef double[::1] gl = self.gl
         for i in range(d):
             s = 0.0
             for e in range(ep[i], ep[i + 1]):
                 s += SR[ec[e], er[e]]
             gl[i] = 2.0 * s
-        self.grad_ell = grad_ell
 
-    cdef void _second_order(self):
+    cdef void _second_order(self) noexcept:
         cdef int q = self.q, p = self.p, d = self.d, qp = q + p
         cdef int i, j, e, f, a, b, c, w, x, y, nl = qp if self.REML else q
         cdef double s, s2
@@ -263,8 +320,7 @@ cdef class DenseCurvature:
             if self.REML and p:
                 dgemm(b"N", b"N", &q, &q, &p, &one, &ZtXy[0, 0], &q, &SR[q, 0], &qp, &one,
                       &Y[0, 0], &q)
-        hess_ell = np.zeros((d, d))
-        cdef double[:, ::1] hl = hess_ell
+        cdef double[:, ::1] hl = self.hl
         for i in range(d):
             for j in range(i, d):
                 s = 0.0
@@ -275,7 +331,6 @@ cdef class DenseCurvature:
                         s += (Sl[w, b] * G[a, c] - SR[b, c] * SR[w, a]
                               - Sl[b, w] * Y[c, a])
                 hl[i, j] = hl[j, i] = 2.0 * s
-        self.hess_ell = hess_ell
         # r²'s Hessian: V = [D_i ũ], g_i = R v_i − P_u'D_i'z
         V[:, :] = 0.0
         Rv[:, :] = 0.0
@@ -296,8 +351,7 @@ cdef class DenseCurvature:
         if qp and d:
             dgemm(b"N", b"N", &qp, &d, &qp, &one, &S[0, 0], &qp, &Rv[0, 0], &qp, &zero,
                   &Sg[0, 0], &qp)
-        hess_r2 = np.zeros((d, d))
-        cdef double[:, ::1] hr = hess_r2
+        cdef double[:, ::1] hr = self.hr
         for i in range(d):
             for j in range(i, d):
                 s = 0.0
@@ -307,12 +361,10 @@ cdef class DenseCurvature:
                 for x in range(qp):
                     s2 += Rv[x, i] * Sg[x, j]
                 hr[i, j] = hr[j, i] = 2.0 * (s - s2)
-        self.hess_r2 = hess_r2
         # M = S_ββ and ∂M/∂θ_i = −(U D_i S_uβ + transpose), U = S_β(u,β) R
-        M = np.empty((p, p))
-        dM = np.zeros((d, p, p))
-        cdef double[:, ::1] Mv = M
-        cdef double[:, :, ::1] dMv = dM
+        cdef double[:, ::1] Mv = self.Mb
+        cdef double[:, :, ::1] dMv = self.dMb
+        dMv[:, :, :] = 0.0
         for x in range(p):
             for y in range(p):
                 Mv[x, y] = S[q + x, q + y]
@@ -331,5 +383,215 @@ cdef class DenseCurvature:
                     for y in range(x, p):
                         s = dMv[i, x, y] + dMv[i, y, x]
                         dMv[i, x, y] = dMv[i, y, x] = s
-        self.M = M
-        self.dM = dM
+
+    cdef int _profiled(self, const double[::1] theta, int n, double* f, double[::1] g,
+                       double[:, ::1] H) noexcept:
+        """d = ℓ + m(1 + log(2πr²/m)), ∇d = ∇ℓ + m∇r²/r², ∇²d = ∇²ℓ + m(∇²r²/r² −
+        ∇r²∇r²'/r⁴), m = n − p for REML (ℓ = log|A| + log|R_X|²), n for ML; 0 where the
+        system is not positive definite or r² = 0."""
+        cdef int i, j, d = self.d
+        cdef double m = n - (self.p if self.REML else 0), r2
+        if not self._evaluate(theta, 2) or not self.r2 > 0:
+            return 0
+        r2 = self.r2
+        f[0] = (self.logdet_A + (self.logdet_RX if self.REML else 0.0)
+                + m * (1.0 + log(2.0 * 3.141592653589793 * r2 / m)))
+        for i in range(d):
+            g[i] = self.gl[i] + m * self.gr[i] / r2
+            for j in range(d):
+                H[i, j] = self.hl[i, j] + m * (self.hr[i, j] / r2
+                                               - self.gr[i] * self.gr[j] / (r2 * r2))
+        return 1
+
+
+cdef class Objective:
+    """f(x) with its exact gradient and Hessian, for ``newton``."""
+
+    cdef readonly int d
+
+    cdef int fgh(self, const double[::1] x, double* f, double[::1] g,
+                 double[:, ::1] H) except -1:
+        return 0
+
+    def __call__(self, x):
+        """(f, ∇f, ∇²f) at x, or None where f is not finite."""
+        x = np.ascontiguousarray(x, dtype=float)
+        g, H = np.empty(self.d), np.empty((self.d, self.d))
+        cdef double f = 0.0
+        if not self.fgh(x, &f, g, H):
+            return None
+        return f, g, H
+
+
+cdef class _KernelObjective(Objective):
+    cdef DenseCurvature kernel
+    cdef int n
+
+    def __init__(self, DenseCurvature kernel, int n):
+        self.kernel, self.n, self.d = kernel, n, kernel.d
+
+    cdef int fgh(self, const double[::1] x, double* f, double[::1] g,
+                 double[:, ::1] H) except -1:
+        return self.kernel._profiled(x, self.n, f, g, H)
+
+
+cdef class PythonObjective(Objective):
+    """An ``Objective`` from a Python function x → (f, ∇f, ∇²f) or None."""
+
+    cdef object function
+
+    def __init__(self, function, int d):
+        self.function, self.d = function, d
+
+    cdef int fgh(self, const double[::1] x, double* f, double[::1] g,
+                 double[:, ::1] H) except -1:
+        point = np.empty(self.d)
+        cdef double[::1] copy = point
+        copy[:] = x
+        found = self.function(point)
+        if found is None:
+            return 0
+        cdef double[::1] slope = np.ascontiguousarray(found[1], dtype=float)
+        cdef double[:, ::1] curvature = np.ascontiguousarray(found[2], dtype=float)
+        f[0] = float(found[0])
+        g[:] = slope
+        H[:, :] = curvature
+        return 1
+
+
+def newton(Objective objective, x0, lower, int maxiter, double rounding):
+    """Newton's method in a trust region over x ≥ lower (``linkmix.optimize.
+    minimize_newton`` documents the rule).  Returns (x, f, g, H, stopped, log_x,
+    log_f): the last accepted point with its derivatives, whether the rule stopped it
+    (not the iteration limit or a vanishing radius), and every evaluated point."""
+    cdef int d = objective.d, k, a, b, it, nf, info = 0, n_log = 0, lwork, one = 1
+    cdef int stopped = 0, ok, any_bound, flip
+    cdef double f = INFINITY, ft = INFINITY, radius = 1.0, decrement, shift, length
+    cdef double predicted, actual, taken, inward, dot, slack
+    x_arr = np.maximum(np.asarray(x0, dtype=float), lower)
+    cdef double[::1] x = x_arr
+    cdef const double[::1] lo = np.ascontiguousarray(lower, dtype=float)
+    g_arr, H_arr = np.zeros(d), np.zeros((d, d))
+    cdef double[::1] g = g_arr
+    cdef double[:, ::1] H = H_arr
+    cdef double[::1] tg = np.zeros(d), trial = np.zeros(d), step = np.zeros(d)
+    cdef double[:, ::1] tH = np.zeros((d, d))
+    cdef double[::1, :] Hf = np.zeros((max(d, 1), max(d, 1)), order="F")
+    cdef int ldh = Hf.shape[0]
+    cdef double[::1] gf = np.zeros(max(d, 1)), move = np.zeros(max(d, 1))
+    cdef double[::1] w = np.zeros(max(d, 1)), coef = np.zeros(max(d, 1))
+    lwork = max(1, 3 * d)
+    cdef double[::1] work = np.zeros(lwork)
+    cdef int[::1] free = np.zeros(max(d, 1), dtype=np.int32)
+    cdef int[::1] bound = np.zeros(max(d, 1), dtype=np.int32)
+    log_x_arr, log_f_arr = np.zeros((maxiter + 1, d)), np.full(maxiter + 1, INFINITY)
+    cdef double[:, ::1] log_x = log_x_arr
+    cdef double[::1] log_f = log_f_arr
+
+    ok = objective.fgh(x, &f, g, H)
+    log_x[0, :] = x
+    log_f[0] = f if ok else INFINITY
+    n_log = 1
+    if not ok:
+        return x_arr, INFINITY, g_arr, H_arr, False, log_x_arr[:1], log_f_arr[:1]
+    for it in range(maxiter):
+        nf = 0
+        for k in range(d):
+            bound[k] = x[k] <= lo[k]
+            if not (bound[k] and g[k] > 0.0):
+                free[nf] = k
+                nf += 1
+        if nf == 0:
+            stopped = 1
+            break
+        for a in range(nf):
+            gf[a] = g[free[a]]
+            for b in range(nf):
+                Hf[a, b] = H[free[a], free[b]]
+        dpotrf(b"L", &nf, &Hf[0, 0], &ldh, &info)
+        if info == 0:   # positive definite: the Newton step
+            for a in range(nf):
+                move[a] = -gf[a]
+            dpotrs(b"L", &nf, &one, &Hf[0, 0], &ldh, &move[0], &ldh, &info)
+            decrement = 0.0
+            for a in range(nf):
+                decrement -= 0.5 * gf[a] * move[a]
+            stopped = decrement <= rounding * max(1.0, fabs(f))
+        else:   # shifted to definite, and down the most negative curvature
+            for a in range(nf):
+                for b in range(nf):
+                    Hf[a, b] = H[free[a], free[b]]
+            dsyev(b"V", b"L", &nf, &Hf[0, 0], &ldh, &w[0], &work[0], &lwork, &info)
+            if info != 0:
+                break
+            shift = 1.5 * max(-w[0], 0.0) + 1e-8 * max(1.0, fabs(w[nf - 1]))
+            for a in range(nf):
+                dot = 0.0
+                for b in range(nf):
+                    dot += Hf[b, a] * gf[b]
+                coef[a] = dot / (w[a] + shift)
+            any_bound, inward, dot = 0, 0.0, 0.0
+            for b in range(nf):
+                move[b] = 0.0
+                for a in range(nf):
+                    move[b] -= Hf[b, a] * coef[a]
+                if bound[free[b]]:
+                    any_bound = 1
+                    inward += Hf[b, 0]
+                dot += gf[b] * Hf[b, 0]
+            flip = (inward < 0) if (any_bound and inward != 0) else (dot > 0)
+            for b in range(nf):
+                move[b] += (-radius if flip else radius) * Hf[b, 0]
+        length = 0.0
+        for a in range(nf):
+            length += move[a] * move[a]
+        length = sqrt(length)
+        if length > radius:
+            for a in range(nf):
+                move[a] *= radius / length
+        trial[:] = x
+        for a in range(nf):
+            trial[free[a]] += move[a]
+        taken, predicted = 0.0, 0.0
+        for k in range(d):
+            if trial[k] < lo[k]:
+                trial[k] = lo[k]
+            step[k] = trial[k] - x[k]
+            taken += step[k] * step[k]
+        if taken == 0.0:
+            stopped = 1
+            break
+        taken = sqrt(taken)
+        for k in range(d):
+            predicted -= g[k] * step[k]
+            for a in range(d):
+                predicted -= 0.5 * step[k] * H[k, a] * step[a]
+        ok = objective.fgh(trial, &ft, tg, tH)
+        log_x[n_log, :] = trial
+        log_f[n_log] = ft if ok else INFINITY
+        n_log += 1
+        slack = rounding * max(1.0, fabs(f))
+        if stopped:   # one last step, taken where f does not rise past its rounding
+            if ok and ft <= f + slack:
+                x[:] = trial
+                g[:] = tg
+                H[:, :] = tH
+                f = ft
+            break
+        if not ok or not ft <= f + slack:
+            radius = 0.25 * taken
+            dot = 0.0
+            for k in range(d):
+                dot += x[k] * x[k]
+            if radius <= 1e-12 * max(1.0, sqrt(dot)):
+                break
+            continue
+        actual = f - ft
+        if predicted > 0 and actual > 0.75 * predicted and taken >= 0.9 * radius:
+            radius *= 2.0
+        x[:] = trial
+        g[:] = tg
+        H[:, :] = tH
+        f = ft
+    return (x_arr, f, g_arr, H_arr, bool(stopped), log_x_arr[:n_log].copy(),
+            log_f_arr[:n_log].copy())

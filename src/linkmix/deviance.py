@@ -21,8 +21,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
-
 __all__ = ["Deviance", "LOG_2PI", "PLSState"]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -56,18 +54,12 @@ class PLSState(NamedTuple):
                                                                           * self.r2 / dof))
         return self.logdet_L + self.n * (1.0 + math.log(2.0 * math.pi * self.r2 / self.n))
 
-    def profiled_derivatives(self, REML, ell_gradient, r2_gradient, ell_hessian=None,
-                             r2_hessian=None):
-        """(∇d, ∇²d) of ``profiled`` from its parts' derivatives over θ, ℓ = log|L|²
-        (+ log|R_X|² for REML) and r²: with m = n (ML) or n − p (REML),
-        ∇d = ∇ℓ + m∇r²/r² and ∇²d = ∇²ℓ + m(∇²r²/r² − ∇r²∇r²'/r⁴) (None without
-        the parts' Hessians)."""
+    def profiled_gradient(self, REML: bool, ell_gradient, r2_gradient) -> np.ndarray:
+        """∇ of ``profiled`` from its parts' gradients over θ, ℓ = log|L|² (+ log|R_X|²
+        for REML) and r²: ∇ℓ + m∇r²/r², m = n (ML) or n − p (REML).  (The Hessian, for
+        the dense kernel's Newton steps, is compiled: ``_dense``.)"""
         m = self.n - (self.p if REML else 0)
-        gradient = ell_gradient + (m / self.r2) * r2_gradient
-        if ell_hessian is None:
-            return gradient, None
-        ratio = r2_gradient / self.r2
-        return gradient, ell_hessian + m * (r2_hessian / self.r2 - np.outer(ratio, ratio))
+        return ell_gradient + (m / self.r2) * r2_gradient
 
     def full(self, sigma: float, REML: bool = False) -> float:
         """−2 log L = n log(2πσ²) + r²/σ² + log|L|², nothing profiled; with ``REML``,
@@ -129,7 +121,7 @@ class Deviance:
         later = helper.submit(engine.prss_gradient) if helper is not None else None
         logdets = engine.logdet_gradient(self.REML)
         prss = later.result() if later is not None else engine.prss_gradient()
-        return value, PLSState.of(engine).profiled_derivatives(self.REML, logdets, prss)[0]
+        return value, PLSState.of(engine).profiled_gradient(self.REML, logdets, prss)
 
     def full(self, theta, beta, sigma) -> float:
         """−2 log L at (θ, β, σ), nothing profiled."""

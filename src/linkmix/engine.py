@@ -652,22 +652,22 @@ EVALUATION_OVERHEAD = 5e4
 DENSE_CURVATURE_SIZE = 1000
 
 
-def dense_curvature(design, REML: bool, engine=None, always: bool = False):
+def dense_curvature(design, REML: bool, always: bool = False):
     """The exact second derivatives' kernel of ``design`` (``_dense.DenseCurvature``),
-    or None where it would cost more than differencing the engine's exact gradient
+    or None where it would cost more than differencing an engine's exact gradient
     (unless ``always``).
 
     Its work at θ is about (q + p)³ (the inverse of Ã) plus 2q²(q + p) (T and Y);
-    a differenced Hessian takes 2d gradient evaluations, each about three
-    factorisations (``engine.evaluation_work()``) plus ``EVALUATION_OVERHEAD``.
+    a differenced Hessian takes 2d gradient evaluations, each at least
+    ``EVALUATION_OVERHEAD`` (more where the factorisation is large, which the rule
+    leaves out so that it needs no engine: a model it admits needs none).
     """
     q, p, d = design.q, design.p, design.n_theta
     size = q + p
     if d == 0 or size > DENSE_CURVATURE_SIZE:
         return None
     work = size**3 + 2.0 * q * q * size
-    per_point = 3.0 * (engine.evaluation_work() if engine is not None else 0.0)
-    if not always and work > 2 * d * (per_point + EVALUATION_OVERHEAD):
+    if not always and work > 2 * d * EVALUATION_OVERHEAD:
         return None
     columns, values, offset = [], [], 0
     rows, cols, ptr = [], [], [0]

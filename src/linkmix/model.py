@@ -26,7 +26,7 @@ from . import arguments
 from .conditioning import Conditioning
 from .design import build_design, design_from_arrays
 from .deviance import Deviance, PLSState
-from .engine import dense_curvature, make_engine
+from .engine import ENGINES, dense_curvature, make_engine
 from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
 from .linalg import solve_triangular
 from .optimize import (OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded,
@@ -95,8 +95,27 @@ class LinearMixedModel:
         self.REML = arguments.flag(REML, "REML")
         self.conditioning = Conditioning(design)
         self._check_response()
-        self.engine = make_engine(self.conditioning.working, engine)
-        self.deviance = Deviance(self.engine, REML)
+        self._engine_kind = engine
+        if engine not in ENGINES:
+            make_engine(self.conditioning.working, engine)  # its error names the choices
+
+    @functools.cached_property
+    def engine(self):
+        """The factorisation of the working design (``linkmix.engine``), made on first
+        use: a small model fitted by its dense kernel (``_dense``) needs none."""
+        return make_engine(self.conditioning.working, self._engine_kind)
+
+    @functools.cached_property
+    def deviance(self) -> Deviance:
+        """The working criterion of θ_w over ``engine``."""
+        return Deviance(self.engine, self.REML)
+
+    @property
+    def limits_blas_threads(self) -> bool:
+        """Whether the model's evaluations run with BLAS on one thread
+        (``engine.limits_blas_threads``); a model small enough for the dense kernel is
+        below that size."""
+        return self._dense is None and self.engine.limits_blas_threads
 
     def _check_response(self) -> None:
         if self.conditioning.exact_fit:
@@ -150,8 +169,11 @@ class LinearMixedModel:
         numbers of y change; design, pattern and symbolic factorisation are kept."""
         self.design = dataclasses.replace(self.design, y=np.asarray(y, dtype=float),
                                           row_index=row_index)
-        self.engine.set_response(self.conditioning.set_response(self.design.y))
-        self.__dict__.pop("_dense", None)  # its products hold y: made again on use
+        y_w = self.conditioning.set_response(self.design.y)
+        if "engine" in self.__dict__:
+            self.engine.set_response(y_w)
+        for made_with_y in ("_dense", "_newton_objective"):  # made again on use
+            self.__dict__.pop(made_with_y, None)
         self._check_response()
 
     def _checked(self, theta, beta=None, sigma=None, name: str = "theta"):
@@ -293,7 +315,7 @@ class LinearMixedModel:
     def _dense(self):
         """The exact curvature's kernel over the working design, or None where
         differencing the engine's gradient costs less (``engine.dense_curvature``)."""
-        return dense_curvature(self.conditioning.working, self.REML, self.engine)
+        return dense_curvature(self.conditioning.working, self.REML)
 
     def working_curvature(self, theta_w) -> Curvature | None:
         """The exact first and second derivatives over the working θ_w of the criterion's
@@ -378,18 +400,26 @@ class LinearMixedModel:
     def estimates(self, theta_w) -> LMMEstimates:
         """Everything the fit reports at the working θ_w, in the user's units: θ, β̂(θ),
         σ̂(θ), the objective, the conditional modes b̃ and the factor of cov(β̂)."""
-        c, engine = self.conditioning, self.engine
+        c = self.conditioning
         theta_w = np.asarray(theta_w, dtype=float)
-        objective = self.deviance(theta_w) + c.offset(self.REML)
         p = self.design.p
-        beta_w = engine.beta_hat()
-        b_w = c.working.Lambda_times(theta_w, engine.conditional_modes(beta_w))
-        state = self.deviance.state()
+        kernel = self._dense
+        if kernel is not None and kernel.evaluate(theta_w, 0):  # no engine needed
+            state = self._kernel_state(kernel)
+            objective = state.profiled(self.REML) + c.offset(self.REML)
+            beta_w, u, RX_factor = kernel.beta, kernel.u, kernel.RX_factor()
+        else:
+            engine = self.engine
+            objective = self.deviance(theta_w) + c.offset(self.REML)
+            state = self.deviance.state()
+            beta_w = engine.beta_hat()
+            u, RX_factor = engine.conditional_modes(beta_w), engine.Lxy[:p, :p]
+        b_w = c.working.Lambda_times(theta_w, u)
         sigma_w = state.sigma_hat(self.REML)
         ml_deviance = state.profiled() + c.offset(REML=False) if self.REML else objective
         return LMMEstimates(theta=c.theta(theta_w), beta=c.beta(beta_w), sigma=c.scale * sigma_w,
                             objective=objective, b=c.effects(b_w),
-                            beta_cov_root=c.beta_cov_root(engine.Lxy[:p, :p]),
+                            beta_cov_root=c.beta_cov_root(RX_factor),
                             sigma_relative=sigma_w / c.working_rms, ml_deviance=ml_deviance,
                             theta_working=theta_w.copy())
 
@@ -402,19 +432,22 @@ class LinearMixedModel:
         return LMMResults(self, summary, self.estimates(summary.x_final))
 
     def working_hessian(self, theta_w):
-        """(d, ∇d, ∇²d) of the working criterion at θ_w, exactly, from the dense kernel
-        (``working_curvature``'s parts); None where the system is not positive
-        definite, r² is zero, or the model has no dense kernel."""
+        """(d, ∇d, ∇²d) of the working criterion at θ_w, exactly, from the dense kernel;
+        None where the system is not positive definite, r² is zero, or the model has no
+        dense kernel."""
+        objective = self._newton_objective
+        return None if objective is None else objective(np.asarray(theta_w, dtype=float))
+
+    @functools.cached_property
+    def _newton_objective(self):
+        """The working criterion as the dense kernel's compiled ``Objective`` (None
+        without a kernel)."""
         kernel = self._dense
-        if kernel is None or not kernel.evaluate(np.asarray(theta_w, dtype=float), 2):
-            return None
-        self.deviance.n_evaluations += 1
-        state = PLSState(kernel.r2, kernel.logdet_A, self.design.n, self.design.p,
-                         kernel.logdet_RX)
-        gradient, hessian = state.profiled_derivatives(self.REML, kernel.grad_ell,
-                                                       kernel.grad_r2, kernel.hess_ell,
-                                                       kernel.hess_r2)
-        return state.profiled(self.REML), gradient, hessian
+        return None if kernel is None else kernel.profiled_objective(self.design.n)
+
+    def _kernel_state(self, kernel) -> PLSState:
+        return PLSState(kernel.r2, kernel.logdet_A, self.design.n, self.design.p,
+                        kernel.logdet_RX)
 
     def _fit_newton(self, theta_start, keep: bool = False):
         """The fit by ``minimize_newton`` on the exact Hessian from T = I (or
@@ -423,7 +456,7 @@ class LinearMixedModel:
         start = (design.theta_start() if theta_start is None else
                  self.conditioning.theta_working(self._checked(theta_start,
                                                                name="theta_start")[0]))
-        summary = minimize_newton(self.working_hessian, start, design.theta_lower)
+        summary = minimize_newton(self._newton_objective, start, design.theta_lower)
         # a vector term's column on its bound: the other sign may fall inward, which
         # the general path (``minimize_bounded``'s equivalents) looks at
         if not keep and (not summary.converged or design.column_flips(summary.x_final)):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _dense
 from .linalg import solve_triangular
 from .numdiff import hessian, step
 
@@ -514,109 +515,49 @@ def minimize_bounded(fun, x0, lower, *, optimizer: str = "bobyqa", ftol_abs: flo
 
 
 def minimize_newton(fgh, x0, lower, *, maxiter: int = NEWTON_ITERATIONS) -> OptSummary:
-    """Minimise f over x ≥ ``lower`` by Newton's method with exact Hessians
-    (``fgh``: x → (f, ∇f, ∇²f), or None where f is not finite), in a trust region.
+    """Minimise f over x ≥ ``lower`` by Newton's method with exact Hessians in a trust
+    region, compiled (``_dense.newton``); ``fgh`` is a compiled ``_dense.Objective``
+    (a small model's profiled criterion) or a Python function x → (f, ∇f, ∇²f), None
+    where f is not finite.
 
-    Each step solves (H_F + μI)s = −g_F over the free coordinates F (all but those on
-    their bound with ∂f/∂x_k > 0), μ = 0 where H_F is positive definite, else
-    1.5 times its most negative eigenvalue's size (plus a small shift) and the step
-    goes a radius's length down that eigenvector too (inward from bounds: at θ_k = 0
-    f is even in a scalar term's θ_k, so g_k = 0 there); it is shortened to the trust
-    region's radius and projected onto the bounds; the radius doubles after a step the
-    quadratic model predicted well and shrinks to a quarter of a rejected one.
-    The run stops after the step at which the Newton decrement g_F'H_F⁻¹g_F/2 is
-    within the objective's ``ROUNDING`` (that step taken where f does not rise beyond
-    it), or where a step no longer moves x.  The checks (``converged``,
+    Each step solves H_F s = −g_F over the free coordinates F (all but those on their
+    bound with ∂f/∂x_k > 0) where H_F is positive definite; else H_F + μI with μ 1.5
+    times its most negative eigenvalue's size (plus a small shift), and the step goes a
+    radius's length down that eigenvector too (inward from bounds: at θ_k = 0 f is even
+    in a scalar term's θ_k, so g_k = 0 there, at a maximum as at a minimum).  It is
+    shortened to the trust region's radius (1 at the start) and projected onto the
+    bounds; the radius doubles after a step that gained over three quarters of its
+    predicted decrease at full length, and shrinks to a quarter of a step that rose.
+    The run stops after the step at which the Newton decrement g_F'H_F⁻¹g_F/2 is within
+    the objective's ``ROUNDING`` (that step taken where f does not rise past it: x then
+    converges quadratically past f's resolution, and Satterthwaite's df move ten times
+    as much as θ), or where a step no longer moves x.  The checks (``converged``,
     ``max_gradient``, eigenvalues, flat directions) are lme4's, from the exact gradient
     and Hessian at the answer (``_exact_checks``); ``converged`` is False where Newton's
     method did not stop at a point that passes them (a caller then uses BOBYQA).
     """
-    x = np.maximum(np.asarray(x0, dtype=float), lower)
-    summary = OptSummary(optimizer="newton", x_initial=x.copy(),
-                         tolerances={"maxiter": maxiter})
+    x0 = np.asarray(x0, dtype=float)
+    lower = np.asarray(lower, dtype=float)
+    if not isinstance(fgh, _dense.Objective):
+        fgh = _dense.PythonObjective(fgh, len(x0))
     start = time.perf_counter()
-    log = summary.log
-
-    def evaluate(point):  # every point into the log, as the other optimisers' runs
-        found = fgh(point)
-        log.append((point.copy(), math.inf if found is None else float(found[0])))
-        return found
-
-    current = evaluate(x)
-    if current is None:
-        summary.n_evaluations = len(log)
-        summary.message = "not finite at the start"
-        return summary
-    f, g, H = current
-    summary.fun_initial = f
-    radius, stopped = 1.0, False
-    for _ in range(maxiter):
-        on_bound = x <= lower
-        free = ~(on_bound & (g > 0.0))
-        if free.all():
-            gf, Hf = g, H
-        else:
-            gf, Hf = g[free], H[np.ix_(free, free)]
-        if not gf.size:
-            stopped = True
-            break
-        try:   # positive definite: the Newton step (one Cholesky; eigh costs three times more)
-            np.linalg.cholesky(Hf)
-            move = -np.linalg.solve(Hf, gf)
-            # the Newton decrement is below what f resolves: one last step, taken if f
-            # does not rise beyond its rounding (x then converges quadratically past
-            # f's resolution: Satterthwaite's df move ten times as much as θ)
-            stopped = -0.5 * float(gf @ move) <= ROUNDING * max(1.0, abs(f))
-        except np.linalg.LinAlgError:
-            values, vectors = np.linalg.eigh(Hf)
-            shift = 1.5 * max(-values[0], 0.0) + 1e-8 * max(1.0, abs(values[-1]))
-            move = -(vectors @ ((vectors.T @ gf) / (values + shift)))
-            # down the negative curvature too: where g vanishes (f is even in a scalar
-            # term's θ at 0) the shifted step alone does not move; inward from bounds
-            direction = vectors[:, 0]
-            inward = float(direction[on_bound[free]].sum())
-            if (inward < 0) if on_bound[free].any() and inward else float(gf @ direction) > 0:
-                direction = -direction
-            move += radius * direction
-        length = math.sqrt(float(move @ move))
-        if length > radius:
-            move *= radius / length
-        trial = x.copy()
-        trial[free] += move
-        trial = np.maximum(trial, lower)
-        step_taken = trial - x
-        if not np.any(step_taken):
-            stopped = True
-            break
-        predicted = -(float(g @ step_taken) + 0.5 * float(step_taken @ H @ step_taken))
-        found = evaluate(trial)
-        if stopped:
-            if found is not None and found[0] <= f + ROUNDING * max(1.0, abs(f)):
-                x, (f, g, H) = trial, found
-            break
-        taken = math.sqrt(float(step_taken @ step_taken))
-        if found is None or not found[0] <= f + ROUNDING * max(1.0, abs(f)):
-            radius = 0.25 * taken
-            if radius <= 1e-12 * max(1.0, math.sqrt(float(x @ x))):
-                break
-            continue
-        actual = f - found[0]
-        if predicted > 0 and actual > 0.75 * predicted and taken >= 0.9 * radius:
-            radius *= 2.0
-        x, (f, g, H) = trial, found
-    summary.n_evaluations = len(log)
-    checks = _exact_checks(x, f, g, H, lower)
-    summary.max_gradient = checks.max_gradient
-    summary.hessian_eigenvalues = checks.eigenvalues
-    summary.flat_directions = [v.copy() for v in checks.flat]
-    summary.degenerate = bool(not checks.negative and checks.flat)
-    summary.converged = bool(stopped and math.isfinite(f) and not checks.negative
-                             and checks.max_gradient <= GRADIENT_TOL)
+    x, f, g, H, stopped, log_x, log_f = _dense.newton(fgh, x0, lower, maxiter, ROUNDING)
+    summary = OptSummary(optimizer="newton", x_initial=np.maximum(x0, lower),
+                         tolerances={"maxiter": maxiter}, n_evaluations=len(log_f),
+                         fun_initial=float(log_f[0]), x_final=x, fun_final=float(f))
+    summary.log = list(zip(log_x, log_f.tolist()))
+    if math.isfinite(f):
+        checks = _exact_checks(x, f, g, H, lower)
+        summary.max_gradient = checks.max_gradient
+        summary.hessian_eigenvalues = checks.eigenvalues
+        summary.flat_directions = [v.copy() for v in checks.flat]
+        summary.degenerate = bool(not checks.negative and checks.flat)
+        summary.converged = bool(stopped and not checks.negative
+                                 and checks.max_gradient <= GRADIENT_TOL)
     summary.message = ("Newton's method converged" if summary.converged else
                        "Newton's method did not reach a point that passes the checks")
     if summary.converged and checks.zero:
         summary.message += "; " + SINGULAR_HESSIAN
-    summary.x_final, summary.fun_final = x, f
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -279,7 +279,12 @@ class LMMResults(FixedEffectTests, Report):
         self.theta = est.theta
         self.objective = float(est.objective)
         self.sigma = float(est.sigma)
-        self.engine_kind = model.engine.kind
+
+    @property
+    def engine_kind(self) -> str:
+        """The model's factorisation (``linkmix.engine``; made on first use: a small fit by
+        the dense kernel needs none)."""
+        return self.model.engine.kind
 
     @cached_property
     def beta(self) -> pd.Series:
@@ -460,7 +465,7 @@ class LMMResults(FixedEffectTests, Report):
                 # on the fit's BLAS threads: after a one-thread fit, OpenBLAS's pool
                 # restarted for a factorisation and a trace took 60-100 ms, not 15 (InstEval)
                 workers = evaluation_workers()  # as the fit had them, before the limit
-                with one_blas_thread(model.engine.limits_blas_threads):
+                with one_blas_thread(model.limits_blas_threads):
                     part = Satterthwaite.of(model, theta_w, self.sigma, workers)
             self._ddf_parts[method] = part
         return self._ddf_parts[method]
@@ -663,7 +668,6 @@ class NLMMResults(LMMResults):
         self.objective = float(estimates.objective)
         self.beta = pd.Series(estimates.beta, index=design.fixed_names, name="estimate")
         self._u, self.pnls_converged = estimates.u, estimates.pnls_converged
-        self.engine_kind = model.engine.kind
 
     @property
     def deviance(self) -> float:
