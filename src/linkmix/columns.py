@@ -23,7 +23,8 @@ import pandas as pd
 
 from . import _columns
 
-__all__ = ["Layout", "PlainSpec", "layout_of", "plain_columns", "sorted_levels"]
+__all__ = ["ColumnFrame", "Layout", "PlainSpec", "categorical", "layout_of", "plain_columns",
+           "sorted_levels"]
 
 NUMERICAL, CATEGORICAL = "numerical", "categorical"
 #: Longest column whose levels numpy's unique sorts (see ``sorted_levels``).
@@ -183,7 +184,32 @@ def _categorical(values: pd.Series) -> tuple[np.ndarray, list]:
     if isinstance(values.dtype, pd.CategoricalDtype):
         return values.cat.codes.to_numpy(dtype=np.int64), list(values.cat.categories)
     levels, codes = sorted_levels(values.to_numpy())
-    return codes, levels.tolist()
+    return np.asarray(codes, dtype=np.int64), levels.tolist()
+
+
+class ColumnFrame(dict):
+    """{column: Series} of the rows a model uses, each column looked up once, with its
+    (codes, levels) as a factor made once too (``categorical``): the fixed effects, a
+    grouping factor and the single-level check read the same column."""
+
+    def __init__(self, columns):
+        super().__init__(columns)
+        self._factors = {}
+
+    def categorical(self, name: str) -> tuple[np.ndarray, list]:
+        """(codes, levels) of column ``name`` as formulaic encodes it (``_categorical``);
+        the caller does not modify them."""
+        if name not in self._factors:
+            self._factors[name] = _categorical(self[name])
+        return self._factors[name]
+
+
+def categorical(data, name: str) -> tuple[np.ndarray, list]:
+    """(codes, levels) of ``data[name]`` (a DataFrame or mapping), from a
+    ``ColumnFrame``'s cache where ``data`` is one."""
+    if isinstance(data, ColumnFrame):
+        return data.categorical(name)
+    return _categorical(data[name])
 
 
 def _values(layout: Layout, data, n: int, levels: dict | None):
@@ -198,7 +224,7 @@ def _values(layout: Layout, data, n: int, levels: dict | None):
     found = {}
     for f, name in enumerate(categorical_names):
         if levels is None:
-            codes[f], found[name] = _categorical(data[name])
+            codes[f], found[name] = categorical(data, name)
         else:
             found[name] = levels[name]
             index = pd.Index(levels[name]).get_indexer(data[name].to_numpy(dtype=object))

@@ -34,6 +34,7 @@ instead the engine works in coordinates in which every number is O(1):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -251,10 +252,15 @@ class Conditioning(_RandomCoordinates):
 
     def beta_jacobian(self) -> np.ndarray:
         """∂β/∂β_w = s·D⁻¹R⁻¹√n (p × p)."""
+        return self.scale * self._unit_beta_jacobian
+
+    @functools.cached_property
+    def _unit_beta_jacobian(self) -> np.ndarray:
+        """D⁻¹R⁻¹√n: ``beta_jacobian`` over s, which a new response leaves as it is."""
         if not self.p:
             return np.zeros((0, 0))
         R_inv = solve_triangular(self._R, np.eye(self.p), lower=False)
-        return R_inv * ((self.scale * math.sqrt(self.n)) / self._D[:, None])
+        return R_inv * (math.sqrt(self.n) / self._D[:, None])
 
     def beta_working(self, beta) -> np.ndarray:
         """β_w = R D (β − β₀) / (s√n)."""

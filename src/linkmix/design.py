@@ -21,7 +21,7 @@ from formulaic.errors import FormulaicError
 
 from . import arguments
 from .errors import DataError, FormulaError, MissingDataWarning, RankDeficiencyWarning
-from .columns import plain_columns, sorted_levels
+from .columns import ColumnFrame, categorical, plain_columns, sorted_levels
 from .linalg import pow2_column_scales, scaled_qr
 from .formula import (EVALUATION_CONTEXT, FormulaSpec, RandomTermSpec, check_terms, parse_formula,
                       plain_message)
@@ -292,7 +292,7 @@ def complete_rows(data: pd.DataFrame, used, missing: str = "drop", stacklevel: i
     """
     arguments.choice(missing, "missing", ("drop", "raise"))
     wanted = set(used)
-    frame = {c: data[c] for c in data.columns if c in wanted}
+    frame = ColumnFrame({c: data[c] for c in data.columns if c in wanted})
     holes = {c: np.asarray(column.array.isna()) for c, column in frame.items()}
     bad = [c for c, hole in holes.items() if hole.any()]
     n_dropped = 0
@@ -304,14 +304,14 @@ def complete_rows(data: pd.DataFrame, used, missing: str = "drop", stacklevel: i
         warnings.warn(f"dropped {n_dropped} of {len(data)} rows with missing values in "
                       f"column(s) {bad}", MissingDataWarning, stacklevel=stacklevel)
         data = data.loc[~incomplete]
-        frame = {c: data[c] for c in frame}
+        frame = ColumnFrame({c: data[c] for c in frame})
     if len(data) == 0:
         raise DataError("no complete rows are left to fit")
     unused = {c: column.cat.remove_unused_categories() for c, column in frame.items()
               if isinstance(column.dtype, pd.CategoricalDtype)}
     if unused:
         data = data.assign(**unused)
-        frame.update(unused)
+        frame = ColumnFrame({**frame, **unused})
     return data, frame, n_dropped
 
 
@@ -323,10 +323,14 @@ def single_level_factors(data, fixed_variables) -> dict:
     out = {}
     for name in sorted(fixed_variables):
         column = data[name]
-        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        if column.dtype.kind in "iuf" or (
+                pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):
             continue
-        levels = pd.unique(column.to_numpy(dtype=object))
-        levels = levels[~pd.isna(levels)]
+        if isinstance(data, ColumnFrame):  # complete rows (``complete_rows``)
+            levels = categorical(data, name)[1]
+        else:
+            levels = pd.unique(column.to_numpy(dtype=object))
+            levels = levels[~pd.isna(levels)]
         if len(levels) == 1:
             out[name] = str(levels[0])
     return out
@@ -334,7 +338,8 @@ def single_level_factors(data, fixed_variables) -> dict:
 
 def require_numeric_response(values: pd.Series, name: str) -> None:
     """Refuse a response that is not numbers, showing a value that is not one."""
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+    if values.dtype.kind in "iufb" or pd.api.types.is_numeric_dtype(values) or \
+            pd.api.types.is_bool_dtype(values):
         return
     present = values.dropna()
     if present.empty:
@@ -409,6 +414,8 @@ def group_codes(data, columns: tuple[str, ...]):
         if isinstance(values.dtype, pd.CategoricalDtype):
             values = values.cat.remove_unused_categories()
             codes, labels = values.cat.codes.to_numpy(), values.cat.categories
+        elif isinstance(data, ColumnFrame):
+            codes, labels = categorical(data, col)
         else:
             labels, codes = sorted_levels(values.to_numpy())
         codes_list.append(np.asarray(codes, dtype=np.int64))

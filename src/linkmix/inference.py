@@ -26,6 +26,7 @@ evaluated.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -121,8 +122,8 @@ class FixedEffectTests:
             method, pbkrtest's Kenward–Roger (REML fits; its SE is the adjusted one), or
             Wald (infinite df: a z test).  See ``linkmix.inference``.
         """
-        names = list(self._fixed_names)
-        return self._t_tests(np.eye(len(names)), names, ddf)
+        names = self._fixed_names
+        return self._t_tests(np.eye(len(names)), tuple(names), ddf)
 
     def contrast(self, L, ddf: str | None = None) -> pd.DataFrame:
         """t tests of contrasts λ'β = 0, one row each (columns as ``coef_table``).
@@ -132,7 +133,7 @@ class FixedEffectTests:
         one column per fixed effect.
         """
         labels, L = contrast_matrix(L, self._fixed_names)
-        return self._t_tests(L, labels, ddf)
+        return self._t_tests(L, tuple(labels), ddf)
 
     def tests_record(self, ddf: str | None = None) -> dict:
         """``coef_table(ddf)`` as a JSON-ready record: the method, then each column by
@@ -146,9 +147,8 @@ class FixedEffectTests:
         columns = self.t_test_columns(L, ddf)
         # one float block with object labels: a third of the time of a dict of columns
         # with pandas' Arrow-string labels, which a small fit's whole table would spend
-        return pd.DataFrame(np.column_stack(list(columns.values())),
-                            index=pd.Index(labels, dtype=object),
-                            columns=pd.Index(list(columns), dtype=object))
+        return pd.DataFrame(np.column_stack(list(columns.values())), index=_labels(labels),
+                            columns=_labels(tuple(columns)))
 
     def t_test_columns(self, L, ddf: str | None = None) -> dict:
         """The t tests of the rows of a contrast matrix ``L`` as arrays by column name
@@ -156,6 +156,13 @@ class FixedEffectTests:
         method = check_ddf(self.default_ddf if ddf is None else ddf)
         variance, df = self._variance_df(L, method)
         return t_tests(L @ self._fixed_estimates, variance, df)
+
+
+@functools.lru_cache(maxsize=1024)
+def _labels(names: tuple[str, ...]) -> pd.Index:
+    """An object-dtype Index of ``names``, cached: pandas takes ~15 μs to make one, and
+    the fits of one layout (a batch's groups, refits) share their names."""
+    return pd.Index(list(names), dtype=object)
 
 
 def quadratic_forms(L: np.ndarray, M: np.ndarray) -> np.ndarray:
