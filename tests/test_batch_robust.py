@@ -71,11 +71,18 @@ def _kill_a_worker_once_it_works():
     return thread
 
 
-def test_a_batch_survives_a_killed_worker(peptides):
+def test_a_batch_survives_a_killed_worker(peptides, monkeypatch):
     """One of two workers killed mid-run: its chunks are fitted again in a new pool, the
     run says so, and the table is the one an undisturbed run makes."""
     expected = linkmix.fit_groups(peptides, "PeptideSequence", FORMULA, n_jobs=1,
                                   progress=False)
+    fit_chunk = batch._GroupFitter.fit_chunk
+
+    def slow(self, *args):  # 24 chunks of 0.1 s or more: the run outlasts the killer's wait
+        time.sleep(0.1)
+        return fit_chunk(self, *args)
+
+    monkeypatch.setattr(batch._GroupFitter, "fit_chunk", slow)  # workers are forked
     killer = _kill_a_worker_once_it_works()
     with pytest.warns(linkmix.errors.WorkerLostWarning, match="a worker process died"):
         table = linkmix.fit_groups(peptides, "PeptideSequence", FORMULA, n_jobs=2,

@@ -40,18 +40,18 @@ import numpy as np
 
 
 def dense_products(const int[:, ::1] columns, const double[:, ::1] values,
-                   const double[:, ::1] Xy, int q):
-    """(G, Z'[X y]) of Z (n × q), given per observation the K columns of u it touches
-    (``columns``) and Z's values there (``values``): G = Z'Z (q × q) and Z'[X y]
-    (q × (p + 1)), both column-major."""
-    cdef Py_ssize_t n = columns.shape[0], K = columns.shape[1], w = Xy.shape[1]
+                   const double[:, ::1] X, int q):
+    """(G, Z'X) of Z (n × q), given per observation the K columns of u it touches
+    (``columns``) and Z's values there (``values``): G = Z'Z (q × q) and Z'X (q × p),
+    both column-major."""
+    cdef Py_ssize_t n = columns.shape[0], K = columns.shape[1], w = X.shape[1]
     cdef Py_ssize_t i, a, b, j
     cdef int ca
     cdef double va
     G_arr = np.zeros((q, q), order="F")
-    ZtXy_arr = np.zeros((q, w), order="F")
+    ZtX_arr = np.zeros((q, w), order="F")
     cdef double[::1, :] G = G_arr
-    cdef double[::1, :] ZtXy = ZtXy_arr
+    cdef double[::1, :] ZtX = ZtX_arr
     for i in range(n):
         for a in range(K):
             ca = columns[i, a]
@@ -59,8 +59,8 @@ def dense_products(const int[:, ::1] columns, const double[:, ::1] values,
             for b in range(K):
                 G[ca, columns[i, b]] += va * values[i, b]
             for j in range(w):
-                ZtXy[ca, j] += va * Xy[i, j]
-    return G_arr, ZtXy_arr
+                ZtX[ca, j] += va * X[i, j]
+    return G_arr, ZtX_arr
 
 
 cdef void _symmetrize_lower(double[::1, :] A, int n) noexcept nogil:
@@ -75,8 +75,10 @@ cdef class DenseCurvature:
 
     Parameters
     ----------
-    G, ZtXy, XyXy : ndarray
-        Z'Z (q × q), Z'[X y] (q × (p + 1)) and [X y]'[X y], column-major.
+    G, ZtX, XtX : ndarray
+        Z'Z (q × q), Z'X (q × p) and X'X (``dense_products``); the response's
+        products come from ``set_response``, which must be called before
+        ``evaluate``.
     entry_row, entry_col, entry_ptr : int32 arrays
         The entries (r, c) of Λ that are θ_i, for i = 0 … d − 1, at
         ``entry_ptr[i] … entry_ptr[i + 1] − 1``.
@@ -97,15 +99,19 @@ cdef class DenseCurvature:
     cdef double[:, :, ::1] dMb
     cdef readonly double logdet_A, logdet_RX, r2
 
-    def __init__(self, G, ZtXy, XyXy, entry_row, entry_col, entry_ptr, bint REML):
+    def __init__(self, G, ZtX, XtX, entry_row, entry_col, entry_ptr, bint REML):
         self.q = G.shape[0]
-        self.p = ZtXy.shape[1] - 1
+        self.p = ZtX.shape[1]
         self.d = len(entry_ptr) - 1
         self.m = self.q + self.p + 1
         self.REML = REML
         self.G = np.asfortranarray(G, dtype=float)
-        self.ZtXy = np.asfortranarray(ZtXy, dtype=float)
-        self.XyXy = np.asfortranarray(XyXy, dtype=float)
+        products = np.zeros((self.q, self.p + 1), order="F")
+        products[:, :self.p] = ZtX
+        self.ZtXy = products
+        products = np.zeros((self.p + 1, self.p + 1), order="F")
+        products[:self.p, :self.p] = XtX
+        self.XyXy = products
         self.e_row = np.ascontiguousarray(entry_row, dtype=np.int32)
         self.e_col = np.ascontiguousarray(entry_col, dtype=np.int32)
         self.e_ptr = np.ascontiguousarray(entry_ptr, dtype=np.int32)
@@ -174,10 +180,30 @@ cdef class DenseCurvature:
                 out[i, j] = self.C[self.q + i, self.q + j]
         return out
 
-    def set_response_products(self, ZtXy, XyXy):
-        """Replace Z'[X y] and [X y]'[X y] (another response of the same design)."""
-        self.ZtXy[:, :] = ZtXy
-        self.XyXy[:, :] = XyXy
+    def set_response(self, const int[:, ::1] columns, const double[:, ::1] values,
+                     const double[:, ::1] X, const double[::1] y):
+        """Take another response y of the same design (Z given as ``dense_products``
+        takes it, X as n × p): Z'y, X'y and y'y are recomputed, nothing else."""
+        cdef Py_ssize_t n = columns.shape[0], K = columns.shape[1], i, a, j
+        cdef int p = self.p
+        cdef double s
+        if y.shape[0] != n or X.shape[0] != n or X.shape[1] != p:
+            raise ValueError("the response or X does not match the design")
+        for a in range(self.q):
+            self.ZtXy[a, p] = 0.0
+        for i in range(n):
+            for a in range(K):
+                self.ZtXy[columns[i, a], p] += values[i, a] * y[i]
+        for j in range(p):
+            s = 0.0
+            for i in range(n):
+                s += X[i, j] * y[i]
+            self.XyXy[j, p] = self.XyXy[p, j] = s
+        s = 0.0
+        for i in range(n):
+            s += y[i] * y[i]
+        self.XyXy[p, p] = s
+        self.logdet_A = self.logdet_RX = self.r2 = np.nan
 
     def evaluate(self, const double[::1] theta, int order=2):
         """Factor Ã at θ and compute the parts up to ``order`` (0, 1 or 2); False where

@@ -47,7 +47,7 @@ from .linalg import solve_triangular
 from .threads import SMALL_PROBLEM, TINY_PROBLEM, one_blas_thread
 
 __all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "cheapest_engine", "ENGINES",
-           "dense_curvature"]
+           "dense_curvature", "dense_Z"]
 
 
 class _EngineBase:
@@ -669,21 +669,31 @@ def dense_curvature(design, REML: bool, always: bool = False):
     work = size**3 + 2.0 * q * q * size
     if not always and work > 2 * d * EVALUATION_OVERHEAD:
         return None
-    columns, values, offset = [], [], 0
-    rows, cols, ptr = [], [], [0]
-    for t, term in enumerate(design.terms):
-        k = term.k
-        base = term.codes.astype(np.int32) * k + offset
-        columns += [base + a for a in range(k)]
-        values += [term.Z[:, a] for a in range(k)]
-        starts = offset + np.arange(term.n_levels, dtype=np.int32) * k
+    rows, cols, ptr, offset = [], [], [0], 0
+    for term in design.terms:
+        starts = offset + np.arange(term.n_levels, dtype=np.int32) * term.k
         for a, b in term.theta_positions():
             rows.append(starts + a)
             cols.append(starts + b)
             ptr.append(ptr[-1] + term.n_levels)
         offset += term.q
-    Xy = np.column_stack([design.X, design.y])
-    G, ZtXy = _dense.dense_products(np.ascontiguousarray(np.column_stack(columns), dtype=np.int32),
-                                    np.ascontiguousarray(np.column_stack(values)), Xy, q)
-    return _dense.DenseCurvature(G, ZtXy, Xy.T @ Xy, np.concatenate(rows), np.concatenate(cols),
-                                 np.array(ptr, dtype=np.int32), REML)
+    columns, values = dense_Z(design)
+    X = np.ascontiguousarray(design.X, dtype=float)
+    G, ZtX = _dense.dense_products(columns, values, X, q)
+    kernel = _dense.DenseCurvature(G, ZtX, X.T @ X, np.concatenate(rows), np.concatenate(cols),
+                                   np.array(ptr, dtype=np.int32), REML)
+    kernel.set_response(columns, values, X, np.ascontiguousarray(design.y, dtype=float))
+    return kernel
+
+
+def dense_Z(design):
+    """Z as the dense kernel reads it: per observation the columns of u it touches
+    (n × Σk, int32) and Z's values there."""
+    columns, values, offset = [], [], 0
+    for term in design.terms:
+        base = term.codes.astype(np.int32) * term.k + offset
+        columns += [base + a for a in range(term.k)]
+        values += [term.Z[:, a] for a in range(term.k)]
+        offset += term.q
+    return (np.ascontiguousarray(np.column_stack(columns), dtype=np.int32),
+            np.ascontiguousarray(np.column_stack(values), dtype=float))
