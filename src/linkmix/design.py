@@ -10,6 +10,7 @@ level labels) in lme4's term order, plus the θ template of Λ.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -73,6 +74,12 @@ class RandomTerm:
     @functools.cached_property
     def k(self) -> int:
         return self.Z.shape[1]
+
+    @functools.cached_property
+    def covariate_factor(self) -> np.ndarray:
+        """R_t of Z_t/√n = Q_tR_t (k × k, upper triangular): the covariates' sizes and
+        angles, in which a covariance's singular call is measured (``results``)."""
+        return np.linalg.qr(self.Z / math.sqrt(len(self.Z)), mode="r")
 
     @functools.cached_property
     def n_levels(self) -> int:

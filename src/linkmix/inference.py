@@ -336,7 +336,7 @@ class Satterthwaite:
         """(v, df) for each row λ of L: v = λ'Φλ and df = 2v²/g'Ag (inf where g'Ag = 0)."""
         L = np.atleast_2d(np.asarray(L, dtype=float))
         variance = quadratic_forms(L, self.vcov_beta)
-        g = np.column_stack([quadratic_forms(L, J) for J in self.jacobian])
+        g = np.sum((L @ self.jacobian) * L, axis=2).T   # g[r, k] = λ_r'J_kλ_r, one product
         denominator = quadratic_forms(g, self.vcov_varpar)
         with np.errstate(divide="ignore", invalid="ignore"):
             df = np.where(denominator > 0, 2.0 * variance**2 / denominator, np.inf)

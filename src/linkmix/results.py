@@ -158,10 +158,11 @@ def boundary_report(design, theta) -> list[str]:
     The sentence names an SD that is zero (relative to σ and its covariate's RMS), else
     a correlation of ±1, else the term's rank."""
     out = []
-    n = design.n
     for term, T in zip(design.terms, design.T_blocks(theta)):
-        R = np.linalg.qr(term.Z / math.sqrt(n), mode="r")
-        if not np.linalg.svd(R @ T, compute_uv=False).min(initial=np.inf) < SINGULAR_TOL:
+        R = term.covariate_factor
+        smallest = abs(R[0, 0] * T[0, 0]) if term.k == 1 else \
+            np.linalg.svd(R @ T, compute_uv=False).min(initial=np.inf)
+        if not smallest < SINGULAR_TOL:
             continue
         label = term_label(term)
         size = np.sqrt(np.mean(term.Z**2, axis=0))   # each covariate's RMS
