@@ -454,6 +454,12 @@ class LinearMixedModel:
         return PLSState(kernel.r2, kernel.logdet_A, self.design.n, self.design.p,
                         kernel.logdet_RX)
 
+    def fit_by_newton(self) -> LMMResults | None:
+        """The fit by Newton's method on the dense kernel's exact Hessian (``fit``'s way
+        for a small model), or None where the model has no kernel or the method did
+        not converge (``fit`` then takes BOBYQA)."""
+        return None if self._dense is None else self._fit_newton(None)
+
     def _fit_newton(self, theta_start, keep: bool = False):
         """The fit by ``minimize_newton`` on the exact Hessian from T = I (or
         ``theta_start``), or None where it did not converge (unless ``keep``)."""

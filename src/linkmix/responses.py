@@ -196,13 +196,17 @@ class LinearResponse:
                 [index[name] for name in names])
         model, kept = self._base
         model.set_response(self.design.y)
-        lower = model.design.theta_lower
-        opt = minimize_bounded(model.deviance, model.design.theta_start(), lower,
-                               check_gradient=False, equivalents=model.design.column_flips)
-        # the start's gradient is what decides whether a projected start is already the
-        # constrained optimum (START_KKT_TOL): polish BOBYQA's answer first
-        theta_w, _ = newton_polish(model.deviance, opt.x_final, lower, f0=opt.fun_final)
-        estimates = model.estimates(theta_w)
+        fit = model.fit_by_newton()   # a small model: its optimum to the deviance's rounding
+        if fit is not None:
+            estimates = fit.estimates
+        else:
+            lower = model.design.theta_lower
+            opt = minimize_bounded(model.deviance, model.design.theta_start(), lower,
+                                   check_gradient=False, equivalents=model.design.column_flips)
+            # the start's gradient is what decides whether a projected start is already the
+            # constrained optimum (START_KKT_TOL): polish BOBYQA's answer first
+            theta_w, _ = newton_polish(model.deviance, opt.x_final, lower, f0=opt.fun_final)
+            estimates = model.estimates(theta_w)
         beta = np.zeros(self.space.p)
         beta[kept] = estimates.beta
         z = self.space.from_user(estimates.theta, beta, estimates.sigma)
