@@ -170,6 +170,16 @@ cdef class DenseCurvature:
     def dM(self):
         return np.array(self.dMb)
 
+    def A_factor(self):
+        """The lower Cholesky factor L (q × q) of A = Λ'Z'ZΛ + I from the last
+        ``evaluate``."""
+        out = np.zeros((self.q, self.q))
+        cdef int i, j
+        for j in range(self.q):
+            for i in range(j, self.q):
+                out[i, j] = self.C[i, j]
+        return out
+
     def RX_factor(self):
         """The lower Cholesky factor R_X' (p × p) of X'V₀⁻¹X from the last
         ``evaluate``."""

@@ -664,10 +664,9 @@ def dense_curvature(design, REML: bool, always: bool = False):
     """
     q, p, d = design.q, design.p, design.n_theta
     size = q + p
-    if d == 0 or size > DENSE_CURVATURE_SIZE:
-        return None
     work = size**3 + 2.0 * q * q * size
-    if not always and work > 2 * d * EVALUATION_OVERHEAD:
+    if d == 0 or not always and (size > DENSE_CURVATURE_SIZE
+                                 or work > 2 * d * EVALUATION_OVERHEAD):
         return None
     rows, cols, ptr, offset = [], [], [0], 0
     for term in design.terms:

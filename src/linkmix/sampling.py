@@ -33,6 +33,7 @@ the constraint manifold, the samplers, the evidence and the output.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -44,6 +45,7 @@ import scipy.linalg
 
 from . import arguments, numdiff, threads
 from .constraints import ConstraintError
+from .engine import dense_curvature, dense_Z
 from .errors import ArgumentError, FitError, LinkmixError
 
 __all__ = ["sample", "posterior_summary", "PosteriorSummary", "bayes_factor", "BayesFactor",
@@ -232,83 +234,66 @@ MAX_Q_FOR_GRADIENT = 400
 CHAIN_RESTARTS = 3
 
 
-class _DenseLinear:
-    """PLS of a linear model, dense in q: U = ZΛ_θ, the lower Cholesky factor L of
-    A = U'U + I and ũ = A⁻¹U'(y − m), m = ``fixed_mean(beta, natural)`` the mean without
-    random effects.  Shared by the random effects' draws and the deviance gradient."""
+class _LinearKernel:
+    """The dense kernel (``_dense.DenseCurvature``) over Z alone, at the response
+    y − m, m = ``fixed_mean(beta, natural)`` the mean without random effects: A =
+    Λ'Z'ZΛ + I, its factor, ũ = A⁻¹Λ'Z'(y − m), r² and log|A| with their exact θ
+    derivatives.  Shared by the random effects' draws and the deviance gradient."""
 
     def __init__(self, design, fixed_mean):
         self.design, self.fixed_mean = design, fixed_mean
-        self.Z = design.Z_sparse().toarray()
-        q = design.q
-        self.identity = np.eye(q)
-        rows, cols, counts = [], [], []   # per θ entry: the (row, column) of its copies in Λ
-        offset = 0
-        for term in design.terms:
-            levels = offset + term.k * np.arange(term.n_levels)
-            for i, j in term.theta_positions():
-                rows.append(levels + i), cols.append(levels + j), counts.append(term.n_levels)
-            offset += term.q
-        self.rows = np.concatenate(rows) if rows else np.zeros(0, int)
-        self.cols = np.concatenate(cols) if cols else np.zeros(0, int)
-        self.counts = counts
-        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+        random_only = dataclasses.replace(design, X=np.zeros((design.n, 0)), fixed_names=[])
+        self.kernel = dense_curvature(random_only, REML=False, always=True)
+        self.columns, self.values = dense_Z(random_only)
+        self.no_columns = random_only.X
+        self.Z = design.Z_sparse()
 
-    def at(self, theta, beta, natural):
-        """(Λ, U, L, y − m, ũ) at (θ, β, Π); a ValueError where the mean is not finite."""
-        q = self.design.q
-        Lambda = np.zeros((q, q))
-        Lambda[self.rows, self.cols] = np.repeat(theta, self.counts)
-        U = self.Z @ Lambda
+    def at(self, theta, beta, natural, order: int) -> np.ndarray:
+        """Factor at (θ, β, Π) with derivatives up to ``order``; y − m.  A ValueError
+        where the mean is not finite."""
         residual = self.design.y - self.fixed_mean(beta, natural)
         if not np.all(np.isfinite(residual)):
             raise ValueError("the mean is not finite")
-        factor = scipy.linalg.cholesky(U.T @ U + self.identity, lower=True, check_finite=False)
-        u = scipy.linalg.cho_solve((factor, True), U.T @ residual, check_finite=False)
-        return Lambda, U, factor, residual, u
+        self.kernel.set_response(self.columns, self.values, self.no_columns, residual)
+        if not self.kernel.evaluate(np.asarray(theta, dtype=float), order):
+            raise ValueError("the residual lies in the random effects' span")
+        return residual
 
 
 def linear_conditional(design, fixed_mean):
-    """``Target.conditional`` of a linear model (``_DenseLinear``)."""
-    dense = _DenseLinear(design, fixed_mean)
+    """``Target.conditional`` of a linear model (``_LinearKernel``)."""
+    dense = _LinearKernel(design, fixed_mean)
 
     def conditional(theta, beta, sigma, natural):
-        Lambda, _, factor, _, u = dense.at(theta, beta, natural)
-        return u, Lambda, factor
+        dense.at(theta, beta, natural, 0)
+        return dense.kernel.u, design.Lambda_sparse(theta).toarray(), dense.kernel.A_factor()
     return conditional
 
 
 def linear_deviance_gradient(design, fixed_mean, mean_jacobian=None):
     """``Target.deviance_gradient`` of a linear model, D = n log(2πσ²) + r²/σ² + log|A|
-    with A = Λ'Z'ZΛ + I and r² = ‖y − m − ZΛũ‖² + ‖ũ‖² (m = ``fixed_mean``), dense in q:
+    with A = Λ'Z'ZΛ + I and r² = ‖y − m − ZΛũ‖² + ‖ũ‖² (m = ``fixed_mean``), from the
+    dense kernel (``_LinearKernel``):
 
-    * ∂D/∂θ_k = −2 r̃'ZΛ_kũ/σ² + 2 tr(A⁻¹Λ'Z'ZΛ_k), Λ_k = ∂Λ/∂θ_k (envelope theorem in ũ);
-    * ∂D/∂β = −2X'r̃/σ²,  ∂D/∂σ = 2n/σ − 2r²/σ³;
+    * ∂D/∂θ = ∂log|A|/∂θ + (∂r²/∂θ)/σ², the kernel's exact derivatives;
+    * ∂D/∂β = −2X'r̃/σ²,  ∂D/∂σ = 2n/σ − 2r²/σ³ (r̃ = y − m − ZΛũ);
     * ∂D/∂Π = −2 (∂f/∂Π)'r̃/σ² through a linked mean f, ``mean_jacobian(natural)`` → ∂f/∂Π.
 
     None when q exceeds ``MAX_Q_FOR_GRADIENT``."""
     if design.q > MAX_Q_FOR_GRADIENT:
         return None
-    dense = _DenseLinear(design, fixed_mean)
-    Z, X, n = dense.Z, design.X, design.n
-    ZtZ = Z.T @ Z
-    rows, cols, starts = dense.rows, dense.cols, dense.starts
+    dense = _LinearKernel(design, fixed_mean)
+    kernel, X, n = dense.kernel, design.X, design.n
 
     def gradient(theta, beta, sigma, natural):
-        Lambda, U, factor, residual, u = dense.at(theta, beta, natural)
-        r = residual - U @ u
-        r2 = float(r @ r + u @ u)
-        M = scipy.linalg.cho_solve((factor, True), Lambda.T @ ZtZ, check_finite=False)
-        Ztr = Z.T @ r
+        residual = dense.at(theta, beta, natural, 1)
+        r = residual - dense.Z @ design.Lambda_times(theta, kernel.u)
         s2 = sigma * sigma
-        g_theta = (-2.0 / s2 * np.add.reduceat(Ztr[rows] * u[cols], starts)
-                   + 2.0 * np.add.reduceat(M[cols, rows], starts)) if len(rows) else np.zeros(0)
         g_mean = (np.zeros(len(natural)) if mean_jacobian is None
                   else -2.0 * (mean_jacobian(natural).T @ r) / s2)
-        deviance = (n * math.log(2 * math.pi * s2) + r2 / s2
-                    + 2.0 * float(np.log(np.diag(factor)).sum()))
-        return (g_theta, -2.0 * (X.T @ r) / s2, 2.0 * n / sigma - 2.0 * r2 / sigma**3, g_mean,
-                deviance)
+        deviance = n * math.log(2 * math.pi * s2) + kernel.r2 / s2 + kernel.logdet_A
+        return (kernel.grad_ell + kernel.grad_r2 / s2, -2.0 * (X.T @ r) / s2,
+                2.0 * n / sigma - 2.0 * kernel.r2 / sigma**3, g_mean, deviance)
     return gradient
 
 
