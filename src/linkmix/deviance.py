@@ -54,7 +54,7 @@ class PLSState(NamedTuple):
                                                                           * self.r2 / dof))
         return self.logdet_L + self.n * (1.0 + math.log(2.0 * math.pi * self.r2 / self.n))
 
-    def profiled_gradient(self, REML: bool, ell_gradient, r2_gradient) -> np.ndarray:
+    def profiled_gradient(self, REML: bool, ell_gradient, r2_gradient):
         """∇ of ``profiled`` from its parts' gradients over θ, ℓ = log|L|² (+ log|R_X|²
         for REML) and r²: ∇ℓ + m∇r²/r², m = n (ML) or n − p (REML).  (The Hessian, for
         the dense kernel's Newton steps, is compiled: ``_dense``.)"""

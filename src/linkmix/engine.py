@@ -27,7 +27,8 @@ have few levels, or laid out sparsely by ``linkmix.schur``) and ``CholmodEngine`
 times the candidates whose estimated cost is close and keeps the fastest.
 The blocked engine's buffers are bound once to a compiled ``_pls.BlockedSystem``
 (``engine.system``), which a nonlinear model's compiled PNLS refills and refactors
-directly.
+directly.  A small model also gets the dense kernel of exact second derivatives
+(``dense_curvature``, ``_dense.DenseCurvature``), which fits it without an engine.
 """
 
 from __future__ import annotations

@@ -457,22 +457,25 @@ class LinearMixedModel:
     def fit_by_newton(self) -> LMMResults | None:
         """The fit by Newton's method on the dense kernel's exact Hessian (``fit``'s way
         for a small model), or None where the model has no kernel or the method did
-        not converge (``fit`` then takes BOBYQA)."""
-        return None if self._dense is None else self._fit_newton(None)
+        not settle it (``fit`` then takes BOBYQA)."""
+        if self._dense is None:
+            return None
+        summary = self._newton_summary(None)
+        return self._results(summary, stacklevel=3) if self._settled(summary) else None
 
-    def _fit_newton(self, theta_start, keep: bool = False):
-        """The fit by ``minimize_newton`` on the exact Hessian from T = I (or
-        ``theta_start``), or None where it did not converge (unless ``keep``)."""
+    def _newton_summary(self, theta_start) -> OptSummary:
+        """``minimize_newton`` on the exact Hessian from T = I (or ``theta_start``)."""
         design = self.design
         start = (design.theta_start() if theta_start is None else
                  self.conditioning.theta_working(self._checked(theta_start,
                                                                name="theta_start")[0]))
-        summary = minimize_newton(self._newton_objective, start, design.theta_lower)
-        # a vector term's column on its bound: the other sign may fall inward, which
-        # the general path (``minimize_bounded``'s equivalents) looks at
-        if not keep and (not summary.converged or design.column_flips(summary.x_final)):
-            return None
-        return self._results(summary, stacklevel=4)
+        return minimize_newton(self._newton_objective, start, design.theta_lower)
+
+    def _settled(self, summary) -> bool:
+        """Whether a Newton run is the fit: converged, and no vector term's column on its
+        bound (the other sign may fall inward, which the general path's
+        ``equivalents`` look at)."""
+        return summary.converged and not self.design.column_flips(summary.x_final)
 
     def fit(self, *, optimizer: str = "auto", theta_start=None, check_gradient: bool = True,
             workers: int | None = None, **optimizer_options) -> LMMResults:
@@ -484,11 +487,15 @@ class LinearMixedModel:
 
         Parameters
         ----------
-        optimizer : {"auto", "bobyqa", "cobyqa", "lbfgs"}
-            nlopt's LN_BOBYQA (lme4's default), scipy's COBYQA, or scipy's L-BFGS-B
-            with the exact gradient of the profiled deviance (blocked engines).
-            "auto": L-BFGS-B where an evaluation is costly (its θ-dependent work
-            above ``GRADIENT_ABOVE``), else BOBYQA.
+        optimizer : {"auto", "newton", "bobyqa", "cobyqa", "lbfgs"}
+            Newton's method on the exact Hessian of a small model's dense kernel
+            (``optimize.minimize_newton``), nlopt's LN_BOBYQA (lme4's default), scipy's
+            COBYQA, or scipy's L-BFGS-B with the exact gradient of the profiled deviance
+            (blocked engines).  "auto": Newton where the model has a dense kernel
+            (``engine.dense_curvature``) and no options are given, falling back to
+            the rest where it does not settle the fit; then L-BFGS-B where an
+            evaluation is costly (its θ-dependent work above ``GRADIENT_ABOVE``), else
+            BOBYQA.
         theta_start : array_like, optional
             Start for lme4's θ.
         check_gradient : bool
@@ -515,10 +522,9 @@ class LinearMixedModel:
                                 "is too large to compute densely; use 'auto'")
         if optimizer in ("auto", "newton") and self._dense is not None \
                 and not optimizer_options:
-            newton = self._fit_newton(theta_start)
-            if newton is not None or optimizer == "newton":
-                return newton if newton is not None else \
-                    self._fit_newton(theta_start, keep=True)
+            summary = self._newton_summary(theta_start)
+            if optimizer == "newton" or self._settled(summary):
+                return self._results(summary, stacklevel=3)
         exact = self.deviance.has_gradient
         costly = exact and self.engine.evaluation_work() > GRADIENT_ABOVE
         if optimizer in ("auto", "newton"):

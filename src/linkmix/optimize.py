@@ -1,7 +1,8 @@
 """Optimisation of θ under bounds, and the record of how a fit got where it is.
 
 Owns the choice of optimiser (switchable: nlopt's BOBYQA by default, as lme4
-uses; scipy's COBYQA; scipy's L-BFGS-B where the exact gradient is given), the
+uses; scipy's COBYQA; scipy's L-BFGS-B where the exact gradient is given; Newton's
+method where the exact Hessian is, ``minimize_newton``, compiled in ``_dense``), the
 post-processing of the optimum (snapping tiny
 boundary values to the boundary when that does not worsen the objective), and
 the convergence checks, lme4's: the optimiser's own status, the finite-difference
@@ -26,8 +27,8 @@ from . import _dense
 from .linalg import solve_triangular
 from .numdiff import hessian, step
 
-__all__ = ["OptSummary", "minimize_bounded", "minimize_newton", "OPTIMIZERS", "OPTIMIZER_OPTIONS",
-           "SINGULAR_HESSIAN"]
+__all__ = ["OptSummary", "minimize_bounded", "minimize_newton", "OPTIMIZERS",
+           "OPTIMIZER_OPTIONS", "SINGULAR_HESSIAN"]
 
 OPTIMIZERS = ("bobyqa", "cobyqa", "lbfgs")
 #: The options ``minimize_bounded`` takes besides the optimiser's name.
