@@ -449,3 +449,39 @@ def test_dense_curvature_is_kept_for_small_models_only(design):
         assert kernel is not None
     if design.q > 200:
         assert kernel is None
+
+
+@pytest.mark.parametrize("d", [1, 3, 6])
+def test_scaled_pinv_and_satterthwaite_test_match_numpy(d):
+    """The compiled scaled pseudo-inverse is the inverse of a nonsingular H and leaves a
+    flat direction out (whatever the coordinates' units); the compiled t-test parts are
+    λ'Φλ and 2v²/g'Ag by numpy."""
+    from linkmix import _dense
+
+    rng = np.random.default_rng(d)
+    B = rng.normal(size=(d, d))
+    units = np.diag(10.0 ** rng.uniform(-4, 4, d))
+    H = units @ (B @ B.T + d * np.eye(d)) @ units
+    inverse, values = _dense.scaled_pinv(H, 1e-10)
+    np.testing.assert_allclose(inverse @ H, np.eye(d), atol=1e-8)
+    assert np.all(np.diff(values) >= 0)
+    if d > 1:
+        v = rng.normal(size=d)
+        flat = units @ np.outer(v, v) @ units    # rank one: d − 1 directions are flat
+        pinv, values = _dense.scaled_pinv(flat, 1e-10)
+        assert np.sum(values > 1e-10 * values.max()) == 1
+        np.testing.assert_allclose(flat @ pinv @ flat, flat, rtol=1e-8, atol=1e-12)
+    p, m, r = 3, d + 1, 4
+    C = rng.normal(size=(p, p))
+    vcov = C @ C.T + np.eye(p)
+    J = rng.normal(size=(m, p, p))
+    J = J + J.transpose(0, 2, 1)
+    A_root = rng.normal(size=(m, m))
+    A = A_root @ A_root.T
+    L = rng.normal(size=(r, p))
+    variance, df = _dense.satterthwaite_test(L, vcov, A, J)
+    expected_v = np.einsum("ra,ab,rb->r", L, vcov, L)
+    g = np.einsum("ra,kab,rb->rk", L, J, L)
+    np.testing.assert_allclose(variance, expected_v, rtol=1e-12)
+    np.testing.assert_allclose(df, 2 * expected_v**2 / np.einsum("rk,kl,rl->r", g, A, g),
+                               rtol=1e-10)

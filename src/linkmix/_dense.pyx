@@ -631,3 +631,65 @@ def newton(Objective objective, x0, lower, int maxiter, double rounding):
         f = ft
     return (x_arr, f, g_arr, H_arr, bool(stopped), log_x_arr[:n_log].copy(),
             log_f_arr[:n_log].copy())
+
+
+def scaled_pinv(const double[:, :] H, double rtol):
+    """(H⁺, eigenvalues of S) for a symmetric H (``linkmix.inference``'s rule): H⁺ =
+    D S⁺ D with S = D·(H + H')/2·D scaled to a unit diagonal (D_kk = H_kk^(−1/2), 1 where
+    H_kk ≤ 0) and S⁺ its inverse over the eigenvalues above ``rtol`` times the largest
+    (ascending, as LAPACK's dsyev gives them)."""
+    cdef int d = H.shape[0], i, j, k, info = 0, lwork = max(1, 3 * H.shape[0])
+    cdef double top = 0.0, s
+    scale_arr, values_arr = np.ones(d), np.zeros(d)
+    cdef double[::1] D = scale_arr, w = values_arr, work = np.zeros(lwork)
+    cdef double[::1, :] V = np.zeros((max(d, 1), max(d, 1)), order="F")
+    out_arr = np.zeros((d, d))
+    cdef double[:, ::1] out = out_arr
+    for i in range(d):
+        if H[i, i] > 0:
+            D[i] = 1.0 / sqrt(H[i, i])
+    for j in range(d):
+        for i in range(d):
+            V[i, j] = 0.5 * (H[i, j] + H[j, i]) * D[i] * D[j]
+    if d:
+        dsyev(b"V", b"L", &d, &V[0, 0], &d, &w[0], &work[0], &lwork, &info)
+        if info != 0:
+            raise np.linalg.LinAlgError("the eigenvalues of the scaled Hessian did not converge")
+    for k in range(d):
+        top = max(top, w[k])
+    for i in range(d):
+        for j in range(d):
+            s = 0.0
+            for k in range(d):
+                if w[k] > rtol * top:
+                    s += V[i, k] * V[j, k] / w[k]
+            out[i, j] = D[i] * s * D[j]
+    return out_arr, values_arr
+
+
+def satterthwaite_test(const double[:, :] L, const double[:, :] vcov,
+                       const double[:, :] A, const double[:, :, :] J):
+    """(v, df) for each row λ of L: v = λ'Φλ (Φ = ``vcov``), g_k = λ'J_kλ and
+    df = 2v²/g'Ag (inf where g'Ag ≤ 0)."""
+    cdef Py_ssize_t r = L.shape[0], p = L.shape[1], m = J.shape[0], row, a, b, k, l
+    cdef double v, s, den
+    variance_arr, df_arr = np.zeros(r), np.zeros(r)
+    cdef double[::1] variance = variance_arr, df = df_arr, g = np.zeros(max(m, 1))
+    for row in range(r):
+        v = 0.0
+        for a in range(p):
+            for b in range(p):
+                v += L[row, a] * vcov[a, b] * L[row, b]
+        for k in range(m):
+            s = 0.0
+            for a in range(p):
+                for b in range(p):
+                    s += L[row, a] * J[k, a, b] * L[row, b]
+            g[k] = s
+        den = 0.0
+        for k in range(m):
+            for l in range(m):
+                den += g[k] * A[k, l] * g[l]
+        variance[row] = v
+        df[row] = 2.0 * v * v / den if den > 0 else INFINITY
+    return variance_arr, df_arr

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import numdiff
+from . import _dense, numdiff
 from .errors import ArgumentError, FitError
 
 __all__ = ["DDF_METHODS", "FixedEffectTests", "Satterthwaite", "KenwardRoger", "t_tests",
@@ -335,29 +335,19 @@ class Satterthwaite:
     def test(self, L) -> tuple[np.ndarray, np.ndarray]:
         """(v, df) for each row λ of L: v = λ'Φλ and df = 2v²/g'Ag (inf where g'Ag = 0)."""
         L = np.atleast_2d(np.asarray(L, dtype=float))
-        variance = quadratic_forms(L, self.vcov_beta)
-        g = np.sum((L @ self.jacobian) * L, axis=2).T   # g[r, k] = λ_r'J_kλ_r, one product
-        denominator = quadratic_forms(g, self.vcov_varpar)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            df = np.where(denominator > 0, 2.0 * variance**2 / denominator, np.inf)
-        return variance, df
+        return _dense.satterthwaite_test(L, self.vcov_beta, self.vcov_varpar,
+                                         np.asarray(self.jacobian, dtype=float))
 
 
 def _scaled_pinv(H: np.ndarray, rtol: float = EIGEN_RTOL) -> tuple[np.ndarray, np.ndarray]:
     """(H⁺, eigenvalues of S) for a symmetric H: H⁺ = D S⁺ D with S = DHD scaled to a unit
     diagonal (D_kk = H_kk^(−1/2), 1 where H_kk ≤ 0) and S⁺ its inverse over the
-    eigenvalues above ``rtol`` times the largest.
+    eigenvalues above ``rtol`` times the largest (compiled: ``_dense.scaled_pinv``).
 
     The scaling makes the cut independent of each coordinate's units: for a
     nonsingular H, H⁺ = H⁻¹ exactly, and rescaling any coordinate rescales H⁺ with it
     (a plain eigenvalue cut on H keeps or drops a direction by its units)."""
-    diagonal = np.diagonal(H)
-    d = np.where(diagonal > 0, 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0)), 1.0)
-    S = d[:, None] * H * d[None, :]
-    values, vectors = np.linalg.eigh(0.5 * (S + S.T))
-    keep = values > rtol * max(float(values.max(initial=0.0)), 0.0)
-    inverse = (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
-    return d[:, None] * inverse * d[None, :], values
+    return _dense.scaled_pinv(np.asarray(H, dtype=float), rtol)
 
 
 @dataclass(frozen=True)
