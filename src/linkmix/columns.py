@@ -99,10 +99,23 @@ class Layout:
 
     def fill(self, numeric: np.ndarray, codes: np.ndarray, n: int, levels: dict[str, list]):
         """(the n × p matrix, its column names) from the columns' values and codes."""
-        names, col_numeric, col_factor, col_level = self.recipes(levels)
+        names, col_numeric, col_factor, col_level = _recipes(
+            self, tuple(tuple(levels[name]) for name in self.factors[1]))
+        names = list(names)
         out = np.empty((n, len(names)))
         _columns.fill_columns(out, numeric, codes, col_numeric, col_factor, col_level)
         return out, names
+
+
+@functools.lru_cache(maxsize=1024)
+def _recipes(layout: Layout, levels: tuple[tuple, ...]):
+    """``layout.recipes`` for the categorical factors' levels in ``factors`` order,
+    cached (read-only): a batch's groups and refits share their levels, and the names
+    and recipe arrays cost more to make than the matrix they fill."""
+    out = layout.recipes(dict(zip(layout.factors[1], (list(lv) for lv in levels))))
+    for array in out[1:]:
+        array.flags.writeable = False
+    return (tuple(out[0]), *out[1:])
 
 
 @functools.lru_cache(maxsize=256)

@@ -286,7 +286,8 @@ def model_frame(data: pd.DataFrame, used, missing: str = "drop", stacklevel: int
     return data, n_dropped
 
 
-def complete_rows(data: pd.DataFrame, used, missing: str = "drop", stacklevel: int = 4):
+def complete_rows(data: pd.DataFrame, used, missing: str = "drop", stacklevel: int = 4,
+                  fetched=None):
     """(the complete rows of ``data`` in the ``used`` columns, {column: its Series over
     them} for the used columns, how many rows were dropped).
 
@@ -295,11 +296,13 @@ def complete_rows(data: pd.DataFrame, used, missing: str = "drop", stacklevel: i
     model frames do: a level no row has must not become the reference level (it would
     silently change which contrasts are estimated).  Each column is looked up once
     (pandas builds a Series per lookup) and tested on its array (a frame's
-    ``isna().any(axis=1)`` costs a hundred times more on a small table).
+    ``isna().any(axis=1)`` costs a hundred times more on a small table); ``fetched``
+    ({column: Series}) are columns the caller has looked up already.
     """
     arguments.choice(missing, "missing", ("drop", "raise"))
-    wanted = set(used)
-    frame = ColumnFrame({c: data[c] for c in data.columns if c in wanted})
+    wanted, fetched = set(used), fetched or {}
+    frame = ColumnFrame({c: fetched[c] if c in fetched else data[c]
+                         for c in data.columns if c in wanted})
     holes = {c: np.asarray(column.array.isna()) for c, column in frame.items()}
     bad = [c for c, hole in holes.items() if hole.any()]
     n_dropped = 0
@@ -551,8 +554,10 @@ def build_design(formula: str | FormulaSpec, data: pd.DataFrame, *,
         where = f"random-effects term ({term.expr} | {term.group_name})"
         require_columns(data, sorted(expr_vars) + list(term.group), where)
         used |= expr_vars | set(term.group)
-    require_numeric_response(data[spec.response], spec.response)
-    data, frame, n_dropped = complete_rows(data, used, missing)
+    response = data[spec.response]
+    require_numeric_response(response, spec.response)
+    data, frame, n_dropped = complete_rows(data, used, missing,
+                                           fetched={spec.response: response})
     y = frame[spec.response].to_numpy(dtype=float)
     single = single_level_factors(frame, fixed_vars)
     if single:
