@@ -4,10 +4,12 @@
 Owns arithmetic only: for a model small enough to hold the augmented system
 ``Ã = W'W + diag(I_q, 0)`` (W = [ZΛ_θ, X]) and its inverse densely, one call at θ
 gives log|A| (A = Λ'Z'ZΛ + I), log|R_X|², r², β̂ and ũ, and on request their exact
-first and second derivatives in θ and the derivative of M = (X'V₀⁻¹X)⁻¹, which
-every θ-dependent curvature of the model is made of (the convergence checks' Hessian,
-the Newton polish, Satterthwaite's degrees of freedom).  ``linkmix.model`` gives the
-numbers meaning; ``linkmix.engine`` owns the factorisations the optimiser uses.
+first and second derivatives in θ and the derivative of M = (X'V₀⁻¹X)⁻¹: what a
+small model's fit by Newton's method, its convergence checks and Satterthwaite's
+degrees of freedom are made of, and (over Z alone, β in the response) the sampler's
+exact deviance gradient.  ``linkmix.model`` gives the numbers meaning;
+``linkmix.engine`` builds the kernel (``dense_curvature``) and owns the sparse
+factorisations of larger models.
 
 Λ = Σ_i θ_i D_i is linear in θ; D_i has a 1 at each entry (r, c) of Λ that is θ_i.
 With S = Ã⁻¹, R = W'Z and P_u the u-rows, ∂Ã/∂θ_i = R D_i P_u + (R D_i P_u)' and
@@ -29,7 +31,8 @@ factorisation and the inverse is O(q²(q + p)) for T and Y and the entries' pair
 ``newton`` minimises over θ ≥ lower by Newton's method in a trust region, every
 iteration compiled: on the profiled criterion of a kernel (``profiled_objective``;
 its formulas are ``linkmix.deviance.PLSState``'s), or on any Python function giving
-(f, ∇f, ∇²f) (``PythonObjective``).
+(f, ∇f, ∇²f) (``PythonObjective``).  ``scaled_pinv`` and ``satterthwaite_test`` are
+Satterthwaite's small dense steps (``linkmix.inference`` says what they mean).
 """
 
 from libc.math cimport INFINITY, fabs, log, sqrt
