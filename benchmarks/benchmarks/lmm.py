@@ -53,3 +53,31 @@ class FitML:
 
     def track_evaluations(self, structure, engine):
         return self.model.fit().optsummary.n_evaluations
+
+
+class SmallFitWithTests:
+    """A whole small fit as users time it against glmm (``lmer`` and ``coef_table``'s
+    Satterthwaite t tests), by Newton's method on the dense kernel ("auto") and by
+    BOBYQA (the path before it), on the same models."""
+
+    params = (["scalar", "vector", "crossed", "peptide"], ["auto", "bobyqa"])
+    param_names = ["structure", "optimizer"]
+
+    def setup(self, structure, optimizer):
+        if structure == "peptide":
+            self.data = linkmix.datasets.simulate_msstats(
+                1, n_conditions=2, n_bioreplicates=4, n_runs=2, n_features=(1, 1),
+                missing_rate=0.0)
+            self.formula = "log2Intensity ~ Condition + (1 | BioReplicate)"
+        else:
+            stem, self.formula = STRUCTURES[structure]
+            self.data = _load(stem)
+        self.optimizer = optimizer
+
+    def time_fit_and_tests(self, structure, optimizer):
+        linkmix.lmer(self.formula, self.data, REML=False,
+                     optimizer=self.optimizer).coef_table()
+
+    def track_evaluations(self, structure, optimizer):
+        fit = linkmix.lmer(self.formula, self.data, REML=False, optimizer=self.optimizer)
+        return fit.optsummary.n_evaluations
