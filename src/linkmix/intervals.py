@@ -123,7 +123,7 @@ def _ml_linear_model(fit):
     if isinstance(fit, (NLMMResults, LinkedResults)):
         return None
     return fit._model_at_fit() if not fit.REML else \
-        LinearMixedModel.from_design(fit.design, REML=False, engine=fit.engine_kind)
+        LinearMixedModel.from_design(fit.design, REML=False, engine=fit.engine_request)
 
 
 def _profile(fit, wanted, level):
@@ -206,7 +206,7 @@ class _FixedEffectProfile(_Profile):
         self.model = LinearMixedModel.from_design(
             dataclasses.replace(design, X=np.ascontiguousarray(design.X[:, keep]),
                                 fixed_names=[design.fixed_names[i] for i in keep]),
-            REML=False, engine=fit.engine_kind)
+            REML=False, engine=fit.engine_request)
         self.name, self.v_hat, self.deviance = name, float(fit.beta[name]), fit.objective
         self.theta = off_the_boundary(design, fit.theta)
 
@@ -366,7 +366,7 @@ class _BootTask:
                       model.response.engine.kind)
             options = {"derivatives": False, "n_starts": len(fit.runs), "method": fit.method}
         else:
-            recipe = ("linear", design, fit.REML, fit.engine_kind)
+            recipe = ("linear", design, fit.REML, fit.engine_request)
             options = {"check_gradient": False}
         return cls(recipe, mean, Z, Lambda, fit.sigma, options, len(fit.natural_estimates()[0]))
 

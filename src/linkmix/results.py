@@ -283,9 +283,16 @@ class LMMResults(FixedEffectTests, Report):
 
     @property
     def engine_kind(self) -> str:
-        """The model's factorisation (``linkmix.engine``; made on first use: a small fit by
-        the dense kernel needs none)."""
-        return self.model.engine.kind
+        """What factored the model: ``"dense"`` for a fit by Newton's method on the dense
+        kernel (``linkmix._dense``, no engine made), else the engine's kind
+        (``linkmix.engine``)."""
+        return "dense" if self.optsummary.optimizer == "newton" else self.model.engine.kind
+
+    @property
+    def engine_request(self) -> str:
+        """The ``engine`` argument that makes this fit's model again (``"auto"`` unless
+        one was named)."""
+        return getattr(self.model, "_engine_kind", None) or self.model.engine.kind
 
     @cached_property
     def beta(self) -> pd.Series:
@@ -481,7 +488,7 @@ class LMMResults(FixedEffectTests, Report):
         if self.model.design is self.design:
             return self.model
         return type(self.model).from_design(self.design, REML=self.REML,
-                                            engine=self.engine_kind)
+                                            engine=self.engine_request)
 
     # ---- variance components ---------------------------------------------
     @cached_property
