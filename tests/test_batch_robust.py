@@ -129,9 +129,10 @@ def test_ctrl_c_then_resume_gives_the_whole_table(tmp_path, peptides):
                "--chunk-size", "50"]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "out.csv.partial"
-    while not partial.exists() and run.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.2)
+    # interrupt once the first chunk's rows are written: a fixed wait after the file
+    # appears let the whole run (now well under a second) finish first
+    while not (partial.exists() and partial.stat().st_size > 1000) and run.poll() is None:
+        time.sleep(0.005)
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err

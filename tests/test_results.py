@@ -148,6 +148,21 @@ def test_read_table_keeps_quoted_codes_as_text():
     assert pd.api.types.is_numeric_dtype(data["Days"])
 
 
+def test_read_table_reads_only_the_columns_asked_for(tmp_path):
+    """``columns`` keeps those the file has (and ``factors``), as the whole read gives
+    them; a name the file lacks is the caller's to report.  Parquet alike."""
+    path = linkmix.datasets.path("sleepstudy")
+    whole = linkmix.read_table(path)
+    some = linkmix.read_table(path, columns=["Reaction", "Subject", "Nope"], factors=["Days"])
+    assert list(some.columns) == ["Reaction", "Days", "Subject"]
+    pd.testing.assert_frame_equal(some, whole[["Reaction", "Days", "Subject"]].assign(
+        Days=whole.Days.astype(str)), check_dtype=False)
+    pytest.importorskip("pyarrow")
+    whole.to_parquet(tmp_path / "sleep.parquet")
+    some = linkmix.read_table(tmp_path / "sleep.parquet", columns=["Days", "Nope"])
+    assert list(some.columns) == ["Days"]
+
+
 def test_results_are_snapshots_of_their_response():
     """A model given another response (as a batch reuses a layout's model) leaves the
     results already made unchanged: they hold their numbers, not the engine's state."""

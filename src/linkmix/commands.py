@@ -99,11 +99,23 @@ def nlfit_command(args) -> int:
     return 0
 
 
+def _batch_columns(args):
+    """The columns ``linkmix batch`` reads: the formula's, the group keys and the
+    ``--log2`` sources; None (every column) where a linked mean may read any."""
+    from .batch import GroupSpec
+
+    if args.mean is not None:
+        return None
+    response, used = GroupSpec(args.formula).used_columns()
+    created = {f"log2{col}" for col in args.log2}
+    return ({response, *used} - created) | set(args.by) | set(args.log2)
+
+
 def batch_command(args) -> int:
     """``linkmix batch``."""
     from .batch import adjusted_p_values, iter_fit_groups
 
-    data = read_table(args.data, factors=args.factor)
+    data = read_table(args.data, factors=args.factor, columns=_batch_columns(args))
     for col in args.log2:
         if col not in data.columns:
             raise DataError(f"--log2: unknown column {col!r}; the data has columns "

@@ -64,12 +64,15 @@ def _quoted_columns(path: str, sep: str, sample_lines: int = 200) -> list[str]:
     return [name for name, q, s in zip(header, quoted, seen) if q and s]
 
 
-def read_table(path, *, factors=()) -> pd.DataFrame:
+def read_table(path, *, factors=(), columns=None) -> pd.DataFrame:
     """Read a CSV, TSV or Parquet file (CSV and TSV may be gzipped: ``.csv.gz``) into a
     DataFrame.
 
     Quoted columns of a CSV/TSV and the columns named in ``factors`` are read
-    as strings (categories in formulas); ``NA`` and empty fields are missing.
+    as strings (categories in formulas); ``NA`` and empty fields are missing.  With
+    ``columns``, only those (and ``factors``) are read where the file has them: a large
+    table's other columns cost memory and parsing time (a name the file lacks is left
+    for the caller to report, as it would be without ``columns``).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -79,14 +82,19 @@ def read_table(path, *, factors=()) -> pd.DataFrame:
     if os.path.getsize(path) == 0:
         raise DataError(f"data file {path!r} is empty")
     lower = path.lower()
+    keep = None if columns is None else set(columns) | set(factors)
     try:
         if lower.endswith((".parquet", ".pq")):
-            frame = pd.read_parquet(path)
+            if keep is not None:
+                import pyarrow.parquet
+                keep = [c for c in pyarrow.parquet.read_schema(path).names if c in keep]
+            frame = pd.read_parquet(path, columns=keep)
         else:
             sep = "\t" if lower.removesuffix(".gz").endswith((".tsv", ".tab")) else ","
             text_cols = set(_quoted_columns(path, sep)) | set(factors)
             frame = pd.read_csv(path, sep=sep, dtype={c: str for c in text_cols},
-                                na_values=["NA", ""], keep_default_na=False)
+                                na_values=["NA", ""], keep_default_na=False,
+                                usecols=None if keep is None else (lambda c: c in keep))
     except ImportError as exc:
         raise DataError(f"reading {path!r} needs a Parquet engine (pip install pyarrow): "
                         f"{exc}") from None
