@@ -79,6 +79,8 @@ class RandomTerm:
     def covariate_factor(self) -> np.ndarray:
         """R_t of Z_t/√n = Q_tR_t (k × k, upper triangular): the covariates' sizes and
         angles, in which a covariance's singular call is measured (``results``)."""
+        if self.Z.shape[1] == 1:   # the column's RMS: a QR's R up to its sign
+            return np.array([[math.sqrt(float(self.Z[:, 0] @ self.Z[:, 0]) / len(self.Z))]])
         return np.linalg.qr(self.Z / math.sqrt(len(self.Z)), mode="r")
 
     @functools.cached_property
