@@ -7,7 +7,10 @@ either kind of model (``linkmix.linked.LinkedModel`` works over both):
   an engine without fixed-effects columns, so a rank-deficient X is kept and is
   harmless; z is in working coordinates (``linkmix.conditioning.LinkedCoordinates``).
   By the envelope theorem ∂D/∂β = −2X'r̃/σ² and ∂D/∂log σ = 2n − 2r²/σ² (r̃ the
-  conditional residual), plus the chain rule through f; ∂D/∂θ by central differences.
+  conditional residual), plus the chain rule through f; ∂D/∂θ exactly where the engine
+  gives it (blocked engines), else by central differences; the Hessian's θ columns are
+  differences of that gradient.  Its unconstrained start is the plain ML fit (Newton's
+  method on the dense kernel where the model is small).
 * ``NonlinearResponse``: PNLS at (θ, β) (``linkmix.nonlinear``), the Laplace
   approximation with nothing profiled; ∂D/∂log σ exactly, θ and β by central
   differences (each perturbed PNLS starts from the same ũ, so they are smooth).
