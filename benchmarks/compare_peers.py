@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import pathlib
 import shutil
 import statistics
@@ -62,6 +63,14 @@ for (i in seq_len(reps)) {
 }
 cat(sprintf("%.9f %.12f\n", median(times) / length(groups), deviance(m)))
 """
+
+
+def _distribution_version(name: str) -> str:
+    """The installed distribution's version (glmm has no ``__version__``), or "?"."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
 
 def peptide_16() -> pd.DataFrame:
@@ -251,7 +260,8 @@ def main(argv=None) -> int:
         rows += seed_rows(args.rounds, args.reps)
     if "insteval" in cases:
         rows += insteval_rows(modules, args.rounds)
-    versions = {name: getattr(module, "__version__", "?") for name, module in modules.items()}
+    versions = {name: getattr(module, "__version__", None) or _distribution_version(name)
+                for name, module in modules.items()}
     print(f"linkmix {linkmix.__version__}; " + "; ".join(f"{k} {v}" for k, v in versions.items())
           + f"; median of {args.rounds} alternating rounds\n")
     print_table(rows)
