@@ -22,10 +22,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
 import linkmix
+from _timing import median_seconds
 from linkmix.examples import M2_CONSTRAINT, M2_FORMULA
 
 PLAIN = "x ~ 1 + t2 + m2 + t2m1 + (0 + treatment || replicate)"
@@ -46,15 +46,6 @@ for (r in seq_along(times)) {
 }
 cat(sprintf("seconds=%.6f\n", median(times)))
 """
-
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def lme4_loop(csv: pathlib.Path, tmp: pathlib.Path) -> float:
@@ -84,16 +75,17 @@ def main(argv=None) -> int:
         csv = tmp / "experiment.csv"
         data.to_csv(csv, index=False)
         for _ in range(args.repeats):  # alternate, so both see the same machine
-            plain_times.append(timed(lambda: linkmix.fit_groups(
-                data, "peptide", PLAIN, REML=False, n_jobs=1), 1))
+            plain_times.append(median_seconds(lambda: linkmix.fit_groups(
+                data, "peptide", PLAIN, REML=False, n_jobs=1), 1, warmup=False))
             if have_r:
                 lme4_times.append(lme4_loop(csv, tmp))
     plain = statistics.median(plain_times)
-    constrained = timed(lambda: linkmix.fit_groups(data, "peptide", M2_FORMULA,
-                                                   constraints=M2_CONSTRAINT, n_jobs=1), 1)
-    pooled = timed(lambda: linkmix.fit_groups(data, "peptide", PLAIN, REML=False, n_jobs=-1), 1)
-    constrained_pooled = timed(lambda: linkmix.fit_groups(
-        data, "peptide", M2_FORMULA, constraints=M2_CONSTRAINT, n_jobs=-1), 1)
+    constrained = median_seconds(lambda: linkmix.fit_groups(
+        data, "peptide", M2_FORMULA, constraints=M2_CONSTRAINT, n_jobs=1), 1, warmup=False)
+    pooled = median_seconds(lambda: linkmix.fit_groups(
+        data, "peptide", PLAIN, REML=False, n_jobs=-1), 1, warmup=False)
+    constrained_pooled = median_seconds(lambda: linkmix.fit_groups(
+        data, "peptide", M2_FORMULA, constraints=M2_CONSTRAINT, n_jobs=-1), 1, warmup=False)
     print(f"{g} peptides, 16 observations each, {100 * args.missing_rate:g}% of intensities "
           f"missing; ms per fit (median of {args.repeats} alternating repeats where repeated)")
     print(f"  linkmix unconstrained, 1 core    {1000 * plain / g:8.3f}")

@@ -24,12 +24,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
 import pandas as pd
 
 import linkmix
+from _timing import median_seconds
 
 HERE = pathlib.Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
@@ -82,27 +82,20 @@ def r_times(repeats: int) -> dict:
     return json.loads(done.stdout)
 
 
-def median_time(fun, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fun()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def python_times(repeats: int) -> dict:
     warnings.simplefilter("ignore")
     peptide = pd.read_csv(PEPTIDE, dtype={"Condition": str, "BioReplicate": str,
                                           "FragmentIon": str})
-    out = {"satterthwaite": median_time(
-               lambda: linkmix.lmer(PEPTIDE_FORMULA, peptide).coef_table(), repeats),
-           "kenward_roger": median_time(
+    out = {"satterthwaite": median_seconds(
+               lambda: linkmix.lmer(PEPTIDE_FORMULA, peptide).coef_table(), repeats,
+               warmup=False),
+           "kenward_roger": median_seconds(
                lambda: linkmix.lmer(PEPTIDE_FORMULA, peptide).coef_table("kenward-roger"),
-               repeats)}
+               repeats, warmup=False)}
     for name, formula in PROFILES.items():
         fit = linkmix.lmer(formula, load_dataset(name))
-        out[name] = median_time(lambda: linkmix.confint(fit), max(1, repeats // 3))
+        out[name] = median_seconds(lambda: linkmix.confint(fit), max(1, repeats // 3),
+                                   warmup=False)
     return out
 
 

@@ -78,10 +78,14 @@ cdef class DenseCurvature:
 
     Parameters
     ----------
-    G, ZtX, XtX : ndarray
-        Z'Z (q × q), Z'X (q × p) and X'X (``dense_products``); the response's
-        products come from ``set_response``, which must be called before
+    columns, values : ndarray
+        Z (n × q) as ``dense_products`` takes it: per observation the columns of u it
+        touches (int32) and Z's values there.
+    X : ndarray
+        n × p.  The response comes from ``set_response``, which must be called before
         ``evaluate``.
+    q : int
+        Number of random effects (u's length).
     entry_row, entry_col, entry_ptr : int32 arrays
         The entries (r, c) of Λ that are θ_i, for i = 0 … d − 1, at
         ``entry_ptr[i] … entry_ptr[i + 1] − 1``.
@@ -97,18 +101,26 @@ cdef class DenseCurvature:
     cdef readonly bint REML
     cdef double[::1, :] G, ZtXy, XyXy, GL, C, S, Sl, SR, Y, U, V, GV, Rv, Sg
     cdef int[::1] e_row, e_col, e_ptr
+    cdef const int[:, ::1] columns
+    cdef const double[:, ::1] values, X
     cdef double[::1] v, z, gl, gr
     cdef double[:, ::1] hl, hr, Mb
     cdef double[:, :, ::1] dMb
     cdef readonly double logdet_A, logdet_RX, r2
 
-    def __init__(self, G, ZtX, XtX, entry_row, entry_col, entry_ptr, bint REML):
-        self.q = G.shape[0]
-        self.p = ZtX.shape[1]
+    def __init__(self, columns, values, X, int q, entry_row, entry_col, entry_ptr,
+                 bint REML):
+        self.columns = np.ascontiguousarray(columns, dtype=np.int32)
+        self.values = np.ascontiguousarray(values, dtype=float)
+        self.X = np.ascontiguousarray(X, dtype=float)
+        G, ZtX = dense_products(self.columns, self.values, self.X, q)
+        XtX = np.asarray(self.X).T @ np.asarray(self.X)
+        self.q = q
+        self.p = self.X.shape[1]
         self.d = len(entry_ptr) - 1
         self.m = self.q + self.p + 1
         self.REML = REML
-        self.G = np.asfortranarray(G, dtype=float)
+        self.G = G
         products = np.zeros((self.q, self.p + 1), order="F")
         products[:, :self.p] = ZtX
         self.ZtXy = products
@@ -193,15 +205,16 @@ cdef class DenseCurvature:
                 out[i, j] = self.C[self.q + i, self.q + j]
         return out
 
-    def set_response(self, const int[:, ::1] columns, const double[:, ::1] values,
-                     const double[:, ::1] X, const double[::1] y):
-        """Take another response y of the same design (Z given as ``dense_products``
-        takes it, X as n × p): Z'y, X'y and y'y are recomputed, nothing else."""
+    def set_response(self, const double[::1] y):
+        """Take a response y (n) of the design: Z'y, X'y and y'y are recomputed, nothing
+        else."""
+        cdef const int[:, ::1] columns = self.columns
+        cdef const double[:, ::1] values = self.values, X = self.X
         cdef Py_ssize_t n = columns.shape[0], K = columns.shape[1], i, a, j
         cdef int p = self.p
         cdef double s
-        if y.shape[0] != n or X.shape[0] != n or X.shape[1] != p:
-            raise ValueError("the response or X does not match the design")
+        if y.shape[0] != n:
+            raise ValueError(f"the response has {y.shape[0]} entries, not {n}")
         for a in range(self.q):
             self.ZtXy[a, p] = 0.0
         for i in range(n):

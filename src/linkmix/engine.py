@@ -48,7 +48,7 @@ from .linalg import solve_triangular
 from .threads import SMALL_PROBLEM, TINY_PROBLEM, one_blas_thread
 
 __all__ = ["BlockedEngine", "CholmodEngine", "make_engine", "cheapest_engine", "ENGINES",
-           "dense_curvature", "dense_Z"]
+           "dense_curvature"]
 
 
 class _EngineBase:
@@ -677,12 +677,9 @@ def dense_curvature(design, REML: bool, always: bool = False):
             cols.append(starts + b)
             ptr.append(ptr[-1] + term.n_levels)
         offset += term.q
-    columns, values = dense_Z(design)
-    X = np.ascontiguousarray(design.X, dtype=float)
-    G, ZtX = _dense.dense_products(columns, values, X, q)
-    kernel = _dense.DenseCurvature(G, ZtX, X.T @ X, np.concatenate(rows), np.concatenate(cols),
-                                   np.array(ptr, dtype=np.int32), REML)
-    kernel.set_response(columns, values, X, np.ascontiguousarray(design.y, dtype=float))
+    kernel = _dense.DenseCurvature(*dense_Z(design), design.X, q, np.concatenate(rows),
+                                   np.concatenate(cols), np.array(ptr, dtype=np.int32), REML)
+    kernel.set_response(np.ascontiguousarray(design.y, dtype=float))
     return kernel
 
 

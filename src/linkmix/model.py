@@ -26,7 +26,7 @@ from . import arguments
 from .conditioning import Conditioning
 from .design import build_design, design_from_arrays
 from .deviance import Deviance, PLSState
-from .engine import ENGINES, dense_curvature, dense_Z, make_engine
+from .engine import ENGINES, dense_curvature, make_engine
 from .errors import ArgumentError, ConvergenceWarning, DataError, FitError
 from .linalg import solve_triangular
 from .optimize import (OPTIMIZER_OPTIONS, OPTIMIZERS, OptSummary, minimize_bounded,
@@ -172,8 +172,8 @@ class LinearMixedModel:
         y_w = self.conditioning.set_response(self.design.y)
         if "engine" in self.__dict__:
             self.engine.set_response(y_w)
-        if self.__dict__.get("_dense") is not None:  # as ``dense_curvature`` sets it
-            self._dense.set_response(*self._dense_Z, self.conditioning.working.X, y_w)
+        if self.__dict__.get("_dense") is not None:
+            self._dense.set_response(y_w)
         self._check_response()
 
     def _checked(self, theta, beta=None, sigma=None, name: str = "theta"):
@@ -430,18 +430,6 @@ class LinearMixedModel:
         summary = OptSummary("none (θ given)", theta_w, x_final=theta_w,
                              fun_final=self.deviance(theta_w), converged=True)
         return LMMResults(self, summary, self.estimates(summary.x_final))
-
-    def working_hessian(self, theta_w):
-        """(d, ∇d, ∇²d) of the working criterion at θ_w, exactly, from the dense kernel;
-        None where the system is not positive definite, r² is zero, or the model has no
-        dense kernel."""
-        objective = self._newton_objective
-        return None if objective is None else objective(np.asarray(theta_w, dtype=float))
-
-    @functools.cached_property
-    def _dense_Z(self):
-        """Z as the dense kernel reads it (``engine.dense_Z``), for new responses."""
-        return dense_Z(self.conditioning.working)
 
     @functools.cached_property
     def _newton_objective(self):

@@ -576,16 +576,29 @@ def _exact_checks(x, f0: float, gradient, H, lower, rel_step: float = 1e-4) -> D
     tau_rounding = 10 * d * _EPS * max(1.0, abs(f0))
     checks = _judge(np.asarray(gradient, dtype=float), H[np.ix_(idx, idx)], idx, f0,
                     tau_rounding)
-    for k in sorted(set(range(d)) - set(idx.tolist())):
+    _judge_bounds(checks, gradient, tau_rounding,
+                  lambda k: (gradient[k] + h[k] * H[k, k], H[k, k]))
+    return checks
+
+
+def _judge_bounds(checks, gradient, tau_rounding: float, inward) -> None:
+    """The checks of the coordinates on their bound (off ``checks.interior``), in place.
+    On a bound the derivative of an even function of θ_k (a scalar term's) is 0, as at
+    a minimum: a point there is one only if f rises inward.  Where ∂f/∂x_k does not push
+    x_k outward (above ``tau_rounding``), ``inward(k)`` gives (∂f/∂x_k one step in, the
+    curvature along x_k): f falls inward (a saddle: ``escape``) where the first is
+    negative with the curvature below −``tau_rounding``, and is flat along x_k where the
+    curvature is within ``checks.tau``."""
+    d = len(gradient)
+    for k in sorted(set(range(d)) - set(checks.interior.tolist())):
         if gradient[k] > tau_rounding:
             continue  # rising inward already
-        curvature = H[k, k]
-        if gradient[k] + h[k] * curvature < 0 and curvature < -tau_rounding:
+        slope, curvature = inward(k)
+        if slope < 0 and curvature < -tau_rounding:
             checks.negative += 1
             checks.escape.append(k)
-        elif abs(curvature) <= checks.tau:
+        elif abs(curvature) <= checks.tau:   # flat at the bound: any small value fits
             checks.flat.append(np.eye(d)[k])
-    return checks
 
 
 def _quadratic_model_step(h, g) -> float:
@@ -635,20 +648,14 @@ def _gradient_checks(fun_grad, x, lower, f0: float, g0=None,
     # an exact gradient is good to about its own rounding, ε·max(1, |f|) per unit
     tau_rounding = 10 * d * _EPS * max(1.0, abs(f0)) / h_min
     checks = _judge(np.asarray(g0, dtype=float), H, idx, f0, tau_rounding)
-    # On a bound the derivative of an even function of θ_k (a scalar term's) is 0, as
-    # at a minimum: a point there is one only if f rises inward.
-    for k in sorted(set(range(d)) - set(idx.tolist())):
-        if g0[k] > tau_rounding:
-            continue  # rising inward already
+
+    def one_step_in(k):  # differenced: the gradient one step inward
         z = x.copy()
         z[k] += h[k]
-        _, g = fun_grad(z)
-        curvature = (g[k] - g0[k]) / h[k]
-        if g[k] < 0 and curvature < -tau_rounding:
-            checks.negative += 1
-            checks.escape.append(k)
-        elif abs(curvature) <= checks.tau:   # flat at the bound: any small value fits
-            checks.flat.append(np.eye(d)[k])
+        g = fun_grad(z)[1]
+        return g[k], (g[k] - g0[k]) / h[k]
+
+    _judge_bounds(checks, g0, tau_rounding, one_step_in)
     return checks
 
 

@@ -45,7 +45,7 @@ import scipy.linalg
 
 from . import arguments, numdiff, threads
 from .constraints import ConstraintError
-from .engine import dense_curvature, dense_Z
+from .engine import dense_curvature
 from .errors import ArgumentError, FitError, LinkmixError
 
 __all__ = ["sample", "posterior_summary", "PosteriorSummary", "bayes_factor", "BayesFactor",
@@ -244,8 +244,6 @@ class _LinearKernel:
         self.design, self.fixed_mean = design, fixed_mean
         random_only = dataclasses.replace(design, X=np.zeros((design.n, 0)), fixed_names=[])
         self.kernel = dense_curvature(random_only, REML=False, always=True)
-        self.columns, self.values = dense_Z(random_only)
-        self.no_columns = random_only.X
         self.Z = design.Z_sparse()
 
     def at(self, theta, beta, natural, order: int) -> np.ndarray:
@@ -254,7 +252,7 @@ class _LinearKernel:
         residual = self.design.y - self.fixed_mean(beta, natural)
         if not np.all(np.isfinite(residual)):
             raise ValueError("the mean is not finite")
-        self.kernel.set_response(self.columns, self.values, self.no_columns, residual)
+        self.kernel.set_response(residual)
         if not self.kernel.evaluate(np.asarray(theta, dtype=float), order):
             raise ValueError("the residual lies in the random effects' span")
         return residual
