@@ -11,9 +11,12 @@ loads none of them.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -111,6 +114,24 @@ def _batch_columns(args):
     return ({response, *used} - created) | set(args.by) | set(args.log2)
 
 
+@contextlib.contextmanager
+def _interrupt_after():
+    """Ctrl-C within the block takes effect when it ends: a chunk written half would be
+    in the partial file without being counted (the message said nothing was written,
+    and ``--resume`` would keep a group with part of its rows)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def batch_command(args) -> int:
     """``linkmix batch``."""
     from .batch import adjusted_p_values, iter_fit_groups
@@ -147,8 +168,9 @@ def batch_command(args) -> int:
         first = next(parts, None) if len(data) else None
         with writer:
             for part in itertools.chain([] if first is None else [first], parts):
-                writer.write(part)
-                tally.add(part)
+                with _interrupt_after():  # a chunk is in the file whole, and counted
+                    writer.write(part)
+                    tally.add(part)
             writer.adjusted = adjusted_p_values(*writer.tests)
     except KeyboardInterrupt:
         print(f"linkmix: interrupted: {tally.groups} groups fitted"
